@@ -1,0 +1,76 @@
+"""Dataset versions with DVC.
+
+Datasets live in a DVC project under the work folder (no git needed) and are pushed to a remote:
+a local folder by default, an S3 bucket when ``KUBELOOP_DVC_REMOTE`` says so. A version is the
+dataset's DVC md5; the ``.dvc`` pointer file is what a run records, and ``checkout`` brings that
+exact data back from the remote to reproduce the run.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from components.settings import PlatformSettings
+
+REMOTE_NAME = "kubeloop"
+
+
+@dataclass(frozen=True)
+class DataVersion:
+    md5: str
+    path: Path
+    pointer: Path  # the .dvc file
+    remote: str
+
+    @property
+    def short(self) -> str:
+        return self.md5[:12]
+
+
+def _repo(settings: PlatformSettings):
+    from dvc.repo import Repo  # heavy import, only where DVC is used
+
+    root = settings.work_dir / "dvc"
+    remote = settings.dvc_remote or str(settings.work_dir / "dvc-remote")
+    if not (root / ".dvc").exists():
+        root.mkdir(parents=True, exist_ok=True)
+        Repo.init(str(root), no_scm=True)
+    repo = Repo(str(root))
+    with repo.config.edit() as conf:
+        conf["remote"][REMOTE_NAME] = {"url": remote}
+        conf["core"]["remote"] = REMOTE_NAME
+        conf["core"]["analytics"] = False
+    return Repo(str(root)), remote
+
+
+def dataset_path(settings: PlatformSettings, name: str) -> Path:
+    """Where the versioned dataset of a project lives inside the DVC project."""
+    return settings.work_dir / "dvc" / "datasets" / name / "dataset.parquet"
+
+
+def version_file(settings: PlatformSettings, path: Path) -> DataVersion:
+    """``dvc add`` and ``dvc push`` a file that sits inside the DVC project."""
+    repo, remote = _repo(settings)
+    repo.add(str(path))
+    repo.push()
+    pointer = path.with_name(path.name + ".dvc")
+    md5 = yaml.safe_load(pointer.read_text())["outs"][0]["md5"]
+    return DataVersion(md5=md5, path=path, pointer=pointer, remote=remote)
+
+
+def checkout(settings: PlatformSettings, pointer_text: str, dest: Path) -> Path:
+    """Bring back the exact dataset a ``.dvc`` pointer names (pulled from the remote)."""
+    repo, _ = _repo(settings)
+    out = yaml.safe_load(pointer_text)["outs"][0]
+    restore = settings.work_dir / "dvc" / "restore" / out["md5"]
+    restore.mkdir(parents=True, exist_ok=True)
+    pointer = restore / f"{out['path']}.dvc"
+    pointer.write_text(pointer_text)
+    repo.pull(targets=[str(pointer)])
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(restore / out["path"], dest)
+    return dest

@@ -1,0 +1,1 @@
+"""Evaluate: held-out metrics, thresholds and the champion comparison: the registry gate."""

@@ -1,0 +1,1 @@
+"""Features: engineer entity features, write the offline source, apply, materialize."""

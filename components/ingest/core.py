@@ -1,0 +1,68 @@
+"""Ingest: read CSV/Parquet, check quality, write the dataset and version it with DVC."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from components.data_version import DataVersion, dataset_path, version_file
+from components.errors import DataQualityError, SpecError
+from components.ingest.quality import QualityReport, check_quality, normalize
+from components.settings import PlatformSettings
+from components.spec import ProjectSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    version: DataVersion
+    report: QualityReport
+    rows: int
+
+
+def read_dataset(source: str) -> pd.DataFrame:
+    """Read a CSV or Parquet file from a path or an object-store URL (s3://, gs://, ...)."""
+    lowered = source.lower().split("?")[0]
+    is_remote = "://" in source and not source.startswith("file://")
+    if not is_remote and not Path(source.removeprefix("file://")).exists():
+        raise SpecError(
+            f"data.source: {source} does not exist (run `kubeloop data generate` for sample data)",
+            field="data.source",
+        )
+    if lowered.endswith((".parquet", ".pq")) or Path(lowered).is_dir():
+        return pd.read_parquet(source)
+    if lowered.endswith((".csv", ".csv.gz")):
+        return pd.read_csv(source)
+    raise SpecError(f"data.source: {source} must be .csv or .parquet", field="data.source")
+
+
+def ingest(spec: ProjectSpec, settings: PlatformSettings, source: str | None = None) -> IngestResult:
+    """Check the raw data; on success write it as Parquet and version it, else raise a report."""
+    raw = read_dataset(source or spec.data.source)
+    report = check_quality(raw, spec)
+    log.info(report.render())
+    if not report.passed:
+        raise DataQualityError(
+            f"ingest stopped: the data breaks {len(report.violations)} rule(s)\n{report.render()}",
+            report,
+        )
+    clean = normalize(raw, spec)
+    path = dataset_path(settings, spec.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clean.to_parquet(path, index=False)
+    version = version_file(settings, path)
+    log.info("dataset %s: %d rows, DVC md5 %s", spec.name, len(clean), version.md5)
+    return IngestResult(version=version, report=report, rows=len(clean))
+
+
+def run_step(spec: ProjectSpec, settings: PlatformSettings, source: str, out_path: str) -> dict:
+    """The ingest step as a pipeline sees it: data in, versioned dataset out."""
+    result = ingest(spec, settings, source or None)
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(out_path).write_bytes(result.version.path.read_bytes())
+    return {"md5": result.version.md5, "pointer": result.version.pointer.read_text(),
+            "rows": result.rows}

@@ -1,0 +1,1 @@
+"""Register: a new registry version named V<tag>.<manual>.<auto>, alias challenger."""

@@ -1,0 +1,159 @@
+"""Model registry rules: version names, aliases, registration and approved promotion.
+
+Names follow ``V<tag>.<manual>.<auto>``: ``tag`` and ``manual`` come from the spec (a data
+scientist raises ``manual`` when revising the model), ``auto`` counts retrainings under the same
+tag and manual revision and restarts at 0 when either changes. The name and its parts are tags
+on the MLflow model version; aliases ``challenger`` and ``champion`` say what serving uses.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from components.errors import ModelNotFoundError, PromotionError
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+TAG_NAME = "kubeloop.version"
+TAG_MODEL_TAG = "kubeloop.tag"
+TAG_MANUAL = "kubeloop.manual_revision"
+TAG_AUTO = "kubeloop.auto_revision"
+TAG_DATA = "kubeloop.data_version"
+TAG_RUN = "kubeloop.run_id"
+
+
+def version_name(tag: int, manual: int, auto: int) -> str:
+    return f"V{tag}.{manual}.{auto}"
+
+
+def next_auto_revision(versions: list[Any], tag: int, manual: int) -> int:
+    """One more than the highest auto revision under (tag, manual); 0 for a new revision."""
+    autos = [
+        int(v.tags[TAG_AUTO]) for v in versions
+        if v.tags.get(TAG_MODEL_TAG) == str(tag) and v.tags.get(TAG_MANUAL) == str(manual)
+        and TAG_AUTO in v.tags
+    ]
+    return max(autos) + 1 if autos else 0
+
+
+def all_versions(client, name: str) -> list[Any]:
+    return list(client.search_model_versions(f"name = '{name}'"))
+
+
+def by_alias(client, name: str, alias: str):
+    """The model version behind an alias, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def register(client, name: str, model_uri: str, run_id: str, tag: int, manual: int,
+             data_version: str, extra_tags: dict[str, str] | None = None):
+    """Create the next registry version with all its tags at once, then alias it challenger.
+
+    The tags are written with the version (one call), so no version ever lacks its name; if the
+    alias cannot be set the version is deleted again rather than left half-registered.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name, description="Registered by kubeloop.")
+    auto = next_auto_revision(all_versions(client, name), tag, manual)
+    label = version_name(tag, manual, auto)
+    tags = {TAG_NAME: label, TAG_MODEL_TAG: str(tag), TAG_MANUAL: str(manual),
+            TAG_AUTO: str(auto), TAG_DATA: data_version, TAG_RUN: run_id, **(extra_tags or {})}
+    version = mlflow.register_model(model_uri, name, tags=tags)
+    try:
+        client.set_registered_model_alias(name, CHALLENGER, version.version)
+    except MlflowException:
+        client.delete_model_version(name, version.version)
+        raise
+    log.info("registered %s as version %s of %s (alias %s)", label, version.version, name,
+             CHALLENGER)
+    return client.get_model_version(name, version.version)
+
+
+def find_version(client, name: str, ref: str):
+    """A version by registry number (``3``), V-name (``V1.0.2``) or alias (``challenger``)."""
+    from mlflow.exceptions import MlflowException
+
+    if ref.isdigit():
+        try:
+            return client.get_model_version(name, ref)
+        except MlflowException as exc:
+            raise ModelNotFoundError(f"{name} has no version {ref}") from exc
+    if ref.startswith("V"):
+        for v in all_versions(client, name):
+            if v.tags.get(TAG_NAME) == ref:
+                return v
+        raise ModelNotFoundError(f"{name} has no version named {ref}")
+    found = by_alias(client, name, ref)
+    if found is None:
+        raise ModelNotFoundError(f"{name} has no version with alias '{ref}'")
+    return found
+
+
+def promote(client, name: str, ref: str, *, approve: bool, approver: str | None = None,
+            alias: str = CHAMPION):
+    """Move ``alias`` (champion) to a version; only with explicit approval, which is recorded."""
+    if not approve:
+        raise PromotionError(
+            "promotion needs manual approval: run again with --approve once the candidate "
+            "has been reviewed")
+    version = find_version(client, name, ref)
+    previous = by_alias(client, name, alias)
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    who = approver or getpass.getuser()
+    for key, value in {
+        "kubeloop.approved_by": who,
+        "kubeloop.approved_at": now,
+        "kubeloop.promoted_from": previous.version if previous else "none",
+        f"kubeloop.{alias}_since": now,
+    }.items():
+        client.set_model_version_tag(name, version.version, key, value)
+    client.set_registered_model_alias(name, alias, version.version)
+    log.info("%s: %s -> version %s (%s), approved by %s", name, alias, version.version,
+             version.tags.get(TAG_NAME), who)
+    return client.get_model_version(name, version.version)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A registry version ready to predict: the fitted Pipeline and its input order."""
+
+    name: str
+    version: str
+    label: str
+    model: Any
+    metadata_features: list[str]
+
+
+def load_version(client, name: str, version) -> LoadedModel:
+    """Load a version's scikit-learn model and its feature order."""
+    from mlflow.models import get_model_info
+
+    from components.model_store import load_model
+
+    uri = f"models:/{name}/{version.version}"
+    info = get_model_info(uri)
+    features = list((info.metadata or {}).get("features", []))
+    return LoadedModel(name=name, version=str(version.version),
+                       label=version.tags.get(TAG_NAME, f"v{version.version}"),
+                       model=load_model(uri), metadata_features=features)
+
+
+def load_alias(client, name: str, alias: str) -> LoadedModel | None:
+    version = by_alias(client, name, alias)
+    return None if version is None else load_version(client, name, version)

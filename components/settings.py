@@ -1,0 +1,83 @@
+"""Platform settings shared by every kubeloop process.
+
+Read from ``KUBELOOP_*`` environment variables (and an optional ``.env``). The same code runs on
+the embedded default (everything under one git-ignored work folder) and on services
+(MLflow on PostgreSQL or a tracking server, Feast online store on Redis, registry on PostgreSQL);
+only these settings differ. Nothing here touches the disk or a library at import time: entry
+points build a ``PlatformSettings`` and pass it down.
+
+MLflow reads its own variable, ``MLFLOW_TRACKING_URI``; when it is unset the embedded default is a
+SQLite store in the work folder.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class PlatformSettings(BaseSettings):
+    """Where state lives and which backends hold it."""
+
+    model_config = SettingsConfigDict(env_prefix="KUBELOOP_", env_file=".env", extra="ignore")
+
+    env: Literal["dev", "staging", "prod"] = Field(
+        "dev", description="Deployment environment; outside dev, secrets are mandatory."
+    )
+    work_dir: Path = Field(
+        Path(".kubeloop"),
+        description="Folder for all local state (MLflow store, Feast stores, DVC, reports).",
+    )
+    mlflow_artifact_root: str | None = Field(
+        None,
+        description="Artifact root for new experiments (s3://... on a cluster); "
+        "default: <work_dir>/mlartifacts when MLflow uses a local store.",
+    )
+    feast_online_store: Literal["sqlite", "redis"] = Field(
+        "sqlite", description="Feast online store: SQLite file in the work folder, or Redis."
+    )
+    redis_url: str = Field(
+        "127.0.0.1:6379", description="Redis address for the Feast online store (host:port[,opts])."
+    )
+    feast_registry: str | None = Field(
+        None,
+        description="Feast registry: a SQLAlchemy URL (postgresql+psycopg://...) for a shared "
+        "SQL registry; default: a file in the work folder.",
+    )
+    dvc_remote: str | None = Field(
+        None,
+        description="DVC remote URL for datasets (s3://bucket/prefix); default: a local remote "
+        "in the work folder.",
+    )
+
+    @field_validator("work_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        # Pipeline steps run in subprocesses and containers: a relative path would drift.
+        return value.expanduser().resolve()
+
+    @property
+    def tracking_uri(self) -> str:
+        """MLflow tracking URI: ``MLFLOW_TRACKING_URI`` or a SQLite store in the work folder."""
+        return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{self.work_dir / 'mlflow.db'}"
+
+    @property
+    def artifact_root(self) -> str | None:
+        """Artifact location for new experiments; None lets a tracking server decide."""
+        if self.mlflow_artifact_root:
+            return self.mlflow_artifact_root
+        if self.tracking_uri.startswith(("http://", "https://")):
+            return None
+        return (self.work_dir / "mlartifacts").as_uri()
+
+    def export(self) -> dict[str, str]:
+        """Environment that hands these settings to a child process (a kfp.local step)."""
+        env = {"MLFLOW_TRACKING_URI": self.tracking_uri}
+        for name, value in self.model_dump().items():
+            if value is not None:
+                env[f"KUBELOOP_{name.upper()}"] = str(value)
+        return env

@@ -1,0 +1,174 @@
+"""The project spec: how a user brings their own data and model to kubeloop.
+
+A small YAML file validated by pydantic with ``extra="forbid"`` so a typo fails with the key's
+name. Every step of the loop reads its part of the spec; the bundled example
+(``examples/building_energy/spec.yaml``) is just one spec.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from components.errors import SpecError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ColumnRule(_Strict):
+    """Schema and quality rules for one raw column."""
+
+    type: Literal["int", "float", "string", "datetime", "bool"]
+    nullable: bool = Field(True, description="False: any null breaks the rule.")
+    max_null_fraction: float = Field(0.05, ge=0, le=1, description="Largest share of nulls.")
+    min: float | None = Field(None, description="Smallest allowed value (numeric columns).")
+    max: float | None = Field(None, description="Largest allowed value (numeric columns).")
+
+
+class DataSpec(_Strict):
+    """Where the raw data is and what it must look like."""
+
+    source: str = Field(description="CSV or Parquet: a local path or an object-store URL.")
+    columns: dict[str, ColumnRule] = Field(min_length=1)
+    min_rows: int = Field(100, ge=1)
+
+
+class FeatureSpec(_Strict):
+    """The Feast side: definitions, the feature service the model consumes, the transform."""
+
+    definitions: str = Field(description="Module holding the Feast objects (feature_repo.<name>).")
+    service: str = Field(description="Name of the Feast feature service the model consumes.")
+    transform: str = Field(description="'module:function' turning raw rows into feature rows.")
+
+
+class EstimatorSpec(_Strict):
+    """A scikit-learn estimator by import path, with its parameters."""
+
+    import_path: str = Field(alias="class", description="e.g. sklearn.ensemble.RandomForestRegressor")
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    def build(self) -> Any:
+        """Instantiate the estimator; an unknown class or parameter is a SpecError."""
+        module_name, _, class_name = self.import_path.rpartition(".")
+        try:
+            cls = getattr(importlib.import_module(module_name), class_name)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise SpecError(
+                f"model.estimator.class: cannot import '{self.import_path}' ({exc})",
+                field="model.estimator.class",
+            ) from exc
+        try:
+            return cls(**self.params)
+        except TypeError as exc:
+            raise SpecError(f"model.estimator.params: {exc}", field="model.estimator.params") from exc
+
+
+class ModelSpec(_Strict):
+    """Registered model name and the V<tag>.<manual>.<auto> versioning inputs."""
+
+    name: str | None = Field(None, description="Registry name; defaults to the spec's name.")
+    tag: int = Field(1, ge=0, description="Model family tag: the V<tag> of the version name.")
+    manual_revision: int = Field(
+        0, ge=0, description="Raised by a data scientist who revises the model; resets auto."
+    )
+    estimator: EstimatorSpec
+
+
+Metric = Literal["mse", "rmse", "mae", "r2", "accuracy", "f1", "roc_auc", "log_loss"]
+LOWER_IS_BETTER = {"mse", "rmse", "mae", "log_loss"}
+
+
+class Threshold(_Strict):
+    min: float | None = None
+    max: float | None = None
+
+
+class EvaluationSpec(_Strict):
+    """The gate a model must pass before it reaches the registry."""
+
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    primary_metric: Metric = "rmse"
+    thresholds: dict[Metric, Threshold] = Field(default_factory=dict)
+    champion_tolerance: float = Field(
+        0.0,
+        ge=0,
+        description="Relative slack allowed against the champion on the primary metric "
+        "(0.01 = may be 1% worse).",
+    )
+
+
+class ProjectSpec(_Strict):
+    """One user project: data, features, model, evaluation gate."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{1,62}$")
+    task: Literal["regression", "classification"] = "regression"
+    entity_key: str
+    timestamp: str
+    target: str
+    data: DataSpec
+    features: FeatureSpec
+    model: ModelSpec
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+
+    @model_validator(mode="after")
+    def _columns_cover_keys(self) -> ProjectSpec:
+        for role in ("entity_key", "timestamp", "target"):
+            column = getattr(self, role)
+            if column not in self.data.columns:
+                raise ValueError(f"{role} '{column}' is not declared in data.columns")
+        return self
+
+    @property
+    def model_name(self) -> str:
+        return self.model.name or self.name
+
+    @property
+    def metric_direction(self) -> str:
+        return "min" if self.evaluation.primary_metric in LOWER_IS_BETTER else "max"
+
+
+def _format_errors(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "<root>"
+        lines.append(f"  {key}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def parse_spec(raw: dict[str, Any], *, origin: str = "spec") -> ProjectSpec:
+    """Validate a spec mapping; errors name every bad key."""
+    try:
+        return ProjectSpec.model_validate(raw)
+    except ValidationError as exc:
+        first = ".".join(str(p) for p in exc.errors()[0]["loc"]) or None
+        raise SpecError(f"{origin} is invalid:\n{_format_errors(exc)}", field=first) from exc
+
+
+def load_spec(path: str | Path) -> ProjectSpec:
+    """Read and validate a spec file. Relative data paths resolve against the spec's folder."""
+    path = Path(path)
+    try:
+        # ${VAR} placeholders (e.g. ${KUBELOOP_WORK_DIR}) are expanded, as Feast does.
+        raw = yaml.safe_load(os.path.expandvars(path.read_text()))
+    except FileNotFoundError as exc:
+        raise SpecError(f"spec file not found: {path}") from exc
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path} must hold a mapping at the top level")
+    source = raw.get("data", {}).get("source") if isinstance(raw.get("data"), dict) else None
+    if isinstance(source, str) and "://" not in source and not Path(source).is_absolute():
+        raw["data"]["source"] = str((path.parent / source).resolve())
+    return parse_spec(raw, origin=str(path))
+
+
+def dump_spec(spec: ProjectSpec) -> dict[str, Any]:
+    """The spec as plain JSON-able data (how it travels as a pipeline parameter)."""
+    return spec.model_dump(mode="json", by_alias=True, exclude_none=True)

@@ -1,0 +1,1 @@
+"""Train: point-in-time training set from Feast, a scikit-learn Pipeline, tracked in MLflow."""

@@ -1,0 +1,158 @@
+"""Train step: Feast training set -> fitted scikit-learn Pipeline -> MLflow run.
+
+The preprocessing (imputation, scaling) lives inside the Pipeline, so the artifact that serving
+loads applies it exactly as training did.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from components import model_store
+from components.feature_store import open_store
+from components.features.core import service_views
+from components.settings import PlatformSettings
+from components.spec import ProjectSpec
+
+log = logging.getLogger(__name__)
+REFERENCE_ROWS = 5_000
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_id: str
+    model_uri: str
+    features: list[str]
+    train_rows: int
+    test_rows: int
+
+
+def feature_names(store, spec: ProjectSpec) -> list[str]:
+    """Model input order: the feature service's features, view by view."""
+    return [name for _, names in service_views(store, spec) for name in names]
+
+
+def training_set(store, spec: ProjectSpec, entity_df: pd.DataFrame) -> pd.DataFrame:
+    """Point-in-time join of the labels with the feature service (Feast offline store)."""
+    service = store.get_feature_service(spec.features.service)
+    job = store.get_historical_features(entity_df=entity_df, features=service)
+    return job.to_df().sort_values([spec.timestamp, spec.entity_key], ignore_index=True)
+
+
+def time_split(df: pd.DataFrame, spec: ProjectSpec) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Hold out the most recent rows: the model is judged on data later than it saw."""
+    ordered = df.sort_values([spec.timestamp, spec.entity_key], ignore_index=True)
+    cut = int(len(ordered) * (1 - spec.evaluation.test_fraction))
+    return ordered.iloc[:cut], ordered.iloc[cut:]
+
+
+def build_pipeline(spec: ProjectSpec) -> Pipeline:
+    return Pipeline([
+        ("impute", SimpleImputer(strategy="median")),
+        ("scale", StandardScaler()),
+        ("model", spec.model.estimator.build()),
+    ])
+
+
+def git_commit() -> str:
+    """The code version: the repository's commit, or 'unknown' outside a git checkout."""
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True, cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def fit_and_log(
+    train: pd.DataFrame,
+    features: list[str],
+    spec: ProjectSpec,
+    settings: PlatformSettings,
+    data: dict[str, Any],
+) -> tuple[str, str, Pipeline]:
+    """Fit the Pipeline and log params, data version, code version, model and reference sample."""
+    import mlflow
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+
+    model_store.configure(settings)
+    experiment = model_store.experiment_id(settings, spec.name)
+    pipeline = build_pipeline(spec)
+    X = train[features].to_numpy(dtype="float64")
+    y = train[spec.target].to_numpy()
+    with mlflow.start_run(experiment_id=experiment) as run:
+        mlflow.set_tags({
+            "kubeloop.spec": spec.name,
+            "kubeloop.data_version": data["md5"],
+            "kubeloop.feature_service": spec.features.service,
+            "mlflow.source.git.commit": git_commit(),
+        })
+        mlflow.log_params({
+            "estimator": spec.model.estimator.import_path,
+            **{f"estimator.{k}": v for k, v in spec.model.estimator.params.items()},
+            "features": ",".join(features),
+            "train_rows": len(train),
+            "data_version": data["md5"],
+        })
+        pipeline.fit(X, y)
+        train_pred = pipeline.predict(X)
+        mlflow.log_metric("train_rmse", float(np.sqrt(np.mean((train_pred - y) ** 2))))
+        example = train[features].head(5)
+        info = mlflow.sklearn.log_model(
+            pipeline,
+            name=model_store.MODEL_ARTIFACT,
+            signature=infer_signature(example, pipeline.predict(example.to_numpy())),
+            input_example=example,
+            serialization_format="skops",
+            skops_trusted_types=model_store.trusted_types(pipeline),
+            metadata={"features": features, "target": spec.target, "task": spec.task},
+        )
+        reference = train.sample(min(REFERENCE_ROWS, len(train)), random_state=0)
+        reference = reference[[spec.entity_key, spec.timestamp, *features, spec.target]].copy()
+        reference["prediction"] = pipeline.predict(reference[features].to_numpy())
+        with tempfile.TemporaryDirectory() as tmp:
+            ref_path = Path(tmp) / "reference.parquet"
+            reference.to_parquet(ref_path, index=False)
+            mlflow.log_artifact(str(ref_path), artifact_path="reference")
+            if data.get("pointer"):
+                mlflow.log_text(data["pointer"], "data/dataset.parquet.dvc")
+    return run.info.run_id, info.model_uri, pipeline
+
+
+def train(
+    entity_df: pd.DataFrame, spec: ProjectSpec, settings: PlatformSettings, data: dict[str, Any]
+) -> tuple[TrainResult, pd.DataFrame]:
+    """Build the training set, fit, log; returns the result and the held-out rows."""
+    store = open_store(settings, spec)
+    features = feature_names(store, spec)
+    frame = training_set(store, spec, entity_df)
+    dropped = frame[features].isna().all(axis=1)
+    if dropped.any():
+        log.warning("%d rows found no features in time and are left out", int(dropped.sum()))
+        frame = frame.loc[~dropped]
+    train_df, test_df = time_split(frame, spec)
+    run_id, model_uri, _ = fit_and_log(train_df, features, spec, settings, data)
+    log.info("trained on %d rows, holding out %d; MLflow run %s", len(train_df), len(test_df), run_id)
+    result = TrainResult(run_id=run_id, model_uri=model_uri, features=features,
+                         train_rows=len(train_df), test_rows=len(test_df))
+    return result, test_df
+
+
+def run_step(spec: ProjectSpec, settings: PlatformSettings, labels_path: str, data: dict,
+             test_path: str) -> TrainResult:
+    """The train step as a pipeline sees it: labels in, MLflow run and held-out rows out."""
+    result, test = train(pd.read_parquet(labels_path), spec, settings, data)
+    Path(test_path).parent.mkdir(parents=True, exist_ok=True)
+    test.to_parquet(test_path, index=False)
+    return result

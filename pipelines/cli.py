@@ -1,0 +1,164 @@
+"""The ``kubeloop`` command line: a thin typer layer over the plain functions."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from components.errors import KubeloopError
+from components.settings import PlatformSettings
+from components.spec import ProjectSpec, load_spec
+
+app = typer.Typer(help="kubeloop: the closed ML loop on Kubernetes.", no_args_is_help=True)
+data_app = typer.Typer(help="Sample data.", no_args_is_help=True)
+run_app = typer.Typer(help="Run pipelines locally or on a KFP cluster.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(run_app, name="run")
+console = Console(stderr=True)
+
+DEFAULT_SPEC = "examples/building_energy/spec.yaml"
+SpecOption = Annotated[Path, typer.Option("--spec", "-s", envvar="KUBELOOP_SPEC",
+                                          help="Project spec YAML.")]
+
+
+def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn domain errors into a readable message and exit code 2, never a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except KubeloopError as exc:
+            console.print(f"[red]error:[/red] {exc.message}", highlight=False)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def context(spec_path: Path) -> tuple[ProjectSpec, PlatformSettings]:
+    """Settings first (they define ${KUBELOOP_WORK_DIR} for the spec), then the spec."""
+    settings = PlatformSettings()
+    os.environ.update(settings.export())
+    return load_spec(spec_path), settings
+
+
+@data_app.command("generate")
+@friendly
+def data_generate(
+    out: Annotated[Path, typer.Option(help="Output .parquet or .csv")] = Path(
+        ".kubeloop/raw/building_energy.parquet"),
+    rows: Annotated[int, typer.Option(min=1)] = 100_000,
+    seed: int = 42,
+    buildings: Annotated[int, typer.Option(min=1)] = 500,
+    weeks: Annotated[int, typer.Option(min=1)] = 6,
+    drift: Annotated[str, typer.Option(help="none, covariate, concept or both")] = "none",
+    strength: Annotated[float, typer.Option(help="0 (none) to 1 (strong)")] = 0.0,
+) -> None:
+    """Write the building energy sample dataset in chunks (deterministic for a seed)."""
+    from rich.progress import Progress
+
+    from components.sample_data import GeneratorConfig, write
+
+    try:
+        cfg = GeneratorConfig(rows=rows, seed=seed, buildings=buildings, weeks=weeks,
+                              drift=drift, strength=strength)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    with Progress(console=console, transient=True) as progress:
+        bar = progress.add_task("generating rows", total=rows)
+        write(cfg, out, progress=lambda n: progress.advance(bar, n))
+    console.print(f"wrote {rows:,} rows to {out}")
+
+
+@run_app.command("training")
+@friendly
+def run_training(
+    spec: SpecOption = Path(DEFAULT_SPEC),
+    source: Annotated[str | None, typer.Option(help="Override data.source")] = None,
+    host: Annotated[str | None, typer.Option(help="KFP API server URL: submit there")] = None,
+    run_name: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Run the training pipeline locally (kfp.local) or submit it to a KFP server (--host)."""
+    from pipelines import runner
+
+    project, settings = context(spec)
+    if host:
+        run_id = runner.submit(host, project, source, run_name=run_name)
+        console.print(f"submitted run {run_id} to {host}")
+        return
+    console.print(f"running [bold]{project.name}[/bold] training locally (kfp.local); "
+                  f"state in {settings.work_dir}")
+    result = runner.run_local(project, settings, source)
+    if result.registered:
+        console.print(f"[green]registered {project.model_name} {result.version}[/green] "
+                      "(alias challenger)")
+    else:
+        console.print("[yellow]the evaluation gate rejected the model: nothing registered[/yellow]")
+        raise typer.Exit(1)
+
+
+@app.command("compile")
+@friendly
+def compile_cmd(
+    out: Annotated[Path, typer.Option(help="IR YAML path")] = Path("pipelines/training.yaml"),
+) -> None:
+    """Compile the training pipeline to KFP IR YAML."""
+    from pipelines.runner import compile_pipeline
+
+    console.print(f"wrote {compile_pipeline(out)}")
+
+
+@app.command("promote")
+@friendly
+def promote_cmd(
+    version: Annotated[str, typer.Argument(help="Registry number, V-name or alias")],
+    spec: SpecOption = Path(DEFAULT_SPEC),
+    approve: Annotated[bool, typer.Option("--approve", help="Record your approval")] = False,
+    approver: Annotated[str | None, typer.Option(help="Who approves (default: $USER)")] = None,
+) -> None:
+    """Move the champion alias to a version; requires --approve (recorded on the version)."""
+    from components import model_store, registry
+
+    project, settings = context(spec)
+    client = model_store.configure(settings)
+    promoted = registry.promote(client, project.model_name, version, approve=approve,
+                                approver=approver)
+    console.print(f"[green]{project.model_name} champion -> {promoted.tags.get(registry.TAG_NAME)}"
+                  f" (version {promoted.version})[/green]")
+
+
+@app.command("versions")
+@friendly
+def versions_cmd(spec: SpecOption = Path(DEFAULT_SPEC)) -> None:
+    """List the registry versions of the spec's model with their names and aliases."""
+    from rich.table import Table
+
+    from components import model_store, registry
+
+    project, settings = context(spec)
+    client = model_store.configure(settings)
+    table = Table("version", "name", "aliases", "data", "run")
+    for v in sorted(registry.all_versions(client, project.model_name), key=lambda v: int(v.version)):
+        table.add_row(v.version, v.tags.get(registry.TAG_NAME, ""), ",".join(v.aliases),
+                      v.tags.get(registry.TAG_DATA, "")[:12], v.run_id or "")
+    Console().print(table)
+
+
+@app.command("feature-store-yaml")
+@friendly
+def feature_store_yaml(spec: SpecOption = Path(DEFAULT_SPEC)) -> None:
+    """Print the feature_store.yaml equivalent of the current settings (for `feast serve`)."""
+    from components.feature_store import feast_project, render_yaml
+
+    project, settings = context(spec)
+    typer.echo(render_yaml(settings, feast_project(project)))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,79 @@
+"""Run the training pipeline locally (kfp.local), compile it, or submit it to a KFP server."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from components.settings import PlatformSettings
+from components.spec import ProjectSpec, dump_spec
+
+EXPERIMENT = "kubeloop"
+
+
+@dataclass(frozen=True)
+class LocalRun:
+    version: str  # V-name of the registered version, '' when the gate rejected the model
+
+    @property
+    def registered(self) -> bool:
+        return bool(self.version)
+
+
+def arguments(spec: ProjectSpec, source: str | None = None) -> dict[str, Any]:
+    return {"spec": json.dumps(dump_spec(spec)), "source": source or ""}
+
+
+def run_local(spec: ProjectSpec, settings: PlatformSettings, source: str | None = None) -> LocalRun:
+    """Run the pipeline with kfp.local's subprocess runner in this environment (no Docker).
+
+    The steps run in child processes, so the settings travel as environment variables.
+    """
+    from kfp import local
+
+    from pipelines.training import training_pipeline
+
+    os.environ.update(settings.export())
+    root = settings.work_dir / "kfp"
+    root.mkdir(parents=True, exist_ok=True)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root),
+               raise_on_error=True)
+    with warnings.catch_warnings():
+        # The steps use kubeloop's own image on a cluster; here they run in this environment.
+        warnings.filterwarnings("ignore", message=".*non-Python base image.*")
+        task = training_pipeline(**arguments(spec, source))
+    return LocalRun(version=task.output or "")
+
+
+def compile_pipeline(path: str | Path) -> Path:
+    """Write the pipeline's KFP IR YAML."""
+    from kfp import compiler
+
+    from pipelines.training import training_pipeline
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(training_pipeline, package_path=str(path))
+    return path
+
+
+def submit(host: str, spec: ProjectSpec, source: str | None = None, *,
+           run_name: str | None = None, experiment: str = EXPERIMENT,
+           existing_token: str | None = None) -> str:
+    """Submit the pipeline to a KFP API server; returns the run id."""
+    import kfp
+
+    from pipelines.training import training_pipeline
+
+    client = kfp.Client(host=host, existing_token=existing_token)
+    result = client.create_run_from_pipeline_func(
+        training_pipeline,
+        arguments=arguments(spec, source),
+        run_name=run_name or f"{spec.name}-training",
+        experiment_name=experiment,
+    )
+    return result.run_id
