@@ -1,0 +1,1 @@
+"""The model server: FastAPI routes over the model repository, Feast lookups and the prediction log."""
