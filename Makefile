@@ -1,0 +1,49 @@
+# kubeloop developer entry points. `make help` lists them; `make test` is what CI runs.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+VENV := .venv
+BIN := $(VENV)/bin
+export UV_PYTHON := $(PYTHON)
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+.tools/bin/uv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet uv==$(UV_VERSION)
+
+$(VENV)/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen
+	touch $@
+
+setup: $(VENV)/.synced ## Build .venv from uv.lock (installs uv from PyPI when missing)
+
+test: setup ## Run the test suite (unit, integration, pipeline; services when present)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-fast: setup ## Unit tests only
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+demo: setup ## Run the whole loop on the embedded default, with progress
+	$(BIN)/python -m pipelines.demo
+
+lint: setup ## Ruff and mypy
+	$(BIN)/ruff check components pipelines serving monitoring feature_repo tests bench
+	$(BIN)/mypy components pipelines --ignore-missing-imports
+
+bench: setup ## Benchmarks (figures go to docs/benchmarks.md by hand)
+	$(BIN)/python bench/pipeline.py
+
+compile: setup ## Regenerate the golden pipeline IR YAML
+	$(BIN)/kubeloop compile --out pipelines/training.yaml
+
+lock: ## Refresh uv.lock after editing pyproject.toml
+	$(UV) lock
+
+clean: ## Remove local state (the work folder) and build leftovers
+	rm -rf .kubeloop .pytest_cache
+
+.PHONY: help setup test test-fast demo lint bench compile lock clean
