@@ -35,8 +35,10 @@ def version_name(tag: int, manual: int, auto: int) -> str:
 def next_auto_revision(versions: list[Any], tag: int, manual: int) -> int:
     """One more than the highest auto revision under (tag, manual); 0 for a new revision."""
     autos = [
-        int(v.tags[TAG_AUTO]) for v in versions
-        if v.tags.get(TAG_MODEL_TAG) == str(tag) and v.tags.get(TAG_MANUAL) == str(manual)
+        int(v.tags[TAG_AUTO])
+        for v in versions
+        if v.tags.get(TAG_MODEL_TAG) == str(tag)
+        and v.tags.get(TAG_MANUAL) == str(manual)
         and TAG_AUTO in v.tags
     ]
     return max(autos) + 1 if autos else 0
@@ -56,8 +58,16 @@ def by_alias(client, name: str, alias: str):
         return None
 
 
-def register(client, name: str, model_uri: str, run_id: str, tag: int, manual: int,
-             data_version: str, extra_tags: dict[str, str] | None = None):
+def register(
+    client,
+    name: str,
+    model_uri: str,
+    run_id: str,
+    tag: int,
+    manual: int,
+    data_version: str,
+    extra_tags: dict[str, str] | None = None,
+):
     """Create the next registry version with all its tags at once, then alias it challenger.
 
     The tags are written with the version (one call), so no version ever lacks its name; if the
@@ -72,16 +82,24 @@ def register(client, name: str, model_uri: str, run_id: str, tag: int, manual: i
         client.create_registered_model(name, description="Registered by kubeloop.")
     auto = next_auto_revision(all_versions(client, name), tag, manual)
     label = version_name(tag, manual, auto)
-    tags = {TAG_NAME: label, TAG_MODEL_TAG: str(tag), TAG_MANUAL: str(manual),
-            TAG_AUTO: str(auto), TAG_DATA: data_version, TAG_RUN: run_id, **(extra_tags or {})}
+    tags = {
+        TAG_NAME: label,
+        TAG_MODEL_TAG: str(tag),
+        TAG_MANUAL: str(manual),
+        TAG_AUTO: str(auto),
+        TAG_DATA: data_version,
+        TAG_RUN: run_id,
+        **(extra_tags or {}),
+    }
     version = mlflow.register_model(model_uri, name, tags=tags)
     try:
         client.set_registered_model_alias(name, CHALLENGER, version.version)
     except MlflowException:
         client.delete_model_version(name, version.version)
         raise
-    log.info("registered %s as version %s of %s (alias %s)", label, version.version, name,
-             CHALLENGER)
+    log.info(
+        "registered %s as version %s of %s (alias %s)", label, version.version, name, CHALLENGER
+    )
     return client.get_model_version(name, version.version)
 
 
@@ -105,13 +123,21 @@ def find_version(client, name: str, ref: str):
     return found
 
 
-def promote(client, name: str, ref: str, *, approve: bool, approver: str | None = None,
-            alias: str = CHAMPION):
+def promote(
+    client,
+    name: str,
+    ref: str,
+    *,
+    approve: bool,
+    approver: str | None = None,
+    alias: str = CHAMPION,
+):
     """Move ``alias`` (champion) to a version; only with explicit approval, which is recorded."""
     if not approve:
         raise PromotionError(
             "promotion needs manual approval: run again with --approve once the candidate "
-            "has been reviewed")
+            "has been reviewed"
+        )
     version = find_version(client, name, ref)
     previous = by_alias(client, name, alias)
     now = datetime.now(UTC).isoformat(timespec="seconds")
@@ -124,8 +150,14 @@ def promote(client, name: str, ref: str, *, approve: bool, approver: str | None 
     }.items():
         client.set_model_version_tag(name, version.version, key, value)
     client.set_registered_model_alias(name, alias, version.version)
-    log.info("%s: %s -> version %s (%s), approved by %s", name, alias, version.version,
-             version.tags.get(TAG_NAME), who)
+    log.info(
+        "%s: %s -> version %s (%s), approved by %s",
+        name,
+        alias,
+        version.version,
+        version.tags.get(TAG_NAME),
+        who,
+    )
     return client.get_model_version(name, version.version)
 
 
@@ -149,9 +181,13 @@ def load_version(client, name: str, version) -> LoadedModel:
     uri = f"models:/{name}/{version.version}"
     info = get_model_info(uri)
     features = list((info.metadata or {}).get("features", []))
-    return LoadedModel(name=name, version=str(version.version),
-                       label=version.tags.get(TAG_NAME, f"v{version.version}"),
-                       model=load_model(uri), metadata_features=features)
+    return LoadedModel(
+        name=name,
+        version=str(version.version),
+        label=version.tags.get(TAG_NAME, f"v{version.version}"),
+        model=load_model(uri),
+        metadata_features=features,
+    )
 
 
 def load_alias(client, name: str, alias: str) -> LoadedModel | None:

@@ -51,7 +51,9 @@ class FeatureSpec(_Strict):
 class EstimatorSpec(_Strict):
     """A scikit-learn estimator by import path, with its parameters."""
 
-    import_path: str = Field(alias="class", description="e.g. sklearn.ensemble.RandomForestRegressor")
+    import_path: str = Field(
+        alias="class", description="e.g. sklearn.ensemble.RandomForestRegressor"
+    )
     params: dict[str, Any] = Field(default_factory=dict)
 
     def build(self) -> Any:
@@ -67,7 +69,9 @@ class EstimatorSpec(_Strict):
         try:
             return cls(**self.params)
         except TypeError as exc:
-            raise SpecError(f"model.estimator.params: {exc}", field="model.estimator.params") from exc
+            raise SpecError(
+                f"model.estimator.params: {exc}", field="model.estimator.params"
+            ) from exc
 
 
 class ModelSpec(_Strict):

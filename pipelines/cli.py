@@ -23,8 +23,9 @@ app.add_typer(run_app, name="run")
 console = Console(stderr=True)
 
 DEFAULT_SPEC = "examples/building_energy/spec.yaml"
-SpecOption = Annotated[Path, typer.Option("--spec", "-s", envvar="KUBELOOP_SPEC",
-                                          help="Project spec YAML.")]
+SpecOption = Annotated[
+    Path, typer.Option("--spec", "-s", envvar="KUBELOOP_SPEC", help="Project spec YAML.")
+]
 
 
 def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -52,7 +53,8 @@ def context(spec_path: Path) -> tuple[ProjectSpec, PlatformSettings]:
 @friendly
 def data_generate(
     out: Annotated[Path, typer.Option(help="Output .parquet or .csv")] = Path(
-        ".kubeloop/raw/building_energy.parquet"),
+        ".kubeloop/raw/building_energy.parquet"
+    ),
     rows: Annotated[int, typer.Option(min=1)] = 100_000,
     seed: int = 42,
     buildings: Annotated[int, typer.Option(min=1)] = 500,
@@ -66,8 +68,9 @@ def data_generate(
     from components.sample_data import GeneratorConfig, write
 
     try:
-        cfg = GeneratorConfig(rows=rows, seed=seed, buildings=buildings, weeks=weeks,
-                              drift=drift, strength=strength)  # type: ignore[arg-type]
+        cfg = GeneratorConfig(
+            rows=rows, seed=seed, buildings=buildings, weeks=weeks, drift=drift, strength=strength
+        )  # type: ignore[arg-type]
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     with Progress(console=console, transient=True) as progress:
@@ -92,12 +95,15 @@ def run_training(
         run_id = runner.submit(host, project, source, run_name=run_name)
         console.print(f"submitted run {run_id} to {host}")
         return
-    console.print(f"running [bold]{project.name}[/bold] training locally (kfp.local); "
-                  f"state in {settings.work_dir}")
+    console.print(
+        f"running [bold]{project.name}[/bold] training locally (kfp.local); "
+        f"state in {settings.work_dir}"
+    )
     result = runner.run_local(project, settings, source)
     if result.registered:
-        console.print(f"[green]registered {project.model_name} {result.version}[/green] "
-                      "(alias challenger)")
+        console.print(
+            f"[green]registered {project.model_name} {result.version}[/green] (alias challenger)"
+        )
     else:
         console.print("[yellow]the evaluation gate rejected the model: nothing registered[/yellow]")
         raise typer.Exit(1)
@@ -127,10 +133,13 @@ def promote_cmd(
 
     project, settings = context(spec)
     client = model_store.configure(settings)
-    promoted = registry.promote(client, project.model_name, version, approve=approve,
-                                approver=approver)
-    console.print(f"[green]{project.model_name} champion -> {promoted.tags.get(registry.TAG_NAME)}"
-                  f" (version {promoted.version})[/green]")
+    promoted = registry.promote(
+        client, project.model_name, version, approve=approve, approver=approver
+    )
+    console.print(
+        f"[green]{project.model_name} champion -> {promoted.tags.get(registry.TAG_NAME)}"
+        f" (version {promoted.version})[/green]"
+    )
 
 
 @app.command("versions")
@@ -144,10 +153,28 @@ def versions_cmd(spec: SpecOption = Path(DEFAULT_SPEC)) -> None:
     project, settings = context(spec)
     client = model_store.configure(settings)
     table = Table("version", "name", "aliases", "data", "run")
-    for v in sorted(registry.all_versions(client, project.model_name), key=lambda v: int(v.version)):
-        table.add_row(v.version, v.tags.get(registry.TAG_NAME, ""), ",".join(v.aliases),
-                      v.tags.get(registry.TAG_DATA, "")[:12], v.run_id or "")
+    for v in sorted(
+        registry.all_versions(client, project.model_name), key=lambda v: int(v.version)
+    ):
+        table.add_row(
+            v.version,
+            v.tags.get(registry.TAG_NAME, ""),
+            ",".join(v.aliases),
+            v.tags.get(registry.TAG_DATA, "")[:12],
+            v.run_id or "",
+        )
     Console().print(table)
+
+
+@app.command("materialize")
+@friendly
+def materialize_cmd(spec: SpecOption = Path(DEFAULT_SPEC)) -> None:
+    """Materialize the spec's feature views into the online store up to now (incremental)."""
+    from components.features.core import materialize_incremental
+
+    project, settings = context(spec)
+    views = materialize_incremental(project, settings)
+    console.print(f"materialized {', '.join(views)} up to now")
 
 
 @app.command("feature-store-yaml")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from components.errors import KubeloopError
 from components.settings import PlatformSettings
 from components.spec import ProjectSpec, dump_spec
 
@@ -40,13 +42,33 @@ def run_local(spec: ProjectSpec, settings: PlatformSettings, source: str | None 
     os.environ.update(settings.export())
     root = settings.work_dir / "kfp"
     root.mkdir(parents=True, exist_ok=True)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root),
-               raise_on_error=True)
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True
+    )
     with warnings.catch_warnings():
         # The steps use kubeloop's own image on a cluster; here they run in this environment.
         warnings.filterwarnings("ignore", message=".*non-Python base image.*")
-        task = training_pipeline(**arguments(spec, source))
+        try:
+            task = training_pipeline(**arguments(spec, source))
+        except RuntimeError as exc:
+            raise PipelineFailed(_failure_message(str(exc), spec, settings)) from None
     return LocalRun(version=task.output or "")
+
+
+class PipelineFailed(KubeloopError):
+    """A pipeline step failed; its log is above, its report (if any) on disk."""
+
+
+def _failure_message(raw: str, spec: ProjectSpec, settings: PlatformSettings) -> str:
+    from components.ingest.core import report_path
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", raw)
+    step = re.search(r"Inner task failed: '([^']+)'", text)
+    message = f"the training pipeline failed at step '{step.group(1) if step else '?'}'"
+    report = report_path(settings, spec)
+    if step and step.group(1) == "ingest" and report.exists():
+        message += f"; data-quality report: {report}"
+    return message + " (the step's log is above)"
 
 
 def compile_pipeline(path: str | Path) -> Path:
@@ -61,9 +83,15 @@ def compile_pipeline(path: str | Path) -> Path:
     return path
 
 
-def submit(host: str, spec: ProjectSpec, source: str | None = None, *,
-           run_name: str | None = None, experiment: str = EXPERIMENT,
-           existing_token: str | None = None) -> str:
+def submit(
+    host: str,
+    spec: ProjectSpec,
+    source: str | None = None,
+    *,
+    run_name: str | None = None,
+    experiment: str = EXPERIMENT,
+    existing_token: str | None = None,
+) -> str:
     """Submit the pipeline to a KFP API server; returns the run id."""
     import kfp
 

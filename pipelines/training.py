@@ -18,12 +18,13 @@ PIPELINE_NAME = "kubeloop-training"
 @dsl.pipeline(name=PIPELINE_NAME, description="Train, evaluate and register a kubeloop model.")
 def training_pipeline(spec: str, source: str = "") -> str:
     """Args:
-        spec: The project spec as JSON (``kubeloop`` validates it before submitting).
-        source: Overrides the spec's data source (a new data drop to retrain on).
+    spec: The project spec as JSON (``kubeloop`` validates it before submitting).
+    source: Overrides the spec's data source (a new data drop to retrain on).
     """
     ingested = ingest(spec=spec, source=source).set_display_name("ingest and validate")
     featured = features(spec=spec, dataset=ingested.outputs["dataset"]).set_display_name(
-        "features to Feast")
+        "features to Feast"
+    )
     trained = train(
         spec=spec,
         labels=featured.outputs["labels"],
@@ -31,8 +32,9 @@ def training_pipeline(spec: str, source: str = "") -> str:
         dvc_pointer=ingested.outputs["dvc_pointer"],
         materialized=featured.outputs["Output"],
     ).set_display_name("train")
-    evaluated = evaluate(spec=spec, model=trained.outputs["model"],
-                         test_set=trained.outputs["test_set"]).set_display_name("evaluate gate")
+    evaluated = evaluate(
+        spec=spec, model=trained.outputs["model"], test_set=trained.outputs["test_set"]
+    ).set_display_name("evaluate gate")
     registered = register(
         spec=spec,
         model=trained.outputs["model"],

@@ -17,8 +17,10 @@ def work_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("KUBELOOP_WORK_DIR", str(work))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     for name in list(os.environ):
-        if name.startswith("KUBELOOP_") and name not in ("KUBELOOP_WORK_DIR",
-                                                         "KUBELOOP_REQUIRE_SERVICES"):
+        if name.startswith("KUBELOOP_") and name not in (
+            "KUBELOOP_WORK_DIR",
+            "KUBELOOP_REQUIRE_SERVICES",
+        ):
             monkeypatch.delenv(name)
     return work
 

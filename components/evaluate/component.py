@@ -30,8 +30,14 @@ def evaluate(
     from components.step import prepare
 
     project, settings = prepare(spec)
-    result = run_step(project, settings, model.metadata["mlflow_run_id"],
-                      model.metadata["mlflow_model_uri"], test_set.path, decision.path)
+    result = run_step(
+        project,
+        settings,
+        model.metadata["mlflow_run_id"],
+        model.metadata["mlflow_model_uri"],
+        test_set.path,
+        decision.path,
+    )
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)
     decision.metadata.update({"passed": result.passed, "reasons": "; ".join(result.reasons)})

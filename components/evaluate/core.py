@@ -44,22 +44,29 @@ def threshold_failures(metrics: dict[str, float], spec: ProjectSpec) -> list[str
     return reasons
 
 
-def champion_failure(candidate: dict[str, float], champion: dict[str, float],
-                     spec: ProjectSpec) -> str | None:
+def champion_failure(
+    candidate: dict[str, float], champion: dict[str, float], spec: ProjectSpec
+) -> str | None:
     """A reason when the candidate is worse than the champion beyond the tolerance."""
     metric = spec.evaluation.primary_metric
     new, old = candidate[metric], champion[metric]
     slack = spec.evaluation.champion_tolerance * abs(old)
     worse = new > old + slack if metric in LOWER_IS_BETTER else new < old - slack
     if worse:
-        return (f"{metric} {new:.4f} is worse than the champion's {old:.4f} on the same "
-                f"held-out rows (tolerance {spec.evaluation.champion_tolerance:.0%})")
+        return (
+            f"{metric} {new:.4f} is worse than the champion's {old:.4f} on the same "
+            f"held-out rows (tolerance {spec.evaluation.champion_tolerance:.0%})"
+        )
     return None
 
 
 def evaluate(
-    model, test: pd.DataFrame, features: list[str], spec: ProjectSpec,
-    champion=None, champion_version: str | None = None,
+    model,
+    test: pd.DataFrame,
+    features: list[str],
+    spec: ProjectSpec,
+    champion=None,
+    champion_version: str | None = None,
 ) -> Decision:
     """Score the candidate (and the champion) on the held-out rows and decide."""
     y = test[spec.target].to_numpy()
@@ -71,7 +78,8 @@ def evaluate(
         champ_features = champion.metadata_features
         if set(champ_features) <= set(test.columns):
             champion_metrics = score(
-                spec.task, champion.model, test[champ_features].to_numpy(dtype="float64"), y)
+                spec.task, champion.model, test[champ_features].to_numpy(dtype="float64"), y
+            )
             failure = champion_failure(metrics, champion_metrics, spec)
             if failure:
                 reasons.append(failure)
@@ -79,15 +87,25 @@ def evaluate(
             notes.append("champion uses features absent from this training set: not compared")
     else:
         notes.append("no champion yet: thresholds only")
-    decision = Decision(passed=not reasons, reasons=reasons, metrics=metrics,
-                        champion=champion_metrics, champion_version=champion_version, notes=notes)
-    log.info("evaluation %s: %s", "passed" if decision.passed else "FAILED",
-             "; ".join(reasons) or "all checks hold")
+    decision = Decision(
+        passed=not reasons,
+        reasons=reasons,
+        metrics=metrics,
+        champion=champion_metrics,
+        champion_version=champion_version,
+        notes=notes,
+    )
+    log.info(
+        "evaluation %s: %s",
+        "passed" if decision.passed else "FAILED",
+        "; ".join(reasons) or "all checks hold",
+    )
     return decision
 
 
-def run_step(spec, settings, run_id: str, model_uri: str, test_path: str,
-             decision_path: str) -> Decision:
+def run_step(
+    spec, settings, run_id: str, model_uri: str, test_path: str, decision_path: str
+) -> Decision:
     """The evaluate step as a pipeline sees it: candidate and held-out rows in, decision out.
 
     Metrics and the decision are logged to the candidate's MLflow run as well.
@@ -104,8 +122,14 @@ def run_step(spec, settings, run_id: str, model_uri: str, test_path: str,
     features = list(get_model_info(model_uri).metadata["features"])
     model = model_store.load_model(model_uri)
     champion = registry.load_alias(client, spec.model_name, registry.CHAMPION)
-    decision = evaluate(model, pd.read_parquet(test_path), features, spec, champion=champion,
-                        champion_version=champion.label if champion else None)
+    decision = evaluate(
+        model,
+        pd.read_parquet(test_path),
+        features,
+        spec,
+        champion=champion,
+        champion_version=champion.label if champion else None,
+    )
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics({f"test_{k}": v for k, v in decision.metrics.items()})
         if decision.champion:

@@ -23,6 +23,11 @@ def features(spec: str, dataset: Input[Dataset], labels: Output[Dataset]) -> str
 
     project, settings = prepare(spec)
     result = run_step(project, settings, dataset.path, labels.path)
-    labels.metadata.update({"rows": result.rows, "entities": result.entities,
-                            "feature_views": ",".join(result.feature_views)})
+    labels.metadata.update(
+        {
+            "rows": result.rows,
+            "entities": result.entities,
+            "feature_views": ",".join(result.feature_views),
+        }
+    )
     return f"{result.materialized_from.isoformat()}/{result.materialized_to.isoformat()}"

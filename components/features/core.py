@@ -35,15 +35,19 @@ def load_transform(spec: ProjectSpec) -> Callable[[pd.DataFrame], pd.DataFrame]:
     try:
         return getattr(importlib.import_module(module_name), func_name)
     except (ImportError, AttributeError) as exc:
-        raise SpecError(f"features.transform: cannot load '{spec.features.transform}' ({exc})",
-                        field="features.transform") from exc
+        raise SpecError(
+            f"features.transform: cannot load '{spec.features.transform}' ({exc})",
+            field="features.transform",
+        ) from exc
 
 
 def service_views(store, spec: ProjectSpec):
     """Feature views behind the spec's feature service, with their feature names in order."""
     service = store.get_feature_service(spec.features.service)
-    return [(store.get_feature_view(p.name), [f.name for f in p.features])
-            for p in service.feature_view_projections]
+    return [
+        (store.get_feature_view(p.name), [f.name for f in p.features])
+        for p in service.feature_view_projections
+    ]
 
 
 def offline_path(store, view) -> Path:
@@ -60,8 +64,10 @@ def materialize_features(
     features = load_transform(spec)(raw)
     missing = {spec.entity_key, spec.timestamp} - set(features.columns)
     if missing:
-        raise SpecError(f"features.transform must keep the key columns; missing {sorted(missing)}",
-                        field="features.transform")
+        raise SpecError(
+            f"features.transform must keep the key columns; missing {sorted(missing)}",
+            field="features.transform",
+        )
     features[spec.timestamp] = pd.to_datetime(features[spec.timestamp], utc=True).dt.as_unit("us")
     store = open_store(settings, spec)
     store.apply(definitions(spec, settings))
@@ -73,10 +79,16 @@ def materialize_features(
     start = features[spec.timestamp].min().to_pydatetime()
     end = features[spec.timestamp].max().to_pydatetime()
     # Materialize the whole window: the online store holds the latest row per entity.
-    store.materialize(start_date=start, end_date=end + pd.Timedelta(seconds=1),
-                      feature_views=[v.name for v, _ in views])
-    log.info("materialized %d rows of %d entities into the online store",
-             len(features), features[spec.entity_key].nunique())
+    store.materialize(
+        start_date=start,
+        end_date=end + pd.Timedelta(seconds=1),
+        feature_views=[v.name for v, _ in views],
+    )
+    log.info(
+        "materialized %d rows of %d entities into the online store",
+        len(features),
+        features[spec.entity_key].nunique(),
+    )
     return FeatureResult(
         offline_path=offline_path(store, views[0][0]),
         rows=len(features),
@@ -92,11 +104,24 @@ def labels(raw: pd.DataFrame, spec: ProjectSpec) -> pd.DataFrame:
     return raw[[spec.entity_key, spec.timestamp, spec.target]].copy()
 
 
-def run_step(spec: ProjectSpec, settings: PlatformSettings, dataset_path: str,
-             labels_path: str) -> FeatureResult:
+def run_step(
+    spec: ProjectSpec, settings: PlatformSettings, dataset_path: str, labels_path: str
+) -> FeatureResult:
     """The features step as a pipeline sees it: dataset in, Feast updated, labels out."""
     raw = pd.read_parquet(dataset_path)
     result = materialize_features(raw, spec, settings)
     Path(labels_path).parent.mkdir(parents=True, exist_ok=True)
     labels(raw, spec).to_parquet(labels_path, index=False)
     return result
+
+
+def materialize_incremental(
+    spec: ProjectSpec, settings: PlatformSettings, end: datetime | None = None
+) -> list[str]:
+    """Bring the online store up to ``end`` (now) from the offline source (the CronJob's work)."""
+    from datetime import UTC
+
+    store = open_store(settings, spec)
+    views = [view.name for view, _ in service_views(store, spec)]
+    store.materialize_incremental(end_date=end or datetime.now(UTC), feature_views=views)
+    return views

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,14 +41,30 @@ def read_dataset(source: str) -> pd.DataFrame:
     raise SpecError(f"data.source: {source} must be .csv or .parquet", field="data.source")
 
 
-def ingest(spec: ProjectSpec, settings: PlatformSettings, source: str | None = None) -> IngestResult:
+def report_path(settings: PlatformSettings, spec: ProjectSpec) -> Path:
+    """Where the latest data-quality report of a project is kept (JSON)."""
+    return settings.work_dir / "reports" / f"{spec.name}-data-quality.json"
+
+
+def save_report(report: QualityReport, settings: PlatformSettings, spec: ProjectSpec) -> Path:
+    path = report_path(settings, spec)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report.to_dict(), indent=2, default=str))
+    return path
+
+
+def ingest(
+    spec: ProjectSpec, settings: PlatformSettings, source: str | None = None
+) -> IngestResult:
     """Check the raw data; on success write it as Parquet and version it, else raise a report."""
     raw = read_dataset(source or spec.data.source)
     report = check_quality(raw, spec)
     log.info(report.render())
     if not report.passed:
+        saved = save_report(report, settings, spec)
         raise DataQualityError(
-            f"ingest stopped: the data breaks {len(report.violations)} rule(s)\n{report.render()}",
+            f"ingest stopped: the data breaks {len(report.violations)} rule(s)\n"
+            f"{report.render()}\nreport: {saved}",
             report,
         )
     clean = normalize(raw, spec)
@@ -64,5 +81,8 @@ def run_step(spec: ProjectSpec, settings: PlatformSettings, source: str, out_pat
     result = ingest(spec, settings, source or None)
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     Path(out_path).write_bytes(result.version.path.read_bytes())
-    return {"md5": result.version.md5, "pointer": result.version.pointer.read_text(),
-            "rows": result.rows}
+    return {
+        "md5": result.version.md5,
+        "pointer": result.version.pointer.read_text(),
+        "rows": result.rows,
+    }

@@ -36,8 +36,11 @@ class QualityReport:
         return not self.violations
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rows": self.rows, "passed": self.passed,
-                "violations": [asdict(v) for v in self.violations]}
+        return {
+            "rows": self.rows,
+            "passed": self.passed,
+            "violations": [asdict(v) for v in self.violations],
+        }
 
     def render(self) -> str:
         """Plain-text table for logs and the CLI."""
@@ -95,23 +98,44 @@ def _check_column(df: pd.DataFrame, name: str, rule: ColumnRule) -> list[Violati
     nulls = series.isna()
     n_null = int(nulls.sum())
     if n_null and not rule.nullable:
-        found.append(Violation("not_null", name, n_null, "nulls in a non-nullable column",
-                               _examples(df, nulls)))
+        found.append(
+            Violation(
+                "not_null", name, n_null, "nulls in a non-nullable column", _examples(df, nulls)
+            )
+        )
     elif len(df) and n_null / len(df) > rule.max_null_fraction:
-        found.append(Violation(
-            "max_null_fraction", name, n_null,
-            f"{n_null / len(df):.1%} nulls, at most {rule.max_null_fraction:.1%} allowed",
-            _examples(df, nulls)))
+        found.append(
+            Violation(
+                "max_null_fraction",
+                name,
+                n_null,
+                f"{n_null / len(df):.1%} nulls, at most {rule.max_null_fraction:.1%} allowed",
+                _examples(df, nulls),
+            )
+        )
 
     bad_type = _type_mask(series, rule.type)
     if bad_type is None:
-        found.append(Violation("type", name, int(series.notna().sum()),
-                               f"expected {rule.type}, column has dtype {series.dtype}",
-                               _examples(df, series.notna())))
+        found.append(
+            Violation(
+                "type",
+                name,
+                int(series.notna().sum()),
+                f"expected {rule.type}, column has dtype {series.dtype}",
+                _examples(df, series.notna()),
+            )
+        )
         return found
     if bad_type.any():
-        found.append(Violation("type", name, int(bad_type.sum()),
-                               f"values that are not {rule.type}", _examples(df, bad_type)))
+        found.append(
+            Violation(
+                "type",
+                name,
+                int(bad_type.sum()),
+                f"values that are not {rule.type}",
+                _examples(df, bad_type),
+            )
+        )
 
     if rule.type in ("int", "float") and (rule.min is not None or rule.max is not None):
         numeric = pd.to_numeric(series, errors="coerce")
@@ -121,8 +145,15 @@ def _check_column(df: pd.DataFrame, name: str, rule: ColumnRule) -> list[Violati
         if rule.max is not None:
             out |= numeric > rule.max
         if out.any():
-            found.append(Violation("range", name, int(out.sum()),
-                                   f"outside [{rule.min}, {rule.max}]", _examples(df, out)))
+            found.append(
+                Violation(
+                    "range",
+                    name,
+                    int(out.sum()),
+                    f"outside [{rule.min}, {rule.max}]",
+                    _examples(df, out),
+                )
+            )
     return found
 
 
@@ -130,12 +161,16 @@ def check_quality(df: pd.DataFrame, spec: ProjectSpec) -> QualityReport:
     """Check a raw dataset against the spec's columns, types, nulls, ranges, keys and size."""
     violations: list[Violation] = []
     if len(df) < spec.data.min_rows:
-        violations.append(Violation("min_rows", "*", len(df),
-                                    f"{len(df)} rows, at least {spec.data.min_rows} required"))
+        violations.append(
+            Violation(
+                "min_rows", "*", len(df), f"{len(df)} rows, at least {spec.data.min_rows} required"
+            )
+        )
     for name, rule in spec.data.columns.items():
         if name not in df.columns:
-            violations.append(Violation("missing_column", name, len(df),
-                                        "column declared in the spec is absent"))
+            violations.append(
+                Violation("missing_column", name, len(df), "column declared in the spec is absent")
+            )
             continue
         violations.extend(_check_column(df, name, rule))
 
@@ -143,9 +178,15 @@ def check_quality(df: pd.DataFrame, spec: ProjectSpec) -> QualityReport:
     if all(k in df.columns for k in keys):
         dup = df.duplicated(keys, keep=False)
         if dup.any():
-            violations.append(Violation("duplicate_key", "+".join(keys), int(dup.sum()),
-                                        "rows share an entity and timestamp",
-                                        _examples(df, dup)))
+            violations.append(
+                Violation(
+                    "duplicate_key",
+                    "+".join(keys),
+                    int(dup.sum()),
+                    "rows share an entity and timestamp",
+                    _examples(df, dup),
+                )
+            )
     return QualityReport(rows=len(df), violations=violations)
 
 

@@ -23,5 +23,11 @@ def register(spec: str, model: Input[Model], decision: Input[Artifact], data_ver
     from components.step import prepare
 
     project, settings = prepare(spec)
-    return run_step(project, settings, decision.path, model.metadata["mlflow_run_id"],
-                    model.metadata["mlflow_model_uri"], data_version)
+    return run_step(
+        project,
+        settings,
+        decision.path,
+        model.metadata["mlflow_run_id"],
+        model.metadata["mlflow_model_uri"],
+        data_version,
+    )

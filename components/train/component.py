@@ -41,8 +41,13 @@ def train(
     project, settings = prepare(spec)
     data = {"md5": data_version, "pointer": dvc_pointer, "materialized": materialized}
     result = run_step(project, settings, labels.path, data, test_set.path)
-    model.metadata.update({"mlflow_run_id": result.run_id, "mlflow_model_uri": result.model_uri,
-                           "features": ",".join(result.features)})
+    model.metadata.update(
+        {
+            "mlflow_run_id": result.run_id,
+            "mlflow_model_uri": result.model_uri,
+            "features": ",".join(result.features),
+        }
+    )
     with open(model.path, "w") as fh:
         fh.write(result.model_uri)
     outputs = namedtuple("TrainOutputs", ["run_id", "model_uri"])

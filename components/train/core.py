@@ -58,18 +58,35 @@ def time_split(df: pd.DataFrame, spec: ProjectSpec) -> tuple[pd.DataFrame, pd.Da
 
 
 def build_pipeline(spec: ProjectSpec) -> Pipeline:
-    return Pipeline([
-        ("impute", SimpleImputer(strategy="median")),
-        ("scale", StandardScaler()),
-        ("model", spec.model.estimator.build()),
-    ])
+    return Pipeline(
+        [
+            ("impute", SimpleImputer(strategy="median")),
+            ("scale", StandardScaler()),
+            ("model", spec.model.estimator.build()),
+        ]
+    )
+
+
+def model_requirements() -> list[str]:
+    """What loading the model needs, pinned to the versions that trained it."""
+    from importlib.metadata import version
+
+    return [
+        f"{pkg}=={version(pkg)}"
+        for pkg in ("mlflow", "scikit-learn", "skops", "numpy", "scipy", "pandas")
+    ]
 
 
 def git_commit() -> str:
     """The code version: the repository's commit, or 'unknown' outside a git checkout."""
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=True, cwd=Path(__file__).parent).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).parent,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -92,19 +109,23 @@ def fit_and_log(
     X = train[features].to_numpy(dtype="float64")
     y = train[spec.target].to_numpy()
     with mlflow.start_run(experiment_id=experiment) as run:
-        mlflow.set_tags({
-            "kubeloop.spec": spec.name,
-            "kubeloop.data_version": data["md5"],
-            "kubeloop.feature_service": spec.features.service,
-            "mlflow.source.git.commit": git_commit(),
-        })
-        mlflow.log_params({
-            "estimator": spec.model.estimator.import_path,
-            **{f"estimator.{k}": v for k, v in spec.model.estimator.params.items()},
-            "features": ",".join(features),
-            "train_rows": len(train),
-            "data_version": data["md5"],
-        })
+        mlflow.set_tags(
+            {
+                "kubeloop.spec": spec.name,
+                "kubeloop.data_version": data["md5"],
+                "kubeloop.feature_service": spec.features.service,
+                "mlflow.source.git.commit": git_commit(),
+            }
+        )
+        mlflow.log_params(
+            {
+                "estimator": spec.model.estimator.import_path,
+                **{f"estimator.{k}": v for k, v in spec.model.estimator.params.items()},
+                "features": ",".join(features),
+                "train_rows": len(train),
+                "data_version": data["md5"],
+            }
+        )
         pipeline.fit(X, y)
         train_pred = pipeline.predict(X)
         mlflow.log_metric("train_rmse", float(np.sqrt(np.mean((train_pred - y) ** 2))))
@@ -117,6 +138,9 @@ def fit_and_log(
             serialization_format="skops",
             skops_trusted_types=model_store.trusted_types(pipeline),
             metadata={"features": features, "target": spec.target, "task": spec.task},
+            # Pinned from this environment: MLflow's inference would re-import the model in a
+            # subprocess on every run (~10 s) to guess the same list.
+            pip_requirements=model_requirements(),
         )
         reference = train.sample(min(REFERENCE_ROWS, len(train)), random_state=0)
         reference = reference[[spec.entity_key, spec.timestamp, *features, spec.target]].copy()
@@ -143,14 +167,22 @@ def train(
         frame = frame.loc[~dropped]
     train_df, test_df = time_split(frame, spec)
     run_id, model_uri, _ = fit_and_log(train_df, features, spec, settings, data)
-    log.info("trained on %d rows, holding out %d; MLflow run %s", len(train_df), len(test_df), run_id)
-    result = TrainResult(run_id=run_id, model_uri=model_uri, features=features,
-                         train_rows=len(train_df), test_rows=len(test_df))
+    log.info(
+        "trained on %d rows, holding out %d; MLflow run %s", len(train_df), len(test_df), run_id
+    )
+    result = TrainResult(
+        run_id=run_id,
+        model_uri=model_uri,
+        features=features,
+        train_rows=len(train_df),
+        test_rows=len(test_df),
+    )
     return result, test_df
 
 
-def run_step(spec: ProjectSpec, settings: PlatformSettings, labels_path: str, data: dict,
-             test_path: str) -> TrainResult:
+def run_step(
+    spec: ProjectSpec, settings: PlatformSettings, labels_path: str, data: dict, test_path: str
+) -> TrainResult:
     """The train step as a pipeline sees it: labels in, MLflow run and held-out rows out."""
     result, test = train(pd.read_parquet(labels_path), spec, settings, data)
     Path(test_path).parent.mkdir(parents=True, exist_ok=True)

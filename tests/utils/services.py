@@ -13,7 +13,9 @@ from contextlib import contextmanager
 
 import pytest
 
-POSTGRES_ADMIN_URL = os.environ.get("KUBELOOP_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+POSTGRES_ADMIN_URL = os.environ.get(
+    "KUBELOOP_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
+)
 REDIS_ADDR = os.environ.get("KUBELOOP_TEST_REDIS", "127.0.0.1:6379")
 
 
