@@ -76,18 +76,23 @@ def materialize_features(
         path = offline_path(store, view)
         path.parent.mkdir(parents=True, exist_ok=True)
         features[[spec.entity_key, spec.timestamp, *names]].to_parquet(path, index=False)
-    start = features[spec.timestamp].min().to_pydatetime()
+    first = features[spec.timestamp].min().to_pydatetime()
     end = features[spec.timestamp].max().to_pydatetime()
-    # Materialize the whole window: the online store holds the latest row per entity.
+    # The online store keeps the latest row per entity, and rows older than a view's TTL are
+    # stale there anyway: materializing only the last TTL window gives the same online state.
+    ttl = max((view.ttl for view, _ in views if view.ttl), default=None)
+    start = max(first, end - ttl) if ttl else first
     store.materialize(
         start_date=start,
         end_date=end + pd.Timedelta(seconds=1),
         feature_views=[v.name for v, _ in views],
     )
     log.info(
-        "materialized %d rows of %d entities into the online store",
+        "wrote %d feature rows of %d entities offline; materialized %s .. %s online",
         len(features),
         features[spec.entity_key].nunique(),
+        start,
+        end,
     )
     return FeatureResult(
         offline_path=offline_path(store, views[0][0]),
