@@ -1,0 +1,224 @@
+{{/* vim: set filetype=mustache: */}}
+
+{{/* Chart name, truncated to the 63 characters of a DNS label. */}}
+{{- define "kubeloop.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Release-derived prefix of every resource name. */}}
+{{- define "kubeloop.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Name of one component's resources: (dict "ctx" $ "component" "server"). */}}
+{{- define "kubeloop.component.fullname" -}}
+{{- printf "%s-%s" (include "kubeloop.fullname" .ctx | trunc 50 | trimSuffix "-") .component -}}
+{{- end -}}
+
+{{- define "kubeloop.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Labels of every resource. helm.sh/chart is here, never in selectors. */}}
+{{- define "kubeloop.labels" -}}
+helm.sh/chart: {{ include "kubeloop.chart" . }}
+app.kubernetes.io/name: {{ include "kubeloop.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: kubeloop
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Selector labels of one component: (dict "ctx" $ "component" "server"). Stable across upgrades. */}}
+{{- define "kubeloop.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "kubeloop.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* All labels of one component's resources. */}}
+{{- define "kubeloop.componentLabels" -}}
+{{ include "kubeloop.labels" .ctx }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* Image reference: (dict "ctx" $ "image" "server"|"python"). */}}
+{{- define "kubeloop.image" -}}
+{{- $img := index .ctx.Values.image .image -}}
+{{- printf "%s/%s:%s" .ctx.Values.image.registry $img.repository (default .ctx.Chart.AppVersion .ctx.Values.image.tag) -}}
+{{- end -}}
+
+{{- define "kubeloop.imagePullSecrets" -}}
+{{- with .Values.image.pullSecrets }}
+imagePullSecrets:
+{{- range . }}
+  - name: {{ . }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* Pod-level settings shared by every workload: (dict "ctx" $ "component" "server" "serviceAccount" true). */}}
+{{- define "kubeloop.podSpecCommon" -}}
+serviceAccountName: {{ include "kubeloop.component.fullname" . }}
+automountServiceAccountToken: false
+securityContext:
+  {{- toYaml .ctx.Values.podSecurityContext | nindent 2 }}
+{{- include "kubeloop.imagePullSecrets" .ctx }}
+{{- with .ctx.Values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .ctx.Values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{- define "kubeloop.containerSecurityContext" -}}
+securityContext:
+  {{- toYaml .Values.containerSecurityContext | nindent 2 }}
+{{- end -}}
+
+{{/* One environment variable read from an existing Secret. */}}
+{{- define "kubeloop.secretEnv" -}}
+- name: {{ .name }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ .secret }}
+      key: {{ .key }}
+{{- end -}}
+
+{{/* MLflow tracking URI every client uses (MLFLOW_TRACKING_URI). */}}
+{{- define "kubeloop.mlflow.trackingUri" -}}
+{{- if .Values.mlflow.enabled -}}
+{{- printf "http://%s:%d" (include "kubeloop.component.fullname" (dict "ctx" . "component" "mlflow")) (int .Values.mlflow.port) -}}
+{{- else -}}
+{{- .Values.mlflow.externalTrackingUri -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Path of the project spec inside the containers (KUBELOOP_SPEC). */}}
+{{- define "kubeloop.specPath" -}}
+{{- if .Values.project.spec -}}/etc/kubeloop/spec.yaml{{- else -}}{{ .Values.project.bundledSpec }}{{- end -}}
+{{- end -}}
+
+{{/* Settings every kubeloop process (PlatformSettings) reads. */}}
+{{- define "kubeloop.env.platform" -}}
+- name: KUBELOOP_ENV
+  value: {{ .Values.environment | quote }}
+- name: KUBELOOP_WORK_DIR
+  value: {{ .Values.project.workDir | quote }}
+- name: KUBELOOP_SPEC
+  value: {{ include "kubeloop.specPath" . | quote }}
+- name: MLFLOW_TRACKING_URI
+  value: {{ include "kubeloop.mlflow.trackingUri" . | quote }}
+{{- end -}}
+
+{{/* Feast online store and registry (PlatformSettings), for the server and the jobs. */}}
+{{- define "kubeloop.env.featureStore" -}}
+{{- $fs := .Values.featureStore -}}
+- name: KUBELOOP_FEAST_ONLINE_STORE
+  value: redis
+{{- if $fs.redis.existingSecret }}
+{{ include "kubeloop.secretEnv" (dict "name" "KUBELOOP_REDIS_URL" "secret" $fs.redis.existingSecret "key" $fs.redis.existingSecretKey) }}
+{{- else }}
+- name: KUBELOOP_REDIS_URL
+  value: {{ include "kubeloop.redisAddress" . | quote }}
+{{- end }}
+{{ include "kubeloop.secretEnv" (dict "name" "KUBELOOP_FEAST_REGISTRY" "secret" $fs.registry.existingSecret "key" $fs.registry.existingSecretKey) }}
+{{- end -}}
+
+{{- define "kubeloop.redisAddress" -}}
+{{- if .Values.featureStore.redis.address -}}
+{{- .Values.featureStore.redis.address -}}
+{{- else -}}
+{{- printf "%s-redis-master:6379" .Release.Name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* KUBELOOP_<NAME> variables from a settings map (server.settings, monitoring.settings). */}}
+{{- define "kubeloop.env.settings" -}}
+{{- range $key, $value := . }}
+- name: {{ printf "KUBELOOP_%s" ($key | snakecase | upper) }}
+  value: {{ ternary ($value | toJson) ($value | toString) (or (kindIs "map" $value) (kindIs "slice" $value)) | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* Scratch volumes: /tmp (work folder, temp files) on an emptyDir, plus the spec ConfigMap. */}}
+{{- define "kubeloop.volumes" -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: 2Gi
+{{- if .Values.project.spec }}
+- name: spec
+  configMap:
+    name: {{ include "kubeloop.component.fullname" (dict "ctx" . "component" "spec") }}
+{{- end }}
+{{- end -}}
+
+{{- define "kubeloop.volumeMounts" -}}
+- name: tmp
+  mountPath: /tmp
+{{- if .Values.project.spec }}
+- name: spec
+  mountPath: /etc/kubeloop
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/*
+Cross-field checks the schema cannot express. Each message names the key to set, as in
+bitnami's validateValues: all problems are collected and reported at once.
+*/}}
+{{- define "kubeloop.validateValues" -}}
+{{- $messages := list -}}
+{{- $dev := eq .Values.environment "dev" -}}
+{{- if and .Values.server.enabled (not $dev) (not .Values.server.auth.existingSecret) -}}
+{{- $messages = append $messages (printf "server.auth.existingSecret: environment %q needs the API token from an existing Secret" .Values.environment) -}}
+{{- end -}}
+{{- if and (or .Values.server.enabled .Values.monitoring.enabled) (not $dev) (not .Values.server.predictionLog.existingSecret) -}}
+{{- $messages = append $messages (printf "server.predictionLog.existingSecret: environment %q needs the prediction log (PostgreSQL) URL from an existing Secret" .Values.environment) -}}
+{{- end -}}
+{{- if and .Values.mlflow.enabled (not $dev) (not .Values.mlflow.backendStore.existingSecret) -}}
+{{- $messages = append $messages (printf "mlflow.backendStore.existingSecret: environment %q needs a PostgreSQL backend store (SQLite on an emptyDir is for dev only)" .Values.environment) -}}
+{{- end -}}
+{{- if and .Values.mlflow.enabled (not $dev) (not .Values.mlflow.artifacts.destination) -}}
+{{- $messages = append $messages (printf "mlflow.artifacts.destination: environment %q needs an s3:// artifact destination" .Values.environment) -}}
+{{- end -}}
+{{- if and .Values.mlflow.enabled (gt (int .Values.mlflow.replicas) 1) (not .Values.mlflow.backendStore.existingSecret) -}}
+{{- $messages = append $messages "mlflow.replicas: more than one replica needs mlflow.backendStore.existingSecret (a shared PostgreSQL store)" -}}
+{{- end -}}
+{{- if and (not .Values.mlflow.enabled) (not .Values.mlflow.externalTrackingUri) -}}
+{{- $messages = append $messages "mlflow.externalTrackingUri: set it when mlflow.enabled is false" -}}
+{{- end -}}
+{{- if and .Values.featureStore.enabled (not .Values.featureStore.registry.existingSecret) -}}
+{{- $messages = append $messages "featureStore.registry.existingSecret: the feature store needs its SQL registry URL from an existing Secret" -}}
+{{- end -}}
+{{- if and .Values.featureStore.enabled (not .Values.featureStore.redis.existingSecret) (not .Values.featureStore.redis.address) (not .Values.redis.enabled) -}}
+{{- $messages = append $messages "featureStore.redis.address: set it (or featureStore.redis.existingSecret, or redis.enabled)" -}}
+{{- end -}}
+{{- if and .Values.server.autoscaling.enabled (gt (int .Values.server.autoscaling.minReplicas) (int .Values.server.autoscaling.maxReplicas)) -}}
+{{- $messages = append $messages "server.autoscaling.minReplicas: must not exceed server.autoscaling.maxReplicas" -}}
+{{- end -}}
+{{- if and .Values.server.ingress.enabled (not .Values.server.ingress.host) -}}
+{{- $messages = append $messages "server.ingress.host: set a host name when server.ingress.enabled is true" -}}
+{{- end -}}
+{{- if $messages -}}
+{{- printf "\nVALUES VALIDATION:\n%s" (join "\n" $messages) | fail -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The server's container port: components/images.py SERVER_PORT, fixed in the image. */}}
+{{- define "kubeloop.server.containerPort" -}}8080{{- end -}}
