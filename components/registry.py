@@ -145,7 +145,7 @@ def promote(
     for key, value in {
         "kubeloop.approved_by": who,
         "kubeloop.approved_at": now,
-        "kubeloop.promoted_from": previous.version if previous else "none",
+        "kubeloop.promoted_from": str(previous.version) if previous else "none",
         f"kubeloop.{alias}_since": now,
     }.items():
         client.set_model_version_tag(name, version.version, key, value)

@@ -114,6 +114,7 @@ def fit_and_log(
                 "kubeloop.spec": spec.name,
                 "kubeloop.data_version": data["md5"],
                 "kubeloop.feature_service": spec.features.service,
+                "kubeloop.feast_materialized": data.get("materialized", ""),
                 "mlflow.source.git.commit": git_commit(),
             }
         )

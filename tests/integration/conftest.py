@@ -1,0 +1,34 @@
+"""Fixtures for integration tests: real MLflow, Feast, DVC, PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from components.settings import PlatformSettings
+from tests.utils import services
+
+
+@pytest.fixture
+def service_settings(work_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[PlatformSettings]:
+    """Settings for the service-backed configuration: MLflow and the Feast registry on
+    PostgreSQL, the Feast online store on Redis (each test gets fresh databases)."""
+    with services.postgres_database() as mlflow_db, services.postgres_database() as feast_db, \
+            services.redis_db(3) as redis_url:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_db)
+        monkeypatch.setenv("KUBELOOP_FEAST_ONLINE_STORE", "redis")
+        monkeypatch.setenv("KUBELOOP_REDIS_URL", redis_url)
+        monkeypatch.setenv("KUBELOOP_FEAST_REGISTRY", feast_db)
+        yield PlatformSettings()
+
+
+@pytest.fixture
+def exported(settings: PlatformSettings, monkeypatch: pytest.MonkeyPatch) -> PlatformSettings:
+    """Embedded settings also placed in the environment, as the CLI does for child steps."""
+    for name, value in settings.export().items():
+        monkeypatch.setenv(name, value)
+    assert os.environ["KUBELOOP_WORK_DIR"] == str(settings.work_dir)
+    return settings

@@ -1,0 +1,176 @@
+"""The training pipeline end to end: kfp.local on both backends, revisions, gates, failures."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+
+from components import model_store, registry
+from components.errors import DataQualityError
+from components.ingest.core import ingest
+from components.settings import PlatformSettings
+from components.spec import ModelSpec
+from pipelines.runner import run_local
+from pipelines.steps import run_steps
+from tests.utils.factories import EXAMPLE_SPEC, REPO, example_spec, sample_frame, write_sample
+
+ROWS = 3_000
+
+
+def small_spec(tmp_path: Path, rows: int = ROWS, **model_changes):
+    source = write_sample(tmp_path / "raw" / "data.parquet", rows=rows)
+    spec = example_spec(source=source)
+    if model_changes:
+        spec = spec.model_copy(update={"model": spec.model.model_copy(update=model_changes)})
+    return spec
+
+
+def versions(settings: PlatformSettings, name: str) -> list:
+    client = model_store.configure(settings)
+    return sorted(registry.all_versions(client, name), key=lambda v: int(v.version))
+
+
+def assert_registered_with_full_run(settings: PlatformSettings, name: str, label: str) -> None:
+    client = model_store.configure(settings)
+    version = client.get_model_version_by_alias(name, registry.CHALLENGER)
+    assert version.tags[registry.TAG_NAME] == label
+    run = client.get_run(version.run_id)
+    assert run.data.params["estimator"] == "sklearn.ensemble.HistGradientBoostingRegressor"
+    assert run.data.params["estimator.max_iter"] == "200"
+    assert {"test_rmse", "test_mse", "test_mae", "test_r2"} <= set(run.data.metrics)
+    assert run.data.metrics["test_r2"] > 0.8
+    data_version = run.data.tags["kubeloop.data_version"]
+    assert len(data_version) == 32 and version.tags[registry.TAG_DATA] == data_version
+    assert run.data.tags["mlflow.source.git.commit"]
+    assert run.data.tags["kubeloop.feast_materialized"].count("/") == 1
+    info = mlflow.models.get_model_info(f"models:/{name}/{version.version}")
+    assert [c["name"] for c in info.signature.inputs.to_dict()] == info.metadata["features"]
+    assert info.saved_input_example_info is not None
+    reference = pd.read_parquet(
+        mlflow.artifacts.download_artifacts(run_id=run.info.run_id,
+                                            artifact_path=model_store.REFERENCE_ARTIFACT))
+    assert {"prediction", "energy_kwh", *info.metadata["features"]} <= set(reference.columns)
+    pointer = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/data/dataset.parquet.dvc")
+    assert data_version in pointer
+
+
+@pytest.mark.slow
+def test_kfp_local_pipeline_registers_a_challenger_on_the_embedded_default(tmp_path, exported):
+    spec = small_spec(tmp_path)
+    result = run_local(spec, exported)
+    assert result.version == "V1.0.0"
+    assert_registered_with_full_run(exported, spec.model_name, "V1.0.0")
+    assert (exported.work_dir / "mlflow.db").exists()
+    assert (exported.work_dir / "feast" / "online.db").exists()
+    assert any((exported.work_dir / "dvc-remote").rglob("*"))
+
+
+@pytest.mark.slow
+@pytest.mark.services
+def test_kfp_local_pipeline_on_postgres_and_redis(tmp_path, service_settings, monkeypatch):
+    for name, value in service_settings.export().items():
+        monkeypatch.setenv(name, value)
+    spec = small_spec(tmp_path)
+    assert run_local(spec, service_settings).version == "V1.0.0"
+    assert_registered_with_full_run(service_settings, spec.model_name, "V1.0.0")
+    assert not (service_settings.work_dir / "mlflow.db").exists()
+    assert not (service_settings.work_dir / "feast" / "online.db").exists()
+    import redis
+
+    host, rest = service_settings.redis_url.split(":")
+    port, db = rest.split(",db=")
+    assert redis.Redis(host=host, port=int(port), db=int(db)).dbsize() > 0
+
+
+def test_retraining_increments_auto_and_a_new_manual_revision_resets_it(tmp_path, settings):
+    spec = small_spec(tmp_path)
+    assert run_steps(spec, settings).version == "V1.0.0"
+    assert run_steps(spec, settings).version == "V1.0.1"
+    revised = spec.model_copy(update={"model": spec.model.model_copy(update={"manual_revision": 1})})
+    assert run_steps(revised, settings).version == "V1.1.0"
+    assert [v.tags[registry.TAG_NAME] for v in versions(settings, spec.model_name)] == [
+        "V1.0.0", "V1.0.1", "V1.1.0"]
+
+
+def test_model_worse_than_the_champion_is_not_registered(tmp_path, settings):
+    spec = small_spec(tmp_path)
+    first = run_steps(spec, settings)
+    client = model_store.configure(settings)
+    registry.promote(client, spec.model_name, first.version, approve=True, approver="test")
+    weak = ModelSpec.model_validate({
+        "tag": 1,
+        "estimator": {"class": "sklearn.tree.DecisionTreeRegressor", "params": {"max_depth": 2}},
+    })
+    loose = spec.evaluation.model_copy(update={"thresholds": {}})
+    result = run_steps(spec.model_copy(update={"model": weak, "evaluation": loose}), settings)
+    assert result.version == ""
+    assert not result.decision["passed"]
+    assert "worse than the champion" in result.decision["reasons"][0]
+    assert [v.tags[registry.TAG_NAME] for v in versions(settings, spec.model_name)] == ["V1.0.0"]
+    run = client.get_run(result.run_id)
+    assert run.data.tags["kubeloop.gate"] == "failed"
+
+
+def test_promotion_requires_approval_and_records_it(tmp_path, settings):
+    spec = small_spec(tmp_path)
+    run_steps(spec, settings)
+    client = model_store.configure(settings)
+    from components.errors import PromotionError
+
+    with pytest.raises(PromotionError, match="--approve"):
+        registry.promote(client, spec.model_name, "V1.0.0", approve=False)
+    assert registry.by_alias(client, spec.model_name, registry.CHAMPION) is None
+    promoted = registry.promote(client, spec.model_name, "challenger", approve=True,
+                                approver="ana")
+    assert promoted.tags["kubeloop.approved_by"] == "ana"
+    assert promoted.tags["kubeloop.promoted_from"] == "none"
+    assert str(registry.by_alias(client, spec.model_name, registry.CHAMPION).version) == "1"
+
+
+@pytest.mark.parametrize(
+    ("breakage", "rule", "column"),
+    [
+        (lambda df: df.drop(columns=["humidity_pct"]), "missing_column", "humidity_pct"),
+        (lambda df: df.assign(occupancy=["many"] * len(df)), "type", "occupancy"),
+        (lambda df: df.assign(outdoor_temp_c=df["outdoor_temp_c"].mask(
+            df.index % 10 < 3)), "max_null_fraction", "outdoor_temp_c"),
+    ],
+    ids=["missing-column", "wrong-type", "30pct-nulls"],
+)
+def test_bad_data_stops_at_ingest_and_leaves_the_registry_unchanged(
+    tmp_path, settings, breakage, rule, column
+):
+    spec = small_spec(tmp_path)
+    run_steps(spec, settings)
+    before = [v.version for v in versions(settings, spec.model_name)]
+    bad = tmp_path / "bad.parquet"
+    breakage(sample_frame(ROWS)).to_parquet(bad)
+    with pytest.raises(DataQualityError) as err:
+        ingest(spec, settings, str(bad))
+    assert (rule, column) in {(v.rule, v.column) for v in err.value.report.violations}
+    assert rule in err.value.message and column in err.value.message
+    assert [v.version for v in versions(settings, spec.model_name)] == before
+    saved = json.loads((settings.work_dir / "reports" / f"{spec.name}-data-quality.json").read_text())
+    assert saved["passed"] is False
+
+
+@pytest.mark.slow
+def test_cli_reports_an_ingest_failure_without_a_traceback(tmp_path, work_dir):
+    bad = tmp_path / "bad.csv"
+    sample_frame(ROWS).drop(columns=["energy_kwh"]).to_csv(bad, index=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "run", "training", "--spec", str(EXAMPLE_SPEC),
+         "--source", str(bad)],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "failed at step 'ingest'" in proc.stderr
+    assert "data-quality report" in proc.stderr
+    assert "Traceback (most recent call last)" not in proc.stderr
+    assert "missing_column [energy_kwh]" in proc.stdout + proc.stderr
