@@ -1,0 +1,118 @@
+"""The chart renders and lints with Helm's own Go code, and bad values fail naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.k8s.chart import (
+    CHART,
+    KUBE_VERSIONS,
+    VALUES_FILES,
+    load_values,
+    render,
+    render_files,
+    render_scenario,
+    scenario_id,
+)
+
+# The one lint finding allowed: Bitnami subcharts are declared, not vendored (see
+# docs/kubernetes.md: `helm dependency build` fetches them where a registry is reachable).
+MISSING_DEPENDENCIES = "chart directory is missing these dependencies: postgresql,redis,minio"
+
+
+@pytest.mark.parametrize("values_file", VALUES_FILES, ids=scenario_id)
+def test_chart_renders_every_scenario(values_file: Path | None) -> None:
+    objects = render_scenario(values_file)
+    assert objects, "nothing rendered"
+    for obj in objects:
+        assert obj["metadata"]["name"], obj
+        assert obj["metadata"].get("namespace") in (None, "kubeloop", "kubeflow"), obj["metadata"]
+
+
+@pytest.mark.parametrize("values_file", VALUES_FILES, ids=scenario_id)
+def test_chart_lints_without_errors(values_file: Path | None) -> None:
+    import helm_python as helm
+
+    for version in KUBE_VERSIONS:
+        report = helm.lint(CHART, load_values(values_file), kube_version=f"v{version}.0")
+        assert report["errors"] == [], report
+        findings = {m["error"] for m in report["messages"] if m["severity"] >= 2}
+        assert findings <= {MISSING_DEPENDENCIES}, findings
+
+
+def test_defaults_are_a_working_dev_install_without_third_party_services() -> None:
+    objects = render()
+    names = {(o["kind"], o["metadata"]["name"]) for o in objects}
+    assert ("Deployment", "kubeloop-server") in names
+    assert ("Deployment", "kubeloop-mlflow") in names
+    assert ("CronJob", "kubeloop-monitor") in names
+    # Off by default: what needs third-party CRDs or services.
+    assert not {kind for kind, _ in names} & {"ServiceMonitor", "PrometheusRule", "Ingress"}
+    assert ("Deployment", "kubeloop-feast") not in names
+
+
+def test_notes_say_how_to_reach_the_server_and_check_the_install() -> None:
+    notes = render_files()["kubeloop/templates/NOTES.txt"]
+    assert "port-forward svc/kubeloop-server" in notes
+    assert "helm test kubeloop" in notes
+    assert "emptyDir" in notes  # the dev-only MLflow store is called out
+
+
+@pytest.mark.parametrize(
+    ("values", "key"),
+    [
+        ({"environment": "qa"}, "/environment"),
+        ({"server": {"replicas": 0}}, "/server/replicas"),
+        ({"server": {"autoscaling": {"maxReplica": 3}}}, "/server/autoscaling"),
+        ({"server": {"resources": {"limits": None}}}, "/server/resources"),  # null drops a default
+        ({"mlflow": {"artifacts": {"destination": "my-bucket"}}}, "/mlflow/artifacts/destination"),
+        ({"monitoring": {"schedule": "every hour"}}, "/monitoring/schedule"),
+        ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
+        ({"server": {"auth": {"existingSecret": "Not_A_Name"}}}, "/server/auth/existingSecret"),
+        ({"metrics": {"prometheusRule": {"errorRatio": 5}}}, "/metrics/prometheusRule/errorRatio"),
+        ({"typo": True}, "typo"),
+    ],
+)
+def test_schema_rejects_bad_values_naming_the_key(values: dict, key: str) -> None:
+    import helm_python as helm
+
+    with pytest.raises(helm.HelmValuesError) as excinfo:
+        render(values)
+    assert key in str(excinfo.value)
+
+
+@pytest.mark.parametrize(
+    ("values", "key"),
+    [
+        ({"environment": "prod"}, "server.auth.existingSecret"),
+        ({"environment": "staging", "server": {"auth": {"existingSecret": "t"}}},
+         "server.predictionLog.existingSecret"),
+        ({"environment": "prod"}, "mlflow.backendStore.existingSecret"),
+        ({"environment": "prod"}, "mlflow.artifacts.destination"),
+        ({"mlflow": {"replicas": 2}}, "mlflow.replicas"),
+        ({"mlflow": {"enabled": False}}, "mlflow.externalTrackingUri"),
+        ({"featureStore": {"enabled": True}}, "featureStore.registry.existingSecret"),
+        ({"featureStore": {"enabled": True, "registry": {"existingSecret": "r"}}},
+         "featureStore.redis.address"),
+        ({"server": {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}},
+         "server.autoscaling.minReplicas"),
+        ({"server": {"ingress": {"enabled": True, "host": ""}}}, "server.ingress.host"),
+    ],
+)
+def test_inconsistent_values_fail_naming_the_key(values: dict, key: str) -> None:
+    import helm_python as helm
+
+    with pytest.raises(helm.HelmRenderError) as excinfo:
+        render(values)
+    assert key in str(excinfo.value)
+
+
+def test_every_error_is_reported_at_once() -> None:
+    import helm_python as helm
+
+    with pytest.raises(helm.HelmRenderError) as excinfo:
+        render({"environment": "prod"})
+    message = str(excinfo.value)
+    assert message.count("existingSecret") >= 3, message
