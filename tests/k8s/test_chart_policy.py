@@ -1,0 +1,289 @@
+"""Policy: secure pods, wired Services, HPA and PDB, named ports, least-privilege RBAC, no secret values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.k8s.chart import (
+    VALUES_FILES,
+    containers,
+    is_hook,
+    kinds,
+    pod_labels,
+    pod_specs,
+    render,
+    render_scenario,
+    scenario_id,
+)
+
+SCENARIOS = pytest.mark.parametrize("values_file", VALUES_FILES, ids=scenario_id)
+
+
+def _matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+@SCENARIOS
+def test_every_pod_runs_non_root_with_runtime_default_seccomp(values_file: Path | None) -> None:
+    for owner, spec in pod_specs(render_scenario(values_file)):
+        pod = spec.get("securityContext", {})
+        assert pod.get("runAsNonRoot") is True, owner["metadata"]["name"]
+        assert pod.get("runAsUser", 0) > 0, owner["metadata"]["name"]
+        assert pod.get("seccompProfile", {}).get("type") == "RuntimeDefault"
+        assert spec.get("automountServiceAccountToken") is False, owner["metadata"]["name"]
+        assert spec.get("serviceAccountName"), owner["metadata"]["name"]
+
+
+@SCENARIOS
+def test_every_container_is_locked_down(values_file: Path | None) -> None:
+    for owner, container in containers(render_scenario(values_file)):
+        where = f"{owner['kind']}/{owner['metadata']['name']}/{container['name']}"
+        sc = container.get("securityContext", {})
+        assert sc.get("runAsNonRoot") is True, where
+        assert sc.get("readOnlyRootFilesystem") is True, where
+        assert sc.get("allowPrivilegeEscalation") is False, where
+        assert sc.get("capabilities", {}).get("drop") == ["ALL"], where
+        assert not sc.get("capabilities", {}).get("add"), where
+        assert not sc.get("privileged"), where
+        assert sc.get("seccompProfile", {}).get("type") == "RuntimeDefault", where
+
+
+@SCENARIOS
+def test_every_container_has_requests_and_limits(values_file: Path | None) -> None:
+    for owner, container in containers(render_scenario(values_file)):
+        resources = container.get("resources", {})
+        for section in ("requests", "limits"):
+            assert {"cpu", "memory"} <= set(resources.get(section, {})), (
+                f"{owner['metadata']['name']}/{container['name']} lacks {section}")
+
+
+@SCENARIOS
+def test_long_running_containers_have_probes_on_named_ports(values_file: Path | None) -> None:
+    for owner, container in containers(kinds(render_scenario(values_file), "Deployment")):
+        where = f"{owner['metadata']['name']}/{container['name']}"
+        ports = {p["name"] for p in container.get("ports", [])}
+        for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+            assert probe in container, f"{where} has no {probe}"
+            port = container[probe]["httpGet"]["port"]
+            assert port in ports, f"{where}: {probe} uses port {port!r}, not one of {ports}"
+
+
+@SCENARIOS
+def test_writable_paths_are_volumes(values_file: Path | None) -> None:
+    # A read-only root works only if /tmp (the work folder, temp files) is a volume.
+    for owner, container in containers(render_scenario(values_file)):
+        mounts = {m["mountPath"] for m in container.get("volumeMounts", [])}
+        if owner["kind"] == "Pod":  # the helm test only reads its script
+            continue
+        assert "/tmp" in mounts, f"{owner['metadata']['name']}/{container['name']}"
+
+
+@SCENARIOS
+def test_every_service_selects_pods_on_named_ports(values_file: Path | None) -> None:
+    objects = render_scenario(values_file)
+    workloads = [(o, pod_labels(o)) for o, _ in pod_specs(objects) if not is_hook(o)]
+    for service in kinds(objects, "Service"):
+        selector = service["spec"]["selector"]
+        selected = [o for o, labels in workloads if _matches(selector, labels)]
+        name = service["metadata"]["name"]
+        assert len(selected) == 1, f"Service {name} selects {[o['metadata']['name'] for o in selected]}"
+        pod_ports = {p["name"]: p["containerPort"] for c in
+                     selected[0]["spec"]["template"]["spec"]["containers"] for p in c.get("ports", [])}
+        for port in service["spec"]["ports"]:
+            assert port.get("name"), f"Service {name} has an unnamed port"
+            assert port["targetPort"] in pod_ports, f"Service {name}: {port['targetPort']} unknown"
+
+
+@SCENARIOS
+def test_every_container_port_is_named_and_unique(values_file: Path | None) -> None:
+    for owner, container in containers(render_scenario(values_file)):
+        ports = container.get("ports", [])
+        assert all(p.get("name") for p in ports), owner["metadata"]["name"]
+        assert len({p["name"] for p in ports}) == len(ports)
+
+
+@SCENARIOS
+def test_selectors_are_stable_and_match_their_pods(values_file: Path | None) -> None:
+    objects = render_scenario(values_file)
+    for obj in kinds(objects, "Deployment"):
+        selector = obj["spec"]["selector"]["matchLabels"]
+        assert "helm.sh/chart" not in selector and "app.kubernetes.io/version" not in selector
+        assert _matches(selector, pod_labels(obj)), obj["metadata"]["name"]
+    for obj in objects:
+        labels = obj["metadata"].get("labels", {})
+        assert labels.get("app.kubernetes.io/instance") == "kubeloop", obj["metadata"]["name"]
+        assert labels.get("app.kubernetes.io/managed-by") == "Helm"
+
+
+@SCENARIOS
+def test_hpa_and_pdb_target_the_server_deployment(values_file: Path | None) -> None:
+    objects = render_scenario(values_file)
+    deployments = {o["metadata"]["name"]: o for o in kinds(objects, "Deployment")}
+    for hpa in kinds(objects, "HorizontalPodAutoscaler"):
+        assert hpa["apiVersion"] == "autoscaling/v2"
+        ref = hpa["spec"]["scaleTargetRef"]
+        assert ref["kind"] == "Deployment" and ref["apiVersion"] == "apps/v1"
+        target = deployments[ref["name"]]
+        assert pod_labels(target)["app.kubernetes.io/component"] == "server"
+        assert "replicas" not in target["spec"], "the HPA owns the replica count"
+        # CPU utilisation is relative to requests: without them the HPA cannot work.
+        assert target["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"]
+        assert hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+    for pdb in kinds(objects, "PodDisruptionBudget"):
+        selected = [d for d in deployments.values()
+                    if _matches(pdb["spec"]["selector"]["matchLabels"], pod_labels(d))]
+        assert [d["metadata"]["name"] for d in selected] == ["kubeloop-server"] or \
+            pod_labels(selected[0])["app.kubernetes.io/component"] == "server"
+
+
+@SCENARIOS
+def test_service_monitor_scrapes_the_server_service_port(values_file: Path | None) -> None:
+    objects = render_scenario(values_file)
+    services = kinds(objects, "Service")
+    for monitor in kinds(objects, "ServiceMonitor"):
+        selected = [s for s in services if _matches(monitor["spec"]["selector"]["matchLabels"],
+                                                    s["metadata"]["labels"])]
+        assert len(selected) == 1
+        port_names = {p["name"] for p in selected[0]["spec"]["ports"]}
+        for endpoint in monitor["spec"]["endpoints"]:
+            assert endpoint["port"] in port_names
+            assert endpoint["path"] == "/metrics"
+
+
+@SCENARIOS
+def test_secrets_are_only_referenced_never_rendered(values_file: Path | None) -> None:
+    objects = render_scenario(values_file)
+    assert not kinds(objects, "Secret"), "the chart must not create Secrets from values"
+    for owner, container in containers(objects):
+        for env in container.get("env", []):
+            value = env.get("value", "")
+            if "valueFrom" in env:
+                continue
+            # Plain values may name places, never carry credentials.
+            assert "@" not in value and "password" not in value.lower(), (owner, env)
+            if env["name"] in ("KUBELOOP_API_TOKEN", "KUBELOOP_PREDICTION_LOG_URL",
+                               "KUBELOOP_FEAST_REGISTRY", "MLFLOW_BACKEND_STORE_URI",
+                               "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+                pytest.fail(f"{env['name']} must come from a Secret, not a value")
+
+
+def _rules(role: dict[str, Any]) -> list[dict[str, Any]]:
+    return role.get("rules") or []
+
+
+def _grants(role: dict[str, Any], resource: str, verb: str, name: str | None = None) -> bool:
+    for rule in _rules(role):
+        if resource in rule["resources"] and verb in rule["verbs"]:
+            names = rule.get("resourceNames")
+            if names is None or name is None or name in names:
+                return True
+    return False
+
+
+FULL = {
+    "rbac": {"rawSourceSecrets": ["raw-s3"], "dataEngineers": {"groups": ["de"], "users": []},
+             "dataScientists": {"groups": ["ds"], "users": []},
+             "approvers": {"groups": ["ap"], "users": []}},
+    "featureStore": {"enabled": True, "registry": {"existingSecret": "feast-db"},
+                     "redis": {"existingSecret": "feast-redis"}},
+    "server": {"auth": {"existingSecret": "api"}},
+}
+
+
+def test_roles_never_use_wildcards_or_list_secrets() -> None:
+    for values_file in VALUES_FILES:
+        for role in kinds(render_scenario(values_file), "Role", "ClusterRole"):
+            assert role["kind"] == "Role", "no cluster-wide permissions"
+            for rule in _rules(role):
+                assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], role
+                if "secrets" in rule["resources"]:
+                    assert rule.get("resourceNames"), f"{role['metadata']['name']}: all Secrets"
+                    assert set(rule["verbs"]) <= {"get"}
+
+
+def test_only_data_engineers_read_raw_sources_and_write_features() -> None:
+    roles = {r["metadata"]["name"]: r for r in kinds(render(FULL), "Role")}
+    engineer, scientist = roles["kubeloop-data-engineer"], roles["kubeloop-data-scientist"]
+    approver = roles["kubeloop-approver"]
+    assert _grants(engineer, "secrets", "get", "raw-s3")
+    assert _grants(engineer, "secrets", "get", "feast-db")
+    assert _grants(engineer, "jobs", "create")  # materialization on demand
+    for other in (scientist, approver):
+        assert not _grants(other, "secrets", "get"), other["metadata"]["name"]
+        assert not _grants(other, "jobs", "create")
+    assert not _grants(engineer, "secrets", "get", "api"), "the API token is nobody's business"
+
+
+def test_data_scientists_reach_runs_and_registry_and_approvers_promote() -> None:
+    objects = render(FULL)
+    roles = {(r["metadata"]["namespace"], r["metadata"]["name"]): r for r in kinds(objects, "Role")}
+    scientist = roles[("kubeloop", "kubeloop-data-scientist")]
+    assert _grants(scientist, "services/proxy", "create", "kubeloop-mlflow")  # registry, runs
+    kfp = roles[("kubeflow", "kubeloop-data-scientist")]
+    assert _grants(kfp, "services/proxy", "create", "ml-pipeline")  # pipeline runs
+    approver = roles[("kubeloop", "kubeloop-approver")]
+    assert _grants(approver, "services/proxy", "create", "kubeloop-mlflow")  # move aliases
+    assert _grants(approver, "deployments", "patch", "kubeloop-server")  # roll out
+    assert not _grants(approver, "deployments", "patch", "kubeloop-mlflow")
+    assert not _grants(scientist, "deployments", "patch")
+    bindings = {(b["metadata"]["namespace"], b["metadata"]["name"]): b
+                for b in kinds(objects, "RoleBinding")}
+    assert bindings[("kubeloop", "kubeloop-data-engineer")]["subjects"][0]["name"] == "de"
+    assert bindings[("kubeflow", "kubeloop-data-scientist")]["subjects"][0]["name"] == "ds"
+
+
+def test_jobs_have_their_own_service_accounts_with_no_api_access() -> None:
+    objects = render(FULL)
+    accounts = {a["metadata"]["name"]: a for a in kinds(objects, "ServiceAccount")}
+    bound = {s["name"] for b in kinds(objects, "RoleBinding", "ClusterRoleBinding")
+             for s in b["subjects"] if s["kind"] == "ServiceAccount"}
+    used = {}
+    for owner, spec in pod_specs(objects):
+        used.setdefault(spec["serviceAccountName"], []).append(owner["metadata"]["name"])
+    for name, owners in used.items():
+        assert len(owners) == 1, f"{name} is shared by {owners}"
+        assert accounts[name]["automountServiceAccountToken"] is False
+        assert name not in bound, f"{name} needs no Kubernetes API access"
+
+
+def test_network_policies_deny_by_default_and_open_each_flow() -> None:
+    objects = render(FULL | {"networkPolicy": {"enabled": True, "metricsNamespace": "monitoring",
+                                               "pipelinesNamespace": "kubeflow",
+                                               "serverIngressFrom": []}})
+    policies = {p["metadata"]["name"]: p for p in kinds(objects, "NetworkPolicy")}
+    deny = policies["kubeloop-default-deny"]
+    assert deny["spec"]["policyTypes"] == ["Ingress"] and "ingress" not in deny["spec"]
+    workloads = [o for o, _ in pod_specs(objects)]
+    for owner in workloads:
+        assert _matches(deny["spec"]["podSelector"]["matchLabels"], pod_labels(owner))
+    server_pod = pod_labels(next(o for o in workloads if o["metadata"]["name"] == "kubeloop-server"))
+    for target, label in (("kubeloop-mlflow", "kubeloop.io/mlflow-client"),
+                          ("kubeloop-feast", "kubeloop.io/feast-client")):
+        sources = policies[target]["spec"]["ingress"][0]["from"]
+        assert {"podSelector": {"matchLabels": {label: "true"}}} in sources
+        assert server_pod.get(label) == "true", f"the server must be allowed to reach {target}"
+
+
+def test_restricted_server_ingress_still_admits_prometheus_and_helm_test() -> None:
+    peers = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress"}}}]
+    objects = render({"networkPolicy": {"serverIngressFrom": peers}})
+    policy = next(p for p in kinds(objects, "NetworkPolicy")
+                  if p["metadata"]["name"] == "kubeloop-server")
+    sources = policy["spec"]["ingress"][0]["from"]
+    assert peers[0] in sources
+    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}} \
+        in sources
+    test_pod = next(o for o in kinds(objects, "Pod"))
+    assert any(_matches(s.get("podSelector", {}).get("matchLabels", {}), pod_labels(test_pod))
+               for s in sources)
+
+
+def test_dashboards_are_labelled_for_the_grafana_sidecar() -> None:
+    maps = [c for c in kinds(render(), "ConfigMap") if "dashboard" in c["metadata"]["name"]]
+    assert maps
+    for cm in maps:
+        assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+        assert all(key.endswith(".json") for key in cm["data"])
