@@ -128,9 +128,14 @@ securityContext:
 
 {{/* Feast online store and registry (PlatformSettings), for the server and the jobs. */}}
 {{- define "kubeloop.env.featureStore" -}}
-{{- $fs := .Values.featureStore -}}
 - name: KUBELOOP_FEAST_ONLINE_STORE
   value: redis
+{{ include "kubeloop.env.featureStoreConnections" . }}
+{{- end -}}
+
+{{/* Where Redis and the registry are: also the ${VAR}s of the feature server's feature_store.yaml. */}}
+{{- define "kubeloop.env.featureStoreConnections" -}}
+{{- $fs := .Values.featureStore -}}
 {{- if $fs.redis.existingSecret }}
 {{ include "kubeloop.secretEnv" (dict "name" "KUBELOOP_REDIS_URL" "secret" $fs.redis.existingSecret "key" $fs.redis.existingSecretKey) }}
 {{- else }}

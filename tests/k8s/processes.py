@@ -1,0 +1,203 @@
+"""What a container command runs, read from the real code: its CLI command or module, and the
+environment variables that process reads (settings classes, CLI options, libraries' own)."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.util
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.k8s.chart import CHART
+
+# Console scripts the images provide, and the click group behind each.
+CLI_GROUPS = {
+    "kubeloop": ("pipelines.cli", "app"),
+    "mlflow": ("mlflow.cli", "cli"),
+    "feast": ("feast.cli.cli", "cli"),
+}
+
+
+@dataclass
+class Process:
+    """One container's process as the code defines it."""
+
+    description: str
+    env: set[str] = field(default_factory=set)  # variables it reads
+    problems: list[str] = field(default_factory=list)
+
+
+def settings_env(cls: Any) -> set[str]:
+    """Environment variable names a pydantic-settings class reads (prefix + field, or aliases)."""
+    prefix = (cls.model_config.get("env_prefix") or "").upper()
+    names = set()
+    for name, info in cls.model_fields.items():
+        aliases = [a for a in (info.alias, info.validation_alias) if isinstance(a, str)]
+        names.update(a.upper() for a in aliases) if aliases else names.add(prefix + name.upper())
+    return names
+
+
+def _settings_classes(package: str) -> list[Any]:
+    """PlatformSettings subclasses defined in ``<package>.settings`` (or PlatformSettings)."""
+    from components.settings import PlatformSettings
+
+    if package in ("serving", "monitoring"):
+        module = importlib.import_module(f"{package}.settings")
+        found = [obj for obj in vars(module).values()
+                 if isinstance(obj, type) and issubclass(obj, PlatformSettings)
+                 and obj is not PlatformSettings and obj.__module__ == module.__name__]
+        if not found:
+            raise AssertionError(f"{package}/settings.py defines no PlatformSettings subclass")
+        return found
+    return [PlatformSettings]
+
+
+def library_env() -> set[str]:
+    """Variables MLflow reads itself (mlflow/environment_variables.py)."""
+    import mlflow.environment_variables as ev
+
+    return {v.name for v in vars(ev).values() if hasattr(v, "name") and isinstance(v.name, str)
+            and v.name.isupper()}
+
+
+def _click_group(name: str):
+    import click
+    import typer
+
+    module_name, attr = CLI_GROUPS[name]
+    group = getattr(importlib.import_module(module_name), attr)
+    return group if isinstance(group, click.Command) else typer.main.get_command(group)
+
+
+def resolve_cli(argv: list[str]) -> tuple[Any, list[str]]:
+    """The click command an argv reaches, after checking that the arguments parse."""
+    group = _click_group(argv[0])
+    ctx = group.make_context(argv[0], list(argv[1:]), resilient_parsing=True)
+    rest = list(getattr(ctx, "_protected_args", [])) + list(ctx.args)
+    if not rest:
+        raise AssertionError(f"{argv}: no sub-command")
+    _, command, args = group.resolve_command(ctx, rest)
+    if command is None:
+        raise AssertionError(f"{argv}: `{argv[0]}` has no command {rest[0]!r}")
+    command.make_context(rest[0], list(args))  # raises on an unknown option or bad value
+    return command, args
+
+
+def _command_env(command: Any) -> set[str]:
+    names = set()
+    for param in command.params:
+        envvar = getattr(param, "envvar", None)
+        if isinstance(envvar, str):
+            names.add(envvar)
+        elif envvar:
+            names.update(envvar)
+    return names
+
+
+def _module_is_runnable(module: str) -> bool:
+    spec = importlib.util.find_spec(module)
+    if spec is None:
+        return False
+    if spec.submodule_search_locations is not None:  # a package: needs __main__
+        return importlib.util.find_spec(f"{module}.__main__") is not None
+    return True
+
+
+def _script_env(source: str) -> set[str]:
+    """os.environ names a Python script reads (os.environ[...], .get(...), os.getenv(...))."""
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) \
+                and re.fullmatch(r"[A-Z][A-Z0-9_]+", node.value):
+            names.add(node.value)
+    return names
+
+
+def describe(container: dict[str, Any], pod_spec: dict[str, Any],
+             config_maps: dict[str, dict[str, str]]) -> Process:
+    """The process a container runs and the variables it reads."""
+    argv = list(container.get("command") or []) + list(container.get("args") or [])
+    if not argv:
+        return Process("image entrypoint", problems=["no explicit command"])
+    exe = argv[0]
+
+    if exe == "python" and len(argv) >= 3 and argv[1] == "-m":
+        module = argv[2]
+        proc = Process(f"python -m {module}")
+        if not _module_is_runnable(module):
+            proc.problems.append(f"`python -m {module}`: no such runnable module")
+            return proc
+        package = module.split(".")[0]
+        for cls in _settings_classes(package):
+            proc.env |= settings_env(cls)
+        proc.env |= library_env() | {"PROMETHEUS_MULTIPROC_DIR"}
+        return proc
+
+    if exe == "python" and len(argv) >= 2 and argv[1].startswith("/"):
+        # A chart file mounted from a ConfigMap (the helm test's smoke script).
+        script = Path(argv[1])
+        proc = Process(f"python {script}")
+        source = _mounted_file(script, container, pod_spec, config_maps)
+        if source is None:
+            proc.problems.append(f"{script} is not mounted from a chart ConfigMap")
+            return proc
+        chart_file = CHART / "files" / script.name
+        if not chart_file.exists() or chart_file.read_text().strip() != source.strip():
+            proc.problems.append(f"{script} is not helm/kubeloop/files/{script.name}")
+        compile(source, str(script), "exec")
+        proc.env |= _script_env(source)
+        return proc
+
+    if exe in CLI_GROUPS:
+        proc = Process(" ".join(argv[:2]))
+        try:
+            command, _ = resolve_cli(argv)
+        except Exception as exc:  # noqa: BLE001 - any failure is the finding
+            proc.problems.append(f"{' '.join(argv)}: {exc}")
+            return proc
+        proc.env |= _command_env(command)
+        if exe == "kubeloop":
+            package = command.callback.__module__.split(".")[0] if command.callback else ""
+            # typer wraps callbacks; the original function keeps the module.
+            original = getattr(command.callback, "__wrapped__", command.callback)
+            package = getattr(original, "__module__", package).split(".")[0]
+            for cls in _settings_classes(package):
+                proc.env |= settings_env(cls)
+            proc.env |= library_env()
+        elif exe == "mlflow":
+            proc.env |= library_env() | _s3_credentials_env()
+        elif exe == "feast":
+            # Feast expands ${VAR} in feature_store.yaml (feast/repo_config.py, os.path.expandvars).
+            import feast.repo_config
+
+            assert "expandvars" in Path(feast.repo_config.__file__).read_text()
+            yaml_text = _mounted_file(Path("/etc/feast/feature_store.yaml"), container, pod_spec,
+                                      config_maps) or ""
+            proc.env |= set(re.findall(r"\$\{(\w+)\}", yaml_text))
+        return proc
+
+    return Process(exe, problems=[f"unknown executable {exe!r}"])
+
+
+def _s3_credentials_env() -> set[str]:
+    """Variables boto3 (MLflow's S3 artifact store) reads for credentials; empty without boto3."""
+    try:
+        from botocore.credentials import EnvProvider
+    except ImportError:
+        return set()
+    return {EnvProvider.ACCESS_KEY, EnvProvider.SECRET_KEY}
+
+
+def _mounted_file(path: Path, container: dict[str, Any], pod_spec: dict[str, Any],
+                  config_maps: dict[str, dict[str, str]]) -> str | None:
+    volumes = {v["name"]: v for v in pod_spec.get("volumes", [])}
+    for mount in container.get("volumeMounts", []):
+        if path.parent == Path(mount["mountPath"]):
+            volume = volumes.get(mount["name"], {})
+            cm = volume.get("configMap", {}).get("name")
+            if cm in config_maps:
+                return config_maps[cm].get(path.name)
+    return None
