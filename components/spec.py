@@ -108,8 +108,120 @@ class EvaluationSpec(_Strict):
     )
 
 
+# Evidently drift tests that accept numerical features (the model's inputs are numbers).
+DriftMethod = Literal[
+    "wasserstein",
+    "ks",
+    "psi",
+    "jensenshannon",
+    "kl_div",
+    "hellinger",
+    "anderson",
+    "cramer_von_mises",
+    "ed",
+    "es",
+    "mannw",
+    "t_test",
+    "empirical_mmd",
+]
+
+
+class MonitoringSpec(_Strict):
+    """When the monitoring job calls for retraining, and how often at most (``kubeloop monitor``).
+
+    Any one trigger is enough: drifted features, lost quality, or enough new labelled rows.
+    """
+
+    window_hours: float = Field(
+        24, gt=0, description="The job compares the predictions of the last this many hours."
+    )
+    min_rows: int = Field(
+        100, ge=1, description="Smaller windows are reported but never trigger retraining."
+    )
+    drift_share: float = Field(
+        0.5, gt=0, le=1, description="Retrain when at least this share of the features drifted."
+    )
+    drift_method: DriftMethod | None = Field(
+        None,
+        description="Evidently drift test for every feature; default: Evidently picks one per "
+        "column (Wasserstein distance for numbers, Jensen-Shannon for few values).",
+    )
+    drift_threshold: float | None = Field(
+        None, gt=0, description="Threshold of that test; default: the test's own."
+    )
+    quality_loss: float = Field(
+        0.2,
+        gt=0,
+        description="Retrain when the live primary metric is this much worse than the model's "
+        "held-out baseline (relative: 0.2 = 20% worse).",
+    )
+    min_labelled_rows: int = Field(
+        50, ge=1, description="With fewer labelled rows quality is reported, never judged."
+    )
+    new_labels: int | None = Field(
+        None,
+        ge=1,
+        description="Retrain when this many labelled rows arrived since the champion was "
+        "trained; unset: never for this reason.",
+    )
+    cooldown_minutes: float = Field(
+        360, ge=0, description="After a launch, no other launch for this long, whatever happens."
+    )
+
+
+class CanaryStep(_Strict):
+    """One canary step: the candidate answers ``weight`` of the traffic for ``hold_minutes``."""
+
+    weight: float = Field(gt=0, le=1, description="Share of records the candidate answers.")
+    hold_minutes: float = Field(5, ge=0, description="How long the step lasts before judging.")
+    min_requests: int = Field(
+        20, ge=0, description="Candidate predictions needed before the step can pass."
+    )
+
+
+def _default_steps() -> tuple[CanaryStep, ...]:
+    return (CanaryStep(weight=0.1), CanaryStep(weight=0.5), CanaryStep(weight=1.0))
+
+
+class RolloutSpec(_Strict):
+    """How a challenger reaches production (``kubeloop rollout``): shadow, approval, canary."""
+
+    shadow_min_requests: int = Field(
+        100, ge=0, description="Requests scored by both models before the shadow step passes."
+    )
+    shadow_hold_minutes: float = Field(0, ge=0, description="Shortest time in shadow.")
+    auto_approve_dev: bool = Field(
+        False,
+        description="In the dev environment, approve the candidate after shadow without a "
+        "person (recorded as approved by 'auto'); staging and prod always need --approve.",
+    )
+    steps: tuple[CanaryStep, ...] = Field(default_factory=_default_steps, min_length=1)
+    max_error_rate_increase: float = Field(
+        0.01,
+        ge=0,
+        description="Roll back when the candidate's error rate exceeds the champion's by more "
+        "(absolute: 0.01 = one point).",
+    )
+    max_quality_loss: float = Field(
+        0.1,
+        ge=0,
+        description="Roll back when the candidate's live primary metric is this much worse than "
+        "the champion's on the same window (relative).",
+    )
+    timeout_minutes: float = Field(
+        60, gt=0, description="A step that never gathers its requests in this time rolls back."
+    )
+
+    @model_validator(mode="after")
+    def _weights_rise(self) -> RolloutSpec:
+        weights = [s.weight for s in self.steps]
+        if weights != sorted(set(weights)):
+            raise ValueError(f"rollout.steps: weights must strictly increase, got {weights}")
+        return self
+
+
 class ProjectSpec(_Strict):
-    """One user project: data, features, model, evaluation gate."""
+    """One user project: data, features, model, evaluation gate, monitoring, rollout."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]{1,62}$")
     task: Literal["regression", "classification"] = "regression"
@@ -120,6 +232,8 @@ class ProjectSpec(_Strict):
     features: FeatureSpec
     model: ModelSpec
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
+    rollout: RolloutSpec = Field(default_factory=RolloutSpec)
 
     @model_validator(mode="after")
     def _columns_cover_keys(self) -> ProjectSpec:
