@@ -1,0 +1,56 @@
+# kubeloop-server (components/images.py SERVER_IMAGE): the model server, `python -m serving`.
+# Build from the repository root:
+#   buildah bud --layers -f docker/server.Dockerfile -t ghcr.io/kubeloop/kubeloop-server:0.1.0 .
+# (`make images`). Only the dependencies serving needs are installed, each at its uv.lock
+# version: the pipeline-only ones (EXCLUDE) stay out, which keeps the image smaller.
+ARG BASE_IMAGE=python:3.11.14-slim-bookworm
+
+FROM ${BASE_IMAGE} AS builder
+ARG UV_VERSION=0.13.9
+# Top-level dependencies of pyproject.toml that serving never imports.
+ARG EXCLUDE="kfp kfp-kubernetes evidently dvc"
+ENV UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_CACHE_DIR=/var/cache/uv \
+    VIRTUAL_ENV=/opt/venv
+RUN python3 -m venv /opt/uv && /opt/uv/bin/pip install --no-cache-dir --quiet uv==${UV_VERSION} \
+ && python3 -m venv --without-pip /opt/venv
+WORKDIR /app
+# Dependencies first, pinned by the lock (as constraints): rebuilt only when the lock changes.
+COPY pyproject.toml uv.lock ./
+RUN --mount=type=cache,target=/var/cache/uv \
+    /opt/uv/bin/uv export --frozen --no-dev --no-emit-project --no-hashes -o /tmp/constraints.txt \
+ && python3 -c 'import sys, tomllib, re; \
+deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]; \
+skip = set(sys.argv[1:]); \
+print("\n".join(d for d in deps if re.split(r"[\[=<>~ ]", d)[0] not in skip))' ${EXCLUDE} \
+    > /tmp/requirements.txt \
+ && /opt/uv/bin/uv pip install --python /opt/venv/bin/python -r /tmp/requirements.txt \
+    -c /tmp/constraints.txt
+COPY README.md ./
+COPY components components
+COPY pipelines pipelines
+COPY serving serving
+COPY monitoring monitoring
+COPY feature_repo feature_repo
+RUN --mount=type=cache,target=/var/cache/uv \
+    /opt/uv/bin/uv pip install --python /opt/venv/bin/python --no-deps .
+
+FROM ${BASE_IMAGE}
+LABEL org.opencontainers.image.title="kubeloop-server" \
+      org.opencontainers.image.description="kubeloop model server" \
+      org.opencontainers.image.source="https://github.com/kubeloop/kubeloop" \
+      org.opencontainers.image.licenses="Apache-2.0"
+RUN echo "kubeloop:x:10001:10001:kubeloop:/tmp:/usr/sbin/nologin" >> /etc/passwd \
+ && echo "kubeloop:x:10001:" >> /etc/group
+ENV PATH=/opt/venv/bin:$PATH \
+    HOME=/tmp \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1
+COPY --from=builder /opt/venv /opt/venv
+WORKDIR /app
+COPY examples examples
+USER 10001:10001
+EXPOSE 8080
+ENTRYPOINT ["python", "-m", "serving"]

@@ -1,0 +1,97 @@
+"""`kubectl kustomize` renders each overlay; the output validates and keeps the chart's guarantees."""
+
+from __future__ import annotations
+
+import subprocess
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.k8s.chart import KUBE_VERSIONS, REPO, containers, pod_specs
+from tests.k8s.manifests import BASE, render_base
+from tests.k8s.validation import custom_resource_errors, kubernetes_errors
+
+OVERLAYS = ("dev", "staging", "prod")
+_cache: dict[str, list[dict[str, Any]]] = {}
+
+
+def build(kubectl: str, overlay: str) -> list[dict[str, Any]]:
+    if overlay not in _cache:
+        proc = subprocess.run([kubectl, "kustomize", str(REPO / "manifests" / "overlays" / overlay)],
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert proc.returncode == 0, proc.stderr
+        _cache[overlay] = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    return _cache[overlay]
+
+
+def _env(objects: list[dict[str, Any]], owner_name: str) -> dict[str, Any]:
+    for owner, container in containers(objects):
+        if owner["metadata"]["name"] == owner_name:
+            return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+    raise AssertionError(owner_name)
+
+
+def _by(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    return next(o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name)
+
+
+def test_base_is_the_chart_rendered_with_its_values() -> None:
+    committed = (BASE / "kubeloop.yaml").read_text()
+    assert committed == render_base(), (
+        "manifests/base/kubeloop.yaml is stale: run `.venv/bin/python -m tests.k8s.manifests`")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_renders_and_validates(kubectl: str, crd_validator: list[str],
+                                       overlay: str) -> None:
+    objects = build(kubectl, overlay)
+    assert {o["metadata"].get("namespace", "kubeloop") for o in objects} == {"kubeloop"}
+    for version in KUBE_VERSIONS:
+        assert kubernetes_errors(objects, version) == []
+    assert custom_resource_errors(objects, crd_validator) == []
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_keeps_pods_locked_down(kubectl: str, overlay: str) -> None:
+    objects = build(kubectl, overlay)
+    namespace = _by(objects, "Namespace", "kubeloop")
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    for owner, spec in pod_specs(objects):
+        assert spec["securityContext"]["runAsNonRoot"] is True
+    for owner, container in containers(objects):
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert {"requests", "limits"} <= set(container["resources"])
+
+
+def test_overlays_set_each_environment(kubectl: str) -> None:
+    dev, staging, prod = (build(kubectl, o) for o in OVERLAYS)
+    for objects, env in ((dev, "dev"), (staging, "staging"), (prod, "prod")):
+        for owner in ("kubeloop-server", "kubeloop-monitor", "kubeloop-materialize"):
+            assert _env(objects, owner)["KUBELOOP_ENV"] == env, (env, owner)
+    assert _env(staging, "kubeloop-server")["KUBELOOP_SHADOW_ENABLED"] == "true"
+    assert "KUBELOOP_SHADOW_ENABLED" not in _env(prod, "kubeloop-server")
+    hpa = {o: _by(build(kubectl, o), "HorizontalPodAutoscaler", "kubeloop-server")["spec"]
+           for o in OVERLAYS}
+    assert [(h["minReplicas"], h["maxReplicas"]) for h in hpa.values()] == [(1, 2), (2, 4), (3, 12)]
+    assert _by(prod, "Deployment", "kubeloop-mlflow")["spec"]["replicas"] == 2
+
+
+def test_eks_overlays_use_irsa_instead_of_static_s3_keys(kubectl: str) -> None:
+    dev = _env(build(kubectl, "dev"), "kubeloop-mlflow")
+    assert {"AWS_ACCESS_KEY_ID", "MLFLOW_S3_ENDPOINT_URL"} <= set(dev)
+    for overlay in ("staging", "prod"):
+        objects = build(kubectl, overlay)
+        env = _env(objects, "kubeloop-mlflow")
+        assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_S3_ENDPOINT_URL"} & set(env)
+        assert env["MLFLOW_ARTIFACTS_DESTINATION"] == f"s3://kubeloop-{overlay}-mlflow/artifacts"
+        account = _by(objects, "ServiceAccount", "kubeloop-mlflow")
+        assert "eks.amazonaws.com/role-arn" in account["metadata"]["annotations"]
+
+
+def test_every_patch_file_is_used() -> None:
+    for overlay in OVERLAYS:
+        folder = REPO / "manifests" / "overlays" / overlay
+        used = {p["path"] for p in yaml.safe_load((folder / "kustomization.yaml").read_text())
+                ["patches"]}
+        assert used == {p.name for p in folder.glob("*_patch.yaml")}, overlay
