@@ -47,3 +47,21 @@ clean: ## Remove local state (the work folder) and build leftovers
 	rm -rf .kubeloop .pytest_cache
 
 .PHONY: help setup test test-fast demo lint bench compile lock clean
+
+# --- Kubernetes: chart, manifests, images, kind (docs/kubernetes.md) ---
+KIND_CLUSTER ?= kubeloop
+
+images: setup ## Build the images of docker/ as components/images.py names them (BUILDER=buildah|docker, BASE_IMAGE=...)
+	PYTHON=$(BIN)/python bash docker/build.sh
+
+chart-test: setup ## Render, lint and validate the Helm chart, kustomize overlays and Dockerfiles (no cluster)
+	bash tests/k8s/install_tools.sh
+	$(BIN)/pytest tests/k8s -m "not slow" $(PYTEST_ARGS)
+
+kind-up: setup ## kind cluster with KFP, kube-prometheus-stack, the images and the chart (needs Docker, kind, helm)
+	KIND_CLUSTER=$(KIND_CLUSTER) PYTHON=$(BIN)/python bash manifests/kind/up.sh
+
+kind-down: ## Delete the kind cluster
+	kind delete cluster --name $(KIND_CLUSTER)
+
+.PHONY: images chart-test kind-up kind-down

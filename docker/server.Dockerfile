@@ -7,6 +7,10 @@ ARG BASE_IMAGE=python:3.11.14-slim-bookworm
 
 FROM ${BASE_IMAGE} AS builder
 ARG UV_VERSION=0.13.9
+# Optional: a CA bundle for a TLS-intercepting proxy, mounted at build time (docker/build.sh
+# passes the host's with buildah); unset by default, and nothing of it stays in the image.
+ARG PIP_CERT
+ARG SSL_CERT_FILE
 # Top-level dependencies of pyproject.toml that serving never imports.
 ARG EXCLUDE="kfp kfp-kubernetes evidently dvc"
 ENV UV_COMPILE_BYTECODE=1 \
