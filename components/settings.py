@@ -12,11 +12,10 @@ SQLite store in the work folder.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -31,6 +30,12 @@ class PlatformSettings(BaseSettings):
     work_dir: Path = Field(
         Path(".kubeloop"),
         description="Folder for all local state (MLflow store, Feast stores, DVC, reports).",
+    )
+    mlflow_tracking_uri: str | None = Field(
+        None,
+        validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "KUBELOOP_MLFLOW_TRACKING_URI"),
+        description="MLflow's own variable, read once here (MLflow rewrites it in-process); "
+        "default: a SQLite store in the work folder.",
     )
     mlflow_artifact_root: str | None = Field(
         None,
@@ -63,7 +68,7 @@ class PlatformSettings(BaseSettings):
     @property
     def tracking_uri(self) -> str:
         """MLflow tracking URI: ``MLFLOW_TRACKING_URI`` or a SQLite store in the work folder."""
-        return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{self.work_dir / 'mlflow.db'}"
+        return self.mlflow_tracking_uri or f"sqlite:///{self.work_dir / 'mlflow.db'}"
 
     @property
     def artifact_root(self) -> str | None:
@@ -77,7 +82,7 @@ class PlatformSettings(BaseSettings):
     def export(self) -> dict[str, str]:
         """Environment that hands these settings to a child process (a kfp.local step)."""
         env = {"MLFLOW_TRACKING_URI": self.tracking_uri}
-        for name, value in self.model_dump().items():
+        for name, value in self.model_dump(exclude={"mlflow_tracking_uri"}).items():
             if value is not None:
                 env[f"KUBELOOP_{name.upper()}"] = str(value)
         return env

@@ -66,7 +66,6 @@ def test_kfp_local_pipeline_registers_a_challenger_on_the_embedded_default(tmp_p
     result = run_local(spec, exported)
     assert result.version == "V1.0.0"
     assert_registered_with_full_run(exported, spec.model_name, "V1.0.0")
-    assert (exported.work_dir / "mlflow.db").exists()
     assert (exported.work_dir / "feast" / "online.db").exists()
     assert any((exported.work_dir / "dvc-remote").rglob("*"))
 
@@ -133,6 +132,20 @@ def test_promotion_requires_approval_and_records_it(tmp_path, settings):
     assert str(registry.by_alias(client, spec.model_name, registry.CHAMPION).version) == "1"
 
 
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, mlflow_db_template):
+    """One work folder with one registered version, shared by tests that must not change it."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("trained")
+    (root / "work").mkdir()
+    shutil.copyfile(mlflow_db_template, root / "work" / "mlflow.db")
+    settings = PlatformSettings(work_dir=root / "work")
+    spec = small_spec(root)
+    assert run_steps(spec, settings).version == "V1.0.0"
+    return spec, settings
+
+
 @pytest.mark.parametrize(
     ("breakage", "rule", "column"),
     [
@@ -144,10 +157,9 @@ def test_promotion_requires_approval_and_records_it(tmp_path, settings):
     ids=["missing-column", "wrong-type", "30pct-nulls"],
 )
 def test_bad_data_stops_at_ingest_and_leaves_the_registry_unchanged(
-    tmp_path, settings, breakage, rule, column
+    trained, tmp_path, breakage, rule, column
 ):
-    spec = small_spec(tmp_path)
-    run_steps(spec, settings)
+    spec, settings = trained
     before = [v.version for v in versions(settings, spec.model_name)]
     bad = tmp_path / "bad.parquet"
     breakage(sample_frame(ROWS)).to_parquet(bad)
