@@ -1,1 +1,2 @@
-"""The model server: FastAPI routes over the model repository, Feast lookups and the prediction log."""
+"""The model server: FastAPI routes over the model repository, Feast lookups and the prediction
+log (docs/serving.md)."""

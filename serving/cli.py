@@ -1,0 +1,40 @@
+"""``kubeloop serve``: start the model server (registered in ``pipelines/cli.py``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def serve(
+    spec: Annotated[Path | None, typer.Option("--spec", "-s", envvar="KUBELOOP_SPEC",
+                                              help="Project spec YAML.")] = None,
+    host: Annotated[str | None, typer.Option(help="Address (default 0.0.0.0)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8080)")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="uvicorn worker processes")] = None,
+    shadow: Annotated[bool | None, typer.Option("--shadow/--no-shadow",
+                                                help="Score the challenger in shadow")] = None,
+    canary_weight: Annotated[float | None, typer.Option(min=0.0, max=1.0,
+                                                        help="Share for the challenger")] = None,
+) -> None:
+    """Serve the champion over HTTP (predict, V2 inference, features, feedback, metrics).
+
+    Every option can also be set as a KUBELOOP_* environment variable (see docs/serving.md);
+    KUBELOOP_API_TOKEN guards the predict, feedback and admin routes.
+    """
+    from pydantic import ValidationError
+
+    from serving.server import run
+    from serving.settings import ServingSettings
+
+    overrides = {"spec": spec, "host": host, "port": port, "workers": workers,
+                 "shadow_enabled": shadow, "canary_weight": canary_weight}
+    try:
+        settings = ServingSettings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        for error in exc.errors():
+            typer.echo(f"error: {error['msg']}", err=True)
+        raise typer.Exit(2) from None
+    raise typer.Exit(run(settings))

@@ -1,0 +1,392 @@
+"""Online feature lookups for entity ids, straight into arrays in the model's feature order.
+
+Feast's SDK (``FeatureStore.get_online_features``) costs milliseconds per call in Python, so
+the server reads the online store more directly and keeps Feast's own encodings:
+
+* ``RedisLookup`` (``KUBELOOP_FEAST_ONLINE_STORE=redis``): one pipelined ``HMGET`` per entity
+  and feature view on an asyncio Redis client, with Feast's entity-key serialization
+  (``serialize_entity_key`` + project) and field hashing (``_mmh3("<view>:<feature>")``), and
+  the stored ``ValueProto`` values. A test checks it against ``get_online_features``.
+* ``OnlineStoreLookup`` (any other online store, SQLite by default): the online store plugin's
+  own ``online_read``, on one worker thread so the event loop never blocks on it.
+
+The layout (entity join key and type, views, feature names) is read from the Feast registry
+for the spec's feature service when the server starts, and again if that failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from serving.errors import EntityNotFound, InvalidField, Unavailable
+
+log = logging.getLogger(__name__)
+
+NAN = float("nan")
+_NUMERIC = {"double_val", "float_val", "int64_val", "int32_val", "bool_val",
+            "unix_timestamp_val"}
+
+
+@dataclass(frozen=True)
+class FeatureLayout:
+    """Where the features of one feature service live in the online store."""
+
+    project: str
+    join_key: str
+    value_type: Any  # feast.ValueType of the join key
+    views: tuple[tuple[str, tuple[str, ...]], ...]  # (online view name, feature names)
+    serialization_version: int
+    view_objects: tuple[Any, ...] = ()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(name for _, names in self.views for name in names)
+
+    def missing(self, wanted: Sequence[str]) -> list[str]:
+        have = set(self.names)
+        return [name for name in wanted if name not in have]
+
+
+def read_layout(store: Any, service_name: str) -> FeatureLayout:
+    """The layout of a feature service, from the Feast registry."""
+    from feast.infra.online_stores.helpers import compute_versioned_name
+
+    service = store.get_feature_service(service_name)
+    versioning = bool(getattr(store.config.registry, "enable_online_feature_view_versioning",
+                              False))
+    views, objects, join_keys = [], [], []
+    for projection in service.feature_view_projections:
+        view = store.get_feature_view(projection.name)
+        views.append((compute_versioned_name(view, versioning),
+                      tuple(f.name for f in projection.features)))
+        objects.append(view)
+        join_keys.extend(col.name for col in view.entity_columns)
+    keys = sorted(set(join_keys))
+    if len(keys) != 1:
+        raise ValueError(f"feature service {service_name} must have exactly one entity join key "
+                         f"to be looked up by entity id; it has {keys}")
+    value_type = next(e.value_type for e in store.list_entities() if e.join_key == keys[0])
+    return FeatureLayout(project=store.config.project, join_key=keys[0], value_type=value_type,
+                         views=tuple(views),
+                         serialization_version=store.config.entity_key_serialization_version,
+                         view_objects=tuple(objects))
+
+
+def parse_entity_id(raw: Any, value_type: Any, field: str) -> int | str:
+    """A request's entity id as the join key's type (ints may arrive as digit strings)."""
+    from feast import ValueType
+
+    if value_type in (ValueType.INT64, ValueType.INT32):
+        if type(raw) is int:
+            return raw
+        if type(raw) is str and raw.lstrip("-").isdigit() and len(raw) < 20:
+            return int(raw)
+        raise InvalidField(f"{field} must be an integer id, got {raw!r}", field=field)
+    if type(raw) is str and 0 < len(raw) <= 256:
+        return raw
+    if type(raw) is int:
+        return str(raw)
+    raise InvalidField(f"{field} must be a string id of at most 256 characters, got {raw!r}",
+                       field=field)
+
+
+def entity_key(layout: FeatureLayout, value: int | str):
+    from feast import ValueType
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    if layout.value_type == ValueType.INT64:
+        proto = Value(int64_val=int(value))
+    elif layout.value_type == ValueType.INT32:
+        proto = Value(int32_val=int(value))
+    else:
+        proto = Value(string_val=str(value))
+    return EntityKey(join_keys=[layout.join_key], entity_values=[proto])
+
+
+def proto_value(value: Any) -> float:
+    """A Feast ``ValueProto`` as a float (NaN when unset or not numeric)."""
+    if value is None:
+        return NAN
+    kind = value.WhichOneof("val")
+    if kind is None or kind not in _NUMERIC:
+        return NAN
+    return float(getattr(value, kind))
+
+
+@dataclass
+class EntityRow:
+    """One entity's features in layout order, and when they were computed."""
+
+    values: list[float]
+    event_time: datetime | None
+
+
+class OnlineLookup(ABC):
+    """Reads features of entities from an online store, in ``layout.names`` order."""
+
+    backend = "abstract"
+
+    def __init__(self, layout: FeatureLayout):
+        self.layout = layout
+
+    @abstractmethod
+    async def read(self, entities: Sequence[int | str]) -> list[EntityRow | None]:
+        """One row per entity (None: not in the store)."""
+
+    async def close(self) -> None:
+        return None
+
+
+class RedisLookup(OnlineLookup):
+    """Direct, pipelined reads of Feast's Redis layout on an asyncio client."""
+
+    backend = "redis"
+
+    def __init__(self, layout: FeatureLayout, connection_string: str, timeout: float = 1.0):
+        super().__init__(layout)
+        from feast.infra.online_stores.helpers import _mmh3
+        from feast.infra.online_stores.redis import RedisOnlineStore
+
+        nodes, params = RedisOnlineStore._parse_connection_string(connection_string)
+        self._params = {"host": nodes[0]["host"], "port": int(nodes[0]["port"]), **params,
+                        "socket_timeout": timeout, "socket_connect_timeout": timeout}
+        self._fields = [[_mmh3(f"{view}:{name}") for name in names] + [f"_ts:{view}".encode()]
+                        for view, names in layout.views]
+        self._project = layout.project.encode()
+        self._keys: dict[int | str, bytes] = {}
+        self._client: Any = None
+
+    def redis_key(self, entity: int | str) -> bytes:
+        """Feast's Redis key of an entity: serialized entity key + project (cached)."""
+        key = self._keys.get(entity)
+        if key is None:
+            from feast.infra.key_encoding_utils import serialize_entity_key
+
+            if len(self._keys) > 200_000:
+                self._keys.clear()
+            key = serialize_entity_key(entity_key(self.layout, entity),
+                                       self.layout.serialization_version) + self._project
+            self._keys[entity] = key
+        return key
+
+    def _redis(self) -> Any:
+        if self._client is None:
+            import redis.asyncio
+
+            self._client = redis.asyncio.Redis(**self._params)
+        return self._client
+
+    async def read(self, entities: Sequence[int | str]) -> list[EntityRow | None]:
+        from feast.protos.feast.types.Value_pb2 import Value
+        from google.protobuf.timestamp_pb2 import Timestamp
+
+        client = self._redis()
+        keys = [self.redis_key(e) for e in entities]
+        async with client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                for fields in self._fields:
+                    pipe.hmget(key, fields)
+            replies = await pipe.execute()
+        rows: list[EntityRow | None] = []
+        n_views = len(self._fields)
+        for i in range(len(entities)):
+            values: list[float] = []
+            event_time = None
+            found = False
+            for j in range(n_views):
+                reply = replies[i * n_views + j]
+                ts = reply[-1]
+                if ts is not None:
+                    found = True
+                    stamp = Timestamp.FromString(ts)
+                    event_time = datetime.fromtimestamp(
+                        stamp.seconds + stamp.nanos / 1e9, UTC)
+                values.extend(NAN if raw is None else proto_value(Value.FromString(raw))
+                              for raw in reply[:-1])
+            rows.append(EntityRow(values, event_time) if found else None)
+        return rows
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+class OnlineStoreLookup(OnlineLookup):
+    """Any Feast online store through its plugin's ``online_read``, on one worker thread."""
+
+    backend = "feast"
+
+    def __init__(self, layout: FeatureLayout, store: Any):
+        super().__init__(layout)
+        from feast.infra.online_stores.helpers import get_online_store_from_config
+
+        self._config = store.config
+        self._online = get_online_store_from_config(store.config.online_store)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feast-online")
+
+    def _read(self, entities: Sequence[int | str]) -> list[EntityRow | None]:
+        keys = [entity_key(self.layout, e) for e in entities]
+        values: list[list[float]] = [[] for _ in entities]
+        times: list[datetime | None] = [None] * len(entities)
+        for view, (_, names) in zip(self.layout.view_objects, self.layout.views, strict=True):
+            read = self._online.online_read(self._config, view, keys, list(names))
+            for i, (ts, found) in enumerate(read):
+                found = found or {}
+                values[i].extend(proto_value(found.get(name)) for name in names)
+                if ts is not None:
+                    times[i] = ts
+        return [EntityRow(v, t) if t is not None or any(not math.isnan(x) for x in v) else None
+                for v, t in zip(values, times, strict=True)]
+
+    async def read(self, entities: Sequence[int | str]) -> list[EntityRow | None]:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._read,
+                                                                entities)
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=False)
+
+
+def make_lookup(store: Any, layout: FeatureLayout, online_store: str, redis_url: str
+                ) -> OnlineLookup:
+    if online_store == "redis":
+        return RedisLookup(layout, redis_url)
+    return OnlineStoreLookup(layout, store)
+
+
+class OnlineFeatures:
+    """The server's feature lookups: the layout, its reader, timing and errors.
+
+    ``opener()`` returns ``(layout, lookup)``; it runs at start-up and, while it fails, again
+    at most every ``retry_seconds`` when a request needs features.
+    """
+
+    def __init__(self, opener: Any, metrics: Any = None, retry_seconds: float = 5.0):
+        self._opener = opener
+        self.metrics = metrics
+        self.retry_seconds = retry_seconds
+        self.lookup: OnlineLookup | None = None
+        self.error: str | None = "not opened yet"
+        self._last_attempt = 0.0
+        self._opening = threading.Lock()
+        self._columns: dict[tuple[str, ...], np.ndarray] = {}
+
+    @property
+    def layout(self) -> FeatureLayout | None:
+        return self.lookup.layout if self.lookup else None
+
+    def open(self) -> bool:
+        """Read the layout and build the reader (blocking: start-up or a worker thread)."""
+        if not self._opening.acquire(blocking=False):
+            return self.lookup is not None
+        try:
+            self._last_attempt = time.monotonic()
+            layout, lookup = self._opener()
+            self.lookup, self.error = lookup, None
+            log.info("online features: %s backend, %d features of %d view(s), entity key %s",
+                     lookup.backend, len(layout.names), len(layout.views), layout.join_key)
+            return True
+        except Exception as exc:  # noqa: BLE001 - reported on lookups and readiness
+            self.error = f"{exc.__class__.__name__}: {exc}"
+            log.warning("online feature store not available: %s", self.error)
+            return False
+        finally:
+            self._opening.release()
+
+    def check(self, features: Sequence[str]) -> str | None:
+        """Why a model with these features could not be served from the store (None: fine)."""
+        layout = self.layout
+        if layout is None:
+            return None
+        missing = layout.missing(features)
+        if missing:
+            return (f"the model needs features the feature service lacks: {missing}; add them "
+                    "to the feature service or retrain on it")
+        return None
+
+    def _require(self) -> OnlineLookup:
+        if self.lookup is None:
+            if time.monotonic() - self._last_attempt > self.retry_seconds:
+                self._last_attempt = time.monotonic()
+                threading.Thread(target=self.open, daemon=True).start()
+            raise Unavailable(f"the online feature store is not available ({self.error}); send "
+                              "explicit features or retry later")
+        return self.lookup
+
+    def parse_entity(self, raw: Any, field: str) -> int | str:
+        return parse_entity_id(raw, self._require().layout.value_type, field)
+
+    async def read(self, entities: Sequence[int | str]) -> list[EntityRow | None]:
+        lookup = self._require()
+        started = time.perf_counter()
+        try:
+            rows = await lookup.read(entities)
+        except Exception as exc:  # noqa: BLE001 - a store outage is a 503, not a crash
+            if self.metrics is not None:
+                self.metrics.lookup_failures.labels(lookup.backend).inc()
+            raise Unavailable(f"online feature lookup failed ({exc.__class__.__name__}: {exc}); "
+                              "retry later or send explicit features") from exc
+        if self.metrics is not None:
+            self.metrics.lookup_duration.labels(lookup.backend).observe(
+                time.perf_counter() - started)
+        return rows
+
+    async def matrix(self, entities: Sequence[int | str], names: tuple[str, ...],
+                     fields: Sequence[str]) -> np.ndarray:
+        """Features of ``entities`` as a float64 matrix with columns in ``names`` order.
+
+        Raises EntityNotFound naming the first unknown entity (``fields`` name them).
+        """
+        unique = list(dict.fromkeys(entities))
+        rows = await self.read(unique)
+        lookup = self._require()
+        columns = self._columns.get(names)
+        if columns is None:
+            index = {n: i for i, n in enumerate(lookup.layout.names)}
+            missing = [n for n in names if n not in index]
+            if missing:
+                raise Unavailable(f"the feature service does not provide {missing}")
+            columns = self._columns[names] = np.array([index[n] for n in names])
+        by_entity = {}
+        for entity, row in zip(unique, rows, strict=True):
+            if row is None:
+                field = fields[list(entities).index(entity)]
+                raise EntityNotFound(
+                    f"entity {entity!r} has no features in the online store "
+                    f"({lookup.layout.join_key}); check the id or materialize it", field=field)
+            by_entity[entity] = row.values
+        table = np.array([by_entity[e] for e in entities], dtype=np.float64)
+        return table[:, columns]
+
+    async def features_of(self, raw: Any) -> dict[str, Any]:
+        """Every feature of one entity (the features API)."""
+        entity = self.parse_entity(raw, "entity_id")
+        lookup = self._require()
+        [row] = await self.read([entity])
+        if row is None:
+            raise EntityNotFound(f"entity {entity!r} has no features in the online store",
+                                 field="entity_id")
+        return {
+            "entity_id": entity,
+            "join_key": lookup.layout.join_key,
+            "event_timestamp": row.event_time.isoformat() if row.event_time else None,
+            "features": {n: (None if math.isnan(v) else v)
+                         for n, v in zip(lookup.layout.names, row.values, strict=True)},
+        }
+
+    async def close(self) -> None:
+        if self.lookup is not None:
+            await self.lookup.close()

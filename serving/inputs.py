@@ -1,0 +1,196 @@
+"""Request bodies to feature matrices: strict, and cheap on the valid path.
+
+No pydantic model per record and no pandas: the body is parsed with orjson, each record's
+features are pulled in the model's order with one ``itemgetter`` call, types are checked for
+the whole batch in one pass, and the values go straight into a float64 array. Only when
+something is wrong does a slower pass find the first bad field, so the 422 can name it
+(``records[3].features.humidity_pct``).
+
+A record is ``{"entity_id": 1001}`` (features from the online store) or
+``{"features": {"name": value, ...}}`` (every model feature, nothing else), optionally with
+``"key"``, the sticky routing key for canary traffic (default: the entity id).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import chain
+from operator import itemgetter
+from typing import Any
+
+import numpy as np
+import orjson
+
+from serving.errors import InvalidFeature, InvalidField, InvalidRequest, PayloadTooLarge
+
+RECORD_FIELDS = frozenset({"entity_id", "features", "key"})
+_NUMBER_TYPES = {float, int}
+
+
+def loads(body: bytes) -> Any:
+    """Parse JSON. orjson rejects NaN and Infinity; those are parsed again leniently so that the
+    422 can name the feature rather than call the whole body invalid."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        try:
+            return json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise InvalidRequest(f"the body is not valid JSON: {exc}") from exc
+
+
+def records_of(payload: Any, max_records: int) -> list[Any]:
+    """The ``records`` list of a predict body, within the batch limit."""
+    if type(payload) is not dict:
+        raise InvalidRequest('the body must be a JSON object like {"records": [...]}')
+    records = payload.get("records")
+    if type(records) is not list:
+        raise InvalidField('"records" must be a list of records', field="records")
+    if not records:
+        raise InvalidField('"records" is empty: send at least one record', field="records")
+    if len(records) > max_records:
+        raise PayloadTooLarge(f"{len(records)} records in one request; the limit is "
+                              f"{max_records}: split the batch", field="records")
+    extra = payload.keys() - {"records"}
+    if extra:
+        name = sorted(extra)[0]
+        raise InvalidField(f"unknown field {name!r}; the body holds only \"records\"", field=name)
+    return records
+
+
+@dataclass
+class Batch:
+    """A request's records, parsed."""
+
+    X: np.ndarray  # rows in order; rows of entity records are filled by the lookup
+    entity_positions: list[int]  # records given by entity id
+    entity_ids: list[int | str | None]  # per record (None: explicit features without an id)
+    keys: list[str | None]  # per record sticky routing key
+
+    def __len__(self) -> int:
+        return len(self.X)
+
+
+def _getter(names: tuple[str, ...]):
+    getter = itemgetter(*names)
+    if len(names) == 1:
+        return lambda d: (getter(d),)
+    return getter
+
+
+_GETTERS: dict[tuple[str, ...], Any] = {}
+
+
+def parse_records(records: list[Any], names: tuple[str, ...], parse_entity) -> Batch:
+    """Validate records against the model inputs ``names`` and build the feature matrix.
+
+    ``parse_entity(raw, field)`` turns a raw entity id into the store's key type.
+    """
+    getter = _GETTERS.get(names)
+    if getter is None:
+        getter = _GETTERS[names] = _getter(names)
+    n_features = len(names)
+    rows: list[Any] = []
+    explicit: list[int] = []
+    entity_positions: list[int] = []
+    entity_ids: list[int | str | None] = []
+    keys: list[str | None] = []
+    for i, record in enumerate(records):
+        if type(record) is not dict:
+            raise InvalidField(f"records[{i}] must be an object with \"entity_id\" or "
+                               "\"features\"", field=f"records[{i}]")
+        features = record.get("features")
+        raw_entity = record.get("entity_id")
+        if not record.keys() <= RECORD_FIELDS:
+            name = sorted(record.keys() - RECORD_FIELDS)[0]
+            raise InvalidField(f"records[{i}] has unknown field {name!r} (allowed: entity_id, "
+                               "features, key)", field=f"records[{i}].{name}")
+        entity = None if raw_entity is None else parse_entity(raw_entity, f"records[{i}].entity_id")
+        entity_ids.append(entity)
+        key = record.get("key")
+        if key is not None and type(key) is not str:
+            key = str(key)
+        keys.append(key if key is not None else (None if entity is None else str(entity)))
+        if features is None:
+            if entity is None:
+                raise InvalidField(f"records[{i}] needs \"entity_id\" or \"features\"",
+                                   field=f"records[{i}]")
+            entity_positions.append(i)
+            rows.append(None)
+            continue
+        if type(features) is not dict:
+            raise InvalidFeature(f"records[{i}].features must be an object of name: number",
+                                 field=f"records[{i}].features")
+        try:
+            row = getter(features)
+        except KeyError:
+            raise _feature_error(i, features, names) from None
+        if len(features) != n_features:
+            raise _feature_error(i, features, names)
+        rows.append(row)
+        explicit.append(i)
+    X = np.empty((len(records), n_features), dtype=np.float64)
+    if explicit:
+        values = rows if not entity_positions else [rows[i] for i in explicit]
+        kinds = set(map(type, chain.from_iterable(values)))
+        if not kinds <= _NUMBER_TYPES:
+            raise _first_bad_value(records, explicit, names)
+        try:
+            block = np.array(values, dtype=np.float64)
+        except OverflowError:
+            raise _first_bad_value(records, explicit, names) from None
+        if not np.isfinite(block).all():
+            raise _first_bad_value(records, explicit, names)
+        if entity_positions:
+            X[explicit] = block
+        else:
+            X = block.reshape(len(records), n_features)
+    return Batch(X=X, entity_positions=entity_positions, entity_ids=entity_ids, keys=keys)
+
+
+def _feature_error(i: int, features: dict[str, Any], names: Sequence[str]) -> InvalidFeature:
+    missing = [n for n in names if n not in features]
+    if missing:
+        return InvalidFeature(
+            f"records[{i}].features lacks {missing[0]!r}"
+            + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
+            + "; the model needs every one of: " + ", ".join(names),
+            field=f"records[{i}].features.{missing[0]}")
+    unknown = sorted(set(features) - set(names))
+    return InvalidFeature(f"records[{i}].features has unknown feature {unknown[0]!r}; the model "
+                          "takes: " + ", ".join(names),
+                          field=f"records[{i}].features.{unknown[0]}")
+
+
+def check_number(value: Any, field: str) -> float:
+    """One feature value: a finite JSON number (not a bool, string or null)."""
+    if type(value) not in _NUMBER_TYPES:
+        kind = "null" if value is None else type(value).__name__
+        raise InvalidFeature(f"{field} must be a number, got {kind} {value!r}", field=field)
+    try:
+        number = float(value)
+    except OverflowError:
+        raise InvalidFeature(f"{field} is too large for a float64", field=field) from None
+    if not math.isfinite(number):
+        raise InvalidFeature(f"{field} must be finite, got {value!r} (NaN and infinity are "
+                             "refused: impute missing values before sending)", field=field)
+    return number
+
+
+def _first_bad_value(records: list[Any], explicit: list[int], names: Sequence[str]
+                     ) -> InvalidFeature:
+    for i in explicit:
+        features = records[i]["features"]
+        for name in names:
+            try:
+                check_number(features[name], f"records[{i}].features.{name}")
+            except InvalidFeature as exc:
+                return exc
+    return InvalidFeature("a feature value is invalid", field="records")
+
+
+def dumps(payload: Any) -> bytes:
+    return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)

@@ -1,0 +1,156 @@
+"""Request and response shapes, for the OpenAPI docs and the low-traffic routes.
+
+The hot routes (``/predict``, V2 ``infer``) do not validate through these models: they parse
+with orjson and check in ``serving.inputs`` and ``serving.v2`` (a pydantic model per float
+would cost more than the prediction). The models here document exactly what those accept.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Record(_Strict):
+    """One thing to predict: an entity id (features from the online store) or features."""
+
+    entity_id: int | str | None = Field(
+        None, description="Entity id; its features are read from the Feast online store.")
+    features: dict[str, float] | None = Field(
+        None, description="Every model feature by name (finite numbers; no extra names).")
+    key: str | None = Field(
+        None, description="Sticky routing key for canary traffic (default: the entity id).")
+
+
+class PredictRequest(_Strict):
+    records: list[Record] = Field(min_length=1, description="The batch (see the size limit).")
+
+
+class Prediction(BaseModel):
+    request_id: str = Field(description="Id of this prediction; send ground truth with it.")
+    prediction: float
+    model_version: str = Field(description="V-name of the model that answered (V1.0.2).")
+
+
+class PredictResponse(BaseModel):
+    request_id: str = Field(description="Id of the request (X-Request-ID when given).")
+    model: str = Field(description="Registered model name.")
+    predictions: list[Prediction]
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable machine-readable code, e.g. invalid_feature.")
+    message: str = Field(description="What went wrong and what to do.")
+    field: str | None = Field(None, description="The offending field, e.g. records[0].features.x")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class FeedbackItem(_Strict):
+    request_id: str = Field(min_length=1, max_length=64,
+                            description="A prediction's request_id (from /predict).")
+    actual: float = Field(allow_inf_nan=False, description="The observed ground truth.")
+
+
+class FeedbackResponse(BaseModel):
+    stored: int
+
+
+class FeaturesResponse(BaseModel):
+    entity_id: int | str
+    join_key: str
+    event_timestamp: str | None
+    features: dict[str, float | None]
+
+
+class CanaryWeight(_Strict):
+    weight: float = Field(ge=0.0, le=1.0, description="Share of records for the candidate.")
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Status(BaseModel):
+    ready: bool
+    model: str
+    champion: dict[str, Any] | None
+    candidate: dict[str, Any] | None
+    canary_weight: float
+    shadow: bool
+    features: dict[str, Any]
+    prediction_log: dict[str, Any] | None
+    errors: dict[str, str]
+    last_registry_poll: float | None
+
+
+class V2Tensor(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str = Field(description="FP64, FP32, INT64, ... (numeric datatypes only).")
+    parameters: dict[str, Any] | None = None
+    data: list[Any] | None = Field(None, description="Row-major values (absent with binary data).")
+
+
+class V2RequestedOutput(BaseModel):
+    name: str
+    parameters: dict[str, Any] | None = None
+
+
+class V2InferRequest(BaseModel):
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    inputs: list[V2Tensor]
+    outputs: list[V2RequestedOutput] | None = None
+
+
+class V2InferResponse(BaseModel):
+    model_name: str
+    model_version: str | None = None
+    id: str
+    outputs: list[V2Tensor]
+
+
+class V2ModelMetadata(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[dict[str, Any]]
+    outputs: list[dict[str, Any]]
+
+
+class V2ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+EXAMPLE_FEATURES = {
+    "log_floor_area": 7.6, "building_age_years": 35.0, "is_office": 1.0, "is_retail": 0.0,
+    "outdoor_temp_c": 11.5, "heating_degrees": 6.5, "cooling_degrees": 0.0, "humidity_pct": 70.0,
+    "occupancy_density": 4.2, "hour_sin": 0.5, "hour_cos": -0.87, "is_weekend": 0.0,
+}
+
+PREDICT_EXAMPLES = {
+    "by_entity": {"summary": "By entity id (features from the online store)",
+                  "value": {"records": [{"entity_id": 1001}, {"entity_id": 1002}]}},
+    "by_features": {"summary": "Explicit features (every model feature)",
+                    "value": {"records": [{"features": EXAMPLE_FEATURES}]}},
+    "sticky_key": {"summary": "With a sticky canary key",
+                   "value": {"records": [{"entity_id": 1001, "key": "customer-42"}]}},
+}
+
+V2_EXAMPLES = {
+    "matrix": {"summary": "One [N, F] tensor in model feature order",
+               "value": {"inputs": [{"name": "input-0", "datatype": "FP64", "shape": [1, 12],
+                                     "data": list(EXAMPLE_FEATURES.values())}]}},
+}
+
+DOC_MODELS: tuple[type[BaseModel], ...] = (PredictRequest, V2InferRequest)

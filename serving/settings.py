@@ -1,0 +1,118 @@
+"""Settings of the model server (``KUBELOOP_*`` environment variables).
+
+Built once in the server's entry point (``python -m serving``, ``kubeloop serve`` or the app
+factory of each uvicorn worker), never at import time. Everything the platform shares (work
+folder, MLflow, Feast backends) comes from ``PlatformSettings``; this class adds what only the
+server needs. Libraries read their own variables: ``MLFLOW_TRACKING_URI`` for MLflow and
+``PROMETHEUS_MULTIPROC_DIR`` for prometheus-client.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+
+from components.images import SERVER_PORT
+from components.registry import CHALLENGER
+from components.settings import PlatformSettings
+
+DEFAULT_SPEC = Path("examples/building_energy/spec.yaml")
+# Regression outputs of the bundled example fall between a few and a few hundred kWh.
+DEFAULT_PREDICTION_BUCKETS = (0.0, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0,
+                              2500.0, 5000.0, 10000.0)
+
+
+class ServingSettings(PlatformSettings):
+    """What the model server serves, how it guards itself and where it logs predictions."""
+
+    spec: Path = Field(DEFAULT_SPEC, description="Project spec YAML: model name, feature service.")
+    api_token: SecretStr | None = Field(
+        None,
+        description="Bearer token required on predict, feedback, features and admin routes. "
+        "Mandatory outside env=dev (from a Kubernetes Secret); never logged.",
+    )
+    host: str = Field("0.0.0.0", description="Address to listen on.")
+    port: int = Field(SERVER_PORT, ge=1, le=65535, description="Port to listen on.")
+    workers: int = Field(
+        1, ge=1, le=64,
+        description="uvicorn worker processes; on Kubernetes prefer 1 per pod and let the HPA "
+        "add pods (each worker loads its own copy of the model).",
+    )
+    model_threads: int = Field(
+        1, ge=1, le=64,
+        description="OpenMP/BLAS threads per predict call (OMP_NUM_THREADS). 1: the server "
+        "batches requests instead, and threads contend on small batches (HistGradientBoosting "
+        "predicts 3-4x slower with 2 threads on a busy 2-core node).",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info")
+    access_log: bool = Field(False, description="uvicorn access log (costs ~10% throughput).")
+
+    champion_alias: str = Field("champion", description="Alias the server answers with.")
+    candidate_alias: str = Field(
+        CHALLENGER, description="Alias of the candidate scored in shadow or canary mode."
+    )
+    shadow_enabled: bool = Field(
+        False,
+        description="Score every request with the candidate too, off the response path, and log "
+        "its predictions with role 'shadow' (callers only ever get the champion's answer).",
+    )
+    canary_weight: float = Field(
+        0.0, ge=0.0, le=1.0,
+        description="Share of records answered by the candidate, sticky by key. A weight set "
+        "through the admin endpoint is stored on the registered model and takes precedence.",
+    )
+    registry_poll_seconds: float = Field(
+        10.0, gt=0, description="How often the registry is checked for moved aliases."
+    )
+
+    max_batch_records: int = Field(
+        1000, ge=1, description="Largest number of records in one request (else 413)."
+    )
+    max_body_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, description="Largest request body in bytes (else 413)."
+    )
+    batch_max_rows: int = Field(
+        1024, ge=1, description="Micro-batching: most rows merged into one predict call."
+    )
+    batch_max_wait_ms: float = Field(
+        2.0, ge=0.0, le=50.0,
+        description="Micro-batching: longest a request waits for others to share its predict "
+        "call. The batcher only waits while traffic is concurrent; a lone request goes at once.",
+    )
+
+    prediction_log_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the prediction log (postgresql+psycopg://...); default: "
+        "SQLite at <work_dir>/predictions.db.",
+    )
+    log_queue_rows: int = Field(
+        100_000, ge=1, description="Rows the prediction log may hold in memory; beyond, it drops "
+        "(and counts) rather than slow predictions down.",
+    )
+    log_batch_rows: int = Field(500, ge=1, description="Rows written per database round trip.")
+    log_flush_seconds: float = Field(0.25, gt=0, description="Longest a row waits to be written.")
+    log_retry_seconds: float = Field(
+        10.0, ge=0, description="How long a failed write is retried before its rows are dropped."
+    )
+    prediction_buckets: tuple[float, ...] = Field(
+        DEFAULT_PREDICTION_BUCKETS, description="Histogram buckets of predicted values."
+    )
+
+    @model_validator(mode="after")
+    def _token_outside_dev(self) -> ServingSettings:
+        if self.env != "dev" and not (self.api_token and self.api_token.get_secret_value()):
+            raise ValueError(
+                f"KUBELOOP_API_TOKEN is required when KUBELOOP_ENV={self.env}: mount it from a "
+                "Kubernetes Secret (the server refuses to start unguarded outside dev)")
+        return self
+
+    @property
+    def log_url(self) -> str:
+        """The prediction log's SQLAlchemy URL."""
+        return self.prediction_log_url or f"sqlite:///{self.work_dir / 'predictions.db'}"
+
+    @property
+    def token(self) -> str | None:
+        return self.api_token.get_secret_value() if self.api_token else None

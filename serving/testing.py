@@ -1,0 +1,276 @@
+"""Helpers for tests and benchmarks: seed a registry, run the real server in a subprocess.
+
+Not used by the server itself. ``train_models`` fits and logs models with the platform's own
+train step (features from the spec's transform, the same Pipeline), ``register_versions``
+registers them under any name with ``champion``/``challenger`` aliases, and ``ServerProcess``
+starts ``python -m serving`` with a given environment and waits until it is ready.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from components.settings import PlatformSettings
+from components.spec import ProjectSpec
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    run_id: str
+    model_uri: str
+    features: list[str]
+
+
+def materialize(raw, spec: ProjectSpec, settings: PlatformSettings) -> None:
+    """Engineer features from raw rows into the configured Feast stores (offline and online)."""
+    from components.features.core import materialize_features
+
+    materialize_features(raw, spec, settings)
+
+
+def train_models(raw, spec: ProjectSpec, settings: PlatformSettings,
+                 variants: Sequence[Mapping[str, Any]] = ({}, {})) -> list[TrainedModel]:
+    """Fit and log one model per variant (estimator parameters over the spec's, e.g. fewer
+    iterations), on the features the spec's transform makes from ``raw``."""
+    from components.features.core import load_transform
+    from components.train.core import fit_and_log
+
+    frame = load_transform(spec)(raw)
+    frame[spec.target] = raw[spec.target].to_numpy()
+    names = [c for c in frame.columns if c not in (spec.entity_key, spec.timestamp, spec.target)]
+    out = []
+    for i, params in enumerate(variants):
+        estimator = spec.model.estimator.model_copy(
+            update={"params": {**spec.model.estimator.params, **params}})
+        variant = spec.model_copy(update={"model": spec.model.model_copy(
+            update={"estimator": estimator})})
+        run_id, model_uri, _ = fit_and_log(frame, names, variant, settings,
+                                           {"md5": f"seed-{i}", "pointer": ""})
+        out.append(TrainedModel(run_id, model_uri, names))
+    return out
+
+
+def register_versions(client: Any, name: str, models: Sequence[TrainedModel],
+                      champion: int | None = 1) -> list[str]:
+    """Register the models as versions 1..n of ``name`` (the last is ``challenger``) and move
+    ``champion`` to version ``champion``; returns the V-names."""
+    from components import registry
+
+    labels = []
+    for model in models:
+        version = registry.register(client, name, model.model_uri, model.run_id, 1, 0, "seed")
+        labels.append(version.tags[registry.TAG_NAME])
+    if champion is not None:
+        registry.promote(client, name, str(champion), approve=True, approver="tests")
+    return labels
+
+
+def write_spec(path: Path, spec: ProjectSpec, **model_changes: Any) -> Path:
+    """Write ``spec`` (with model section changes, e.g. ``name=...``) as a spec YAML file."""
+    from components.spec import dump_spec
+
+    data = dump_spec(spec)
+    data["model"].update(model_changes)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServerProcess:
+    """``python -m serving`` in a subprocess, with ``env`` (KUBELOOP_* etc.) on top of a clean
+    copy of this process's environment."""
+
+    def __init__(self, env: Mapping[str, str], *, port: int | None = None,
+                 log_path: Path | None = None, ready_timeout: float = 90.0,
+                 wait_ready: bool = True):
+        self.port = port or free_port()
+        self.env = {k: v for k, v in os.environ.items()
+                    if not k.startswith(("KUBELOOP_", "MLFLOW_", "PROMETHEUS_MULTIPROC"))}
+        self.env.update({"PYTHONUNBUFFERED": "1", "KUBELOOP_HOST": "127.0.0.1",
+                         "KUBELOOP_PORT": str(self.port)})
+        self.env.update(env)
+        self.log_path = log_path
+        self.ready_timeout = ready_timeout
+        self.wait_ready = wait_ready
+        self.process: subprocess.Popen | None = None
+        self._log: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ServerProcess:
+        self._log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self.process = subprocess.Popen([sys.executable, "-m", "serving"], cwd=REPO,
+                                        env=self.env, stdout=self._log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+        if self.wait_ready:
+            self.await_ready()
+        return self
+
+    def await_ready(self, path: str = "/health/ready") -> None:
+        import httpx
+
+        deadline = time.monotonic() + self.ready_timeout
+        last = "no answer"
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}: "
+                                   f"{self.log_tail()}")
+            try:
+                response = httpx.get(self.url + path, timeout=2)
+                if response.status_code == 200:
+                    return
+                last = response.text
+            except httpx.HTTPError as exc:
+                last = repr(exc)
+            time.sleep(0.2)
+        raise TimeoutError(f"server not ready after {self.ready_timeout}s ({last}): "
+                           f"{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        if not self.log_path or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM (graceful: the prediction log is flushed), then SIGKILL after ``timeout``."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(5)
+        if self._log not in (None, subprocess.DEVNULL):
+            self._log.close()
+        return self.process.returncode
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# -- in-process fakes (unit tests, the bench's payload check) ----------------------------------
+class FakeRegistry:
+    """The registry calls the server makes, in memory: aliases, version tags, model tags.
+
+    ``models`` maps registry version numbers to ``LoadedModel``; versions in ``broken`` fail to
+    load. Pass ``registry.load`` as the repository's ``loader``.
+    """
+
+    def __init__(self, name: str, models: Mapping[str, Any], aliases: Mapping[str, str],
+                 broken: Sequence[str] = ()):
+        self.name = name
+        self.models = dict(models)
+        self.aliases = dict(aliases)
+        self.tags: dict[str, str] = {}
+        self.broken = set(broken)
+        self.calls = 0
+
+    def get_registered_model(self, name: str) -> Any:
+        from types import SimpleNamespace
+
+        self.calls += 1
+        if name != self.name:
+            error = LookupError(f"no registered model {name}")
+            error.error_code = "RESOURCE_DOES_NOT_EXIST"  # type: ignore[attr-defined]
+            raise error
+        return SimpleNamespace(name=name, aliases=dict(self.aliases), tags=dict(self.tags))
+
+    def get_model_version(self, name: str, version: str) -> Any:
+        from types import SimpleNamespace
+
+        from components.registry import TAG_NAME
+
+        model = self.models[str(version)]
+        return SimpleNamespace(version=str(version), tags={TAG_NAME: model.label})
+
+    def set_registered_model_tag(self, name: str, key: str, value: str) -> None:
+        self.tags[key] = value
+
+    def load(self, client: Any, name: str, version: Any) -> Any:
+        if str(version.version) in self.broken:
+            raise OSError(f"artifact of version {version.version} is missing")
+        return self.models[str(version.version)]
+
+
+class RecordingLog:
+    """A prediction log that keeps the batches in memory."""
+
+    def __init__(self) -> None:
+        self.batches: list[Any] = []
+
+    def start(self) -> None:
+        return None
+
+    def close(self, timeout: float = 0.0) -> None:
+        return None
+
+    def submit(self, batch: Any) -> bool:
+        self.batches.append(batch)
+        return True
+
+    def report(self) -> None:
+        return None
+
+    def counts(self) -> dict[str, int]:
+        return {"written": sum(len(b) for b in self.batches)}
+
+    def rows(self, role: str | None = None) -> list[dict[str, Any]]:
+        return [row for b in self.batches for row in b.rows() if role in (None, row["role"])]
+
+
+def loaded_model(model: Any, features: Sequence[str], version: str = "1",
+                 name: str = "demo", label: str | None = None) -> Any:
+    """A ``LoadedModel`` around any fitted estimator."""
+    from components.registry import LoadedModel
+
+    return LoadedModel(name=name, version=version, label=label or f"V1.0.{int(version) - 1}",
+                       model=model, metadata_features=list(features))
+
+
+def fake_runtime(registry: FakeRegistry, settings: Any = None, features: Any = None,
+                 prediction_log: Any = None, poll: bool = True) -> Any:
+    """A ``Runtime`` over a ``FakeRegistry`` (polled once, so it is ready when it returns)."""
+    from serving.metrics import Metrics
+    from serving.models import ModelRepository
+    from serving.service import Runtime
+    from serving.settings import ServingSettings
+
+    settings = settings or ServingSettings()
+    metrics = Metrics(settings.prediction_buckets)
+    models = ModelRepository(
+        lambda: registry, registry.name, champion_alias=settings.champion_alias,
+        candidate_alias=settings.candidate_alias, shadow=settings.shadow_enabled,
+        canary_weight=settings.canary_weight, poll_seconds=settings.registry_poll_seconds,
+        metrics=metrics, loader=registry.load,
+        feature_check=features.check if features is not None else None)
+    runtime = Runtime(settings, registry.name, metrics, models, features,
+                      prediction_log if prediction_log is not None else RecordingLog())
+    if poll:
+        models.poll_once()
+    return runtime

@@ -1,0 +1,139 @@
+"""Request bodies to feature matrices: strict validation that names the bad field."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import orjson
+import pytest
+
+from serving.errors import InvalidFeature, InvalidField, InvalidRequest, PayloadTooLarge
+from serving.inputs import loads, parse_records, records_of
+
+NAMES = ("a", "b", "c")
+
+
+def entity(raw, field):
+    if type(raw) is not int:
+        raise InvalidField(f"{field} must be an integer", field=field)
+    return raw
+
+
+def parse(body: bytes | str, limit: int = 100):
+    raw = body.encode() if isinstance(body, str) else body
+    return parse_records(records_of(loads(raw), limit), NAMES, entity)
+
+
+def features(**values):
+    return {"records": [{"features": {"a": 1.0, "b": 2, "c": -3.5, **values}}]}
+
+
+def test_parse_records_builds_float64_matrix_in_model_order():
+    body = orjson.dumps({"records": [{"features": {"c": 3, "a": 1.5, "b": 2.0}},
+                                     {"features": {"b": 0, "c": 0, "a": -1}}]})
+    batch = parse(body)
+    assert batch.X.dtype == np.float64
+    assert batch.X.tolist() == [[1.5, 2.0, 3.0], [-1.0, 0.0, 0.0]]
+    assert batch.entity_positions == [] and batch.keys == [None, None]
+
+
+def test_records_by_entity_leave_rows_for_the_lookup_and_key_by_entity():
+    body = orjson.dumps({"records": [{"entity_id": 7}, {"features": {"a": 1, "b": 2, "c": 3}},
+                                     {"entity_id": 8, "key": "user-1"}]})
+    batch = parse(body)
+    assert batch.entity_positions == [0, 2]
+    assert batch.entity_ids == [7, None, 8]
+    assert batch.keys == ["7", None, "user-1"]
+    assert batch.X[1].tolist() == [1.0, 2.0, 3.0]
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    (features(b=None), "records[0].features.b"),
+    (features(b="2.0"), "records[0].features.b"),
+    (features(c=True), "records[0].features.c"),
+    (features(a=[1.0]), "records[0].features.a"),
+])
+def test_predict_rejects_wrong_typed_feature(body, field):
+    with pytest.raises(InvalidFeature) as err:
+        parse(orjson.dumps(body))
+    assert err.value.field == field
+    assert err.value.status_code == 422
+
+
+def test_predict_rejects_nan_feature():
+    body = json.dumps(features(a=float("nan")))  # Python clients write the NaN literal
+    assert "NaN" in body
+    with pytest.raises(InvalidFeature) as err:
+        parse(body)
+    assert err.value.field == "records[0].features.a"
+    assert "finite" in err.value.message
+
+
+@pytest.mark.parametrize("literal", ["Infinity", "-Infinity", "1e999"])
+def test_predict_rejects_infinite_feature(literal):
+    body = '{"records": [{"features": {"a": 1, "b": LITERAL, "c": 2}}]}'.replace("LITERAL",
+                                                                              literal)
+    with pytest.raises(InvalidFeature) as err:
+        parse(body)
+    assert err.value.field == "records[0].features.b"
+
+
+def test_predict_rejects_missing_feature_naming_it():
+    with pytest.raises(InvalidFeature) as err:
+        parse(orjson.dumps({"records": [{"features": {"a": 1, "c": 2}}]}))
+    assert err.value.field == "records[0].features.b"
+    assert "lacks 'b'" in err.value.message
+
+
+def test_predict_rejects_unknown_feature_naming_it():
+    body = {"records": [{"features": {"a": 1, "b": 2, "c": 3}},
+                        {"features": {"a": 1, "b": 2, "c": 3, "zzz": 4}}]}
+    with pytest.raises(InvalidFeature) as err:
+        parse(orjson.dumps(body))
+    assert err.value.field == "records[1].features.zzz"
+
+
+def test_predict_rejects_unknown_record_field():
+    with pytest.raises(InvalidField) as err:
+        parse(orjson.dumps({"records": [{"featurs": {"a": 1}}]}))
+    assert err.value.field == "records[0].featurs"
+
+
+def test_predict_rejects_record_without_entity_or_features():
+    with pytest.raises(InvalidField) as err:
+        parse(orjson.dumps({"records": [{"key": "x"}]}))
+    assert err.value.field == "records[0]"
+
+
+def test_predict_rejects_wrong_typed_entity_id():
+    with pytest.raises(InvalidField) as err:
+        parse(orjson.dumps({"records": [{"entity_id": [1]}]}))
+    assert err.value.field == "records[0].entity_id"
+
+
+def test_batch_over_the_limit_is_413():
+    body = orjson.dumps({"records": [{"entity_id": i} for i in range(11)]})
+    with pytest.raises(PayloadTooLarge) as err:
+        parse(body, limit=10)
+    assert err.value.status_code == 413
+
+
+@pytest.mark.parametrize("body", [b"not json", b"[1, 2]", b'{"records": {}}', b'{"records": []}',
+                                  b'{"records": [1], "extra": 1}'])
+def test_malformed_bodies_are_client_errors(body):
+    with pytest.raises((InvalidRequest, InvalidField)) as err:
+        parse(body)
+    assert err.value.status_code in (400, 422)
+
+
+def test_single_feature_models_are_supported():
+    batch = parse_records([{"features": {"x": 2.5}}], ("x",), entity)
+    assert batch.X.tolist() == [[2.5]]
+
+
+def test_huge_integer_is_refused_not_overflowed():
+    body = '{"records": [{"features": {"a": 1, "b": HUGE, "c": 2}}]}'.replace("HUGE",
+                                                                           str(10 ** 400))
+    with pytest.raises((InvalidFeature, InvalidRequest)):
+        parse(body)
