@@ -187,5 +187,7 @@ def feature_store_yaml(spec: SpecOption = Path(DEFAULT_SPEC)) -> None:
     typer.echo(render_yaml(settings, feast_project(project)))
 
 
+app.command("serve")(__import__("serving.cli", fromlist=["serve"]).serve)
+
 if __name__ == "__main__":
     app()

@@ -63,16 +63,30 @@ def run_steps(
                 spec,
                 settings,
                 str(scratch / "labels.parquet"),
-                {**data, "materialized": f"{materialized.materialized_from.isoformat()}/"
-                 f"{materialized.materialized_to.isoformat()}"},
+                {
+                    **data,
+                    "materialized": f"{materialized.materialized_from.isoformat()}/"
+                    f"{materialized.materialized_to.isoformat()}",
+                },
                 str(scratch / "test.parquet"),
             )
         with _timed(timings, "evaluate", progress):
-            evaluate_step(spec, settings, trained.run_id, trained.model_uri,
-                          str(scratch / "test.parquet"), str(scratch / "decision.json"))
+            evaluate_step(
+                spec,
+                settings,
+                trained.run_id,
+                trained.model_uri,
+                str(scratch / "test.parquet"),
+                str(scratch / "decision.json"),
+            )
         with _timed(timings, "register", progress):
-            version = register_step(spec, settings, str(scratch / "decision.json"),
-                                    trained.run_id, trained.model_uri, data["md5"])
+            version = register_step(
+                spec,
+                settings,
+                str(scratch / "decision.json"),
+                trained.run_id,
+                trained.model_uri,
+                data["md5"],
+            )
         decision = json.loads((scratch / "decision.json").read_text())
     return StepsResult(version=version, run_id=trained.run_id, decision=decision, timings=timings)
-

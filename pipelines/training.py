@@ -4,10 +4,17 @@ Steps pass typed artifacts (Dataset, Model, Metrics), so the order follows the d
 travels as a parameter: the same compiled pipeline serves every project.
 """
 
-from kfp import dsl
+from kfp import dsl, kubernetes
+from kfp.dsl import PipelineTask
 
 from components.evaluate.component import evaluate
 from components.features.component import features
+from components.images import (
+    PIPELINE_ENV_CONFIGMAP,
+    PIPELINE_ENV_KEYS,
+    PIPELINE_SECRET,
+    PIPELINE_SECRET_KEYS,
+)
 from components.ingest.component import ingest
 from components.register.component import register
 from components.train.component import train
@@ -15,30 +22,53 @@ from components.train.component import train
 PIPELINE_NAME = "kubeloop-training"
 
 
+def on_platform(task: PipelineTask, name: str) -> PipelineTask:
+    """Name the step and give it the platform settings from the chart's ConfigMap and Secret
+    (secrets never travel as pipeline parameters). kfp.local ignores this and inherits the
+    caller's environment instead."""
+    task.set_display_name(name)
+    kubernetes.use_config_map_as_env(
+        task, PIPELINE_ENV_CONFIGMAP, {k: k for k in PIPELINE_ENV_KEYS}, optional=True
+    )
+    kubernetes.use_secret_as_env(
+        task, PIPELINE_SECRET, {k: k for k in PIPELINE_SECRET_KEYS}, optional=True
+    )
+    return task
+
+
 @dsl.pipeline(name=PIPELINE_NAME, description="Train, evaluate and register a kubeloop model.")
 def training_pipeline(spec: str, source: str = "") -> str:
-    """Args:
-    spec: The project spec as JSON (``kubeloop`` validates it before submitting).
-    source: Overrides the spec's data source (a new data drop to retrain on).
+    """Train, evaluate and register one project's model.
+
+    Args:
+        spec: The project spec as JSON (``kubeloop`` validates it before submitting).
+        source: Overrides the spec's data source (a new data drop to retrain on).
     """
-    ingested = ingest(spec=spec, source=source).set_display_name("ingest and validate")
-    featured = features(spec=spec, dataset=ingested.outputs["dataset"]).set_display_name(
-        "features to Feast"
+    ingested = on_platform(ingest(spec=spec, source=source), "ingest and validate")
+    featured = on_platform(
+        features(spec=spec, dataset=ingested.outputs["dataset"]), "features to Feast"
     )
-    trained = train(
-        spec=spec,
-        labels=featured.outputs["labels"],
-        data_version=ingested.outputs["data_version"],
-        dvc_pointer=ingested.outputs["dvc_pointer"],
-        materialized=featured.outputs["Output"],
-    ).set_display_name("train")
-    evaluated = evaluate(
-        spec=spec, model=trained.outputs["model"], test_set=trained.outputs["test_set"]
-    ).set_display_name("evaluate gate")
-    registered = register(
-        spec=spec,
-        model=trained.outputs["model"],
-        decision=evaluated.outputs["decision"],
-        data_version=ingested.outputs["data_version"],
-    ).set_display_name("register")
+    trained = on_platform(
+        train(
+            spec=spec,
+            labels=featured.outputs["labels"],
+            data_version=ingested.outputs["data_version"],
+            dvc_pointer=ingested.outputs["dvc_pointer"],
+            materialized=featured.outputs["Output"],
+        ),
+        "train",
+    )
+    evaluated = on_platform(
+        evaluate(spec=spec, model=trained.outputs["model"], test_set=trained.outputs["test_set"]),
+        "evaluate gate",
+    )
+    registered = on_platform(
+        register(
+            spec=spec,
+            model=trained.outputs["model"],
+            decision=evaluated.outputs["decision"],
+            data_version=ingested.outputs["data_version"],
+        ),
+        "register",
+    )
     return registered.output

@@ -16,8 +16,11 @@ from tests.utils import services
 def service_settings(work_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[PlatformSettings]:
     """Settings for the service-backed configuration: MLflow and the Feast registry on
     PostgreSQL, the Feast online store on Redis (each test gets fresh databases)."""
-    with services.postgres_database() as mlflow_db, services.postgres_database() as feast_db, \
-            services.redis_db(3) as redis_url:
+    with (
+        services.postgres_database() as mlflow_db,
+        services.postgres_database() as feast_db,
+        services.redis_db(3) as redis_url,
+    ):
         monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_db)
         monkeypatch.setenv("KUBELOOP_FEAST_ONLINE_STORE", "redis")
         monkeypatch.setenv("KUBELOOP_REDIS_URL", redis_url)

@@ -53,8 +53,10 @@ def assert_registered_with_full_run(settings: PlatformSettings, name: str, label
     assert [c["name"] for c in info.signature.inputs.to_dict()] == info.metadata["features"]
     assert info.saved_input_example_info is not None
     reference = pd.read_parquet(
-        mlflow.artifacts.download_artifacts(run_id=run.info.run_id,
-                                            artifact_path=model_store.REFERENCE_ARTIFACT))
+        mlflow.artifacts.download_artifacts(
+            run_id=run.info.run_id, artifact_path=model_store.REFERENCE_ARTIFACT
+        )
+    )
     assert {"prediction", "energy_kwh", *info.metadata["features"]} <= set(reference.columns)
     pointer = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/data/dataset.parquet.dvc")
     assert data_version in pointer
@@ -91,10 +93,15 @@ def test_retraining_increments_auto_and_a_new_manual_revision_resets_it(tmp_path
     spec = small_spec(tmp_path)
     assert run_steps(spec, settings).version == "V1.0.0"
     assert run_steps(spec, settings).version == "V1.0.1"
-    revised = spec.model_copy(update={"model": spec.model.model_copy(update={"manual_revision": 1})})
+    revised = spec.model_copy(
+        update={"model": spec.model.model_copy(update={"manual_revision": 1})}
+    )
     assert run_steps(revised, settings).version == "V1.1.0"
     assert [v.tags[registry.TAG_NAME] for v in versions(settings, spec.model_name)] == [
-        "V1.0.0", "V1.0.1", "V1.1.0"]
+        "V1.0.0",
+        "V1.0.1",
+        "V1.1.0",
+    ]
 
 
 def test_model_worse_than_the_champion_is_not_registered(tmp_path, settings):
@@ -102,10 +109,15 @@ def test_model_worse_than_the_champion_is_not_registered(tmp_path, settings):
     first = run_steps(spec, settings)
     client = model_store.configure(settings)
     registry.promote(client, spec.model_name, first.version, approve=True, approver="test")
-    weak = ModelSpec.model_validate({
-        "tag": 1,
-        "estimator": {"class": "sklearn.tree.DecisionTreeRegressor", "params": {"max_depth": 2}},
-    })
+    weak = ModelSpec.model_validate(
+        {
+            "tag": 1,
+            "estimator": {
+                "class": "sklearn.tree.DecisionTreeRegressor",
+                "params": {"max_depth": 2},
+            },
+        }
+    )
     loose = spec.evaluation.model_copy(update={"thresholds": {}})
     result = run_steps(spec.model_copy(update={"model": weak, "evaluation": loose}), settings)
     assert result.version == ""
@@ -125,8 +137,7 @@ def test_promotion_requires_approval_and_records_it(tmp_path, settings):
     with pytest.raises(PromotionError, match="--approve"):
         registry.promote(client, spec.model_name, "V1.0.0", approve=False)
     assert registry.by_alias(client, spec.model_name, registry.CHAMPION) is None
-    promoted = registry.promote(client, spec.model_name, "challenger", approve=True,
-                                approver="ana")
+    promoted = registry.promote(client, spec.model_name, "challenger", approve=True, approver="ana")
     assert promoted.tags["kubeloop.approved_by"] == "ana"
     assert promoted.tags["kubeloop.promoted_from"] == "none"
     assert str(registry.by_alias(client, spec.model_name, registry.CHAMPION).version) == "1"
@@ -151,8 +162,11 @@ def trained(tmp_path_factory, mlflow_db_template):
     [
         (lambda df: df.drop(columns=["humidity_pct"]), "missing_column", "humidity_pct"),
         (lambda df: df.assign(occupancy=["many"] * len(df)), "type", "occupancy"),
-        (lambda df: df.assign(outdoor_temp_c=df["outdoor_temp_c"].mask(
-            df.index % 10 < 3)), "max_null_fraction", "outdoor_temp_c"),
+        (
+            lambda df: df.assign(outdoor_temp_c=df["outdoor_temp_c"].mask(df.index % 10 < 3)),
+            "max_null_fraction",
+            "outdoor_temp_c",
+        ),
     ],
     ids=["missing-column", "wrong-type", "30pct-nulls"],
 )
@@ -168,7 +182,9 @@ def test_bad_data_stops_at_ingest_and_leaves_the_registry_unchanged(
     assert (rule, column) in {(v.rule, v.column) for v in err.value.report.violations}
     assert rule in err.value.message and column in err.value.message
     assert [v.version for v in versions(settings, spec.model_name)] == before
-    saved = json.loads((settings.work_dir / "reports" / f"{spec.name}-data-quality.json").read_text())
+    saved = json.loads(
+        (settings.work_dir / "reports" / f"{spec.name}-data-quality.json").read_text()
+    )
     assert saved["passed"] is False
 
 
@@ -177,9 +193,21 @@ def test_cli_reports_an_ingest_failure_without_a_traceback(tmp_path, work_dir):
     bad = tmp_path / "bad.csv"
     sample_frame(ROWS).drop(columns=["energy_kwh"]).to_csv(bad, index=False)
     proc = subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", "run", "training", "--spec", str(EXAMPLE_SPEC),
-         "--source", str(bad)],
-        capture_output=True, text=True, cwd=REPO, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pipelines.cli",
+            "run",
+            "training",
+            "--spec",
+            str(EXAMPLE_SPEC),
+            "--source",
+            str(bad),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
     )
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "failed at step 'ingest'" in proc.stderr
