@@ -1,9 +1,10 @@
 """The Feast store, configured from settings (one code path for both backends).
 
-Embedded default: file registry, SQLite online store, DuckDB offline store over Parquet files, all under
-``<work_dir>/feast``. Services: Redis online store (``KUBELOOP_FEAST_ONLINE_STORE=redis``) and a
-SQL registry on PostgreSQL (``KUBELOOP_FEAST_REGISTRY=postgresql+psycopg://...``). ``render_yaml``
-gives the same configuration as a ``feature_store.yaml`` for Feast's own feature server.
+Embedded default: file registry, SQLite online store, DuckDB offline store over Parquet files,
+all under ``<work_dir>/feast``. Services: Redis online store
+(``KUBELOOP_FEAST_ONLINE_STORE=redis``) and a SQL registry on PostgreSQL
+(``KUBELOOP_FEAST_REGISTRY=postgresql+psycopg://...``). ``render_yaml`` gives the same
+configuration as a ``feature_store.yaml`` for Feast's own feature server.
 """
 
 from __future__ import annotations
