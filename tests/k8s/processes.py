@@ -35,8 +35,16 @@ def settings_env(cls: Any) -> set[str]:
     prefix = (cls.model_config.get("env_prefix") or "").upper()
     names = set()
     for name, info in cls.model_fields.items():
-        aliases = [a for a in (info.alias, info.validation_alias) if isinstance(a, str)]
-        names.update(a.upper() for a in aliases) if aliases else names.add(prefix + name.upper())
+        aliases: list[str] = []
+        for alias in (info.alias, info.validation_alias):
+            if isinstance(alias, str):
+                aliases.append(alias)
+            elif alias is not None and hasattr(alias, "choices"):  # AliasChoices
+                aliases += [c for c in alias.choices if isinstance(c, str)]
+        if aliases:
+            names.update(a.upper() for a in aliases)
+        else:
+            names.add(prefix + name.upper())
     return names
 
 

@@ -219,3 +219,15 @@ def test_every_value_is_documented_and_typed() -> None:
         for part in param.split("."):
             node = node["properties"][part]
         assert node.get("description"), f"values.schema.json: {param} has no description"
+
+
+def test_helm_test_request_carries_exactly_the_model_features() -> None:
+    import importlib
+
+    from tests.utils.factories import example_spec
+
+    spec = example_spec()
+    features = importlib.import_module(spec.features.definitions).FEATURES
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    (record,) = values["tests"]["request"]["records"]
+    assert list(record["features"]) == list(features)
