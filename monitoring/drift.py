@@ -1,0 +1,207 @@
+"""Drift and quality of a window of predictions against the champion's reference (Evidently).
+
+One Evidently ``Report`` holds everything the HTML shows: a ``ValueDrift`` per feature (the test
+and threshold from the spec, or Evidently's choice per column), a ``ValueDrift`` of the
+prediction, and, when labels exist, the regression metrics next to the reference's. Whether a
+column drifted is read from Evidently's own test result, so distance tests (higher = drift) and
+p-value tests (lower = drift) are handled by the library that defines them.
+
+The exported quality figures come from ``components.metrics`` (scikit-learn), the functions the
+evaluate step uses, so a live RMSE and a held-out RMSE are the same computation.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from components.metrics import classification_metrics, regression_metrics
+from components.spec import LOWER_IS_BETTER, MonitoringSpec
+from monitoring.window import ACTUAL, PREDICTION
+
+TARGET = "target"  # the ground truth column in both Evidently datasets
+
+
+@dataclass(frozen=True)
+class ColumnDrift:
+    """Evidently's verdict on one column."""
+
+    column: str
+    method: str
+    threshold: float
+    score: float
+    drifted: bool
+
+
+@dataclass(frozen=True)
+class DriftSummary:
+    features: list[ColumnDrift]
+    prediction: ColumnDrift | None
+
+    @property
+    def drifted(self) -> list[str]:
+        return [c.column for c in self.features if c.drifted]
+
+    @property
+    def share(self) -> float:
+        """Share of the model's features that drifted (0 when there are none)."""
+        return len(self.drifted) / len(self.features) if self.features else 0.0
+
+
+@dataclass(frozen=True)
+class Quality:
+    """Live quality on the labelled rows next to the baseline's."""
+
+    rows: int
+    current: dict[str, float]
+    baseline: dict[str, float]
+    primary: str
+
+    @property
+    def loss(self) -> float | None:
+        """Relative degradation of the primary metric (0.2 = 20% worse; negative = better)."""
+        now, then = self.current.get(self.primary), self.baseline.get(self.primary)
+        if now is None or then is None or then == 0 or not np.isfinite(now):
+            return None
+        change = (now - then) / abs(then)
+        return change if self.primary in LOWER_IS_BETTER else -change
+
+
+@dataclass
+class Analysis:
+    drift: DriftSummary
+    quality: Quality
+    snapshot: Any = field(repr=False)  # the Evidently snapshot (HTML, JSON)
+
+    def html(self) -> str:
+        return self.snapshot.get_html_str(as_iframe=False)
+
+
+def live_quality(task: str, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """The evaluation step's metrics on live rows (empty with fewer than two rows)."""
+    if len(y_true) < 2:
+        return {}
+    if task == "classification":
+        return classification_metrics(y_true, y_pred)
+    return regression_metrics(y_true, y_pred)
+
+
+def _dataset(frame: pd.DataFrame, features: list[str], task: str, labelled: bool):
+    from evidently import (
+        BinaryClassification,
+        DataDefinition,
+        Dataset,
+        MulticlassClassification,
+        Regression,
+    )
+
+    columns = [*features, PREDICTION] + ([TARGET] if labelled else [])
+    definition: dict[str, Any] = {"numerical_columns": columns}
+    if labelled and task == "regression":
+        definition["regression"] = [Regression(target=TARGET, prediction=PREDICTION)]
+    elif labelled:
+        binary = frame[TARGET].dropna().nunique() <= 2
+        cls = BinaryClassification if binary else MulticlassClassification
+        definition["numerical_columns"] = features
+        definition["categorical_columns"] = [PREDICTION, TARGET]
+        definition["classification"] = [cls(target=TARGET, prediction_labels=PREDICTION)]
+    return Dataset.from_pandas(frame[columns], data_definition=DataDefinition(**definition))
+
+
+def _metrics(features: list[str], spec: MonitoringSpec, task: str, labelled: bool) -> list:
+    from evidently import metrics as em
+
+    items: list[Any] = [
+        em.ValueDrift(column=c, method=spec.drift_method, threshold=spec.drift_threshold)
+        for c in features
+    ]
+    items.append(em.ValueDrift(column=PREDICTION))
+    if labelled and task == "regression":
+        items += [em.RMSE(), em.MAE(), em.R2Score(), em.MeanError()]
+    elif labelled:
+        items += [em.Accuracy(), em.F1Score()]
+    return items
+
+
+def _column_drifts(snapshot) -> dict[str, ColumnDrift]:
+    """ValueDrift results by column, drifted = Evidently's drift test failed."""
+    data = snapshot.dict()
+    failed = {
+        t["metric_config"]["metric_id"]
+        for t in data.get("tests", [])
+        if t.get("id") == "drift" and t.get("status") == "FAIL"
+    }
+    out = {}
+    for metric in data["metrics"]:
+        config = metric["config"]
+        if not config.get("type", "").endswith(":ValueDrift"):
+            continue
+        out[config["column"]] = ColumnDrift(
+            column=config["column"],
+            method=str(config.get("method")),
+            threshold=float(config.get("threshold") or 0.0),
+            score=float(metric["value"]),
+            drifted=metric["id"] in failed,
+        )
+    return out
+
+
+def analyze(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    features: list[str],
+    target: str,
+    *,
+    task: str,
+    spec: MonitoringSpec,
+    primary_metric: str,
+    baseline_metrics: dict[str, float],
+) -> Analysis:
+    """Compare a window with the reference: per-feature and prediction drift, live quality.
+
+    Args:
+        reference: The champion's reference sample (features, ``target``, ``prediction``).
+        current: The window (features, ``prediction``, ``actual`` with NaN where unlabelled).
+        features: The model's features (drift is computed for each).
+        target: Name of the target column in ``reference``.
+        task: ``regression`` or ``classification``.
+        spec: Drift test and threshold (``monitoring`` section of the spec).
+        primary_metric: The metric whose loss triggers retraining.
+        baseline_metrics: The champion's held-out metrics.
+
+    Returns:
+        The drift summary, the quality figures and the Evidently snapshot.
+    """
+    from evidently import Report
+
+    labelled_rows = current[current[ACTUAL].notna()]
+    labelled = len(labelled_rows) >= 2
+    ref = reference.rename(columns={target: TARGET})
+    cur = current.rename(columns={ACTUAL: TARGET})
+    report = Report(_metrics(features, spec, task, labelled), include_tests=True)
+    with warnings.catch_warnings():
+        # Evidently computes figures on slices that can be tiny; they are not our figures.
+        warnings.simplefilter("ignore")
+        snapshot = report.run(
+            _dataset(cur, features, task, labelled), _dataset(ref, features, task, labelled)
+        )
+    drifts = _column_drifts(snapshot)
+    quality = Quality(
+        rows=len(labelled_rows),
+        current=live_quality(
+            task, labelled_rows[ACTUAL].to_numpy(), labelled_rows[PREDICTION].to_numpy()
+        ),
+        baseline=dict(baseline_metrics),
+        primary=primary_metric,
+    )
+    return Analysis(
+        drift=DriftSummary(
+            features=[drifts[c] for c in features], prediction=drifts.get(PREDICTION)
+        ),
+        quality=quality,
+        snapshot=snapshot,
+    )

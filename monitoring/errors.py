@@ -1,0 +1,23 @@
+"""Domain errors of monitoring and rollout (each names the HTTP status it would mean)."""
+
+from __future__ import annotations
+
+from components.errors import KubeloopError
+
+
+class ReferenceMissingError(KubeloopError):
+    """The champion's MLflow run holds no reference sample to compare with."""
+
+    status_code = 409
+
+
+class LaunchError(KubeloopError):
+    """A retraining run could not be started (pipeline failed, KFP unreachable)."""
+
+    status_code = 502
+
+
+class RolloutError(KubeloopError):
+    """A rollout step cannot proceed (no candidate, server unreachable, wrong state)."""
+
+    status_code = 409

@@ -1,0 +1,272 @@
+"""One monitoring run: window -> Evidently -> report and metrics -> decision -> launch.
+
+``run_monitor`` is what ``kubeloop monitor`` and the CronJob run. It reads the champion's
+predictions of the last ``monitoring.window_hours`` with their feedback, compares them with the
+champion's reference sample, writes the HTML report (also logged to the champion's MLflow run)
+and a JSON summary, exports the figures as Prometheus metrics, and, when a threshold is crossed,
+claims the launch slot (cooldown, one run at a time) and launches retraining.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from components import model_store
+from components.spec import ProjectSpec
+from monitoring import exporter, state
+from monitoring.decide import Verdict, decide
+from monitoring.drift import Analysis, analyze
+from monitoring.errors import LaunchError
+from monitoring.launch import Launched, Launcher, make_launcher
+from monitoring.reference import Baseline, load_baseline
+from monitoring.settings import MonitoringSettings
+from monitoring.window import count_labelled_since, open_log, read_window
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MonitorOutcome:
+    """What a monitoring run found and did."""
+
+    model_name: str
+    version: str  # registry number of the monitored champion
+    label: str  # its V-name
+    start: datetime
+    end: datetime
+    rows: int
+    labelled_rows: int
+    new_labels: int
+    analysis: Analysis
+    verdict: Verdict
+    report: Path
+    summary: Path
+    metrics_target: str
+    duration_seconds: float = 0.0
+    claim: state.Claim | None = None
+    launched: Launched | None = None
+    launch_error: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        drift = self.analysis.drift
+        quality = self.analysis.quality
+        return {
+            "model": self.model_name,
+            "version": self.version,
+            "label": self.label,
+            "window": {"start": self.start.isoformat(), "end": self.end.isoformat()},
+            "rows": self.rows,
+            "labelled_rows": self.labelled_rows,
+            "new_labelled_rows": self.new_labels,
+            "drift": {
+                "share": drift.share,
+                "drifted": drift.drifted,
+                "features": {
+                    c.column: {"score": c.score, "method": c.method, "threshold": c.threshold,
+                               "drifted": c.drifted}
+                    for c in drift.features
+                },
+                "prediction": None if drift.prediction is None else {
+                    "score": drift.prediction.score, "method": drift.prediction.method,
+                    "drifted": drift.prediction.drifted},
+            },
+            "quality": {"live": quality.current, "baseline": quality.baseline,
+                        "primary": quality.primary, "loss": quality.loss},
+            "decision": {"retrain": self.verdict.retrain, "reason": self.verdict.reason,
+                         "notes": self.verdict.notes},
+            "claim": None if self.claim is None else {"granted": self.claim.granted,
+                                                      "why": self.claim.why},
+            "launched": None if self.launched is None else {
+                "run_id": self.launched.run_id, "finished": self.launched.finished,
+                "succeeded": self.launched.succeeded, "version": self.launched.version,
+                "detail": self.launched.detail},
+            "launch_error": self.launch_error,
+            "report": str(self.report),
+            "metrics": self.metrics_target,
+            "duration_seconds": self.duration_seconds,
+        }
+
+
+def samples(outcome: MonitorOutcome, baseline: Baseline, spec: ProjectSpec,
+            last_launch: datetime | None) -> list[exporter.Sample]:
+    """The run's figures as Prometheus samples (names in ``exporter.METRIC_NAMES``)."""
+    S = exporter.Sample
+    drift, quality = outcome.analysis.drift, outcome.analysis.quality
+    out = [
+        S("kubeloop_monitor_last_run_timestamp_seconds", time.time()),
+        S("kubeloop_monitor_duration_seconds", outcome.duration_seconds),
+        S("kubeloop_monitor_window_rows", outcome.rows),
+        S("kubeloop_monitor_labelled_rows", outcome.labelled_rows),
+        S("kubeloop_drift_share", drift.share),
+        S("kubeloop_drift_detected", float(drift.share >= spec.monitoring.drift_share)),
+        S("kubeloop_drifted_features", len(drift.drifted)),
+        S("kubeloop_new_labelled_rows", outcome.new_labels),
+        S("kubeloop_model_trained_timestamp_seconds", baseline.trained_at.timestamp()),
+        S("kubeloop_retrain_launched", float(bool(outcome.launched))),
+    ]
+    for column in drift.features:
+        out.append(S("kubeloop_feature_drift_score", column.score,
+                     {"feature": column.column, "method": column.method}))
+        out.append(S("kubeloop_feature_drifted", float(column.drifted),
+                     {"feature": column.column}))
+    if drift.prediction is not None:
+        out.append(S("kubeloop_prediction_drift_score", drift.prediction.score,
+                     {"method": drift.prediction.method}))
+        out.append(S("kubeloop_prediction_drifted", float(drift.prediction.drifted)))
+    for dataset, figures in (("live", quality.current), ("baseline", quality.baseline)):
+        for metric, value in figures.items():
+            if metric in exporter.QUALITY_METRICS:
+                out.append(S(f"kubeloop_model_{metric}", value, {"dataset": dataset}))
+    if quality.loss is not None:
+        out.append(S("kubeloop_quality_loss_ratio", quality.loss, {"metric": quality.primary}))
+    kinds = {t.kind for t in outcome.verdict.triggers}
+    for kind in ("drift", "quality", "new_labels"):
+        out.append(S("kubeloop_retrain_triggered", float(kind in kinds), {"reason": kind}))
+    if last_launch is not None:
+        out.append(S("kubeloop_retrain_last_launch_timestamp_seconds", last_launch.timestamp()))
+    return out
+
+
+def _write_report(outcome: MonitorOutcome, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    outcome.report.write_text(outcome.analysis.html())
+    latest = folder / "latest.html"
+    latest.write_text(outcome.report.read_text())
+
+
+def _log_to_mlflow(client, run_id: str, outcome: MonitorOutcome, stamp: str) -> None:
+    try:
+        client.log_artifact(run_id, str(outcome.report), artifact_path=f"monitoring/{stamp}")
+        client.log_artifact(run_id, str(outcome.summary), artifact_path=f"monitoring/{stamp}")
+    except Exception as exc:  # noqa: BLE001 - the report is on disk; MLflow is a copy
+        log.warning("could not log the report to MLflow run %s: %s", run_id, exc)
+        outcome.notes.append(f"report not logged to MLflow: {exc}")
+
+
+def _refresh_running(engine, launcher: Launcher, model_name: str, now: datetime) -> None:
+    """Free the slot of a cluster run that ended since the last monitoring run."""
+    record = state.read(engine, model_name)
+    if record is None or record.status != state.RUNNING or not record.run_id:
+        return
+    seen = launcher.status(record.run_id)
+    if seen is not None and seen.finished:
+        state.finish(engine, model_name, now=now, outcome=seen.detail,
+                     failed=not seen.succeeded, run_id=record.run_id)
+
+
+def _launch(engine, launcher: Launcher, spec: ProjectSpec, settings: MonitoringSettings,
+            outcome: MonitorOutcome, now: datetime) -> None:
+    _refresh_running(engine, launcher, spec.model_name, now)
+    outcome.claim = state.claim(
+        engine, spec.model_name, now=now,
+        cooldown=timedelta(minutes=spec.monitoring.cooldown_minutes),
+        run_timeout=timedelta(hours=settings.run_timeout_hours),
+        launcher=launcher.name, reason=outcome.verdict.reason,
+    )
+    if not outcome.claim.granted:
+        log.info("retraining not launched: %s", outcome.claim.why)
+        return
+    try:
+        launched = launcher.launch(spec, reason=outcome.verdict.reason,
+                                   source=settings.retrain_source)
+    except LaunchError as exc:
+        outcome.launch_error = exc.message
+        state.finish(engine, spec.model_name, now=state.utcnow(), outcome=f"failed: {exc}",
+                     failed=True)
+        return
+    outcome.launched = launched
+    state.started(engine, spec.model_name, launched.run_id)
+    if launched.finished:
+        state.finish(engine, spec.model_name, now=state.utcnow(), outcome=launched.detail,
+                     failed=not launched.succeeded, run_id=launched.run_id)
+
+
+def run_monitor(
+    spec: ProjectSpec,
+    settings: MonitoringSettings,
+    *,
+    now: datetime | None = None,
+    launch: bool = True,
+    client=None,
+    engine=None,
+    launcher: Launcher | None = None,
+) -> MonitorOutcome:
+    """Monitor the champion of ``spec`` over the window ending ``now``.
+
+    Args:
+        spec: The project spec (model name, features, monitoring thresholds).
+        settings: Where the log, MLflow, reports and metrics are; how to launch.
+        now: End of the window (default: the current time, UTC).
+        launch: False: decide and record, but never launch (a dry run).
+        client: An MLflow client (default: configured from settings).
+        engine: A SQLAlchemy engine on the prediction log (default: from settings).
+        launcher: The retraining launcher (default: from settings).
+
+    Returns:
+        The figures, the decision, what was launched and where the report and metrics went.
+    """
+    started = time.perf_counter()
+    now = now or state.utcnow()
+    client = client or model_store.configure(settings)
+    engine = engine or open_log(settings.log_url)
+    state.create_all(engine)
+    baseline = load_baseline(client, spec)
+    start = now - timedelta(hours=spec.monitoring.window_hours)
+    window = read_window(engine, spec.model_name, baseline.features, start, now,
+                         model_version=baseline.version)
+    log.info("%s %s: %d predictions in the window, %d labelled", spec.model_name,
+             baseline.label, window.rows, len(window.labelled))
+    analysis = analyze(
+        baseline.reference, window.frame, baseline.features, baseline.target,
+        task=spec.task, spec=spec.monitoring, primary_metric=spec.evaluation.primary_metric,
+        baseline_metrics=baseline.metrics,
+    )
+    record = state.read(engine, spec.model_name)
+    last_launch = record.launched_at if record else None
+    since = max(t for t in (baseline.trained_at, last_launch) if t is not None)
+    new_labels = count_labelled_since(engine, spec.model_name, since)
+    verdict = decide(
+        spec.monitoring, window_rows=window.rows, drift_share=analysis.drift.share,
+        drifted=analysis.drift.drifted, labelled_rows=analysis.quality.rows,
+        quality_loss=analysis.quality.loss, primary_metric=spec.evaluation.primary_metric,
+        new_labels=new_labels,
+    )
+    stamp = now.strftime("%Y%m%d-%H%M%S")
+    folder = settings.reports_path / spec.model_name
+    outcome = MonitorOutcome(
+        model_name=spec.model_name, version=baseline.version, label=baseline.label,
+        start=start, end=now, rows=window.rows, labelled_rows=analysis.quality.rows,
+        new_labels=new_labels, analysis=analysis, verdict=verdict,
+        report=folder / f"monitor-{stamp}.html", summary=folder / f"monitor-{stamp}.json",
+        metrics_target="",
+    )
+    _write_report(outcome, folder)
+
+    def publish() -> None:
+        outcome.duration_seconds = time.perf_counter() - started
+        current = state.read(engine, spec.model_name)
+        registry = exporter.build_registry(
+            spec.model_name, baseline.label,
+            samples(outcome, baseline, spec, current.launched_at if current else None))
+        outcome.metrics_target = exporter.publish(
+            registry, spec.model_name, pushgateway_url=settings.pushgateway_url,
+            job=settings.pushgateway_job, folder=settings.metrics_path)
+        outcome.summary.write_text(json.dumps(outcome.to_dict(), indent=2, default=str))
+
+    publish()  # the figures are visible while a retraining runs
+    log.info("drift share %.0f%% (%s); %s", 100 * analysis.drift.share,
+             ", ".join(analysis.drift.drifted) or "none",
+             verdict.reason or "no retraining needed")
+    launcher = launcher if launcher is not None else make_launcher(settings)
+    if verdict.retrain and launch and launcher is not None:
+        _launch(engine, launcher, spec, settings, outcome, now)
+        publish()
+    _log_to_mlflow(client, baseline.run_id, outcome, stamp)
+    return outcome

@@ -1,0 +1,103 @@
+"""Settings of the monitoring job and the rollout controller (``KUBELOOP_*`` variables).
+
+Built in the entry point (``kubeloop monitor``, ``kubeloop rollout``, ``python -m monitoring``),
+never at import time. The platform part (work folder, MLflow, Feast backends) comes from
+``PlatformSettings``; MLflow reads ``MLFLOW_TRACKING_URI`` itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+
+from components.settings import PlatformSettings
+
+
+class MonitoringSettings(PlatformSettings):
+    """Where the prediction log is, where figures and reports go, how retraining is launched."""
+
+    prediction_log_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the prediction log the server writes "
+        "(postgresql+psycopg://...); default: SQLite at <work_dir>/predictions.db.",
+    )
+    pushgateway_url: str | None = Field(
+        None,
+        description="Prometheus Pushgateway the job pushes its metrics to (http://host:9091); "
+        "default: none, the metrics go to a textfile in the work folder.",
+    )
+    pushgateway_job: str = Field("kubeloop-monitor", description="Pushgateway job label.")
+    metrics_dir: Path | None = Field(
+        None,
+        description="Folder of the Prometheus textfiles the job writes when no Pushgateway is "
+        "set (one <model>.prom per model; node-exporter textfile format, also served by "
+        "`kubeloop monitor --serve-metrics PORT`); default: <work_dir>/metrics.",
+    )
+    reports_dir: Path | None = Field(
+        None, description="Where HTML reports are written; default: <work_dir>/reports."
+    )
+    launcher: Literal["auto", "local", "kfp", "none"] = Field(
+        "auto",
+        description="How retraining is launched: kfp.local in this process's environment, a KFP "
+        "API server, or not at all (report only); auto: kfp when KUBELOOP_KFP_HOST is set, "
+        "else local.",
+    )
+    retrain_source: str | None = Field(
+        None,
+        description="Data a retraining run reads (a newer data drop: path or object-store URL); "
+        "default: the spec's data.source.",
+    )
+    kfp_host: str | None = Field(
+        None, description="KFP API server URL that retraining runs are submitted to."
+    )
+    kfp_experiment: str = Field("kubeloop", description="KFP experiment of retraining runs.")
+    kfp_token: SecretStr | None = Field(
+        None,
+        description="Bearer token for the KFP API server (from a Kubernetes Secret); default: "
+        "none, or the pod's service account where kfp finds one.",
+    )
+    run_timeout_hours: float = Field(
+        6.0,
+        gt=0,
+        description="A launched retraining not finished after this long counts as failed and no "
+        "longer blocks new launches.",
+    )
+    server_url: str = Field(
+        "http://127.0.0.1:8080",
+        description="Model server the rollout controller drives (canary weight, health).",
+    )
+    api_token: SecretStr | None = Field(
+        None,
+        description="Bearer token of the model server's admin routes (the server's "
+        "KUBELOOP_API_TOKEN); never logged.",
+    )
+
+    @property
+    def log_url(self) -> str:
+        """The prediction log's SQLAlchemy URL (the same default as the server's)."""
+        return self.prediction_log_url or f"sqlite:///{self.work_dir / 'predictions.db'}"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.metrics_dir or self.work_dir / "metrics"
+
+    @property
+    def reports_path(self) -> Path:
+        return self.reports_dir or self.work_dir / "reports"
+
+    @property
+    def launcher_name(self) -> str:
+        if self.launcher != "auto":
+            return self.launcher
+        return "kfp" if self.kfp_host else "local"
+
+    @property
+    def token(self) -> str | None:
+        return self.api_token.get_secret_value() if self.api_token else None
+
+    def export(self) -> dict[str, str]:
+        """Environment for child processes, without secrets (they keep their own variables)."""
+        secret = {f"KUBELOOP_{n.upper()}" for n in ("api_token", "kfp_token")}
+        return {k: v for k, v in super().export().items() if k not in secret}
