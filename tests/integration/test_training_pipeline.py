@@ -7,8 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import mlflow
-import pandas as pd
 import pytest
 
 from components import model_store, registry
@@ -18,6 +16,7 @@ from components.settings import PlatformSettings
 from components.spec import ModelSpec
 from pipelines.runner import run_local
 from pipelines.steps import run_steps
+from tests.utils.checks import assert_registered_with_full_run
 from tests.utils.factories import EXAMPLE_SPEC, REPO, example_spec, sample_frame, write_sample
 
 ROWS = 3_000
@@ -34,42 +33,6 @@ def small_spec(tmp_path: Path, rows: int = ROWS, **model_changes):
 def versions(settings: PlatformSettings, name: str) -> list:
     client = model_store.configure(settings)
     return sorted(registry.all_versions(client, name), key=lambda v: int(v.version))
-
-
-def assert_registered_with_full_run(settings: PlatformSettings, name: str, label: str) -> None:
-    client = model_store.configure(settings)
-    version = client.get_model_version_by_alias(name, registry.CHALLENGER)
-    assert version.tags[registry.TAG_NAME] == label
-    run = client.get_run(version.run_id)
-    assert run.data.params["estimator"] == "sklearn.ensemble.HistGradientBoostingRegressor"
-    assert run.data.params["estimator.max_iter"] == "200"
-    assert {"test_rmse", "test_mse", "test_mae", "test_r2"} <= set(run.data.metrics)
-    assert run.data.metrics["test_r2"] > 0.8
-    data_version = run.data.tags["kubeloop.data_version"]
-    assert len(data_version) == 32 and version.tags[registry.TAG_DATA] == data_version
-    assert run.data.tags["mlflow.source.git.commit"]
-    assert run.data.tags["kubeloop.feast_materialized"].count("/") == 1
-    info = mlflow.models.get_model_info(f"models:/{name}/{version.version}")
-    assert [c["name"] for c in info.signature.inputs.to_dict()] == info.metadata["features"]
-    assert info.saved_input_example_info is not None
-    reference = pd.read_parquet(
-        mlflow.artifacts.download_artifacts(
-            run_id=run.info.run_id, artifact_path=model_store.REFERENCE_ARTIFACT
-        )
-    )
-    assert {"prediction", "energy_kwh", *info.metadata["features"]} <= set(reference.columns)
-    pointer = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/data/dataset.parquet.dvc")
-    assert data_version in pointer
-
-
-@pytest.mark.slow
-def test_kfp_local_pipeline_registers_a_challenger_on_the_embedded_default(tmp_path, exported):
-    spec = small_spec(tmp_path)
-    result = run_local(spec, exported)
-    assert result.version == "V1.0.0"
-    assert_registered_with_full_run(exported, spec.model_name, "V1.0.0")
-    assert (exported.work_dir / "feast" / "online.db").exists()
-    assert any((exported.work_dir / "dvc-remote").rglob("*"))
 
 
 @pytest.mark.slow
