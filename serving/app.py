@@ -36,6 +36,7 @@ from serving.errors import (
     error_body,
     field_path,
 )
+from serving.inputs import loads
 from serving.metrics import CONTENT_TYPE
 from serving.service import Answer, Runtime
 from serving.settings import ServingSettings
@@ -133,11 +134,11 @@ async def features(entity_id: Annotated[str, Path(max_length=256)], runtime: Run
     return await runtime.features_of(entity_id)
 
 
-@predict_router.post("/feedback", response_model=schemas.FeedbackResponse)
-async def feedback(items: schemas.FeedbackItem | list[schemas.FeedbackItem],
-                   runtime: RuntimeDep) -> dict[str, int]:
+@predict_router.post("/feedback", response_model=schemas.FeedbackResponse,
+                     openapi_extra=_body_doc("FeedbackRequest", schemas.FEEDBACK_EXAMPLES))
+async def feedback(request: Request, runtime: RuntimeDep) -> dict[str, int]:
     """Ground truth for one prediction (or a list), by its request_id."""
-    batch = items if isinstance(items, list) else [items]
+    batch = schemas.parse_feedback(loads(await request.body()))
     if len(batch) > runtime.settings.max_batch_records:
         raise PayloadTooLarge(f"{len(batch)} feedback items; the limit is "
                               f"{runtime.settings.max_batch_records}")

@@ -85,10 +85,10 @@ def read_layout(store: Any, service_name: str) -> FeatureLayout:
 
 
 def parse_entity_id(raw: Any, value_type: Any, field: str) -> int | str:
-    """A request's entity id as the join key's type (ints may arrive as digit strings)."""
-    from feast import ValueType
+    """A request's entity id as the join key's type (ints may arrive as digit strings).
 
-    if value_type in (ValueType.INT64, ValueType.INT32):
+    ``value_type`` is a ``feast.ValueType`` or its name."""
+    if getattr(value_type, "name", value_type) in ("INT64", "INT32"):
         if type(raw) is int:
             return raw
         if type(raw) is str and raw.lstrip("-").isdigit() and len(raw) < 20:
@@ -103,13 +103,14 @@ def parse_entity_id(raw: Any, value_type: Any, field: str) -> int | str:
 
 
 def entity_key(layout: FeatureLayout, value: int | str):
-    from feast import ValueType
+    """Feast's ``EntityKey`` proto of one entity."""
     from feast.protos.feast.types.EntityKey_pb2 import EntityKey
     from feast.protos.feast.types.Value_pb2 import Value
 
-    if layout.value_type == ValueType.INT64:
+    kind = getattr(layout.value_type, "name", layout.value_type)
+    if kind == "INT64":
         proto = Value(int64_val=int(value))
-    elif layout.value_type == ValueType.INT32:
+    elif kind == "INT32":
         proto = Value(int32_val=int(value))
     else:
         proto = Value(string_val=str(value))

@@ -98,7 +98,8 @@ class Metrics:
         if self.multiprocess_dir is None:
             ProcessCollector(registry=r)  # RSS and CPU of this process
         self.requests = Counter(
-            "requests", "HTTP requests by route template, method, status, model version and role.",
+            "requests", "HTTP requests by route template, method, status, model version (registry "
+            "number as in the prediction log; kubeloop_model_info gives its V-name) and role.",
             ["route", "method", "status", "model_version", "role"], namespace=PREFIX, registry=r)
         self.request_duration = Histogram(
             "request_duration_seconds", "Time from request received to response sent.",

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -82,9 +83,12 @@ def _json(value: Any) -> str:
 def make_engine(url: str):
     """A SQLAlchemy engine for the log: orjson for JSON; SQLite in WAL mode with a busy timeout
     so several workers can share one file."""
-    from sqlalchemy import create_engine, event
+    from sqlalchemy import create_engine, event, make_url
 
     if url.startswith("sqlite"):
+        database = make_url(url).database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, json_serializer=_json, connect_args={"timeout": 30})
 
         @event.listens_for(engine, "connect")

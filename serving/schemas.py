@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError
 
 
 class _Strict(BaseModel):
@@ -57,6 +57,10 @@ class FeedbackItem(_Strict):
     request_id: str = Field(min_length=1, max_length=64,
                             description="A prediction's request_id (from /predict).")
     actual: float = Field(allow_inf_nan=False, description="The observed ground truth.")
+
+
+class FeedbackRequest(RootModel[FeedbackItem | list[FeedbackItem]]):
+    """One ground-truth item, or a list of them."""
 
 
 class FeedbackResponse(BaseModel):
@@ -153,4 +157,29 @@ V2_EXAMPLES = {
                                      "data": list(EXAMPLE_FEATURES.values())}]}},
 }
 
-DOC_MODELS: tuple[type[BaseModel], ...] = (PredictRequest, V2InferRequest)
+FEEDBACK_EXAMPLES = {
+    "one": {"summary": "Ground truth for one prediction",
+            "value": {"request_id": "3f2a9c0d4b1e4e5f8a7b6c5d4e3f2a1b-0", "actual": 84.2}},
+    "many": {"summary": "Several at once",
+             "value": [{"request_id": "3f2a9c0d4b1e4e5f8a7b6c5d4e3f2a1b-0", "actual": 84.2},
+                       {"request_id": "3f2a9c0d4b1e4e5f8a7b6c5d4e3f2a1b-1", "actual": 91.0}]},
+}
+
+DOC_MODELS: tuple[type[BaseModel], ...] = (PredictRequest, V2InferRequest, FeedbackRequest)
+
+
+def parse_feedback(payload: Any) -> list[FeedbackItem]:
+    """Feedback items from a parsed body; errors name the field (``[1].actual``)."""
+    from serving.errors import InvalidField
+
+    items = payload if isinstance(payload, list) else [payload]
+    out = []
+    for i, item in enumerate(items):
+        try:
+            out.append(FeedbackItem.model_validate(item))
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            name = ".".join(str(p) for p in error["loc"])
+            field = (f"[{i}].{name}" if isinstance(payload, list) else name) or None
+            raise InvalidField(f"{field}: {error['msg']}", field=field) from None
+    return out

@@ -33,7 +33,7 @@ APP = "serving.app:app_from_env"
 def export_env(settings: ServingSettings) -> dict[str, str]:
     """Environment that makes each worker build these same settings (secrets included)."""
     env = {"MLFLOW_TRACKING_URI": settings.tracking_uri}
-    for name, value in settings.model_dump().items():
+    for name, value in settings.model_dump(exclude={"mlflow_tracking_uri"}).items():
         if value is None:
             continue
         if isinstance(value, SecretStr):

@@ -50,9 +50,20 @@ class Answer:
     """A response body and what the request metrics need to know about it."""
 
     body: bytes
-    model_version: str = ""
+    model_version: str = ""  # registry version number ('' when several models answered)
     role: str = ""
     headers: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Predictions of one request and who made them."""
+
+    y: np.ndarray
+    labels: str | list[str]  # V-name of the model, or one per row when the canary took some
+    role: str  # champion, canary, or mixed
+    version: str  # registry version number of the one model ('' when mixed)
+    model: ServedModel | None
 
 
 def bucket(salt: str, key: str) -> int:
@@ -189,28 +200,20 @@ class Runtime:
         entity_labels = None
         if batch.entity_positions or any(e is not None for e in batch.entity_ids):
             entity_labels = [None if e is None else str(e) for e in batch.entity_ids]
-        y, labels, role = await self._score(state, batch.X, batch.keys, entity_labels, base_id)
-        preds = y.tolist()
+        scored = await self._score(state, batch.X, batch.keys, entity_labels, base_id)
+        preds, labels = scored.y.tolist(), scored.labels
         if isinstance(labels, str):
             items = [{"request_id": f"{base_id}-{i}", "prediction": p, "model_version": labels}
                      for i, p in enumerate(preds)]
-            version = labels
         else:
             items = [{"request_id": f"{base_id}-{i}", "prediction": p, "model_version": lab}
                      for i, (p, lab) in enumerate(zip(preds, labels, strict=True))]
-            version = ""
-        body_out = dumps({"request_id": base_id, "model": state.champion.name,  # type: ignore[union-attr]
-                          "predictions": items})
-        return Answer(body_out, version, role)
+        body_out = dumps({"request_id": base_id, "model": self.model_name, "predictions": items})
+        return Answer(body_out, scored.version, scored.role)
 
     async def _score(self, state: Snapshot, X: np.ndarray, keys: Sequence[str | None],
-                     entity_labels: list[str | None] | None, base_id: str
-                     ) -> tuple[np.ndarray, str | list[str], str]:
-        """Route rows to the champion or the canary, predict, log, and shadow.
-
-        Returns the predictions, the V-name that answered (one, or one per row when the canary
-        took part of the rows) and the role for the request metrics.
-        """
+                     entity_labels: list[str | None] | None, base_id: str) -> Scored:
+        """Route rows to the champion or the canary, predict, log, and shadow."""
         champion = state.champion
         assert champion is not None
         ts = time.time()
@@ -225,12 +228,12 @@ class Runtime:
             self._record(state, champion, CHAMPION, X, y, None, entity_labels, base_id, ts)
             if state.shadow_active:
                 self._shadow(state, X, None, entity_labels, base_id, ts)
-            return y, champion.label, CHAMPION
+            return Scored(y, champion.label, CHAMPION, champion.version, champion)
         assert candidate is not None
         if len(canary) == n:
             y = await self._predict(candidate, state.inputs_for(candidate, X))
             self._record(state, candidate, CANARY, X, y, None, entity_labels, base_id, ts)
-            return y, candidate.label, CANARY
+            return Scored(y, candidate.label, CANARY, candidate.version, candidate)
         taken = set(canary)
         rest = [i for i in range(n) if i not in taken]
         Xc, Xk = X[rest], X[canary]
@@ -249,7 +252,7 @@ class Runtime:
         self._record(state, candidate, CANARY, Xk, yk, canary, sub(canary), base_id, ts)
         if state.shadow_active:
             self._shadow(state, Xc, rest, sub(rest), base_id, ts)
-        return y, labels, "mixed"
+        return Scored(y, labels, "mixed", "", None)
 
     async def _predict(self, model: ServedModel, X: np.ndarray) -> np.ndarray:
         try:
@@ -265,7 +268,7 @@ class Runtime:
                 y: np.ndarray, positions: list[int] | None, entity_labels: list[str | None] | None,
                 base_id: str, ts: float) -> None:
         """Metrics and the prediction log for one model's part of a request (never raises)."""
-        self.metrics.observe_predictions(model.label, role, y)
+        self.metrics.observe_predictions(model.version, role, y)
         if self.log is not None:
             self.log.submit(LogBatch(
                 base_id=base_id, ts=ts, positions=positions, entity_ids=entity_labels,
@@ -332,16 +335,12 @@ class Runtime:
         if pinned is not None:
             y = await self._predict(pinned, state.inputs_for(pinned, request.X))
             self._record(state, pinned, CANARY, request.X, y, None, None, base_id, time.time())
-            label, role, answered = pinned.label, CANARY, pinned
+            scored = Scored(y, pinned.label, CANARY, pinned.version, pinned)
         else:
-            y, labels, role = await self._score(state, request.X, [None] * len(request.X), None,
-                                                base_id)
-            label = labels if isinstance(labels, str) else ""
-            answered = state.champion if role != CANARY else state.candidate
-        response_version = answered.version if answered is not None and label else ""
-        body_out, headers = infer_response(name, response_version, request.id or base_id, y,
-                                           request.binary_output)
-        return Answer(body_out, label, role, headers)
+            scored = await self._score(state, request.X, [None] * len(request.X), None, base_id)
+        body_out, headers = infer_response(name, scored.version, request.id or base_id,
+                                           scored.y, request.binary_output)
+        return Answer(body_out, scored.version, scored.role, headers)
 
     def v2_metadata(self, name: str, version: str | None = None) -> dict[str, Any]:
         state = self.check_model_name(name, version)

@@ -274,3 +274,25 @@ def fake_runtime(registry: FakeRegistry, settings: Any = None, features: Any = N
     if poll:
         models.poll_once()
     return runtime
+
+
+def static_features(names: Sequence[str], rows: Mapping[int | str, Sequence[float]],
+                    join_key: str = "entity_id", value_type: str = "INT64") -> Any:
+    """``OnlineFeatures`` over an in-memory table (entity -> values in ``names`` order)."""
+    from datetime import UTC, datetime
+
+    from serving.features import EntityRow, FeatureLayout, OnlineFeatures, OnlineLookup
+
+    layout = FeatureLayout(project="test", join_key=join_key, value_type=value_type,
+                           views=(("view", tuple(names)),), serialization_version=3)
+
+    class StaticLookup(OnlineLookup):
+        backend = "static"
+
+        async def read(self, entities):
+            now = datetime.now(UTC)
+            return [EntityRow(list(rows[e]), now) if e in rows else None for e in entities]
+
+    features = OnlineFeatures(lambda: (layout, StaticLookup(layout)))
+    features.open()
+    return features
