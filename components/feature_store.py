@@ -84,8 +84,12 @@ def definitions(spec: ProjectSpec, settings: PlatformSettings) -> list[Any]:
     objects = copy.deepcopy([obj for obj in vars(module).values() if isinstance(obj, kinds)])
     root = repo_path(settings)
     sources = [o for o in objects if isinstance(o, FileSource)]
-    sources += [o.batch_source for o in objects if isinstance(o, FeatureView)]
+    sources += [
+        o.batch_source
+        for o in objects
+        if isinstance(o, FeatureView) and isinstance(o.batch_source, FileSource)
+    ]
     for source in sources:
-        if isinstance(source, FileSource) and not Path(source.path).is_absolute():
+        if not Path(source.path).is_absolute():
             source.file_options.uri = str(root / source.path)
     return objects

@@ -119,7 +119,7 @@ def run_step(
     from components import model_store, registry
 
     client = model_store.configure(settings)
-    features = list(get_model_info(model_uri).metadata["features"])
+    features = list((get_model_info(model_uri).metadata or {})["features"])
     model = model_store.load_model(model_uri)
     champion = registry.load_alias(client, spec.model_name, registry.CHAMPION)
     decision = evaluate(
