@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from components.errors import KubeloopError
+from components.sample_data import Drift
 from components.settings import PlatformSettings
 from components.spec import ProjectSpec, load_spec
 
@@ -59,7 +60,7 @@ def data_generate(
     seed: int = 42,
     buildings: Annotated[int, typer.Option(min=1)] = 500,
     weeks: Annotated[int, typer.Option(min=1)] = 6,
-    drift: Annotated[str, typer.Option(help="none, covariate, concept or both")] = "none",
+    drift: Annotated[Drift, typer.Option(help="Shift the data like production drift")] = "none",
     strength: Annotated[float, typer.Option(help="0 (none) to 1 (strong)")] = 0.0,
 ) -> None:
     """Write the building energy sample dataset in chunks (deterministic for a seed)."""
@@ -77,6 +78,25 @@ def data_generate(
         bar = progress.add_task("generating rows", total=rows)
         write(cfg, out, progress=lambda n: progress.advance(bar, n))
     console.print(f"wrote {rows:,} rows to {out}")
+
+
+@data_app.command("restore")
+@friendly
+def data_restore(
+    run_id: Annotated[str, typer.Argument(help="MLflow run whose training data to restore")],
+    out: Annotated[Path, typer.Option(help="Where to write the dataset")] = Path("dataset.parquet"),
+    spec: SpecOption = Path(DEFAULT_SPEC),
+) -> None:
+    """Restore the exact dataset a training run saw, from the DVC remote (reproducibility)."""
+    import mlflow
+
+    from components import model_store
+    from components.data_version import checkout
+
+    _, settings = context(spec)
+    model_store.configure(settings)
+    pointer = mlflow.artifacts.load_text(f"runs:/{run_id}/data/dataset.parquet.dvc")
+    console.print(f"restored {checkout(settings, pointer, out)} (run {run_id})")
 
 
 @run_app.command("training")
