@@ -161,7 +161,20 @@ def _refresh_running(engine, launcher: Launcher, model_name: str, now: datetime)
                      failed=not seen.succeeded, run_id=record.run_id)
 
 
-def _launch(engine, launcher: Launcher, spec: ProjectSpec, settings: MonitoringSettings,
+def _tag_retrained(client, spec: ProjectSpec, label: str, reason: str) -> None:
+    """Say on the new version why it was trained (read by ``kubeloop lineage``)."""
+    from components import registry
+    from monitoring.lineage import RETRAIN_REASON_TAG
+
+    try:
+        version = registry.find_version(client, spec.model_name, label)
+        client.set_model_version_tag(spec.model_name, version.version, RETRAIN_REASON_TAG,
+                                     reason[:4000])
+    except Exception as exc:  # noqa: BLE001 - lineage detail, never worth failing the run
+        log.warning("could not tag %s with its retraining reason: %s", label, exc)
+
+
+def _launch(client, engine, launcher: Launcher, spec: ProjectSpec, settings: MonitoringSettings,
             outcome: MonitorOutcome, now: datetime) -> None:
     _refresh_running(engine, launcher, spec.model_name, now)
     outcome.claim = state.claim(
@@ -183,6 +196,8 @@ def _launch(engine, launcher: Launcher, spec: ProjectSpec, settings: MonitoringS
         return
     outcome.launched = launched
     state.started(engine, spec.model_name, launched.run_id)
+    if launched.version:
+        _tag_retrained(client, spec, launched.version, outcome.verdict.reason)
     if launched.finished:
         state.finish(engine, spec.model_name, now=state.utcnow(), outcome=launched.detail,
                      failed=not launched.succeeded, run_id=launched.run_id)
@@ -266,7 +281,7 @@ def run_monitor(
              verdict.reason or "no retraining needed")
     launcher = launcher if launcher is not None else make_launcher(settings)
     if verdict.retrain and launch and launcher is not None:
-        _launch(engine, launcher, spec, settings, outcome, now)
+        _launch(client, engine, launcher, spec, settings, outcome, now)
         publish()
     _log_to_mlflow(client, baseline.run_id, outcome, stamp)
     return outcome

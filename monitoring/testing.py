@@ -68,7 +68,7 @@ def train_champion(
     version = registry.register(client, spec.model_name, model_uri, run_id, spec.model.tag,
                                 spec.model.manual_revision, data_version)
     if promote:
-        registry.promote(client, spec.model_name, version.version, approve=True,
+        registry.promote(client, spec.model_name, str(version.version), approve=True,
                          approver="tests")
     return Champion(str(version.version), version.tags[registry.TAG_NAME], run_id, features,
                     model)

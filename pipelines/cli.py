@@ -104,15 +104,20 @@ def data_restore(
 def run_training(
     spec: SpecOption = Path(DEFAULT_SPEC),
     source: Annotated[str | None, typer.Option(help="Override data.source")] = None,
-    host: Annotated[str | None, typer.Option(help="KFP API server URL: submit there")] = None,
+    host: Annotated[
+        str | None, typer.Option(envvar="KFP_HOST", help="KFP API server URL: submit there")
+    ] = None,
     run_name: Annotated[str | None, typer.Option()] = None,
+    token: Annotated[
+        str | None, typer.Option(envvar="KFP_TOKEN", help="Bearer token for the KFP API")
+    ] = None,
 ) -> None:
     """Run the training pipeline locally (kfp.local) or submit it to a KFP server (--host)."""
     from pipelines import runner
 
     project, settings = context(spec)
     if host:
-        run_id = runner.submit(host, project, source, run_name=run_name)
+        run_id = runner.submit(host, project, source, run_name=run_name, existing_token=token)
         console.print(f"submitted run {run_id} to {host}")
         return
     console.print(
@@ -208,6 +213,7 @@ def feature_store_yaml(spec: SpecOption = Path(DEFAULT_SPEC)) -> None:
 
 
 app.command("serve")(__import__("serving.cli", fromlist=["serve"]).serve)
+__import__("monitoring.cli", fromlist=["register"]).register(app)  # monitor, rollout, lineage
 
 if __name__ == "__main__":
     app()

@@ -1,0 +1,263 @@
+"""``kubeloop monitor``, ``kubeloop rollout ...`` and ``kubeloop lineage``: thin typer commands.
+
+Registered in ``pipelines/cli.py`` with one line (``register(app)``); ``python -m monitoring``
+runs ``monitor`` alone (the CronJob's entry point). The work is in ``monitoring.job``,
+``monitoring.rollout`` and ``monitoring.lineage``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+DEFAULT_SPEC = Path("examples/building_energy/spec.yaml")
+SpecOption = Annotated[
+    Path, typer.Option("--spec", "-s", envvar="KUBELOOP_SPEC", help="Project spec YAML.")
+]
+
+rollout_app = typer.Typer(
+    help="Release the challenger: shadow, approval, canary steps, promotion or rollback.",
+    no_args_is_help=True,
+)
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Domain errors become a one-line message and exit code 2 (as in ``pipelines.cli``)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from components.errors import KubeloopError
+
+        try:
+            return func(*args, **kwargs)
+        except KubeloopError as exc:
+            _console().print(f"[red]error:[/red] {exc.message}", highlight=False)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def context(spec_path: Path, **overrides: Any):
+    """Settings first (they define ${KUBELOOP_WORK_DIR} for the spec), then the spec."""
+    from components.spec import load_spec
+    from monitoring.settings import MonitoringSettings
+
+    settings = MonitoringSettings(**{k: v for k, v in overrides.items() if v is not None})
+    os.environ.update(settings.export())
+    return load_spec(spec_path), settings
+
+
+@friendly
+def monitor(
+    spec: SpecOption = DEFAULT_SPEC,
+    window_hours: Annotated[
+        float | None, typer.Option(min=0.001, help="Override monitoring.window_hours")
+    ] = None,
+    launch: Annotated[
+        bool, typer.Option("--launch/--no-launch", help="Launch retraining when triggered")
+    ] = True,
+    serve_metrics: Annotated[
+        int | None,
+        typer.Option(help="Then serve the metrics textfiles on this port until interrupted"),
+    ] = None,
+) -> None:
+    """Drift and quality of the champion's recent predictions; retrain when needed.
+
+    Compares the window with the champion's training reference (Evidently), exports the
+    figures as Prometheus metrics, writes the HTML report, and launches retraining when a
+    threshold of the spec is crossed (once per cooldown).
+    """
+    import logging
+
+    from monitoring.job import run_monitor
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
+                        "%(message)s")
+    project, settings = context(spec)
+    if window_hours is not None:
+        project = project.model_copy(update={"monitoring": project.monitoring.model_copy(
+            update={"window_hours": window_hours})})
+    outcome = run_monitor(project, settings, launch=launch)
+    console = _console()
+    drift, quality = outcome.analysis.drift, outcome.analysis.quality
+    console.print(f"[bold]{outcome.model_name} {outcome.label}[/bold]: {outcome.rows} "
+                  f"predictions ({outcome.labelled_rows} labelled) from {outcome.start:%F %T} "
+                  f"to {outcome.end:%F %T} UTC")
+    console.print(f"drift: {drift.share:.0%} of features "
+                  f"({', '.join(drift.drifted) or 'none'})")
+    if quality.current:
+        metric = quality.primary
+        console.print(f"quality: {metric} {quality.current.get(metric, float('nan')):.4g} live, "
+                      f"{quality.baseline.get(metric, float('nan')):.4g} baseline")
+    for note in outcome.verdict.notes:
+        console.print(f"[dim]{note}[/dim]")
+    if outcome.verdict.retrain:
+        console.print(f"[yellow]retraining needed:[/yellow] {outcome.verdict.reason}")
+        if outcome.claim is not None and not outcome.claim.granted:
+            console.print(f"not launched: {outcome.claim.why}")
+        if outcome.launched is not None:
+            console.print(f"launched {outcome.launched.run_id}: {outcome.launched.detail}")
+    else:
+        console.print("[green]no retraining needed[/green]")
+    console.print(f"report: {outcome.report}\nmetrics: {outcome.metrics_target}")
+    if outcome.launch_error:
+        console.print(f"[red]launch failed:[/red] {outcome.launch_error}")
+        raise typer.Exit(1)
+    if serve_metrics:
+        from monitoring import exporter
+
+        exporter.serve(settings.metrics_path, serve_metrics, addr="0.0.0.0")
+        console.print(f"serving {settings.metrics_path}/*.prom on :{serve_metrics}/metrics "
+                      "(Ctrl-C stops)")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+
+
+def _rollout(spec: Path, server_url: str | None):
+    from components import model_store
+    from monitoring.rollout import HttpServerAdmin, Rollout
+    from monitoring.window import open_log
+
+    project, settings = context(spec, server_url=server_url)
+    client = model_store.configure(settings)
+    server = HttpServerAdmin(settings.server_url, settings.token)
+    return Rollout(client, project, server, open_log(settings.log_url), env=settings.env,
+                   reports_dir=settings.reports_path), project
+
+
+ServerOption = Annotated[
+    str | None, typer.Option(help="Model server URL (default: KUBELOOP_SERVER_URL)")
+]
+VersionArg = Annotated[
+    str | None, typer.Argument(help="Registry number or V-name (default: the challenger)")
+]
+
+
+@rollout_app.command("run")
+@friendly
+def rollout_run(
+    version: VersionArg = None,
+    spec: SpecOption = DEFAULT_SPEC,
+    server_url: ServerOption = None,
+    max_minutes: Annotated[float | None, typer.Option(help="Stop driving after this long")] = None,
+) -> None:
+    """Drive the rollout until the candidate is promoted, rolled back, or waits for approval."""
+    rollout, _ = _rollout(spec, server_url)
+    console = _console()
+    result = rollout.run(version, max_seconds=None if max_minutes is None else 60 * max_minutes,
+                         progress=lambda s: console.print(f"[{s.state}] {s.message}"))
+    if result.state == "rolled_back":
+        raise typer.Exit(1)
+
+
+@rollout_app.command("status")
+@friendly
+def rollout_status(version: VersionArg = None, spec: SpecOption = DEFAULT_SPEC) -> None:
+    """Show the candidate's rollout state and every recorded step."""
+    rollout, _ = _rollout(spec, None)
+    typer.echo(json.dumps(rollout.status(version), indent=2))
+
+
+@rollout_app.command("approve")
+@friendly
+def rollout_approve(
+    version: VersionArg = None,
+    spec: SpecOption = DEFAULT_SPEC,
+    approver: Annotated[str | None, typer.Option(help="Who approves (default: $USER)")] = None,
+) -> None:
+    """Approve the candidate after reviewing its shadow report (recorded on the version)."""
+    rollout, _ = _rollout(spec, None)
+    status = rollout.approve(version, approver or "")
+    _console().print(f"[green]approved {status['label']} ({status['approved_by']})[/green]; "
+                     "`kubeloop rollout run` continues with the canary")
+
+
+@rollout_app.command("rollback")
+@friendly
+def rollout_rollback(
+    version: VersionArg = None,
+    spec: SpecOption = DEFAULT_SPEC,
+    server_url: ServerOption = None,
+    reason: Annotated[str, typer.Option(help="Why (recorded)")] = "rolled back by hand",
+) -> None:
+    """Stop the canary at once: weight 0, challenger alias removed, champion untouched."""
+    rollout, _ = _rollout(spec, server_url)
+    result = rollout.rollback(rollout.candidate(version), reason)
+    _console().print(result.message)
+
+
+@friendly
+def lineage_cmd(
+    version: Annotated[str, typer.Argument(help="Registry number, V-name or alias")],
+    spec: SpecOption = DEFAULT_SPEC,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """Where a model version came from and when it took traffic.
+
+    DVC data version, Feast materialization, MLflow run, registry version and approval, and
+    the shadow, canary and champion times.
+    """
+    from components import model_store
+    from monitoring.lineage import show
+
+    project, settings = context(spec)
+    record = show(model_store.configure(settings), project.model_name, version)
+    if as_json:
+        typer.echo(json.dumps(record, indent=2, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{record['model']} {record['label']} (version {record['version']})"
+                  + ("" if record["deployed"] else " - never deployed"), show_header=False)
+    data, feats, run, reg = record["data"], record["features"], record["mlflow"], \
+        record["registry"]
+    rows = [
+        ("DVC data version", data.get("dvc_md5")),
+        ("DVC file", f"{data.get('dvc_path')} ({data.get('dvc_size')} bytes)"),
+        ("Feast feature service", feats.get("feature_service")),
+        ("Feast materialized", f"{feats.get('materialized_from')} .. "
+                               f"{feats.get('materialized_to')}"),
+        ("MLflow run", f"{run.get('run_id')} (experiment {run.get('experiment_id')}, "
+                       f"started {run.get('started_at')})"),
+        ("code commit", run.get("git_commit")),
+        ("held-out metrics", ", ".join(f"{k} {v:.4g}" for k, v in
+                                       sorted(run.get("test_metrics", {}).items()))),
+        ("registered", reg.get("registered_at")),
+        ("retrained because", reg.get("retrained_because")),
+        ("approved", f"{reg.get('approved_by')} at {reg.get('approved_at')}"),
+        ("aliases", ", ".join(record.get("aliases", [])) or "-"),
+        *[(f"traffic: {k.replace('_', ' ')}", v) for k, v in record["traffic"].items() if v],
+        ("rollout", record.get("rollout_state")),
+    ]
+    for key, value in rows:
+        table.add_row(key, str(value) if value not in (None, "") else "-")
+    Console().print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the monitoring commands to the ``kubeloop`` CLI."""
+    app.command("monitor")(monitor)
+    app.add_typer(rollout_app, name="rollout")
+    app.command("lineage")(lineage_cmd)
+
+
+def main() -> None:
+    """``python -m monitoring``: the monitor command alone."""
+    typer.run(monitor)

@@ -1,0 +1,125 @@
+"""Lineage: where a deployed model version came from and when it took traffic.
+
+One record per deployed version links the DVC data version (md5 and ``.dvc`` pointer), the Feast
+materialization (feature service and window), the MLflow run (experiment, code commit), the
+registry version (V-name, approval) and the traffic history (shadow, canary, champion). It is
+assembled from what the pipeline and the rollout already write to MLflow, and frozen as the
+model version tag ``kubeloop.lineage`` when the version becomes champion, so later changes to
+runs or aliases cannot rewrite what was deployed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import yaml
+
+from components import registry
+
+log = logging.getLogger(__name__)
+
+LINEAGE_TAG = "kubeloop.lineage"
+RETRAIN_REASON_TAG = "kubeloop.retrained_because"
+# Rollout steps recorded on the version (monitoring.rollout writes them).
+TRAFFIC_TAGS = {
+    "shadow_since": "kubeloop.rollout.shadow_started_at",
+    "canary_since": "kubeloop.rollout.canary_started_at",
+    "champion_since": f"kubeloop.{registry.CHAMPION}_since",
+    "rolled_back_at": "kubeloop.rollout.rolled_back_at",
+    "retired_at": "kubeloop.retired_at",
+}
+
+
+def _iso_ms(millis: int | None) -> str | None:
+    if not millis:
+        return None
+    return datetime.fromtimestamp(millis / 1000, UTC).isoformat(timespec="seconds")
+
+
+def _pointer(client, run_id: str) -> dict[str, Any]:
+    """The run's DVC pointer (``data/dataset.parquet.dvc``), parsed; empty when absent."""
+    import mlflow
+
+    try:
+        text = mlflow.artifacts.load_text(f"runs:/{run_id}/data/dataset.parquet.dvc")
+    except Exception:  # noqa: BLE001 - a model registered by hand has no pointer
+        return {}
+    try:
+        out = (yaml.safe_load(text) or {}).get("outs", [{}])[0]
+    except yaml.YAMLError:
+        return {}
+    return {"md5": out.get("md5"), "size": out.get("size"), "path": out.get("path"),
+            "pointer": text}
+
+
+def build(client, name: str, ref: str) -> dict[str, Any]:
+    """The lineage record of a version (number, V-name or alias), read live from MLflow."""
+    version = registry.find_version(client, name, ref)
+    tags = dict(version.tags)
+    run = client.get_run(version.run_id) if version.run_id else None
+    run_tags = dict(run.data.tags) if run else {}
+    pointer = _pointer(client, version.run_id) if run else {}
+    materialized = run_tags.get("kubeloop.feast_materialized") or ""
+    start, _, end = materialized.partition("/")
+    return {
+        "model": name,
+        "version": str(version.version),
+        "label": tags.get(registry.TAG_NAME, f"v{version.version}"),
+        "aliases": sorted(version.aliases),
+        "data": {
+            "dvc_md5": tags.get(registry.TAG_DATA) or run_tags.get("kubeloop.data_version"),
+            "dvc_path": pointer.get("path"),
+            "dvc_size": pointer.get("size"),
+            "dvc_pointer": pointer.get("pointer"),
+        },
+        "features": {
+            "feature_service": run_tags.get("kubeloop.feature_service"),
+            "materialized_from": start or None,
+            "materialized_to": end or None,
+        },
+        "mlflow": {
+            "run_id": version.run_id,
+            "experiment_id": run.info.experiment_id if run else None,
+            "started_at": _iso_ms(run.info.start_time) if run else None,
+            "git_commit": run_tags.get("mlflow.source.git.commit"),
+            "estimator": run.data.params.get("estimator") if run else None,
+            "test_metrics": {k.removeprefix("test_"): v for k, v in
+                             (run.data.metrics.items() if run else []) if k.startswith("test_")},
+        },
+        "registry": {
+            "registered_at": _iso_ms(version.creation_timestamp),
+            "approved_by": tags.get("kubeloop.approved_by"),
+            "approved_at": tags.get("kubeloop.approved_at"),
+            "promoted_from": tags.get("kubeloop.promoted_from"),
+            "retrained_because": tags.get(RETRAIN_REASON_TAG),
+        },
+        "traffic": {key: tags.get(tag) for key, tag in TRAFFIC_TAGS.items()},
+        "rollout_state": tags.get("kubeloop.rollout.state"),
+    }
+
+
+def record(client, name: str, ref: str) -> dict[str, Any]:
+    """Freeze the lineage of a version that takes traffic (the ``kubeloop.lineage`` tag)."""
+    data = build(client, name, ref)
+    frozen = {k: v for k, v in data.items() if k != "aliases"}
+    frozen["data"] = {k: v for k, v in data["data"].items() if k != "dvc_pointer"}
+    frozen["recorded_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    client.set_model_version_tag(name, data["version"], LINEAGE_TAG,
+                                 json.dumps(frozen, sort_keys=True, default=str))
+    return data
+
+
+def show(client, name: str, ref: str) -> dict[str, Any]:
+    """The lineage to print: the frozen record (if deployed) with the live traffic history."""
+    live = build(client, name, ref)
+    version = registry.find_version(client, name, ref)
+    stored = version.tags.get(LINEAGE_TAG)
+    if not stored:
+        return {**live, "deployed": False}
+    frozen = json.loads(stored)
+    return {**frozen, "aliases": live["aliases"], "traffic": live["traffic"],
+            "rollout_state": live["rollout_state"], "deployed": True,
+            "data": {**frozen.get("data", {}), "dvc_pointer": live["data"]["dvc_pointer"]}}

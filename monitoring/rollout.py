@@ -1,0 +1,578 @@
+"""Release a challenger: shadow, approval, canary steps, then the champion alias moves.
+
+A state machine over the candidate's MLflow model version: every step and every verdict is a
+tag on that version (``kubeloop.rollout.*``), so the rollout survives restarts of whoever drives
+it (``kubeloop rollout run``, a Job, a notebook) and leaves an audit trail.
+
+::
+
+    (new challenger) -> shadow -> awaiting_approval -> approved -> canary[0..n] -> promoted
+                          |              |                           |
+                          +--------------+---------------------------+--> rolled_back
+
+- **shadow**: the server scores every request with the candidate too (role ``shadow``). Once
+  ``rollout.shadow_min_requests`` requests have both answers, a shadow report compares them
+  (differences and, where feedback exists, both models' errors). A candidate measurably worse
+  than the champion on labelled requests is rolled back here.
+- **approval**: ``kubeloop rollout approve`` records who approved; in the dev environment the
+  spec may allow auto-approval (``rollout.auto_approve_dev``).
+- **canary**: for each step the candidate answers ``weight`` of the records for ``hold_minutes``
+  (and at least ``min_requests``); then its error rate and live quality are compared with the
+  champion's over the same period. Worse beyond ``max_error_rate_increase`` or
+  ``max_quality_loss`` -> automatic rollback: weight 0, ``challenger`` alias removed, the
+  champion untouched.
+- **promoted**: ``components.registry.promote`` moves ``champion`` (approval recorded), the
+  lineage record is frozen, the previous champion is marked retired.
+
+The server is driven and observed through ``ServerAdmin`` (the admin endpoint and ``/metrics``
+of the model server); the prediction log gives the paired predictions and the feedback.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import logging
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from components import registry
+from components.spec import LOWER_IS_BETTER, ProjectSpec
+from monitoring import lineage
+from monitoring.drift import live_quality
+from monitoring.errors import RolloutError
+from monitoring.window import ACTUAL, PREDICTION, read_paired
+
+log = logging.getLogger(__name__)
+
+P = "kubeloop.rollout."
+STATE_TAG = P + "state"
+SHADOW, AWAITING, APPROVED, CANARY = "shadow", "awaiting_approval", "approved", "canary"
+PROMOTED, ROLLED_BACK = "promoted", "rolled_back"
+TERMINAL = (PROMOTED, ROLLED_BACK)
+PREDICT_ROUTES = ("/predict", "/v2/models")  # route templates whose 5xx count as model errors
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(t: datetime) -> str:
+    return t.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def _parse(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+# -- the server ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Counts:
+    """Cumulative requests and 5xx answers of one side of the split."""
+
+    requests: int = 0
+    errors: int = 0
+
+    def __sub__(self, other: Counts) -> Counts:
+        # A restarted server resets its counters: count from zero rather than go negative.
+        if self.requests < other.requests or self.errors < other.errors:
+            return self
+        return Counts(self.requests - other.requests, self.errors - other.errors)
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+
+class ServerAdmin(abc.ABC):
+    """What the rollout needs from the model server."""
+
+    @abc.abstractmethod
+    def status(self) -> dict[str, Any]:
+        """The server's rollout status (champion, candidate, canary weight, shadow)."""
+
+    @abc.abstractmethod
+    def set_canary_weight(self, weight: float) -> None:
+        """Route ``weight`` of the records to the candidate (0: none)."""
+
+    @abc.abstractmethod
+    def counts(self) -> dict[str, Counts]:
+        """Cumulative request counts: ``champion`` and ``candidate`` (canary, mixed and 5xx
+        answers that name no model, which during a canary are blamed on the candidate)."""
+
+    def reload(self) -> None:  # noqa: B027 - optional: servers also poll the registry
+        """Ask the server to re-read the registry now."""
+
+
+class HttpServerAdmin(ServerAdmin):
+    """The model server's admin routes and ``/metrics`` over HTTP (bearer token)."""
+
+    def __init__(self, url: str, token: str | None, timeout: float = 10.0) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+
+    def _call(self, method: str, path: str, body: dict | None = None) -> bytes:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.url + path, data=data, method=method)
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return response.read()
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")[:300]
+            raise RolloutError(f"{method} {self.url}{path}: HTTP {exc.code} {detail}") from exc
+        except OSError as exc:
+            raise RolloutError(
+                f"the model server at {self.url} is unreachable ({exc}); set "
+                "KUBELOOP_SERVER_URL and KUBELOOP_API_TOKEN") from exc
+
+    def status(self) -> dict[str, Any]:
+        return json.loads(self._call("GET", "/admin/rollout"))
+
+    def set_canary_weight(self, weight: float) -> None:
+        self._call("PUT", "/admin/canary", {"weight": weight})
+
+    def reload(self) -> None:
+        self._call("POST", "/admin/reload")
+
+    def counts(self) -> dict[str, Counts]:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = self._call("GET", "/metrics").decode()
+        return counts_from_metrics(text_string_to_metric_families(text))
+
+
+def counts_from_metrics(families) -> dict[str, Counts]:
+    """Champion and candidate request counts from ``kubeloop_requests_total`` samples."""
+    totals = {"champion": [0.0, 0.0], "candidate": [0.0, 0.0]}
+    for family in families:
+        if family.name != "kubeloop_requests":
+            continue
+        for sample in family.samples:
+            if not sample.name.endswith("_total"):
+                continue
+            labels = sample.labels
+            if not labels.get("route", "").startswith(PREDICT_ROUTES):
+                continue
+            error = labels.get("status", "").startswith("5")
+            role = labels.get("role", "")
+            side = "champion" if role == "champion" else (
+                "candidate" if role in ("canary", "mixed") or (error and not role) else None)
+            if side is None:
+                continue
+            totals[side][0] += sample.value
+            totals[side][1] += sample.value if error else 0.0
+    return {k: Counts(int(v[0]), int(v[1])) for k, v in totals.items()}
+
+
+# -- verdicts ---------------------------------------------------------------------------------
+def relative_loss(candidate: float, champion: float, metric: str) -> float:
+    """How much worse the candidate is (0.1 = 10%; negative = better)."""
+    if champion == 0:
+        return 0.0 if candidate == champion else float("inf")
+    change = (candidate - champion) / abs(champion)
+    return change if metric in LOWER_IS_BETTER else -change
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The candidate next to the champion over the same period."""
+
+    pairs: int  # requests both answered (shadow) or rows each answered (canary)
+    labelled: int
+    candidate: dict[str, float]
+    champion: dict[str, float]
+    mean_abs_diff: float | None = None
+    max_abs_diff: float | None = None
+    quality_loss: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+MIN_LABELLED = 20  # fewer labelled rows on either side: quality is reported, not judged
+
+
+def compare_shadow(pairs: pd.DataFrame, candidate_version: str, champion_version: str,
+                   task: str, metric: str) -> tuple[Comparison, pd.DataFrame]:
+    """Champion and shadow predictions of the same requests; returns the joined rows too."""
+    champ = pairs[(pairs.role == "champion") & (pairs.model_version == champion_version)]
+    shadow = pairs[(pairs.role == "shadow") & (pairs.model_version == candidate_version)]
+    joined = champ.merge(shadow[["request_id", PREDICTION]], on="request_id",
+                         suffixes=("_champion", "_candidate"))
+    diff = (joined[f"{PREDICTION}_candidate"] - joined[f"{PREDICTION}_champion"]).abs()
+    labelled = joined[joined[ACTUAL].notna()]
+    y = labelled[ACTUAL].to_numpy()
+    cand = live_quality(task, y, labelled[f"{PREDICTION}_candidate"].to_numpy())
+    champ_q = live_quality(task, y, labelled[f"{PREDICTION}_champion"].to_numpy())
+    loss = (relative_loss(cand[metric], champ_q[metric], metric)
+            if len(labelled) >= MIN_LABELLED and metric in cand else None)
+    return Comparison(
+        pairs=len(joined), labelled=len(labelled), candidate=cand, champion=champ_q,
+        mean_abs_diff=float(diff.mean()) if len(diff) else None,
+        max_abs_diff=float(diff.max()) if len(diff) else None, quality_loss=loss,
+    ), joined
+
+
+def compare_served(rows: pd.DataFrame, candidate_version: str, champion_version: str,
+                   task: str, metric: str) -> Comparison:
+    """Live quality of the rows each model answered during a canary step."""
+    cand = rows[(rows.role == "canary") & (rows.model_version == candidate_version)]
+    champ = rows[(rows.role == "champion") & (rows.model_version == champion_version)]
+    cl, hl = cand[cand[ACTUAL].notna()], champ[champ[ACTUAL].notna()]
+    cq = live_quality(task, cl[ACTUAL].to_numpy(), cl[PREDICTION].to_numpy())
+    hq = live_quality(task, hl[ACTUAL].to_numpy(), hl[PREDICTION].to_numpy())
+    judged = min(len(cl), len(hl)) >= MIN_LABELLED and metric in cq and metric in hq
+    return Comparison(pairs=len(cand), labelled=len(cl), candidate=cq, champion=hq,
+                      quality_loss=relative_loss(cq[metric], hq[metric], metric) if judged
+                      else None)
+
+
+def shadow_report(joined: pd.DataFrame, path: Path, task: str) -> Path:
+    """Evidently report: the champion's answers as reference, the candidate's as current."""
+    import warnings
+
+    from evidently import DataDefinition, Dataset, Regression, Report
+    from evidently import metrics as em
+
+    def frame(side: str) -> pd.DataFrame:
+        return pd.DataFrame({PREDICTION: joined[f"{PREDICTION}_{side}"].to_numpy(),
+                             "target": joined[ACTUAL].to_numpy()})
+
+    labelled = joined[ACTUAL].notna().sum() >= 2 and task == "regression"
+    definition = DataDefinition(
+        numerical_columns=[PREDICTION, "target"],
+        regression=[Regression(target="target", prediction=PREDICTION)] if labelled else None)
+    items: list[Any] = [em.ValueDrift(column=PREDICTION)]
+    if labelled:
+        items += [em.RMSE(), em.MAE(), em.R2Score(), em.MeanError()]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        snapshot = Report(items).run(
+            Dataset.from_pandas(frame("candidate"), data_definition=definition),
+            Dataset.from_pandas(frame("champion"), data_definition=definition))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(snapshot.get_html_str(as_iframe=False))
+    return path
+
+
+# -- the state machine ------------------------------------------------------------------------
+@dataclass
+class Step:
+    """What one call of ``Rollout.step`` did."""
+
+    state: str
+    message: str
+    wait_seconds: float | None = None  # how long until the next decision; None: terminal/human
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def done(self) -> bool:
+        return self.state in TERMINAL
+
+
+class Rollout:
+    """Walk one candidate version through shadow, approval and canary to champion.
+
+    Args:
+        client: MLflow client (registry).
+        spec: The project spec (``rollout`` section, model name, primary metric).
+        server: The model server (admin endpoint, request counts).
+        engine: SQLAlchemy engine on the prediction log.
+        env: Deployment environment (auto-approval only in ``dev``).
+        reports_dir: Where shadow reports are written.
+        clock: Current time (tests pass a fake clock).
+    """
+
+    def __init__(self, client, spec: ProjectSpec, server: ServerAdmin, engine, *, env: str,
+                 reports_dir: Path, clock: Callable[[], datetime] = _now) -> None:
+        self.client = client
+        self.spec = spec
+        self.name = spec.model_name
+        self.server = server
+        self.engine = engine
+        self.env = env
+        self.reports_dir = reports_dir
+        self.clock = clock
+
+    # registry helpers
+    def candidate(self, ref: str | None = None):
+        """The version to roll out: ``ref`` or the ``challenger``; must not be the champion."""
+        if ref:
+            return registry.find_version(self.client, self.name, ref)
+        version = registry.by_alias(self.client, self.name, registry.CHALLENGER)
+        if version is None:
+            raise RolloutError(f"{self.name} has no challenger: nothing to roll out (train one "
+                               "with `kubeloop run training` or let `kubeloop monitor` do it)")
+        return version
+
+    def champion(self):
+        return registry.by_alias(self.client, self.name, registry.CHAMPION)
+
+    def _tags(self, version) -> dict[str, str]:
+        return dict(self.client.get_model_version(self.name, version.version).tags)
+
+    def _tag(self, version, **values: Any) -> None:
+        for key, value in values.items():
+            text = value if isinstance(value, str) else json.dumps(value, default=str)
+            self.client.set_model_version_tag(self.name, version.version, P + key, text)
+
+    def status(self, ref: str | None = None) -> dict[str, Any]:
+        version = self.candidate(ref)
+        tags = self._tags(version)
+        return {"model": self.name, "version": str(version.version),
+                "label": tags.get(registry.TAG_NAME), "state": tags.get(STATE_TAG, "not started"),
+                **{k.removeprefix(P): v for k, v in tags.items() if k.startswith(P)}}
+
+    # actions
+    def approve(self, ref: str | None = None, approver: str = "") -> dict[str, Any]:
+        """Record approval of the candidate (the step after shadow)."""
+        import getpass
+
+        version = self.candidate(ref)
+        state = self._tags(version).get(STATE_TAG)
+        if state in TERMINAL:
+            raise RolloutError(f"{self.name} version {version.version} is {state}: nothing to "
+                               "approve")
+        self._tag(version, approved_by=approver or getpass.getuser(),
+                  approved_at=_iso(self.clock()))
+        return self.status(str(version.version))
+
+    def rollback(self, version, reason: str) -> Step:
+        """Stop sending traffic to the candidate; the champion alias is never touched."""
+        now = self.clock()
+        try:
+            self.server.set_canary_weight(0.0)
+        except RolloutError as exc:
+            # Stored on the registry as well below: servers pick weight 0 up at their next poll.
+            log.warning("could not reset the canary weight on the server: %s", exc)
+        from mlflow.exceptions import MlflowException
+
+        from serving.models import CANARY_TAG
+
+        self.client.set_registered_model_tag(
+            self.name, CANARY_TAG, json.dumps({"weight": 0.0, "version": str(version.version)}))
+        challenger = registry.by_alias(self.client, self.name, registry.CHALLENGER)
+        if challenger is not None and str(challenger.version) == str(version.version):
+            try:
+                self.client.delete_registered_model_alias(self.name, registry.CHALLENGER)
+            except MlflowException as exc:
+                log.warning("could not remove the challenger alias: %s", exc)
+        self._tag(version, state=ROLLED_BACK, rolled_back_at=_iso(now), rollback_reason=reason)
+        log.warning("%s version %s rolled back: %s", self.name, version.version, reason)
+        return Step(ROLLED_BACK, f"rolled back: {reason}")
+
+    def step(self, ref: str | None = None) -> Step:
+        """Advance the rollout by at most one transition."""
+        version = self.candidate(ref)
+        tags = self._tags(version)
+        state = tags.get(STATE_TAG)
+        champion = self.champion()
+        if state in TERMINAL:
+            return Step(state, f"{tags.get(registry.TAG_NAME)} is {state}")
+        if champion is not None and str(champion.version) == str(version.version):
+            self._tag(version, state=PROMOTED)
+            return Step(PROMOTED, "the candidate is the champion already (promoted by hand)")
+        if champion is None:
+            raise RolloutError(f"{self.name} has no champion to compare with: promote the first "
+                               "version by hand (`kubeloop promote <version> --approve`)")
+        if state is None:
+            return self._start_shadow(version)
+        if state == SHADOW:
+            return self._judge_shadow(version, champion, tags)
+        if state == AWAITING:
+            if tags.get(P + "approved_by"):
+                self._tag(version, state=APPROVED)
+                return Step(APPROVED, f"approved by {tags[P + 'approved_by']}", 0.0)
+            return Step(AWAITING, f"waiting for approval: review the shadow report "
+                        f"({tags.get(P + 'shadow_report', '-')}) and run `kubeloop rollout "
+                        f"approve {tags.get(registry.TAG_NAME)}`")
+        if state == APPROVED:
+            return self._start_canary(version, 0)
+        if state == CANARY:
+            return self._judge_canary(version, champion, tags)
+        raise RolloutError(f"unknown rollout state {state!r} on version {version.version}")
+
+    def _start_shadow(self, version) -> Step:
+        status = self.server.status()
+        candidate = status.get("candidate") or {}
+        if self.spec.rollout.shadow_min_requests and not (
+                status.get("shadow") and str(candidate.get("version")) == str(version.version)):
+            raise RolloutError(
+                f"the model server does not shadow version {version.version} (status: "
+                f"shadow={status.get('shadow')}, candidate={candidate.get('label')}); start it "
+                "with --shadow (KUBELOOP_SHADOW_ENABLED=true) and wait for its registry poll")
+        now = self.clock()
+        self._tag(version, state=SHADOW, shadow_started_at=_iso(now))
+        return Step(SHADOW, f"shadowing {version.tags.get(registry.TAG_NAME)}",
+                    self._poll_seconds())
+
+    def _poll_seconds(self) -> float:
+        steps = [s.hold_minutes for s in self.spec.rollout.steps]
+        return max(1.0, min(30.0, 60 * min([*steps, self.spec.rollout.shadow_hold_minutes or 1])
+                            / 4))
+
+    def _timed_out(self, since: datetime, now: datetime) -> bool:
+        return now - since > timedelta(minutes=self.spec.rollout.timeout_minutes)
+
+    def _judge_shadow(self, version, champion, tags: dict[str, str]) -> Step:
+        rollout = self.spec.rollout
+        now = self.clock()
+        since = _parse(tags.get(P + "shadow_started_at")) or now
+        pairs = read_paired(self.engine, self.name, since - timedelta(seconds=5),
+                            now + timedelta(seconds=1), ["champion", "shadow"])
+        metric = self.spec.evaluation.primary_metric
+        comparison, joined = compare_shadow(pairs, str(version.version), str(champion.version),
+                                            self.spec.task, metric)
+        held = now - since >= timedelta(minutes=rollout.shadow_hold_minutes)
+        if comparison.pairs < rollout.shadow_min_requests or not held:
+            if self._timed_out(since, now):
+                return self.rollback(version, f"shadow: only {comparison.pairs} shadowed "
+                                     f"requests in {rollout.timeout_minutes:g} minutes")
+            return Step(SHADOW, f"shadow: {comparison.pairs}/{rollout.shadow_min_requests} "
+                        "requests", self._poll_seconds(), comparison.to_dict())
+        stamp = now.strftime("%Y%m%d-%H%M%S")
+        report = shadow_report(joined, self.reports_dir / self.name /
+                               f"shadow-{version.tags.get(registry.TAG_NAME)}-{stamp}.html",
+                               self.spec.task)
+        self._log_artifact(version, report)
+        self._tag(version, shadow_result=comparison.to_dict(), shadow_report=str(report))
+        if comparison.quality_loss is not None and \
+                comparison.quality_loss > rollout.max_quality_loss:
+            return self.rollback(version, f"shadow: {metric} {comparison.quality_loss:.0%} worse "
+                                 f"than the champion on {comparison.labelled} labelled requests")
+        if self.env == "dev" and rollout.auto_approve_dev:
+            self._tag(version, state=APPROVED, approved_by="auto", approved_at=_iso(now))
+            return Step(APPROVED, "shadow passed; auto-approved (dev)", 0.0,
+                        comparison.to_dict())
+        if tags.get(P + "approved_by"):
+            self._tag(version, state=APPROVED)
+            return Step(APPROVED, f"shadow passed; approved by {tags[P + 'approved_by']}", 0.0)
+        self._tag(version, state=AWAITING)
+        return Step(AWAITING, f"shadow passed ({comparison.pairs} requests); waiting for "
+                    f"approval: `kubeloop rollout approve {version.tags.get(registry.TAG_NAME)}`",
+                    None, comparison.to_dict())
+
+    def _log_artifact(self, version, path: Path) -> None:
+        try:
+            self.client.log_artifact(version.run_id, str(path), artifact_path="rollout")
+        except Exception as exc:  # noqa: BLE001 - the report is on disk already
+            log.warning("could not log %s to MLflow: %s", path.name, exc)
+
+    def _start_canary(self, version, index: int) -> Step:
+        step = self.spec.rollout.steps[index]
+        now = self.clock()
+        self.server.set_canary_weight(step.weight)
+        counts = self.server.counts()
+        values: dict[str, Any] = {
+            "state": CANARY, "step": str(index), "step_started_at": _iso(now),
+            "step_counts": {k: [c.requests, c.errors] for k, c in counts.items()},
+            f"canary_{round(step.weight * 100)}_started_at": _iso(now),
+        }
+        if index == 0:
+            values["canary_started_at"] = _iso(now)
+        self._tag(version, **values)
+        return Step(CANARY, f"canary {step.weight:.0%} for {step.hold_minutes:g} min",
+                    max(1.0, 60 * step.hold_minutes))
+
+    def _judge_canary(self, version, champion, tags: dict[str, str]) -> Step:
+        rollout = self.spec.rollout
+        index = int(tags[P + "step"])
+        step = rollout.steps[index]
+        now = self.clock()
+        since = _parse(tags[P + "step_started_at"]) or now
+        start = {k: Counts(*v) for k, v in json.loads(tags[P + "step_counts"]).items()}
+        counts = self.server.counts()
+        seen = {k: counts.get(k, Counts()) - start.get(k, Counts()) for k in counts}
+        cand, champ = seen.get("candidate", Counts()), seen.get("champion", Counts())
+        rows = read_paired(self.engine, self.name, since - timedelta(seconds=1),
+                           now + timedelta(seconds=1), ["champion", "canary"])
+        metric = self.spec.evaluation.primary_metric
+        quality = compare_served(rows, str(version.version), str(champion.version),
+                                 self.spec.task, metric)
+        result = {"weight": step.weight, "candidate_requests": cand.requests,
+                  "candidate_errors": cand.errors, "champion_requests": champ.requests,
+                  "champion_errors": champ.errors, "quality": quality.to_dict()}
+        key = f"canary_{round(step.weight * 100)}_result"
+        # Errors roll back at once: waiting for the hold time only exposes more callers.
+        if cand.requests and cand.error_rate > champ.error_rate + rollout.max_error_rate_increase:
+            self._tag(version, **{key: result})
+            return self.rollback(version, f"canary {step.weight:.0%}: error rate "
+                                 f"{cand.error_rate:.1%} against the champion's "
+                                 f"{champ.error_rate:.1%} ({cand.errors} of {cand.requests})")
+        if quality.quality_loss is not None and quality.quality_loss > rollout.max_quality_loss:
+            self._tag(version, **{key: result})
+            return self.rollback(version, f"canary {step.weight:.0%}: {metric} "
+                                 f"{quality.quality_loss:.0%} worse than the champion on "
+                                 f"{quality.labelled} labelled rows")
+        held = now - since >= timedelta(minutes=step.hold_minutes)
+        if not held or cand.requests < step.min_requests:
+            if self._timed_out(since, now):
+                self._tag(version, **{key: result})
+                return self.rollback(version, f"canary {step.weight:.0%}: only "
+                                     f"{cand.requests} requests in "
+                                     f"{rollout.timeout_minutes:g} minutes")
+            remaining = (since + timedelta(minutes=step.hold_minutes) - now).total_seconds()
+            return Step(CANARY, f"canary {step.weight:.0%}: {cand.requests}/{step.min_requests}"
+                        f" requests, {max(0.0, remaining):.0f}s to hold",
+                        max(1.0, min(remaining, self._poll_seconds())), result)
+        self._tag(version, **{key: result})
+        if index + 1 < len(rollout.steps):
+            return self._start_canary(version, index + 1)
+        return self._promote(version, champion, tags)
+
+    def _promote(self, version, champion, tags: dict[str, str]) -> Step:
+        approver = tags.get(P + "approved_by") or "auto"
+        registry.promote(self.client, self.name, str(version.version), approve=True,
+                         approver=approver)
+        now = self.clock()
+        self._tag(version, state=PROMOTED, promoted_at=_iso(now))
+        self.client.set_model_version_tag(self.name, champion.version,
+                                          lineage.TRAFFIC_TAGS["retired_at"], _iso(now))
+        record = lineage.record(self.client, self.name, str(version.version))
+        for action in (lambda: self.server.set_canary_weight(0.0), self.server.reload):
+            try:
+                action()
+            except RolloutError as exc:
+                log.info("server not updated at once (it follows at its next poll): %s", exc)
+        return Step(PROMOTED, f"{record['label']} is the champion (was "
+                    f"{champion.tags.get(registry.TAG_NAME)})", None, record)
+
+    def run(self, ref: str | None = None, *, max_seconds: float | None = None,
+            sleep: Callable[[float], None] = time.sleep,
+            progress: Callable[[Step], None] | None = None) -> Step:
+        """Step until promoted, rolled back, waiting for a person, or ``max_seconds`` pass."""
+        version = self.candidate(ref)
+        ref = str(version.version)
+        deadline = None if max_seconds is None else time.monotonic() + max_seconds
+        while True:
+            result = self.step(ref)
+            if progress:
+                progress(result)
+            if result.done or result.wait_seconds is None:
+                return result
+            if deadline is not None and time.monotonic() + result.wait_seconds > deadline:
+                return result
+            sleep(result.wait_seconds)
+
+
+def describe_comparison(comparison: dict[str, Any], metric: str) -> str:
+    cand = comparison.get("candidate", {}).get(metric)
+    champ = comparison.get("champion", {}).get(metric)
+    if cand is None or champ is None or not np.isfinite(cand):
+        return f"{comparison.get('pairs', 0)} requests, no labels yet"
+    return (f"{comparison.get('pairs', 0)} requests, {metric} candidate {cand:.3g} vs champion "
+            f"{champ:.3g} on {comparison.get('labelled', 0)} labelled")
