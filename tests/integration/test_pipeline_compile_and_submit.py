@@ -64,3 +64,22 @@ def test_submission_sends_the_compiled_pipeline_and_parameters(tmp_path, monkeyp
     assert sent_spec["name"] == "building-energy"
     assert sent_spec["data"]["source"] == "s3://bucket/energy/2026-11.parquet"
     assert params["source"] == "s3://bucket/energy/2026-12.parquet"
+
+
+def test_cli_submits_to_the_host_with_a_token(tmp_path, monkeypatch, work_dir):
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with kfp_stub() as stub:
+        result = CliRunner().invoke(
+            app,
+            ["run", "training", "--host", stub.host, "--run-name", "from-cli"],
+            env={"KFP_TOKEN": "secret-token"},
+        )
+    assert result.exit_code == 0, result.output
+    assert "submitted run run-1" in result.output
+    [body] = stub.posted("/apis/v2beta1/runs")
+    assert body["display_name"] == "from-cli"
+    assert all(r.headers.get("authorization") == "Bearer secret-token" for r in stub.requests)

@@ -22,6 +22,7 @@ class Recorded:
     path: str
     query: str
     body: Any
+    headers: dict[str, str]  # lower-case names
 
 
 @dataclass
@@ -55,7 +56,15 @@ def kfp_stub() -> Iterator[KfpStub]:
             raw = self.rfile.read(length) if length else b""
             body = json.loads(raw) if raw else None
             url = urlparse(self.path)
-            stub.requests.append(Recorded(self.command, url.path, url.query, body))
+            stub.requests.append(
+                Recorded(
+                    self.command,
+                    url.path,
+                    url.query,
+                    body,
+                    {k.lower(): v for k, v in self.headers.items()},
+                )
+            )
             payload = json.dumps(_answer(self.command, url.path, body or {})).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
