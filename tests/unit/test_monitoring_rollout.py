@@ -1,0 +1,297 @@
+"""The rollout state machine: shadow, approval, canary steps, promotion and automatic rollback.
+
+The registry is a real MLflow store (SQLite in the test's work folder, versions without
+artifacts); the model server is a fake that records the weights it is given and counts the
+requests the test says it served; the prediction log is SQLite.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from components import model_store, registry
+from components.settings import PlatformSettings
+from components.spec import CanaryStep, RolloutSpec
+from monitoring.errors import RolloutError
+from monitoring.rollout import (
+    APPROVED,
+    AWAITING,
+    CANARY,
+    PROMOTED,
+    ROLLED_BACK,
+    SHADOW,
+    Counts,
+    Rollout,
+    ServerAdmin,
+    counts_from_metrics,
+)
+from monitoring.testing import log_feedback, log_rows
+from monitoring.window import open_log
+from tests.utils.factories import example_spec
+
+FEATURES = ["x"]
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+class FakeServer(ServerAdmin):
+    """Records the weights it is given; counts what the test says it served."""
+
+    def __init__(self, shadow: bool = True) -> None:
+        self.shadow = shadow
+        self.candidate_version = "2"
+        self.weights: list[float] = []
+        self.totals = {"champion": Counts(), "candidate": Counts()}
+
+    def status(self) -> dict:
+        return {"shadow": self.shadow, "candidate": {"version": self.candidate_version,
+                                                     "label": "V1.0.1"}}
+
+    def set_canary_weight(self, weight: float) -> None:
+        self.weights.append(weight)
+
+    def counts(self) -> dict[str, Counts]:
+        return dict(self.totals)
+
+    def served(self, side: str, requests: int, errors: int = 0) -> None:
+        old = self.totals[side]
+        self.totals[side] = Counts(old.requests + requests, old.errors + errors)
+
+
+class World:
+    """Registry with a champion (version 1) and a challenger (version 2), log, server, clock."""
+
+    def __init__(self, settings: PlatformSettings, tmp: Path, rollout: RolloutSpec,
+                 env: str = "dev") -> None:
+        self.client = model_store.configure(settings)
+        self.spec = example_spec().model_copy(update={"rollout": rollout})
+        self.name = self.spec.model_name
+        self.client.create_registered_model(self.name)
+        for auto in (0, 1):
+            self.client.create_model_version(
+                self.name, source=str(tmp / f"model-{auto}"),
+                tags={registry.TAG_NAME: f"V1.0.{auto}"})
+        registry.promote(self.client, self.name, "1", approve=True, approver="tests")
+        self.client.set_registered_model_alias(self.name, registry.CHALLENGER, "2")
+        self.engine = open_log(f"sqlite:///{tmp / 'predictions.db'}")
+        self.server = FakeServer()
+        self.clock = Clock()
+        self.rng = np.random.default_rng(0)
+        self.rollout = Rollout(self.client, self.spec, self.server, self.engine, env=env,
+                               reports_dir=tmp / "reports", clock=self.clock)
+        self.requests = 0
+
+    def champion(self) -> str:
+        return str(self.client.get_model_version_by_alias(self.name, "champion").version)
+
+    def tags(self, version: str = "2") -> dict[str, str]:
+        return self.client.get_model_version(self.name, version).tags
+
+    def _log(self, n: int, role: str, version: str, noise: float,
+             ids: list[str] | None = None, actual: np.ndarray | None = None) -> list[str]:
+        """Log n predictions of one model; feedback too unless the requests have it already."""
+        labelled = actual is not None
+        actual = actual if labelled else self.rng.normal(100, 10, n)
+        frame = pd.DataFrame({"x": actual, "prediction": actual + self.rng.normal(0, noise, n)})
+        ids = ids or [f"r{self.requests + i}" for i in range(n)]
+        log_rows(self.engine, frame, FEATURES, model_name=self.name, version=version,
+                 label=f"V1.0.{int(version) - 1}", start=self.clock.now, role=role,
+                 spacing=timedelta(milliseconds=1), request_ids=ids)
+        if not labelled:
+            log_feedback(self.engine, ids, actual.tolist(), self.clock.now)
+        self.last_actual = actual
+        return ids
+
+    def shadow_traffic(self, n: int, candidate_noise: float = 4.0) -> None:
+        ids = self._log(n, "champion", "1", 5.0)
+        self._log(n, "shadow", "2", candidate_noise, ids=ids, actual=self.last_actual)
+        self.requests += n
+        self.server.served("champion", n)
+
+    def canary_traffic(self, n: int, weight: float, *, errors: float = 0.0,
+                       candidate_noise: float = 4.0) -> None:
+        k = int(n * weight)
+        failed = int(k * errors)
+        self._log(n - k, "champion", "1", 5.0)
+        self.requests += n - k
+        if k - failed:
+            self._log(k - failed, "canary", "2", candidate_noise)
+            self.requests += k - failed
+        self.server.served("champion", n - k)
+        self.server.served("candidate", k, failed)
+
+
+STEPS = (CanaryStep(weight=0.1, hold_minutes=1, min_requests=20),
+         CanaryStep(weight=0.5, hold_minutes=1, min_requests=20),
+         CanaryStep(weight=1.0, hold_minutes=1, min_requests=20))
+
+
+@pytest.fixture
+def world(settings: PlatformSettings, tmp_path: Path) -> World:
+    return World(settings, tmp_path, RolloutSpec(shadow_min_requests=50, steps=STEPS,
+                                                 auto_approve_dev=False, timeout_minutes=30))
+
+
+def through_shadow(world: World) -> None:
+    assert world.rollout.step().state == SHADOW
+    world.shadow_traffic(60)
+    world.clock.advance(seconds=5)
+
+
+def test_a_good_candidate_walks_through_shadow_approval_and_canary_to_champion(world) -> None:
+    through_shadow(world)
+    waiting = world.rollout.step()
+    assert waiting.state == AWAITING and "kubeloop rollout approve V1.0.1" in waiting.message
+    assert world.rollout.step().state == AWAITING  # nothing happens without a person
+    world.rollout.approve(approver="alice")
+    assert world.rollout.step().state == APPROVED
+    for i, step in enumerate(STEPS):
+        started = world.rollout.step()
+        assert started.state == CANARY and world.server.weights[-1] == step.weight
+        world.canary_traffic(200, step.weight)
+        world.clock.advance(seconds=30)
+        assert world.rollout.step().state == CANARY  # held for less than a minute
+        assert world.champion() == "1"
+        world.clock.advance(seconds=31)
+        if i < len(STEPS) - 1:
+            world.clock.advance(seconds=0)
+    done = world.rollout.step()
+    assert done.state == PROMOTED and world.champion() == "2"
+    assert world.server.weights == [0.1, 0.5, 1.0, 0.0]
+    tags = world.tags()
+    assert tags["kubeloop.rollout.state"] == PROMOTED
+    assert tags["kubeloop.approved_by"] == "alice"  # promote() records the rollout's approver
+    assert {"kubeloop.rollout.shadow_started_at", "kubeloop.rollout.canary_started_at",
+            "kubeloop.rollout.canary_10_result", "kubeloop.rollout.canary_100_result",
+            "kubeloop.champion_since", "kubeloop.lineage"} <= set(tags)
+    assert Path(tags["kubeloop.rollout.shadow_report"]).exists()
+    assert "kubeloop.retired_at" in world.tags("1")
+
+
+def test_a_canary_whose_candidate_returns_errors_is_rolled_back_and_the_champion_never_moved(
+        world) -> None:
+    through_shadow(world)
+    world.rollout.approve(approver="alice")
+    champions = []
+    for _ in range(3):
+        world.rollout.step()
+        champions.append(world.champion())
+    assert world.server.weights == [0.1]
+    world.canary_traffic(400, 0.1, errors=0.3)  # 12 of 40 candidate requests fail
+    world.clock.advance(seconds=10)  # errors roll back at once, before the hold time
+    result = world.rollout.step()
+    champions.append(world.champion())
+    assert result.state == ROLLED_BACK and "error rate 30.0%" in result.message
+    assert champions == ["1"] * 4
+    assert world.server.weights == [0.1, 0.0]
+    assert registry.by_alias(world.client, world.name, registry.CHALLENGER) is None
+    tags = world.tags()
+    assert tags["kubeloop.rollout.state"] == ROLLED_BACK
+    assert "error rate" in tags["kubeloop.rollout.rollback_reason"]
+    assert "kubeloop.champion_since" not in tags
+    canary_tag = world.client.get_registered_model(world.name).tags["kubeloop.canary"]
+    assert '"weight": 0.0' in canary_tag  # every replica follows at its next poll
+
+
+def test_a_candidate_worse_on_live_labels_is_rolled_back_during_the_canary(world) -> None:
+    through_shadow(world)
+    world.rollout.approve()
+    world.rollout.step()
+    world.rollout.step()  # canary 10%
+    world.canary_traffic(600, 0.1, candidate_noise=25.0)  # 60 candidate rows, 5x the error
+    world.clock.advance(seconds=61)
+    result = world.rollout.step()
+    assert result.state == ROLLED_BACK and "rmse" in result.message
+    assert world.champion() == "1"
+
+
+def test_shadow_rolls_back_a_candidate_measurably_worse_than_the_champion(world) -> None:
+    assert world.rollout.step().state == SHADOW
+    world.shadow_traffic(60, candidate_noise=30.0)
+    world.clock.advance(seconds=5)
+    result = world.rollout.step()
+    assert result.state == ROLLED_BACK and "shadow: rmse" in result.message
+    assert world.server.weights == [0.0] and world.champion() == "1"
+
+
+def test_dev_may_auto_approve_but_prod_always_waits_for_a_person(settings, tmp_path) -> None:
+    spec = RolloutSpec(shadow_min_requests=50, steps=STEPS, auto_approve_dev=True)
+    dev = World(settings, tmp_path / "dev", spec, env="dev")
+    through_shadow(dev)
+    assert dev.rollout.step().state == APPROVED
+    assert dev.tags()["kubeloop.rollout.approved_by"] == "auto"
+
+
+def test_prod_waits_for_approval_even_when_dev_would_not(settings, tmp_path) -> None:
+    spec = RolloutSpec(shadow_min_requests=50, steps=STEPS, auto_approve_dev=True)
+    prod = World(settings, tmp_path / "prod", spec, env="prod")
+    through_shadow(prod)
+    assert prod.rollout.step().state == AWAITING
+
+
+def test_a_step_that_never_gets_traffic_rolls_back_after_the_timeout(world) -> None:
+    through_shadow(world)
+    world.rollout.approve()
+    world.rollout.step()
+    world.rollout.step()  # canary 10%, but no requests arrive
+    world.clock.advance(minutes=10)
+    assert world.rollout.step().state == CANARY
+    world.clock.advance(minutes=21)
+    result = world.rollout.step()
+    assert result.state == ROLLED_BACK and "only 0 requests" in result.message
+
+
+def test_the_rollout_refuses_to_start_when_the_server_does_not_shadow(world) -> None:
+    world.server.shadow = False
+    with pytest.raises(RolloutError, match="--shadow"):
+        world.rollout.step()
+    assert "kubeloop.rollout.state" not in world.tags()
+
+
+def test_a_hand_promotion_ends_the_rollout(world) -> None:
+    through_shadow(world)
+    registry.promote(world.client, world.name, "2", approve=True, approver="bob")
+    assert world.rollout.step().state == PROMOTED
+
+
+def test_run_drives_the_steps_until_a_person_is_needed(world) -> None:
+    def sleep(seconds: float) -> None:
+        world.shadow_traffic(20)
+        world.clock.advance(seconds=seconds)
+
+    seen = []
+    result = world.rollout.run(sleep=sleep, progress=lambda s: seen.append(s.state))
+    assert result.state == AWAITING and seen[0] == SHADOW and seen[-1] == AWAITING
+
+
+def test_request_counts_come_from_the_servers_metrics() -> None:
+    text = """# TYPE kubeloop_requests_total counter
+kubeloop_requests_total{route="/predict",method="POST",status="200",model_version="1",role="champion"} 90
+kubeloop_requests_total{route="/predict",method="POST",status="500",model_version="1",role="champion"} 1
+kubeloop_requests_total{route="/predict",method="POST",status="200",model_version="2",role="canary"} 8
+kubeloop_requests_total{route="/predict",method="POST",status="500",model_version="",role=""} 2
+kubeloop_requests_total{route="/predict",method="POST",status="422",model_version="",role=""} 5
+kubeloop_requests_total{route="/health/ready",method="GET",status="503",model_version="",role=""} 7
+"""  # noqa: E501
+    counts = counts_from_metrics(text_string_to_metric_families(text))
+    # 5xx that name no model are blamed on the candidate: the only thing that changed.
+    assert counts["champion"] == Counts(91, 1)
+    assert counts["candidate"] == Counts(10, 2)
+    assert Counts(10, 2) - Counts(4, 0) == Counts(6, 2)
+    assert Counts(3, 0) - Counts(10, 2) == Counts(3, 0)  # the server restarted
