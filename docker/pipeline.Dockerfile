@@ -29,8 +29,9 @@ COPY pipelines pipelines
 COPY serving serving
 COPY monitoring monitoring
 COPY feature_repo feature_repo
+# The project itself goes to its own prefix, so a code change leaves the dependency layers alone.
 RUN --mount=type=cache,target=/var/cache/uv \
-    /opt/uv/bin/uv sync --frozen --no-dev --no-editable --python /opt/venv/bin/python
+    /opt/uv/bin/uv pip install --python /opt/venv/bin/python --no-deps --prefix /opt/kubeloop .
 
 FROM ${BASE_IMAGE}
 LABEL org.opencontainers.image.title="kubeloop-python" \
@@ -40,11 +41,13 @@ LABEL org.opencontainers.image.title="kubeloop-python" \
 # A fixed non-root UID (the chart's podSecurityContext.runAsUser); HOME on the writable /tmp.
 RUN echo "kubeloop:x:10001:10001:kubeloop:/tmp:/usr/sbin/nologin" >> /etc/passwd \
  && echo "kubeloop:x:10001:" >> /etc/group
-ENV PATH=/opt/venv/bin:$PATH \
+ENV PATH=/opt/kubeloop/bin:/opt/venv/bin:$PATH \
+    PYTHONPATH=/opt/kubeloop/lib/python3.11/site-packages \
     HOME=/tmp \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
 COPY --from=builder /opt/venv /opt/venv
+COPY --from=builder /opt/kubeloop /opt/kubeloop
 WORKDIR /app
 # The bundled example spec (values.yaml project.bundledSpec) and feature definitions.
 COPY examples examples

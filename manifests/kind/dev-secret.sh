@@ -1,24 +1,35 @@
 #!/usr/bin/env bash
-# Creates the Secret `kubeloop-dev` that values-dev.yaml points every credential at, with fresh
-# random passwords, once (an existing Secret is kept: the bundled databases already use it).
-# The host names are the Bitnami subcharts' Services for the release name "kubeloop".
+# Creates, once each (existing ones are kept: the bundled databases already use them):
+#  - `kubeloop-dev` in $NAMESPACE, which values-dev.yaml points every credential at, with fresh
+#    random passwords; host names are the Bitnami subcharts' Services of the release "kubeloop";
+#  - `kubeloop-pipeline-secrets` in kubeflow (components/images.py PIPELINE_SECRET): what KFP's
+#    pipeline steps need, the Feast registry and Redis, and MinIO for DVC.
 set -euo pipefail
 NAMESPACE="${NAMESPACE:-kubeloop}"
-if kubectl -n "$NAMESPACE" get secret kubeloop-dev >/dev/null 2>&1; then
-  echo "secret/kubeloop-dev exists"
-  exit 0
-fi
 rand() { head -c 24 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 24; }
-pg="$(rand)"; redis="$(rand)"; minio="$(rand)"
-db="postgresql+psycopg://kubeloop:${pg}@kubeloop-postgresql:5432"
-kubectl -n "$NAMESPACE" create secret generic kubeloop-dev \
-  --from-literal=api-token="$(rand)" \
-  --from-literal=password="$pg" \
-  --from-literal=postgres-password="$(rand)" \
-  --from-literal=mlflow-backend-store-uri="${db}/mlflow" \
-  --from-literal=feast-registry-url="${db}/feast" \
-  --from-literal=prediction-log-url="${db}/predictions" \
-  --from-literal=redis-password="$redis" \
-  --from-literal=redis-url="kubeloop-redis-master:6379,password=${redis}" \
-  --from-literal=root-user=kubeloop \
-  --from-literal=root-password="$minio"
+
+if ! kubectl -n "$NAMESPACE" get secret kubeloop-dev >/dev/null 2>&1; then
+  pg="$(rand)"; redis="$(rand)"; minio="$(rand)"
+  db="postgresql+psycopg://kubeloop:${pg}@kubeloop-postgresql:5432"
+  kubectl -n "$NAMESPACE" create secret generic kubeloop-dev \
+    --from-literal=api-token="$(rand)" \
+    --from-literal=password="$pg" \
+    --from-literal=postgres-password="$(rand)" \
+    --from-literal=mlflow-backend-store-uri="${db}/mlflow" \
+    --from-literal=feast-registry-url="${db}/feast" \
+    --from-literal=prediction-log-url="${db}/predictions" \
+    --from-literal=redis-password="$redis" \
+    --from-literal=redis-url="kubeloop-redis-master:6379,password=${redis}" \
+    --from-literal=root-user=kubeloop \
+    --from-literal=root-password="$minio"
+fi
+
+if ! kubectl -n kubeflow get secret kubeloop-pipeline-secrets >/dev/null 2>&1; then
+  pw() { kubectl -n "$NAMESPACE" get secret kubeloop-dev -o "jsonpath={.data.$1}" | base64 -d; }
+  host="kubeloop-postgresql.${NAMESPACE}.svc"
+  kubectl -n kubeflow create secret generic kubeloop-pipeline-secrets \
+    --from-literal=KUBELOOP_FEAST_REGISTRY="postgresql+psycopg://kubeloop:$(pw password)@${host}:5432/feast" \
+    --from-literal=KUBELOOP_REDIS_URL="kubeloop-redis-master.${NAMESPACE}.svc:6379,password=$(pw redis-password)" \
+    --from-literal=AWS_ACCESS_KEY_ID="$(pw root-user)" \
+    --from-literal=AWS_SECRET_ACCESS_KEY="$(pw root-password)"
+fi

@@ -72,25 +72,28 @@ def library_env() -> set[str]:
 
 
 def _click_group(name: str):
-    import click
     import typer
 
     module_name, attr = CLI_GROUPS[name]
     group = getattr(importlib.import_module(module_name), attr)
-    return group if isinstance(group, click.Command) else typer.main.get_command(group)
+    return typer.main.get_command(group) if isinstance(group, typer.Typer) else group
 
 
 def resolve_cli(argv: list[str]) -> tuple[Any, list[str]]:
     """The click command an argv reaches, after checking that the arguments parse."""
-    group = _click_group(argv[0])
-    ctx = group.make_context(argv[0], list(argv[1:]), resilient_parsing=True)
-    rest = list(getattr(ctx, "_protected_args", [])) + list(ctx.args)
-    if not rest:
-        raise AssertionError(f"{argv}: no sub-command")
-    _, command, args = group.resolve_command(ctx, rest)
-    if command is None:
-        raise AssertionError(f"{argv}: `{argv[0]}` has no command {rest[0]!r}")
-    command.make_context(rest[0], list(args))  # raises on an unknown option or bad value
+    command: Any = _click_group(argv[0])
+    name, args = argv[0], list(argv[1:])
+    # Down the sub-command groups (duck-typed: typer carries its own copy of click).
+    while hasattr(command, "resolve_command"):
+        ctx = command.make_context(name, args, resilient_parsing=True)
+        rest = list(getattr(ctx, "_protected_args", [])) + list(ctx.args)
+        if not rest:
+            raise AssertionError(f"{argv}: `{name}` needs a sub-command")
+        sub_name, sub, sub_args = command.resolve_command(ctx, rest)
+        if sub is None:
+            raise AssertionError(f"{argv}: `{name}` has no command {rest[0]!r}")
+        command, name, args = sub, sub_name, list(sub_args)
+    command.make_context(name, args)  # raises on an unknown option or bad value
     return command, args
 
 
@@ -160,7 +163,7 @@ def describe(container: dict[str, Any], pod_spec: dict[str, Any],
         return proc
 
     if exe in CLI_GROUPS:
-        proc = Process(" ".join(argv[:2]))
+        proc = Process(" ".join(a for a in argv[:3] if not a.startswith("-")))
         try:
             command, _ = resolve_cli(argv)
         except Exception as exc:  # noqa: BLE001 - any failure is the finding

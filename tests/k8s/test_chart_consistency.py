@@ -231,3 +231,23 @@ def test_helm_test_request_carries_exactly_the_model_features() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     (record,) = values["tests"]["request"]["records"]
     assert list(record["features"]) == list(features)
+
+
+def test_pipeline_env_config_map_is_the_one_pipeline_steps_read() -> None:
+    from components import images
+    from components.settings import PlatformSettings
+    from tests.k8s.processes import library_env, settings_env
+
+    objects = render_scenario(CHART / "ci" / "full-values.yaml")
+    (cm,) = [c for c in kinds(objects, "ConfigMap") if c["metadata"]["name"] ==
+             images.PIPELINE_ENV_CONFIGMAP]
+    assert cm["metadata"]["namespace"] == "ml-pipelines"  # pipelines.namespace
+    assert set(cm["data"]) <= set(images.PIPELINE_ENV_KEYS)
+    assert set(cm["data"]) <= settings_env(PlatformSettings) | library_env()
+    assert cm["data"]["MLFLOW_TRACKING_URI"] == "http://loop-mlflow.kubeloop.svc:5000"
+    # MLflow accepts that Host header (its allowed hosts cover <service>.<namespace>...).
+    mlflow = next(c for o, c in containers(objects) if c["name"] == "mlflow")
+    allowed = next(e["value"] for e in mlflow["env"] if e["name"] == "MLFLOW_SERVER_ALLOWED_HOSTS")
+    import fnmatch
+
+    assert any(fnmatch.fnmatch("loop-mlflow.kubeloop.svc:5000", p) for p in allowed.split(","))

@@ -28,7 +28,8 @@ def test_chart_renders_every_scenario(values_file: Path | None) -> None:
     assert objects, "nothing rendered"
     for obj in objects:
         assert obj["metadata"]["name"], obj
-        assert obj["metadata"].get("namespace") in (None, "kubeloop", "kubeflow"), obj["metadata"]
+        assert obj["metadata"].get("namespace") in (None, "kubeloop", "kubeflow", "ml-pipelines"), \
+            obj["metadata"]
 
 
 @pytest.mark.parametrize("values_file", VALUES_FILES, ids=scenario_id)

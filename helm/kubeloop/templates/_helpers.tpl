@@ -217,6 +217,9 @@ bitnami's validateValues: all problems are collected and reported at once.
 {{- if and .Values.server.autoscaling.enabled (gt (int .Values.server.autoscaling.minReplicas) (int .Values.server.autoscaling.maxReplicas)) -}}
 {{- $messages = append $messages "server.autoscaling.minReplicas: must not exceed server.autoscaling.maxReplicas" -}}
 {{- end -}}
+{{- if and .Values.rollout.enabled (not .Values.server.auth.existingSecret) (not $dev) -}}
+{{- $messages = append $messages "rollout.enabled: the rollout controller needs the server's token (server.auth.existingSecret)" -}}
+{{- end -}}
 {{- if and .Values.server.ingress.enabled (not .Values.server.ingress.host) -}}
 {{- $messages = append $messages "server.ingress.host: set a host name when server.ingress.enabled is true" -}}
 {{- end -}}
