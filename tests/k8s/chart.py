@@ -1,4 +1,4 @@
-"""Rendering the Helm chart with Helm's own Go SDK (helm-python-sdk), for every test in tests/k8s."""
+"""Rendering the Helm chart with Helm's own Go SDK (helm-python-sdk), for tests/k8s."""
 
 from __future__ import annotations
 

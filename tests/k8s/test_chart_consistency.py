@@ -1,4 +1,4 @@
-"""The chart agrees with the code: commands, settings, images, ports, Feast config, spec, metrics."""
+"""The chart agrees with the code: commands, settings, images, ports, Feast, spec, metrics."""
 
 from __future__ import annotations
 
@@ -86,8 +86,9 @@ def test_images_are_the_ones_components_images_names() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert chart["appVersion"] == images.VERSION
     assert values["image"]["registry"] == images.REGISTRY
-    for owner, container in containers(render({"featureStore": {
-            "enabled": True, "registry": {"existingSecret": "r"}, "redis": {"address": "r:6379"}}})):
+    feature_store = {"enabled": True, "registry": {"existingSecret": "r"},
+                     "redis": {"address": "r:6379"}}
+    for owner, container in containers(render({"featureStore": feature_store})):
         expected = images.SERVER_IMAGE if container["name"] == "server" else images.PIPELINE_IMAGE
         assert container["image"] == expected, owner["metadata"]["name"]
 

@@ -1,4 +1,4 @@
-"""Policy: secure pods, wired Services, HPA and PDB, named ports, least-privilege RBAC, no secret values."""
+"""Policy: secure pods, wired Services, HPA and PDB, named ports, least privilege, no secrets."""
 
 from __future__ import annotations
 
@@ -89,9 +89,10 @@ def test_every_service_selects_pods_on_named_ports(values_file: Path | None) -> 
         selector = service["spec"]["selector"]
         selected = [o for o, labels in workloads if _matches(selector, labels)]
         name = service["metadata"]["name"]
-        assert len(selected) == 1, f"Service {name} selects {[o['metadata']['name'] for o in selected]}"
-        pod_ports = {p["name"]: p["containerPort"] for c in
-                     selected[0]["spec"]["template"]["spec"]["containers"] for p in c.get("ports", [])}
+        assert len(selected) == 1, f"Service {name} selects {len(selected)} workloads"
+        pod_containers = selected[0]["spec"]["template"]["spec"]["containers"]
+        pod_ports = {p["name"]: p["containerPort"] for c in pod_containers
+                     for p in c.get("ports", [])}
         for port in service["spec"]["ports"]:
             assert port.get("name"), f"Service {name} has an unnamed port"
             assert port["targetPort"] in pod_ports, f"Service {name}: {port['targetPort']} unknown"
@@ -259,7 +260,8 @@ def test_network_policies_deny_by_default_and_open_each_flow() -> None:
     workloads = [o for o, _ in pod_specs(objects)]
     for owner in workloads:
         assert _matches(deny["spec"]["podSelector"]["matchLabels"], pod_labels(owner))
-    server_pod = pod_labels(next(o for o in workloads if o["metadata"]["name"] == "kubeloop-server"))
+    server_pod = pod_labels(next(o for o in workloads
+                                 if o["metadata"]["name"] == "kubeloop-server"))
     for target, label in (("kubeloop-mlflow", "kubeloop.io/mlflow-client"),
                           ("kubeloop-feast", "kubeloop.io/feast-client")):
         sources = policies[target]["spec"]["ingress"][0]["from"]

@@ -99,7 +99,9 @@ def test_image_builds_runs_as_non_root_with_its_entrypoint(target: str, base_ima
 
 def test_pipeline_image_provides_the_charts_commands(base_image: str) -> None:
     image = build("pipeline", base_image)
-    for argv in (["kubeloop", "--help"], ["mlflow", "server", "--help"], ["feast", "serve", "--help"]):
+    commands = (["kubeloop", "--help"], ["mlflow", "server", "--help"],
+                ["feast", "serve", "--help"])
+    for argv in commands:
         _run(["podman", "run", "--rm", *RUNTIME, "--network", "none", "--read-only",
               "--tmpfs", "/tmp", "--entrypoint", argv[0], image, *argv[1:]], timeout=300)
 

@@ -1,4 +1,4 @@
-"""`kubectl kustomize` renders each overlay; the output validates and keeps the chart's guarantees."""
+"""`kubectl kustomize` renders each overlay; the output validates and keeps the guarantees."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ _cache: dict[str, list[dict[str, Any]]] = {}
 
 def build(kubectl: str, overlay: str) -> list[dict[str, Any]]:
     if overlay not in _cache:
-        proc = subprocess.run([kubectl, "kustomize", str(REPO / "manifests" / "overlays" / overlay)],
+        folder = REPO / "manifests" / "overlays" / overlay
+        proc = subprocess.run([kubectl, "kustomize", str(folder)],
                               capture_output=True, text=True, timeout=120, check=False)
         assert proc.returncode == 0, proc.stderr
         _cache[overlay] = [d for d in yaml.safe_load_all(proc.stdout) if d]
@@ -57,9 +58,9 @@ def test_overlay_keeps_pods_locked_down(kubectl: str, overlay: str) -> None:
     objects = build(kubectl, overlay)
     namespace = _by(objects, "Namespace", "kubeloop")
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
-    for owner, spec in pod_specs(objects):
+    for _owner, spec in pod_specs(objects):
         assert spec["securityContext"]["runAsNonRoot"] is True
-    for owner, container in containers(objects):
+    for _owner, container in containers(objects):
         assert container["securityContext"]["readOnlyRootFilesystem"] is True
         assert {"requests", "limits"} <= set(container["resources"])
 
@@ -83,7 +84,8 @@ def test_eks_overlays_use_irsa_instead_of_static_s3_keys(kubectl: str) -> None:
     for overlay in ("staging", "prod"):
         objects = build(kubectl, overlay)
         env = _env(objects, "kubeloop-mlflow")
-        assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_S3_ENDPOINT_URL"} & set(env)
+        static = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_S3_ENDPOINT_URL"}
+        assert not static & set(env)
         assert env["MLFLOW_ARTIFACTS_DESTINATION"] == f"s3://kubeloop-{overlay}-mlflow/artifacts"
         account = _by(objects, "ServiceAccount", "kubeloop-mlflow")
         assert "eks.amazonaws.com/role-arn" in account["metadata"]["annotations"]

@@ -1,4 +1,4 @@
-"""Checks of rendered objects against real schemas and tools, shared by the chart and kustomize tests.
+"""Checks of rendered objects against real schemas and tools (chart and kustomize tests).
 
 - Kubernetes kinds: kubernetes-validate (strict: unknown fields fail) for each supported version.
 - prometheus-operator kinds: the CRD schemas of @kubernetes-models/prometheus-operator (npm),
