@@ -78,3 +78,12 @@ def test_dashboard_queries_pass_promtool(dashboard: Path, promtool: str, tmp_pat
     assert queries, f"{dashboard.name} has no PromQL"
     rules = [{"record": f"dashboard:query_{i}:check", "expr": q} for i, q in enumerate(queries)]
     promtool_check(promtool, [{"name": dashboard.stem, "rules": rules}], tmp_path)
+
+
+def test_crd_validation_catches_an_unknown_field(crd_validator: list[str]) -> None:
+    # The generated validators let unknown fields through (a CRD would prune them silently);
+    # the same package's TypeScript types refuse them.
+    rule = kinds(render({"metrics": {"prometheusRule": {"enabled": True}}}), "PrometheusRule")[0]
+    rule["spec"]["groups"][0]["rules"][0]["exprr"] = "up"
+    errors = custom_resource_errors([rule], crd_validator)
+    assert errors and "exprr" in errors[0]
