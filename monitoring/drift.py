@@ -7,7 +7,14 @@ column drifted is read from Evidently's own test result, so distance tests (high
 p-value tests (lower = drift) are handled by the library that defines them.
 
 The exported quality figures come from ``components.metrics`` (scikit-learn), the functions the
-evaluate step uses, so a live RMSE and a held-out RMSE are the same computation.
+evaluate step uses, so a live RMSE and a held-out RMSE are the same computation; they use every
+labelled row of the window.
+
+Evidently's cost grows with the rows it is given (sorting, unique counts, per-column plots), so
+windows larger than ``sample_rows`` are compared through a uniform random sample of that many
+rows (fixed seed). With a reference of a few thousand rows the drift verdict is limited by the
+reference, not by a 100,000-row sample of the window: the sampling error of a drift score at
+that size is far below any drift threshold.
 """
 
 from __future__ import annotations
@@ -76,6 +83,7 @@ class Analysis:
     drift: DriftSummary
     quality: Quality
     snapshot: Any = field(repr=False)  # the Evidently snapshot (HTML, JSON)
+    compared_rows: int = 0  # window rows Evidently saw (a sample when the window is larger)
 
     def html(self) -> str:
         return self.snapshot.get_html_str(as_iframe=False)
@@ -160,6 +168,7 @@ def analyze(
     spec: MonitoringSpec,
     primary_metric: str,
     baseline_metrics: dict[str, float],
+    sample_rows: int | None = 100_000,
 ) -> Analysis:
     """Compare a window with the reference: per-feature and prediction drift, live quality.
 
@@ -172,6 +181,8 @@ def analyze(
         spec: Drift test and threshold (``monitoring`` section of the spec).
         primary_metric: The metric whose loss triggers retraining.
         baseline_metrics: The champion's held-out metrics.
+        sample_rows: Larger windows reach Evidently as a uniform sample of this many rows
+            (None: every row); quality figures always use every labelled row.
 
     Returns:
         The drift summary, the quality figures and the Evidently snapshot.
@@ -179,9 +190,12 @@ def analyze(
     from evidently import Report
 
     labelled_rows = current[current[ACTUAL].notna()]
-    labelled = len(labelled_rows) >= 2
+    compared = current
+    if sample_rows is not None and len(current) > sample_rows:
+        compared = current.sample(sample_rows, random_state=0)
+    labelled = compared[ACTUAL].notna().sum() >= 2
     ref = reference.rename(columns={target: TARGET})
-    cur = current.rename(columns={ACTUAL: TARGET})
+    cur = compared.rename(columns={ACTUAL: TARGET})
     report = Report(_metrics(features, spec, task, labelled), include_tests=True)
     with warnings.catch_warnings():
         # Evidently computes figures on slices that can be tiny; they are not our figures.
@@ -204,4 +218,5 @@ def analyze(
         ),
         quality=quality,
         snapshot=snapshot,
+        compared_rows=len(compared),
     )

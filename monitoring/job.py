@@ -53,6 +53,7 @@ class MonitorOutcome:
     launched: Launched | None = None
     launch_error: str | None = None
     notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
 
     def to_dict(self) -> dict[str, Any]:
         drift = self.analysis.drift
@@ -63,6 +64,7 @@ class MonitorOutcome:
             "label": self.label,
             "window": {"start": self.start.isoformat(), "end": self.end.isoformat()},
             "rows": self.rows,
+            "compared_rows": self.analysis.compared_rows,
             "labelled_rows": self.labelled_rows,
             "new_labelled_rows": self.new_labels,
             "drift": {
@@ -91,6 +93,7 @@ class MonitorOutcome:
             "report": str(self.report),
             "metrics": self.metrics_target,
             "duration_seconds": self.duration_seconds,
+            "timings": self.timings,
         }
 
 
@@ -228,21 +231,32 @@ def run_monitor(
         The figures, the decision, what was launched and where the report and metrics went.
     """
     started = time.perf_counter()
+    timings: dict[str, float] = {}
+    mark = started
+
+    def lap(name: str) -> None:
+        nonlocal mark
+        timings[name] = time.perf_counter() - mark
+        mark = time.perf_counter()
+
     now = now or state.utcnow()
     client = client or model_store.configure(settings)
     engine = engine or open_log(settings.log_url)
     state.create_all(engine)
     baseline = load_baseline(client, spec)
+    lap("baseline")
     start = now - timedelta(hours=spec.monitoring.window_hours)
     window = read_window(engine, spec.model_name, baseline.features, start, now,
                          model_version=baseline.version)
+    lap("read_window")
     log.info("%s %s: %d predictions in the window, %d labelled", spec.model_name,
              baseline.label, window.rows, len(window.labelled))
     analysis = analyze(
         baseline.reference, window.frame, baseline.features, baseline.target,
         task=spec.task, spec=spec.monitoring, primary_metric=spec.evaluation.primary_metric,
-        baseline_metrics=baseline.metrics,
+        baseline_metrics=baseline.metrics, sample_rows=settings.drift_sample_rows,
     )
+    lap("evidently")
     record = state.read(engine, spec.model_name)
     last_launch = record.launched_at if record else None
     since = max(t for t in (baseline.trained_at, last_launch) if t is not None)
@@ -260,9 +274,11 @@ def run_monitor(
         start=start, end=now, rows=window.rows, labelled_rows=analysis.quality.rows,
         new_labels=new_labels, analysis=analysis, verdict=verdict,
         report=folder / f"monitor-{stamp}.html", summary=folder / f"monitor-{stamp}.json",
-        metrics_target="",
+        metrics_target="", timings=timings,
     )
+    lap("decide")
     _write_report(outcome, folder)
+    lap("report")
 
     def publish() -> None:
         outcome.duration_seconds = time.perf_counter() - started
@@ -276,12 +292,16 @@ def run_monitor(
         outcome.summary.write_text(json.dumps(outcome.to_dict(), indent=2, default=str))
 
     publish()  # the figures are visible while a retraining runs
+    lap("publish")
     log.info("drift share %.0f%% (%s); %s", 100 * analysis.drift.share,
              ", ".join(analysis.drift.drifted) or "none",
              verdict.reason or "no retraining needed")
     launcher = launcher if launcher is not None else make_launcher(settings)
     if verdict.retrain and launch and launcher is not None:
         _launch(client, engine, launcher, spec, settings, outcome, now)
+        lap("launch")
         publish()
     _log_to_mlflow(client, baseline.run_id, outcome, stamp)
+    lap("mlflow")
+    outcome.duration_seconds = time.perf_counter() - started
     return outcome

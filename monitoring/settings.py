@@ -38,6 +38,13 @@ class MonitoringSettings(PlatformSettings):
     reports_dir: Path | None = Field(
         None, description="Where HTML reports are written; default: <work_dir>/reports."
     )
+    drift_sample_rows: int | None = Field(
+        100_000,
+        ge=1_000,
+        description="Windows larger than this reach Evidently as a uniform random sample of "
+        "this many rows (drift scores and the report); quality figures always use every "
+        "labelled row. Unset: every row (Evidently's cost grows with it).",
+    )
     launcher: Literal["auto", "local", "kfp", "none"] = Field(
         "auto",
         description="How retraining is launched: kfp.local in this process's environment, a KFP "

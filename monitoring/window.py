@@ -51,15 +51,14 @@ class Window:
 
 
 def _parse_features(texts: Sequence[str | None], names: Sequence[str]) -> np.ndarray:
-    """JSON feature objects -> float matrix in ``names`` order (missing or null -> NaN)."""
-    out = np.full((len(texts), len(names)), np.nan)
+    """JSON feature objects -> float matrix in ``names`` order (missing or null -> NaN).
+
+    One flat list and one array conversion (None becomes NaN): about twice as fast as filling
+    the matrix row by row.
+    """
     loads = orjson.loads
-    for i, text in enumerate(texts):
-        if not text:
-            continue
-        values = loads(text)
-        out[i] = [np.nan if (v := values.get(n)) is None else v for n in names]
-    return out
+    values = [d.get(n) for d in (loads(t) if t else {} for t in texts) for n in names]
+    return np.array(values, dtype="float64").reshape(len(texts), len(names))
 
 
 def read_window(

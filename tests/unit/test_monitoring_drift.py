@@ -105,3 +105,16 @@ def test_quality_loss_is_relative_and_signed_by_metric_direction() -> None:
     assert Quality(10, {"rmse": 8.0}, {"rmse": 10.0}, "rmse").loss == pytest.approx(-0.2)
     assert Quality(10, {"r2": 0.72}, {"r2": 0.9}, "r2").loss == pytest.approx(0.2)
     assert Quality(10, {}, {"rmse": 10.0}, "rmse").loss is None
+
+
+def test_a_large_window_reaches_evidently_as_a_sample_but_quality_uses_every_row(
+        reference) -> None:
+    current = window(readings(3_000, drift="covariate", strength=1.0))
+    full = run(reference, current)
+    sampled = analyze(reference, current, FEATURES, TARGET, task="regression",
+                      spec=SPEC.monitoring, primary_metric="rmse", baseline_metrics={},
+                      sample_rows=1_000)
+    assert sampled.compared_rows == 1_000 and full.compared_rows == 3_000
+    assert sampled.drift.drifted == full.drift.drifted
+    assert sampled.quality.rows == 3_000
+    assert sampled.quality.current == full.quality.current
