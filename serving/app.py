@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Depends, FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -49,9 +50,15 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,48}$")
 
 
 def _error_response(status: int, code: str, message: str, field: str | None = None,
-                    headers: dict[str, str] | None = None) -> Response:
-    return Response(error_body(code, message, field), status_code=status, media_type=JSON,
-                    headers=headers)
+                    headers: dict[str, str] | None = None, path: str = "") -> Response:
+    """The error shape; on the Open Inference Protocol routes (``/v2``) ``error`` is the message
+    string the protocol defines (KServe and Triton clients print it), with ``code`` and
+    ``field`` beside it."""
+    if path.startswith("/v2"):
+        body = orjson.dumps({"error": message, "code": code, "field": field})
+    else:
+        body = error_body(code, message, field)
+    return Response(body, status_code=status, media_type=JSON, headers=headers)
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -303,7 +310,7 @@ class ServingMiddleware:
             if too_big:
                 await _error_response(413, PayloadTooLarge.code,
                                       f"body of {int(length)} bytes; the limit is {limit}: split "
-                                      "the batch")(scope, receive, send)
+                                      "the batch", path=scope["path"])(scope, receive, send)
                 self._observe(scope, 413, started)
                 return
         elif scope["method"] in ("POST", "PUT", "PATCH"):
@@ -351,7 +358,8 @@ async def _serving_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, KubeloopError)
     status = getattr(exc, "status_code", 500)
     code = getattr(exc, "code", None) or _code_for(status)
-    return _error_response(status, code, exc.message, exc.field, getattr(exc, "headers", None))
+    return _error_response(status, code, exc.message, exc.field, getattr(exc, "headers", None),
+                           path=request.url.path)
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
@@ -359,7 +367,7 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
     field = field_path(first.get("loc", ()))
     message = f"{field}: {first.get('msg')}" if field else str(first.get("msg"))
-    return _error_response(422, "invalid_field", message, field)
+    return _error_response(422, "invalid_field", message, field, path=request.url.path)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -368,7 +376,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         message = f"no route {request.method} {request.url.path}; see /docs"
     return _error_response(exc.status_code, _code_for(exc.status_code), message,
-                           headers=getattr(exc, "headers", None))
+                           headers=getattr(exc, "headers", None), path=request.url.path)
 
 
 async def _client_gone(request: Request, exc: Exception) -> Response:
@@ -379,7 +387,8 @@ async def _client_gone(request: Request, exc: Exception) -> Response:
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     return _error_response(500, "internal_error",
-                           "unexpected server error; it was logged with its traceback")
+                           "unexpected server error; it was logged with its traceback",
+                           path=request.url.path)
 
 
 def _code_for(status: int) -> str:
@@ -425,6 +434,7 @@ def create_app(settings: ServingSettings | None = None, runtime: Runtime | None 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime.start()
+        await runtime.wait_ready(settings.startup_wait_seconds)
         try:
             yield
         finally:

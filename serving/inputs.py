@@ -38,7 +38,7 @@ def loads(body: bytes) -> Any:
     except orjson.JSONDecodeError as exc:
         try:
             return json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise InvalidRequest(f"the body is not valid JSON: {exc}") from exc
 
 

@@ -184,6 +184,7 @@ class ModelRepository:
         self.last_poll: float | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self.ready_event = threading.Event()  # set once a champion serves
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # one poll or admin change at a time
         self._registry_weight: tuple[float, str] | None = None
@@ -267,6 +268,8 @@ class ModelRepository:
         version = str(version)
         for loaded in (state.champion, state.candidate):
             if loaded is not None and loaded.version == version:
+                self._failing.pop(alias, None)
+                self.last_error.pop(alias, None)
                 return loaded if loaded.alias == alias else replace(loaded, alias=alias)
         try:
             served = self.load_version(alias, version)
@@ -300,6 +303,8 @@ class ModelRepository:
     def _swap(self, new: Snapshot) -> None:
         old = self.state
         self.state = new  # the atomic swap: one reference assignment
+        if new.ready:
+            self.ready_event.set()
         if self.metrics is not None:
             m = self.metrics
             m.model_ready.set(1 if new.ready else 0)

@@ -144,13 +144,26 @@ def write_feedback(engine, items: Sequence[tuple[str, float]]) -> None:
 
 def _writer_main(url: str, batches, counters, batch_rows: int, flush_seconds: float,
                  retry_seconds: float, parent_pid: int) -> None:
-    """The writer process: gather batches into ``batch_rows`` rows, insert, retry, count."""
+    """The writer process: gather batches into ``batch_rows`` rows, insert, retry, count.
+
+    It ignores SIGINT and SIGTERM: an init that signals the whole process group (Ctrl-C,
+    dumb-init) must not kill it before the server has handed over its last rows; the server
+    stops it with a sentinel, and it exits by itself if the server dies."""
+    import signal
+
     from tenacity import Retrying, stop_after_delay, wait_exponential
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s prediction-log-writer: %(message)s")
     engine = make_engine(url)
     schema_ready = False
+    try:  # tables exist from the start, so readers (monitoring) find them even when empty
+        ensure_schema(engine)
+        schema_ready = True
+    except Exception as exc:  # noqa: BLE001 - the first write retries it
+        log.warning("prediction log database not reachable yet: %s", exc)
 
     def add(index: int, n: int) -> None:
         with counters.get_lock():

@@ -159,6 +159,16 @@ class Runtime:
 
         threading.Thread(target=boot, name="kubeloop-boot", daemon=True).start()
 
+    async def wait_ready(self, timeout: float) -> bool:
+        """Wait (without blocking the loop) until a champion serves, at most ``timeout``."""
+        if timeout <= 0:
+            return self.models.state.ready
+        ready = await asyncio.to_thread(self.models.ready_event.wait, timeout)
+        if not ready:
+            log.warning("no champion after %.0fs: accepting connections, not ready yet (%s)",
+                        timeout, "; ".join(self.models.last_error.values()) or "loading")
+        return ready
+
     async def stop(self) -> None:
         """Finish shadow scoring, stop watching, flush the log."""
         if self._shadows:

@@ -63,6 +63,13 @@ class ServingSettings(PlatformSettings):
         description="Share of records answered by the candidate, sticky by key. A weight set "
         "through the admin endpoint is stored on the registered model and takes precedence.",
     )
+    startup_wait_seconds: float = Field(
+        60.0, ge=0,
+        description="How long start-up waits for the champion before accepting connections. "
+        "With several workers sharing a socket this keeps a loading worker from taking "
+        "requests it would answer with 503; past it, the server starts not ready and keeps "
+        "trying (readiness tells). Give the liveness probe a startupProbe of this length.",
+    )
     registry_poll_seconds: float = Field(
         10.0, gt=0, description="How often the registry is checked for moved aliases."
     )

@@ -89,6 +89,112 @@ def write_spec(path: Path, spec: ProjectSpec, **model_changes: Any) -> Path:
     return path
 
 
+EXAMPLE_SPEC = REPO / "examples" / "building_energy" / "spec.yaml"
+
+
+@dataclass(frozen=True)
+class Seeded:
+    """A work folder with the bundled example's features in Feast and registered models."""
+
+    work_dir: Path
+    spec_path: Path
+    model_name: str
+    labels: list[str]  # V-names of registry versions 1..n (1 is champion, n challenger)
+    entities: list[int]  # entity ids present in the online store
+
+    @property
+    def tracking_uri(self) -> str:
+        return f"sqlite:///{self.work_dir / 'mlflow.db'}"
+
+    def settings(self, **changes: Any) -> PlatformSettings:
+        return PlatformSettings(**{"work_dir": self.work_dir,
+                                   "MLFLOW_TRACKING_URI": self.tracking_uri, **changes})
+
+    def raw(self):
+        import pandas as pd
+
+        return pd.read_parquet(self.work_dir / "raw.parquet")
+
+    def spec(self) -> ProjectSpec:
+        from components.spec import load_spec
+
+        return load_spec(self.spec_path)
+
+
+def seed_example(work_dir: Path, *, rows: int = 2_000, buildings: int = 40,
+                 variants: Sequence[Mapping[str, Any]] = ({"max_iter": 20}, {"max_iter": 40}),
+                 mlflow_template: Path | None = None) -> Seeded:
+    """Seed ``work_dir`` once (later calls reuse it): sample data, features materialized into
+    the SQLite online store, one model per variant registered (version 1 champion, the last
+    challenger). ``mlflow_template`` is an empty migrated MLflow store to copy (faster)."""
+    import json
+    import shutil
+
+    from components import model_store
+    from components.sample_data import GeneratorConfig, generate
+    from components.spec import load_spec
+
+    marker = work_dir / "seeded.json"
+    if marker.exists():
+        data = json.loads(marker.read_text())
+        return Seeded(work_dir=Path(data["work_dir"]), spec_path=Path(data["spec_path"]),
+                      model_name=data["model_name"], labels=data["labels"],
+                      entities=data["entities"])
+    work_dir.mkdir(parents=True, exist_ok=True)
+    if mlflow_template is not None and not (work_dir / "mlflow.db").exists():
+        shutil.copyfile(mlflow_template, work_dir / "mlflow.db")
+    spec = load_spec(EXAMPLE_SPEC)
+    spec_path = write_spec(work_dir / "spec.yaml", spec)
+    seeded = Seeded(work_dir, spec_path, spec.model_name, [], [])
+    settings = seeded.settings()
+    raw = generate(GeneratorConfig(rows=rows, seed=7, buildings=buildings))
+    raw.to_parquet(work_dir / "raw.parquet", index=False)
+    materialize(raw, spec, settings)
+    models = train_models(raw, spec, settings, variants)
+    labels = register_versions(model_store.configure(settings), spec.model_name, models)
+    entities = sorted(int(e) for e in raw[spec.entity_key].unique())
+    seeded = Seeded(work_dir, spec_path, spec.model_name, labels, entities)
+    marker.write_text(json.dumps({"work_dir": str(work_dir), "spec_path": str(spec_path),
+                                  "model_name": spec.model_name, "labels": labels,
+                                  "entities": entities}))
+    return seeded
+
+
+async def post_many(url: str, path: str, bodies: Sequence[bytes],
+                    headers: Mapping[str, str] | None = None, concurrency: int = 32
+                    ) -> list[tuple[int, bytes]]:
+    """POST each body over ``concurrency`` keep-alive connections; (status, body) in order.
+
+    A minimal HTTP/1.1 client (the server always sends Content-Length): sending thousands of
+    requests through httpx would cost the test more CPU than the server spends on them."""
+    import asyncio
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    head = (f"POST {path} HTTP/1.1\r\nHost: {parts.hostname}:{parts.port}\r\n"
+            "Content-Type: application/json\r\n"
+            + "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())).encode()
+    results: list[tuple[int, bytes]] = [(0, b"")] * len(bodies)
+    pending = iter(range(len(bodies)))
+
+    async def worker() -> None:
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        try:
+            for i in pending:
+                body = bodies[i]
+                writer.write(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+                raw = await reader.readuntil(b"\r\n\r\n")
+                lines = raw.decode("latin-1").split("\r\n")
+                length = next(int(line.split(":", 1)[1]) for line in lines
+                              if line.lower().startswith("content-length:"))
+                results[i] = (int(lines[0].split()[1]), await reader.readexactly(length))
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(worker() for _ in range(min(concurrency, len(bodies)))))
+    return results
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -153,11 +259,13 @@ class ServerProcess:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     def stop(self, timeout: float = 30.0) -> int | None:
-        """SIGTERM (graceful: the prediction log is flushed), then SIGKILL after ``timeout``."""
+        """SIGTERM to the server, as Kubernetes does (graceful: the prediction log is flushed),
+        then SIGKILL to its whole process group after ``timeout``. Returns the exit code;
+        uvicorn re-raises the signal after a graceful shutdown, so that is -SIGTERM."""
         if self.process is None:
             return None
         if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:

@@ -130,7 +130,7 @@ def test_server_refuses_to_start_without_a_token_outside_dev(work_dir, monkeypat
 
 
 def test_predict_is_503_until_a_model_is_loaded(work_dir):
-    with Server(work_dir, aliases={"challenger": "2"}) as s:
+    with Server(work_dir, aliases={"challenger": "2"}, startup_wait_seconds=0) as s:
         response = s.predict([{"features": ROW}])
         assert response.status_code == 503
         assert error_of(response)["code"] == "model_not_ready"

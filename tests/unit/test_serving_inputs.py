@@ -120,7 +120,7 @@ def test_batch_over_the_limit_is_413():
 
 
 @pytest.mark.parametrize("body", [b"not json", b"[1, 2]", b'{"records": {}}', b'{"records": []}',
-                                  b'{"records": [1], "extra": 1}'])
+                                  b'{"records": [1], "extra": 1}', b"[" * 100_000])
 def test_malformed_bodies_are_client_errors(body):
     with pytest.raises((InvalidRequest, InvalidField)) as err:
         parse(body)

@@ -77,7 +77,11 @@ def test_a_version_that_fails_to_load_leaves_the_old_one_serving():
     assert repo.state.champion.version == "1"
     assert sample(repo.metrics.model_load_failures, "champion") == failures + 1
     assert "version 3 failed to load" in repo.last_error["champion"]
+    reg.aliases["champion"] = "1"  # moving back to the serving version clears the error
+    repo.poll_once()
+    assert "champion" not in repo.last_error
     reg.broken.clear()
+    reg.aliases["champion"] = "3"
     assert repo.poll_once() and repo.state.champion.version == "3"
     assert "champion" not in repo.last_error
 

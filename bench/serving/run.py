@@ -1,0 +1,442 @@
+"""Serving benchmark: kubeloop against `mlflow models serve` and KServe, in one run, with wrk.
+
+Usage (from the repository root; takes ~6 minutes)::
+
+    make bench-serving            # or: .venv/bin/python bench/serving/run.py [--duration 15]
+
+What it does, all on 127.0.0.1 and with nothing downloaded but packages:
+
+1. Installs wrk with apt-get if it is missing, and KServe into its own venv
+   (``bench/results/venv-kserve``, pins in ``requirements-kserve.txt``; not the project lock).
+2. Fits one GradientBoostingRegressor (n_estimators=100, max_depth=3) on scikit-learn's diabetes
+   data, registers it in an MLflow registry under ``bench/results/serving-work`` as the
+   ``champion`` of ``diabetes``, saves the same object with joblib for KServe, and materializes
+   the rows into Feast's Redis online store (db 14) as entities.
+3. For each server in turn (one process each; kubeloop with its token, validation, metrics and
+   prediction log on): start it, check every payload answers exactly the model's predictions,
+   then run wrk (2 threads) for 1-row and 100-row requests at 8 and 64 connections, and, for
+   kubeloop, 1-row requests by entity id. Each run is preceded by a short warm-up.
+4. Prints RPS, p50, p99 and the RSS of the server's process tree, and writes the results as
+   JSON and as a Markdown table under ``bench/results/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.serving import payloads  # noqa: E402
+
+RESULTS = REPO / "bench" / "results"
+WORK = RESULTS / "serving-work"
+KSERVE_VENV = RESULTS / "venv-kserve"
+TOKEN = "bench-token"
+REDIS_DB = 14
+
+
+@dataclass
+class Result:
+    server: str
+    scenario: str  # "1 row", "100 rows", "entity id"
+    connections: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    rss_mb: float
+    lookup_p99_ms: float | None = None
+
+
+def log(message: str) -> None:
+    print(f"[{datetime.now():%H:%M:%S}] {message}", flush=True)
+
+
+def ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    log("installing wrk (apt-get)")
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    subprocess.run([*sudo, "apt-get", "install", "-y", "-q", "wrk"], check=False)
+    if not shutil.which("wrk"):
+        subprocess.run([*sudo, "apt-get", "update", "-q"], check=True)
+        subprocess.run([*sudo, "apt-get", "install", "-y", "-q", "wrk"], check=True)
+    return shutil.which("wrk") or "wrk"
+
+
+def ensure_kserve() -> Path:
+    python = KSERVE_VENV / "bin" / "python"
+    marker = KSERVE_VENV / ".installed"
+    requirements = HERE / "requirements-kserve.txt"
+    if marker.exists() and marker.read_text() == requirements.read_text():
+        return python
+    log(f"creating {KSERVE_VENV} with KServe (pip, pinned in {requirements.name})")
+    uv = shutil.which("uv")
+    if uv:
+        subprocess.run([uv, "venv", "-q", "-p", "3.11", str(KSERVE_VENV)], check=True)
+        subprocess.run([uv, "pip", "install", "-q", "-p", str(python), "-r", str(requirements)],
+                       check=True)
+    else:
+        subprocess.run([sys.executable, "-m", "venv", str(KSERVE_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "-r", str(requirements)],
+                       check=True)
+    marker.write_text(requirements.read_text())
+    return python
+
+
+def prepare_models() -> dict[str, str]:
+    """Fit the model once; register it (kubeloop, MLflow), dump it (KServe), put its rows in
+    Feast's Redis online store. Returns paths and URIs."""
+    import joblib
+    import mlflow
+    import pandas as pd
+    from sklearn.datasets import load_diabetes
+
+    from components import model_store, registry
+    from components.features.core import materialize_features
+    from components.settings import PlatformSettings
+    from components.spec import load_spec
+
+    if WORK.exists():
+        shutil.rmtree(WORK)
+    WORK.mkdir(parents=True)
+    os.environ["KUBELOOP_WORK_DIR"] = str(WORK)
+    settings = PlatformSettings(**{"work_dir": WORK, "feast_online_store": "redis",
+                                   "redis_url": f"127.0.0.1:6379,db={REDIS_DB}",
+                                   "MLFLOW_TRACKING_URI": f"sqlite:///{WORK / 'mlflow.db'}"})
+    spec = load_spec(HERE / "spec.yaml")
+    X, y = load_diabetes(return_X_y=True)
+    model = spec.model.estimator.build().fit(X, y)
+
+    client = model_store.configure(settings)
+    experiment = model_store.experiment_id(settings, spec.name)
+    example = pd.DataFrame(X[:5], columns=payloads.FEATURES)
+    with mlflow.start_run(experiment_id=experiment) as run:
+        info = mlflow.sklearn.log_model(
+            model, name="model", input_example=example,
+            signature=mlflow.models.infer_signature(example, model.predict(X[:5])),
+            serialization_format="skops",
+            skops_trusted_types=model_store.trusted_types(model),
+            metadata={"features": payloads.FEATURES, "target": spec.target,
+                      "task": spec.task})
+    version = registry.register(client, spec.model_name, info.model_uri, run.info.run_id,
+                                1, 0, "bench")
+    registry.promote(client, spec.model_name, version.version, approve=True, approver="bench")
+
+    kserve_dir = WORK / "kserve-model"
+    kserve_dir.mkdir()
+    joblib.dump(model, kserve_dir / "model.joblib")
+
+    raw = pd.DataFrame(X, columns=payloads.FEATURES)
+    raw.insert(0, "patient_id", range(len(raw)))
+    raw.insert(1, "event_timestamp", pd.Timestamp.now(tz="UTC").floor("s"))
+    raw["progression"] = y
+    import redis
+
+    redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB).flushdb()
+    materialize_features(raw, spec, settings)
+    return {"tracking_uri": settings.tracking_uri, "model_uri": f"models:/{spec.model_name}/1",
+            "kserve_dir": str(kserve_dir), "spec": str(HERE / "spec.yaml"),
+            "entities": str(len(raw))}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    def __init__(self, name: str, command: list[str], env: dict[str, str], port: int,
+                 ready_path: str, headers: dict[str, str] | None = None):
+        self.name, self.command, self.port = name, command, port
+        self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        self.ready_path, self.headers = ready_path, headers or {}
+        self.log_path = RESULTS / f"serving-{name}.log"
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> Server:
+        log(f"starting {self.name}: {' '.join(self.command)}")
+        self._log = open(self.log_path, "wb")  # noqa: SIM115
+        self.process = subprocess.Popen(self.command, env=self.env, cwd=REPO, stdout=self._log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited; see {self.log_path}")
+            try:
+                with urllib.request.urlopen(self.url(self.ready_path), timeout=2) as response:
+                    if response.status == 200:
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"{self.name} not ready; see {self.log_path}")
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.process is not None
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self._log.close()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        request = urllib.request.Request(self.url(path), data=body, method="POST", headers={
+            "Content-Type": "application/json", **self.headers})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def rss_mb(self) -> float:
+        """Resident memory of the server and all its child processes."""
+        assert self.process is not None
+        total, stack = 0, [self.process.pid]
+        while stack:
+            pid = stack.pop()
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+                total += int(re.search(r"VmRSS:\s+(\d+)", status).group(1))
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    children = (task / "children").read_text().split()
+                    stack.extend(int(c) for c in children)
+            except (OSError, AttributeError):
+                continue
+        return total / 1024
+
+
+def parse_wrk(output: str) -> tuple[float, float, float, int]:
+    def millis(label: str) -> float:
+        match = re.search(rf"^\s*{label}\s+([\d.]+)(us|ms|s)\s*$", output, re.M)
+        if not match:
+            return float("nan")
+        value, unit = float(match.group(1)), match.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+    errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", output))
+    socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
+                       output)
+    if socket:
+        errors += sum(int(n) for n in socket.groups())
+    return rps, millis("50%"), millis("99%"), errors
+
+
+def wrk(binary: str, url: str, connections: int, seconds: float, script: str,
+        args: list[str]) -> tuple[float, float, float, int]:
+    command = [binary, "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout",
+               "10s", "-s", str(HERE / script), url, "--", *args]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return parse_wrk(output)
+
+
+def histogram_p99(text: str, name: str) -> dict[float, float]:
+    buckets: dict[float, float] = {}
+    for line in text.splitlines():
+        if line.startswith(name + "_bucket"):
+            le = re.search(r'le="([^"]+)"', line).group(1)
+            buckets[float(le)] = buckets.get(float(le), 0.0) + float(line.rsplit(" ", 1)[1])
+    return buckets
+
+
+def quantile_from(before: dict[float, float], after: dict[float, float], q: float) -> float:
+    """Upper bound of the bucket holding the q-quantile of the observations between two
+    scrapes (Prometheus' histogram_quantile, without interpolation), in ms."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    total = counts[-1]
+    if total <= 0:
+        return float("nan")
+    for bound, cumulative in zip(bounds, counts, strict=True):
+        if cumulative >= q * total:
+            return bound * 1000
+    return float("inf")
+
+
+def check_payloads(server: Server, name: str, model, X_by_rows) -> None:
+    for n, X in X_by_rows.items():
+        status, body = server.post(payloads.PATHS[name], payloads.BUILDERS[name](X))
+        if status != 200:
+            raise RuntimeError(f"{name} refused the {n}-row payload: {status} {body[:300]!r}")
+        got = payloads.predictions(name, body)
+        expected = model.predict(X).tolist()
+        if len(got) != len(expected) or max(
+                abs(a - b) for a, b in zip(got, expected, strict=True)) > 1e-6:
+            raise RuntimeError(f"{name} answered {got[:3]}..., expected {expected[:3]}...")
+
+
+def run(args: argparse.Namespace) -> list[Result]:
+    import joblib
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    binary = ensure_wrk()
+    kserve_python = ensure_kserve()
+    log("preparing the model, the registry and the online store")
+    prepared = prepare_models()
+    model = joblib.load(Path(prepared["kserve_dir"]) / "model.joblib")
+    X_by_rows = {1: payloads.rows(1), 100: payloads.rows(100)}
+    bodies = {}
+    for name, build in payloads.BUILDERS.items():
+        for n, X in X_by_rows.items():
+            path = RESULTS / f"payload-{name}-{n}.json"
+            path.write_bytes(build(X))
+            bodies[name, n] = path
+
+    kubeloop_port, mlflow_port, kserve_port = free_port(), free_port(), free_port()
+    servers = {
+        "kubeloop": Server(
+            "kubeloop", [sys.executable, "-m", "serving"],
+            {"KUBELOOP_WORK_DIR": str(WORK), "KUBELOOP_SPEC": prepared["spec"],
+             "MLFLOW_TRACKING_URI": prepared["tracking_uri"], "KUBELOOP_API_TOKEN": TOKEN,
+             "KUBELOOP_ENV": "prod", "KUBELOOP_HOST": "127.0.0.1",
+             "KUBELOOP_PORT": str(kubeloop_port), "KUBELOOP_FEAST_ONLINE_STORE": "redis",
+             "KUBELOOP_REDIS_URL": f"127.0.0.1:6379,db={REDIS_DB}",
+             "KUBELOOP_MAX_BATCH_RECORDS": "1000"},
+            kubeloop_port, "/health/ready", {"Authorization": f"Bearer {TOKEN}"}),
+        "mlflow": Server(
+            "mlflow", [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m",
+                       prepared["model_uri"], "--env-manager", "local", "-h", "127.0.0.1",
+                       "-p", str(mlflow_port), "-w", "1"],
+            {"MLFLOW_TRACKING_URI": prepared["tracking_uri"]}, mlflow_port, "/ping"),
+        "kserve": Server(
+            "kserve", [str(kserve_python), str(HERE / "kserve_server.py"), "--model_name",
+                       payloads.MODEL, "--model_dir", prepared["kserve_dir"], "--http_port",
+                       str(kserve_port), "--grpc_port", str(free_port()), "--workers", "1"],
+            {}, kserve_port, f"/v1/models/{payloads.MODEL}"),
+    }
+    results: list[Result] = []
+    for name, server in servers.items():
+        token = TOKEN if name == "kubeloop" else ""
+        with server:
+            check_payloads(server, name, model, X_by_rows)
+            log(f"{name}: payloads answer the model's predictions")
+            for n in (1, 100):
+                for connections in (8, 64):
+                    url = server.url(payloads.PATHS[name])
+                    script_args = [str(bodies[name, n]), token]
+                    wrk(binary, url, connections, args.warmup, "post.lua", script_args)
+                    rps, p50, p99, errors = wrk(binary, url, connections, args.duration,
+                                                "post.lua", script_args)
+                    result = Result(name, f"{n} row" + ("s" if n > 1 else ""), connections,
+                                    rps, p50, p99, errors, server.rss_mb())
+                    results.append(result)
+                    log(f"{name} {result.scenario} c={connections}: {rps:,.0f} req/s, "
+                        f"p50 {p50:.2f} ms, p99 {p99:.2f} ms, errors {errors}, "
+                        f"RSS {result.rss_mb:.0f} MB")
+            if name == "kubeloop":
+                results += entity_runs(binary, server, args, int(prepared["entities"]))
+                log_status(server)
+    write(results, args)
+    return results
+
+
+def entity_runs(binary: str, server: Server, args: argparse.Namespace, entities: int
+                ) -> list[Result]:
+    status, body = server.post("/predict", payloads.kubeloop_entity(7))
+    if status != 200:
+        raise RuntimeError(f"kubeloop refused an entity payload: {status} {body[:300]!r}")
+    out = []
+    for connections in (8, 64):
+        url = server.url("/predict")
+        wrk(binary, url, connections, args.warmup, "entity.lua", [str(entities), TOKEN])
+        before = scrape(server)
+        rps, p50, p99, errors = wrk(binary, url, connections, args.duration, "entity.lua",
+                                    [str(entities), TOKEN])
+        after = scrape(server)
+        lookup = quantile_from(before, after, 0.99)
+        result = Result("kubeloop", "entity id (Redis)", connections, rps, p50, p99, errors,
+                        server.rss_mb(), lookup)
+        out.append(result)
+        log(f"kubeloop by entity c={connections}: {rps:,.0f} req/s, p50 {p50:.2f} ms, "
+            f"p99 {p99:.2f} ms, lookup p99 <= {lookup:.2f} ms, errors {errors}")
+    return out
+
+
+def scrape(server: Server) -> dict[float, float]:
+    with urllib.request.urlopen(server.url("/metrics"), timeout=10) as response:
+        text = response.read().decode()
+    return histogram_p99(text, "kubeloop_feature_lookup_duration_seconds")
+
+
+def log_status(server: Server) -> None:
+    request = urllib.request.Request(server.url("/admin/rollout"),
+                                     headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        counts = json.loads(response.read())["prediction_log"]
+    log(f"kubeloop prediction log: {counts}")
+
+
+def table(results: list[Result]) -> str:
+    lines = ["| server | request | connections | RPS | p50 (ms) | p99 (ms) | errors | RSS (MB) |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in results:
+        lookup = (f" (lookup p99 ≤ {r.lookup_p99_ms:.2f} ms)"
+                  if r.lookup_p99_ms is not None else "")
+        lines.append(f"| {r.server} | {r.scenario}{lookup} | {r.connections} | {r.rps:,.0f} | "
+                     f"{r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.errors} | {r.rss_mb:.0f} |")
+    return "\n".join(lines)
+
+
+def ratios(results: list[Result]) -> str:
+    """kubeloop against the best peer, per scenario."""
+    lines = []
+    for scenario in ("1 row", "100 rows"):
+        for connections in (8, 64):
+            mine = [r for r in results if r.server == "kubeloop" and r.scenario == scenario
+                    and r.connections == connections]
+            peers = [r for r in results if r.server != "kubeloop" and r.scenario == scenario
+                     and r.connections == connections]
+            if mine and peers:
+                best = max(peers, key=lambda r: r.rps)
+                lines.append(f"- {scenario}, {connections} connections: "
+                             f"{mine[0].rps / best.rps:.2f}x the best peer ({best.server}, "
+                             f"{best.rps:,.0f} req/s); p99 {mine[0].p99_ms:.2f} ms vs "
+                             f"{best.p99_ms:.2f} ms")
+    return "\n".join(lines)
+
+
+def write(results: list[Result], args: argparse.Namespace) -> None:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    load = os.getloadavg()
+    header = (f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, wrk -t2, "
+              f"{args.duration:g} s per run, load average before the run {load[0]:.1f}")
+    markdown = f"{header}\n\n{table(results)}\n\n{ratios(results)}\n"
+    (RESULTS / f"serving-{stamp}.md").write_text(markdown)
+    (RESULTS / f"serving-{stamp}.json").write_text(
+        json.dumps([asdict(r) for r in results], indent=2))
+    print("\n" + markdown)
+    log(f"results in {RESULTS}/serving-{stamp}.md and .json")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=float, default=15.0, help="seconds per wrk run")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds of warm-up per run")
+    run(parser.parse_args())
+
+
+if __name__ == "__main__":
+    main()
