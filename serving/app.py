@@ -323,9 +323,14 @@ class ServingMiddleware:
                 status = message["status"]
             await send(message)
 
+        in_flight = _in_flight_gauge(scope)
+        if in_flight is not None:
+            in_flight.inc()
         try:
             await self.app(scope, receive, send_status)
         finally:
+            if in_flight is not None:
+                in_flight.dec()
             self._observe(scope, status, started)
 
     @staticmethod
@@ -337,6 +342,15 @@ class ServingMiddleware:
         version, role = scope.get(ANSWER_KEY, ("", ""))
         runtime.metrics.observe_request(getattr(route, "path", "unmatched"), scope["method"],
                                         status, time.perf_counter() - started, version, role)
+
+
+def _in_flight_gauge(scope: dict[str, Any]) -> Any:
+    """kubeloop_requests_in_flight, or None for probes and scrapes (a scrape would always see
+    itself in flight) and before the runtime exists."""
+    if scope["path"].startswith(("/health", "/metrics")) or "app" not in scope:
+        return None
+    runtime = getattr(scope["app"].state, "runtime", None)
+    return runtime.metrics.in_flight if runtime is not None else None
 
 
 def _limited(receive: Any, limit: int) -> Any:

@@ -29,6 +29,7 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 METRIC_NAMES: tuple[str, ...] = (
     "kubeloop_requests_total",
     "kubeloop_request_duration_seconds",
+    "kubeloop_requests_in_flight",
     "kubeloop_predictions_total",
     "kubeloop_prediction_value",
     "kubeloop_predict_batch_rows",
@@ -53,6 +54,10 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02
 LOOKUP_BUCKETS = (0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.0025, 0.003, 0.004, 0.005,
                   0.0075, 0.01, 0.025, 0.05, 0.1)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+# Label values whose series exist (at 0) from start-up, so a first failure is an increase that
+# rate()/increase() and the alerts see, and dashboards show 0 rather than "No data".
+LOG_DROP_REASONS = ("queue_full", "write_error", "writer_lost")  # serving/prediction_log.py
+MODEL_ALIASES = ("champion", "challenger")  # components/registry.py CHAMPION, CHALLENGER
 
 
 def observe_many(histogram, values: np.ndarray) -> None:
@@ -91,7 +96,8 @@ class Metrics:
     """The server's metric families, registered on their own registry (one per app)."""
 
     def __init__(self, prediction_buckets: Sequence[float],
-                 registry: CollectorRegistry | None = None):
+                 registry: CollectorRegistry | None = None,
+                 aliases: Sequence[str] = MODEL_ALIASES):
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
         self.multiprocess_dir = multiprocess_dir()
@@ -102,8 +108,13 @@ class Metrics:
             "number as in the prediction log; kubeloop_model_info gives its V-name) and role.",
             ["route", "method", "status", "model_version", "role"], namespace=PREFIX, registry=r)
         self.request_duration = Histogram(
-            "request_duration_seconds", "Time from request received to response sent.",
-            ["route", "method"], namespace=PREFIX, registry=r, buckets=LATENCY_BUCKETS)
+            "request_duration_seconds", "Time from request received to response sent, by "
+            "route, method, model version and role (as on kubeloop_requests_total).",
+            ["route", "method", "model_version", "role"], namespace=PREFIX, registry=r,
+            buckets=LATENCY_BUCKETS)
+        self.in_flight = Gauge(
+            "requests_in_flight", "Requests being handled now (health and /metrics excluded).",
+            namespace=PREFIX, registry=r, multiprocess_mode="livesum")
         self.predictions = Counter(
             "predictions", "Predictions made (rows), by model version and role.",
             ["model_version", "role"], namespace=PREFIX, registry=r)
@@ -153,8 +164,13 @@ class Metrics:
         self.shadow_dropped = Counter(
             "shadow_dropped", "Requests not shadowed: too many shadow scorings were pending.",
             namespace=PREFIX, registry=r)
+        for reason in LOG_DROP_REASONS:
+            self.log_dropped.labels(reason)
+        for alias in aliases:
+            self.model_loads.labels(alias)
+            self.model_load_failures.labels(alias)
         self._request_children: dict[tuple[str, str, str, str, str], object] = {}
-        self._duration_children: dict[tuple[str, str], object] = {}
+        self._duration_children: dict[tuple[str, str, str, str], object] = {}
         self._prediction_children: dict[tuple[str, str], tuple[object, object]] = {}
 
     # Hot-path helpers: label children are cached, so a request costs a dict lookup per metric.
@@ -165,7 +181,7 @@ class Metrics:
         if child is None:
             child = self._request_children[key] = self.requests.labels(*key)
         child.inc()  # type: ignore[attr-defined]
-        dkey = (route, method)
+        dkey = (route, method, model_version, role)
         duration = self._duration_children.get(dkey)
         if duration is None:
             duration = self._duration_children[dkey] = self.request_duration.labels(*dkey)

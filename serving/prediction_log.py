@@ -16,6 +16,7 @@ caller must know whether it was stored.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import multiprocessing as mp
 import os
@@ -143,7 +144,7 @@ def write_feedback(engine, items: Sequence[tuple[str, float]]) -> None:
 
 
 def _writer_main(url: str, batches, counters, batch_rows: int, flush_seconds: float,
-                 retry_seconds: float, parent_pid: int) -> None:
+                 retry_seconds: float, parent_pid: int, nice: int = 0) -> None:
     """The writer process: gather batches into ``batch_rows`` rows, insert, retry, count.
 
     It ignores SIGINT and SIGTERM: an init that signals the whole process group (Ctrl-C,
@@ -155,6 +156,8 @@ def _writer_main(url: str, batches, counters, batch_rows: int, flush_seconds: fl
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if nice:
+        os.nice(nice)  # when CPU is short, predictions go first; the log drops (and counts)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s prediction-log-writer: %(message)s")
     engine = make_engine(url)
@@ -212,7 +215,8 @@ def _writer_main(url: str, batches, counters, batch_rows: int, flush_seconds: fl
         if item is None:
             done = True
         elif item is not ...:
-            pending.extend(item.rows())
+            for batch in item:
+                pending.extend(batch.rows())
         if done or len(pending) >= batch_rows or time.monotonic() >= deadline:
             for start in range(0, len(pending), batch_rows):
                 flush(pending[start:start + batch_rows])
@@ -230,6 +234,7 @@ class PredictionLog:
 
     def __init__(self, url: str, *, queue_rows: int = 100_000, batch_rows: int = 500,
                  flush_seconds: float = 0.25, retry_seconds: float = 10.0,
+                 handoff_seconds: float = 0.01, nice: int = 10,
                  on_counts: Callable[[int, dict[str, int], int, int], None] | None = None):
         self.url = url
         self.queue_rows = queue_rows
@@ -237,6 +242,14 @@ class PredictionLog:
         self.flush_seconds = flush_seconds
         self.retry_seconds = retry_seconds
         self._on_counts = on_counts
+        self.handoff_seconds = handoff_seconds
+        self.nice = nice
+        # Batches wait here (on the event loop) for up to handoff_seconds, then go to the writer
+        # in one put: one wake-up of the queue's feeder thread per hand-off, not per request.
+        self._buffer: list[LogBatch] = []
+        self._buffered = 0
+        self._handoff_scheduled = False
+        self._buffer_lock = threading.Lock()
         self._ctx = mp.get_context("spawn")
         self._counters = self._ctx.Array("q", 4)
         self._queue = None
@@ -261,12 +274,13 @@ class PredictionLog:
         self._process = self._ctx.Process(
             target=_writer_main, name="kubeloop-prediction-log",
             args=(self.url, self._queue, self._counters, self.batch_rows, self.flush_seconds,
-                  self.retry_seconds, os.getpid()),
+                  self.retry_seconds, os.getpid(), self.nice),
             daemon=True)
         self._process.start()
 
     def _watch(self) -> None:
         while not self._stop.wait(0.5):
+            self.flush()  # safety net for batches submitted outside an event loop
             process = self._process
             if process is not None and not process.is_alive():
                 with self._lock:
@@ -279,6 +293,7 @@ class PredictionLog:
 
     def close(self, timeout: float = 15.0) -> None:
         """Flush what is queued (waiting at most ``timeout``) and stop the writer."""
+        self.flush()
         self._stop.set()
         if self._monitor is not None:
             self._monitor.join(timeout=2)
@@ -305,16 +320,36 @@ class PredictionLog:
     def submit(self, batch: LogBatch) -> bool:
         """Queue a batch for writing; False (and counted) when the queue is full. Never raises."""
         n = len(batch)
-        if self.pending + n > self.queue_rows:
+        if self._queue is None or self.pending + n > self.queue_rows:
             self._dropped_full += n
             return False
-        try:
-            self._queue.put_nowait(batch)  # type: ignore[union-attr]
-        except Exception:  # noqa: BLE001 - the log must never fail a prediction
-            self._dropped_full += n
-            return False
+        with self._buffer_lock:
+            self._buffer.append(batch)
+            self._buffered += n
+            full = self._buffered >= self.batch_rows
         self._submitted += n
+        if full:
+            self.flush()
+        elif not self._handoff_scheduled:
+            self._handoff_scheduled = True
+            try:
+                asyncio.get_running_loop().call_later(self.handoff_seconds, self.flush)
+            except RuntimeError:  # not on an event loop: hand over at once
+                self.flush()
         return True
+
+    def flush(self) -> None:
+        """Hand the buffered batches to the writer process now."""
+        with self._buffer_lock:
+            self._handoff_scheduled = False
+            items, self._buffer, self._buffered = self._buffer, [], 0
+        if not items:
+            return
+        try:
+            self._queue.put_nowait(items)  # type: ignore[union-attr]
+        except Exception:  # noqa: BLE001 - the log must never fail a prediction
+            with self._lock:
+                self._lost += sum(len(b) for b in items)
 
     @property
     def pending(self) -> int:

@@ -138,7 +138,8 @@ class Runtime:
         prediction_log = PredictionLog(
             settings.log_url, queue_rows=settings.log_queue_rows,
             batch_rows=settings.log_batch_rows, flush_seconds=settings.log_flush_seconds,
-            retry_seconds=settings.log_retry_seconds, on_counts=metrics_log_counts(metrics))
+            retry_seconds=settings.log_retry_seconds, nice=settings.log_writer_nice,
+            on_counts=metrics_log_counts(metrics))
         return cls(settings, spec.model_name, metrics, models, features, prediction_log)
 
     def start(self) -> None:

@@ -103,6 +103,11 @@ class ServingSettings(PlatformSettings):
     log_retry_seconds: float = Field(
         10.0, ge=0, description="How long a failed write is retried before its rows are dropped."
     )
+    log_writer_nice: int = Field(
+        10, ge=0, le=19,
+        description="Scheduling niceness of the log writer process: when CPU is short the "
+        "server's predictions go first and the log drops rows (counted) instead.",
+    )
     prediction_buckets: tuple[float, ...] = Field(
         DEFAULT_PREDICTION_BUCKETS, description="Histogram buckets of predicted values."
     )
