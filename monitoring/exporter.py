@@ -41,6 +41,9 @@ METRIC_NAMES: tuple[str, ...] = (
     "kubeloop_retrain_triggered",
     "kubeloop_retrain_launched",
     "kubeloop_retrain_last_launch_timestamp_seconds",
+    "kubeloop_registry_alias_info",
+    "kubeloop_registry_alias_since_timestamp_seconds",
+    "kubeloop_registry_latest_version_timestamp_seconds",
 )
 
 BASE_LABELS = ("model", "version")
@@ -76,6 +79,20 @@ _SPECS: dict[str, tuple[str, tuple[str, ...]]] = {
     "kubeloop_retrain_triggered": ("1 when this run found a reason to retrain.", ("reason",)),
     "kubeloop_retrain_launched": ("1 when this run launched a retraining.", ()),
     "kubeloop_retrain_last_launch_timestamp_seconds": ("When retraining was last launched.", ()),
+    "kubeloop_registry_alias_info": (
+        "1 for the registry version behind an alias (champion, challenger): its registry number "
+        "and V-name.",
+        ("alias", "model_version", "model_label"),
+    ),
+    "kubeloop_registry_alias_since_timestamp_seconds": (
+        "When the alias moved to its version (promotion; registration for the challenger).",
+        ("alias",),
+    ),
+    "kubeloop_registry_latest_version_timestamp_seconds": (
+        "When the newest registry version was registered (the last training that passed the "
+        "evaluation gate).",
+        (),
+    ),
 }
 assert set(_SPECS) == set(METRIC_NAMES)
 

@@ -137,6 +137,38 @@ def samples(outcome: MonitorOutcome, baseline: Baseline, spec: ProjectSpec,
     return out
 
 
+def registry_samples(client, model_name: str) -> list[exporter.Sample]:
+    """The registry's side of the loop as samples: the versions behind ``champion`` and
+    ``challenger`` and since when, and when the newest version was registered. Empty (with a
+    warning) when the registry cannot be read: these figures never fail a monitoring run."""
+    from components import registry
+
+    S = exporter.Sample
+    out: list[exporter.Sample] = []
+    try:
+        versions = registry.all_versions(client, model_name)
+        for alias in (registry.CHAMPION, registry.CHALLENGER):
+            version = registry.by_alias(client, model_name, alias)
+            if version is None:
+                continue
+            tags = dict(version.tags or {})
+            out.append(S("kubeloop_registry_alias_info", 1.0, {
+                "alias": alias, "model_version": str(version.version),
+                "model_label": tags.get(registry.TAG_NAME, "")}))
+            since = tags.get(f"kubeloop.{alias}_since")
+            stamp = (datetime.fromisoformat(since).timestamp() if since
+                     else version.creation_timestamp / 1000)
+            out.append(S("kubeloop_registry_alias_since_timestamp_seconds", stamp,
+                         {"alias": alias}))
+        if versions:
+            newest = max(v.creation_timestamp for v in versions) / 1000
+            out.append(S("kubeloop_registry_latest_version_timestamp_seconds", newest))
+    except Exception as exc:  # noqa: BLE001 - lineage figures, never worth failing the run
+        log.warning("registry figures not exported: %s", exc)
+        return []
+    return out
+
+
 def _write_report(outcome: MonitorOutcome, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     outcome.report.write_text(outcome.analysis.html())
@@ -285,7 +317,8 @@ def run_monitor(
         current = state.read(engine, spec.model_name)
         registry = exporter.build_registry(
             spec.model_name, baseline.label,
-            samples(outcome, baseline, spec, current.launched_at if current else None))
+            samples(outcome, baseline, spec, current.launched_at if current else None)
+            + registry_samples(client, spec.model_name))
         outcome.metrics_target = exporter.publish(
             registry, spec.model_name, pushgateway_url=settings.pushgateway_url,
             job=settings.pushgateway_job, folder=settings.metrics_path)
