@@ -28,6 +28,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "kubeloop_monitor_window_rows",
     "kubeloop_monitor_labelled_rows",
     "kubeloop_drift_share",
+    "kubeloop_drift_share_threshold",
     "kubeloop_drift_detected",
     "kubeloop_drifted_features",
     "kubeloop_feature_drift_score",
@@ -36,6 +37,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "kubeloop_prediction_drifted",
     *(f"kubeloop_model_{m}" for m in QUALITY_METRICS),
     "kubeloop_quality_loss_ratio",
+    "kubeloop_quality_loss_threshold",
     "kubeloop_new_labelled_rows",
     "kubeloop_model_trained_timestamp_seconds",
     "kubeloop_retrain_triggered",
@@ -53,6 +55,8 @@ _SPECS: dict[str, tuple[str, tuple[str, ...]]] = {
     "kubeloop_monitor_window_rows": ("Predictions in the monitored window.", ()),
     "kubeloop_monitor_labelled_rows": ("Predictions in the window with ground truth.", ()),
     "kubeloop_drift_share": ("Share of the model's features that drifted.", ()),
+    "kubeloop_drift_share_threshold": (
+        "The spec's monitoring.drift_share: drift is detected at this share.", ()),
     "kubeloop_drift_detected": ("1 when the drifted share reached the spec's threshold.", ()),
     "kubeloop_drifted_features": ("Number of features that drifted.", ()),
     "kubeloop_feature_drift_score": (
@@ -74,6 +78,8 @@ _SPECS: dict[str, tuple[str, tuple[str, ...]]] = {
         "Relative loss of the primary metric against the baseline (0.2 = 20% worse).",
         ("metric",),
     ),
+    "kubeloop_quality_loss_threshold": (
+        "The spec's monitoring.quality_loss: a larger loss ratio calls for retraining.", ()),
     "kubeloop_new_labelled_rows": ("Labelled rows arrived since the model was trained.", ()),
     "kubeloop_model_trained_timestamp_seconds": ("When the monitored model was trained.", ()),
     "kubeloop_retrain_triggered": ("1 when this run found a reason to retrain.", ("reason",)),
