@@ -16,7 +16,7 @@ install_debian() {
   # command -> Debian package
   local -A want=(
     [promtool]=prometheus [buildah]=buildah [podman]=podman [runc]=runc
-    [debootstrap]=debootstrap [newuidmap]=uidmap [fuse-overlayfs]=fuse-overlayfs
+    [debootstrap]=debootstrap
   )
   local missing=()
   for cmd in "${!want[@]}"; do

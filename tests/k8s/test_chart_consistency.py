@@ -167,9 +167,11 @@ def test_bundled_spec_path_is_in_the_images() -> None:
 
 
 def _metric_families() -> set[str]:
+    from monitoring.observability import exported_series
     from serving.metrics import METRIC_NAMES
 
-    families = set(METRIC_NAMES)
+    # The server's families and every series the server and the monitoring job export.
+    families = set(METRIC_NAMES) | set(exported_series())
     for name in METRIC_NAMES:  # histogram series and counters without their suffix
         families |= {f"{name}_bucket", f"{name}_sum", f"{name}_count", name.removesuffix("_total")}
     return families

@@ -53,7 +53,7 @@ def container_tools() -> dict[str, str]:
     if os.geteuid() != 0:
         pytest.skip("rootful buildah/podman and debootstrap need root")
     return {name: require_command(name)
-            for name in ("debootstrap", "buildah", "podman", "runc", "newuidmap")}
+            for name in ("debootstrap", "buildah", "podman", "runc")}
 
 
 @pytest.fixture(scope="session")
