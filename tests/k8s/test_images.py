@@ -29,7 +29,8 @@ import yaml
 from tests.k8s.chart import CHART, REPO
 from tests.k8s.conftest import require_command
 
-pytestmark = pytest.mark.slow
+# Cold builds take minutes on two cores: a longer limit than the suite's default.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 CACHE = Path(os.environ.get("KUBELOOP_CACHE", "/var/cache/kubeloop"))
 BASE_IMAGE = "localhost/kubeloop/bookworm-python:3.11"
 RUNTIME = ["--runtime", "runc", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096"]
@@ -140,7 +141,8 @@ def _get(url: str, body: bytes | None = None) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
-def test_server_container_is_ready_and_predicts(base_image: str, champion_store: Path) -> None:
+def test_server_container_is_ready_and_predicts(base_image: str, champion_store: Path,
+                                                tmp_path: Path) -> None:
     image = build("server", base_image)
     port = _free_port()
     name = f"kubeloop-server-test-{uuid.uuid4().hex[:8]}"
@@ -196,5 +198,123 @@ def test_server_container_is_ready_and_predicts(base_image: str, champion_store:
         assert excinfo.value.code == 401
         status, metrics = _get(f"{base}/metrics")
         assert status == 200 and b"kubeloop_requests_total" in metrics
+        # The helm test's own script, as its pod runs it (script and request side by side).
+        smoke = tmp_path / "smoke"
+        smoke.mkdir()
+        shutil.copy(CHART / "files" / "smoke_test.py", smoke / "smoke_test.py")
+        (smoke / "request.json").write_text(json.dumps(request))
+        proc = subprocess.run([os.sys.executable, str(smoke / "smoke_test.py"), base],
+                              capture_output=True, text=True, timeout=180, check=False,
+                              env={**os.environ, "KUBELOOP_API_TOKEN": API_TOKEN})
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "ok: POST /predict" in proc.stdout
     finally:
         subprocess.run(["podman", "rm", "-f", name], capture_output=True, timeout=60)
+
+
+def _chart_container(objects: list[dict], name: str) -> tuple[dict, dict]:
+    from tests.k8s.chart import pod_specs
+
+    for _owner, spec in pod_specs(objects):
+        for container in spec["containers"]:
+            if container["name"] == name:
+                return container, spec
+    raise AssertionError(name)
+
+
+def _argv_on(container: dict, port: int) -> list[str]:
+    """The chart's command and args, listening on 127.0.0.1:port instead of 0.0.0.0:<port>."""
+    argv = [*container["command"], *container.get("args", [])]
+    out = []
+    skip = False
+    for i, arg in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if arg.startswith(("--host=", "--port=")):
+            continue
+        if arg in ("--host", "--port", "-h", "-p") and i + 1 < len(argv):
+            skip = True
+            continue
+        out.append(arg)
+    return [*out, "--host", "127.0.0.1", "--port", str(port)]
+
+
+def _wait_http(url: str, name: str, headers: dict[str, str] | None = None,
+               timeout: float = 180) -> int:
+    deadline = time.monotonic() + timeout
+    status: int | str = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            request = urllib.request.Request(url, headers=headers or {})
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return response.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        except OSError as exc:
+            status = str(exc)
+        running = subprocess.run(["podman", "inspect", "-f", "{{.State.Running}}", name],
+                                 capture_output=True, text=True, timeout=30).stdout.strip()
+        if running != "true":
+            break
+        time.sleep(1)
+    logs = subprocess.run(["podman", "logs", name], capture_output=True, text=True, timeout=30)
+    raise AssertionError(f"{url}: {status}\n{(logs.stdout + logs.stderr)[-4000:]}")
+
+
+def _start(image: str, name: str, argv: list[str], env: dict[str, str],
+           mounts: list[str]) -> None:
+    cmd = ["podman", "run", "-d", "--name", name, *RUNTIME, "--network", "host", "--read-only",
+           "--tmpfs", "/tmp:rw,size=512m", "--user", "10001:10001", "--cap-drop", "ALL",
+           "--security-opt", "no-new-privileges", "--entrypoint", argv[0]]
+    for mount in mounts:
+        cmd += ["-v", mount]
+    for key, value in env.items():
+        cmd += ["-e", f"{key}={value}"]
+    _run([*cmd, image, *argv[1:]], timeout=120)
+
+
+def test_pipeline_image_runs_the_charts_mlflow_and_feast_servers(base_image: str,
+                                                                tmp_path: Path) -> None:
+    """The chart's MLflow and Feast containers, as rendered, start from the image and answer."""
+    from tests.k8s.chart import render
+    from tests.utils import services
+
+    image = build("pipeline", base_image)
+    objects = render({"featureStore": {"enabled": True, "registry": {"existingSecret": "r"},
+                                       "redis": {"existingSecret": "s"}}})
+    names = []
+    try:
+        # MLflow: the chart's args (SQLite store on /tmp without a backend Secret).
+        mlflow, _ = _chart_container(objects, "mlflow")
+        port = _free_port()
+        env = {e["name"]: e["value"] for e in mlflow["env"] if "value" in e}
+        name = f"kubeloop-mlflow-test-{uuid.uuid4().hex[:8]}"
+        names.append(name)
+        _start(image, name, _argv_on(mlflow, port), env, [])
+        assert _wait_http(f"http://127.0.0.1:{port}/health", name) == 200
+        api = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=1"
+        # Requests through the Service name pass MLflow's host check; others do not.
+        assert _wait_http(api, name, {"Host": f"kubeloop-mlflow:{port}"}) == 200
+        assert _wait_http(api, name, {"Host": "attacker.example.com"}) in (400, 403)
+
+        # Feast: the chart's feature_store.yaml, read-only, with the registry and Redis from the
+        # environment (here the machine's PostgreSQL and Redis instead of the Secrets).
+        feast, _ = _chart_container(objects, "feast")
+        config = next(o for o in objects if o["kind"] == "ConfigMap"
+                      and o["metadata"]["name"] == "kubeloop-feast")
+        folder = tmp_path / "feast"
+        folder.mkdir()
+        (folder / "feature_store.yaml").write_text(config["data"]["feature_store.yaml"])
+        folder.chmod(0o755)
+        with services.postgres_database() as registry, services.redis_db(9) as redis_url:
+            port = _free_port()
+            name = f"kubeloop-feast-test-{uuid.uuid4().hex[:8]}"
+            names.append(name)
+            _start(image, name, _argv_on(feast, port),
+                   {"KUBELOOP_FEAST_REGISTRY": registry, "KUBELOOP_REDIS_URL": redis_url},
+                   [f"{folder}:/etc/feast:ro"])
+            assert _wait_http(f"http://127.0.0.1:{port}/health", name) == 200
+    finally:
+        for name in names:
+            subprocess.run(["podman", "rm", "-f", name], capture_output=True, timeout=60)
