@@ -519,15 +519,15 @@ class Rollout:
                                  f"{quality.quality_loss:.0%} worse than the champion on "
                                  f"{quality.labelled} labelled rows")
         held = now - since >= timedelta(minutes=step.hold_minutes)
-        if not held or cand.requests < step.min_requests:
+        if not held or quality.pairs < step.min_requests:
             if self._timed_out(since, now):
                 self._tag(version, **{key: result})
                 return self.rollback(version, f"canary {step.weight:.0%}: only "
-                                     f"{cand.requests} requests in "
+                                     f"{quality.pairs} candidate predictions in "
                                      f"{rollout.timeout_minutes:g} minutes")
             remaining = (since + timedelta(minutes=step.hold_minutes) - now).total_seconds()
-            return Step(CANARY, f"canary {step.weight:.0%}: {cand.requests}/{step.min_requests}"
-                        f" requests, {max(0.0, remaining):.0f}s to hold",
+            return Step(CANARY, f"canary {step.weight:.0%}: {quality.pairs}/{step.min_requests}"
+                        f" candidate predictions, {max(0.0, remaining):.0f}s to hold",
                         max(1.0, min(remaining, self._poll_seconds())), result)
         self._tag(version, **{key: result})
         if index + 1 < len(rollout.steps):

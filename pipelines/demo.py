@@ -1,60 +1,372 @@
-"""``make demo``: the loop on the embedded default, from a fresh clone, with progress.
+"""``make demo``: the whole closed loop on the embedded default, from a fresh clone.
 
-Generates sample data, trains and registers a model with the kfp.local pipeline, approves it
-as champion, and prints a summary. Everything lands in the work folder (``.kubeloop``).
+1. generate sample data; 2. train and register a model with the kfp.local pipeline; 3. approve
+it as champion; 4. serve it (shadow scoring on); 5. send traffic that drifts (a heatwave, busier
+buildings, new equipment) and 6. its ground truth; the labelled new readings land as the recent
+window (``raw/recent.parquet``, ``KUBELOOP_RETRAIN_SOURCE``); 7. monitor: Evidently finds the
+drift, quality has dropped, retraining is launched on the recent window (kfp.local, the same
+pipeline: the next automatic revision), and a second run right after launches nothing
+(cooldown); 8. roll the new challenger out: shadow, (dev) auto-approval, canary 10% -> 50% ->
+100%, promotion; 9. monitor the new champion. A summary ends it: versions, metrics before and
+after, and where the reports are.
+
+Everything lands in ``<work_dir>/demo`` (``.kubeloop/demo``), wiped at the start so every run
+is a fresh one; inspect it afterwards with ``KUBELOOP_WORK_DIR=.kubeloop/demo kubeloop ...``.
+The rollout's hold times are shortened to seconds here (the spec's are minutes).
+``KUBELOOP_DEMO_ROWS`` sets the size of the first dataset.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import threading
 import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
+from typing import Any, Literal
 
+import numpy as np
+import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
 from components import model_store, registry
-from components.sample_data import GeneratorConfig, write
-from components.settings import PlatformSettings
-from components.spec import load_spec
-from pipelines.runner import run_local
+from components.sample_data import DEFAULT_START, GeneratorConfig, generate
+from components.spec import CanaryStep, ProjectSpec, load_spec
 
 SPEC = Path(__file__).resolve().parents[1] / "examples" / "building_energy" / "spec.yaml"
-ROWS = int(os.environ.get("KUBELOOP_DEMO_ROWS", "50000"))
+TOKEN = "kubeloop-demo-token"
 console = Console()
 
 
-def main() -> None:
-    started = time.perf_counter()
-    settings = PlatformSettings()
+@dataclass(frozen=True)
+class DemoConfig:
+    rows: int = 20_000  # first dataset (6 weeks of readings)
+    drift_rows: int = 8_000  # new readings (2 weeks after it, drifted): served, then labelled
+    buildings: int = 500
+    seed: int = 42
+    drift: Literal["covariate", "concept", "both"] = "both"
+    strength: float = 1.0
+    initial_training: Literal["pipeline", "steps"] = "pipeline"  # steps: in-process (tests)
+    hold_seconds: float = 3.0  # each canary step
+    shadow_requests: int = 150
+    canary_predictions: tuple[int, int, int] = (15, 40, 40)  # per step: 10%, 50%, 100%
+    later_rows: int = 2_000  # more readings of the same weeks: callers during and after rollout
+    after_rows: int = 600  # of those, scored by the new champion at the end
+
+
+@dataclass
+class DemoResult:
+    champion_before: str
+    champion_after: str
+    challenger: str
+    monitor_before: Any  # monitoring.job.MonitorOutcome
+    second_monitor: Any
+    monitor_after: Any
+    rollout: Any  # monitoring.rollout.Step
+    shadow_report: str | None
+    metrics_file: Path
+    lineage: dict[str, Any]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+# -- the caller's side of the server ----------------------------------------------------------
+def _post(url: str, path: str, body: Any) -> Any:
+    request = urllib.request.Request(url + path, data=json.dumps(body).encode(), method="POST")
+    request.add_header("Content-Type", "application/json")
+    request.add_header("Authorization", f"Bearer {TOKEN}")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def records(raw: pd.DataFrame, spec: ProjectSpec) -> tuple[list[dict], np.ndarray]:
+    """Readings as /predict records (the model's features, keyed by building) and actuals."""
+    from monitoring.testing import feature_frame
+
+    frame = feature_frame(raw, spec)
+    names = [c for c in frame.columns if c not in (spec.entity_key, spec.timestamp, spec.target)]
+    values = frame[names].to_numpy(dtype="float64")
+    keys = frame[spec.entity_key].astype(str).tolist()
+    out = [{"features": dict(zip(names, row, strict=True)), "key": key}
+           for row, key in zip(values.tolist(), keys, strict=True)]
+    return out, frame[spec.target].to_numpy()
+
+
+def send(url: str, recs: list[dict], actuals: np.ndarray, batch: int) -> int:
+    """Predict in batches, then send the ground truth of every prediction; returns the count."""
+    sent = 0
+    for start in range(0, len(recs), batch):
+        answer = _post(url, "/predict", {"records": recs[start:start + batch]})
+        items = [{"request_id": p["request_id"], "actual": float(actuals[start + i])}
+                 for i, p in enumerate(answer["predictions"])]
+        _post(url, "/feedback", items)
+        sent += len(items)
+    return sent
+
+
+class Traffic:
+    """Callers in the background: one record per request, feedback right after."""
+
+    def __init__(self, url: str, recs: list[dict], actuals: np.ndarray, threads: int = 3):
+        self.url, self.recs, self.actuals = url, recs, actuals
+        self.stop = threading.Event()
+        self.sent = 0
+        self.errors = 0
+        self.threads = [threading.Thread(target=self._run, args=(i, threads), daemon=True)
+                        for i in range(threads)]
+
+    def _run(self, offset: int, stride: int) -> None:
+        i = offset
+        while not self.stop.is_set():
+            j = i % len(self.recs)
+            try:
+                send(self.url, [self.recs[j]], self.actuals[j:j + 1], 1)
+                self.sent += 1
+            except OSError:
+                self.errors += 1
+                time.sleep(0.05)
+            i += stride
+
+    def __enter__(self) -> Traffic:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(10)
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"demo: timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def logged_rows(engine, model_name: str) -> int:
+    from sqlalchemy import func, select
+
+    from serving.log_schema import predictions
+
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(predictions).where(
+                predictions.c.model_name == model_name)).scalar_one())
+    except Exception:  # noqa: BLE001 - the table appears with the first write
+        return 0
+
+
+# -- the loop -----------------------------------------------------------------------------------
+def demo_spec(spec: ProjectSpec, config: DemoConfig) -> ProjectSpec:
+    """The example spec with the rollout paced for a demo (seconds instead of minutes)."""
+    minutes = config.hold_seconds / 60
+    steps = tuple(CanaryStep(weight=w, hold_minutes=minutes, min_requests=n)
+                  for w, n in zip((0.1, 0.5, 1.0), config.canary_predictions, strict=True))
+    rollout = spec.rollout.model_copy(update={
+        "steps": steps, "shadow_min_requests": config.shadow_requests,
+        "shadow_hold_minutes": 0, "auto_approve_dev": True, "timeout_minutes": 3})
+    return spec.model_copy(update={"rollout": rollout})
+
+
+def run_demo(work_dir: Path, config: DemoConfig = DemoConfig(),
+             say: Callable[[str], None] = console.print,
+             section: Callable[[str], None] = console.rule) -> DemoResult:
+    """Run the loop in ``work_dir`` (emptied first); returns what happened."""
+    from monitoring.job import run_monitor
+    from monitoring.launch import LocalLauncher
+    from monitoring.rollout import HttpServerAdmin, Rollout
+    from monitoring.settings import MonitoringSettings
+    from monitoring.window import open_log
+    from serving.testing import ServerProcess
+
+    if work_dir.exists():
+        shutil.rmtree(work_dir)
+    work_dir.mkdir(parents=True)
+    recent = work_dir / "raw" / "recent.parquet"  # where new labelled readings land
+    settings = MonitoringSettings(
+        work_dir=work_dir, retrain_source=str(recent),
+        **{"MLFLOW_TRACKING_URI": f"sqlite:///{work_dir / 'mlflow.db'}"})
     os.environ.update(settings.export())
-    spec = load_spec(SPEC)
+    spec = demo_spec(load_spec(SPEC), config)
+    clock: dict[str, float] = {}
+    started = time.perf_counter()
 
-    console.rule("[bold]1/3 sample data")
-    write(GeneratorConfig(rows=ROWS, seed=42), spec.data.source)
-    console.print(f"{ROWS:,} meter readings -> {spec.data.source}")
+    def lap(name: str) -> None:
+        clock[name] = time.perf_counter() - started - sum(clock.values())
 
-    console.rule("[bold]2/3 training pipeline (kfp.local)")
-    result = run_local(spec, settings)
-    if not result.registered:
-        console.print("[yellow]the evaluation gate rejected the model; see the log above[/yellow]")
-        raise SystemExit(1)
+    section("[bold]1/9 sample data")
+    source = Path(spec.data.source)
+    source.parent.mkdir(parents=True, exist_ok=True)
+    first = generate(GeneratorConfig(rows=config.rows, seed=config.seed,
+                                     buildings=config.buildings))
+    first.to_parquet(source, index=False)
+    say(f"{len(first):,} meter readings (6 weeks, {config.buildings} buildings) -> {source}")
+    lap("data")
 
-    console.rule("[bold]3/3 approval")
+    section("[bold]2/9 training pipeline")
+    if config.initial_training == "pipeline":
+        from pipelines.runner import run_local
+
+        version = run_local(spec, settings).version
+    else:
+        from pipelines.steps import run_steps
+
+        version = run_steps(spec, settings).version
+    if not version:
+        raise SystemExit("the evaluation gate rejected the first model; see the log above")
     client = model_store.configure(settings)
-    champion = registry.promote(
-        client, spec.model_name, result.version, approve=True, approver="make-demo"
-    )
-    run = client.get_run(champion.run_id)
+    lap("train")
 
-    table = Table("what", "value", title="kubeloop demo")
-    table.add_row("champion", f"{champion.tags[registry.TAG_NAME]} (version {champion.version})")
-    for name in ("rmse", "mae", "r2"):
-        table.add_row(f"held-out {name}", f"{run.data.metrics[f'test_{name}']:.3f}")
-    table.add_row("data version (DVC)", champion.tags[registry.TAG_DATA][:12])
-    table.add_row("MLflow store", settings.tracking_uri)
-    table.add_row("wall time", f"{time.perf_counter() - started:.0f} s")
-    console.print(table)
+    section("[bold]3/9 approval")
+    champion = registry.promote(client, spec.model_name, version, approve=True,
+                                approver="make-demo")
+    before = champion.tags[registry.TAG_NAME]
+    say(f"{spec.model_name} {before} approved: champion")
+    lap("approve")
+
+    section("[bold]4/9 model server")
+    spec_file = work_dir / "spec.yaml"
+    shutil.copyfile(SPEC, spec_file)
+    env = {**settings.export(), "KUBELOOP_SPEC": str(spec_file), "KUBELOOP_API_TOKEN": TOKEN,
+           "KUBELOOP_SHADOW_ENABLED": "true", "KUBELOOP_REGISTRY_POLL_SECONDS": "1",
+           "KUBELOOP_LOG_FLUSH_SECONDS": "0.1"}
+    server = ServerProcess(env, log_path=work_dir / "server.log").start()
+    say(f"serving {before} on {server.url} (shadow scoring on; log: {work_dir / 'server.log'})")
+    engine = open_log(settings.log_url)
+    lap("serve")
+    try:
+        section("[bold]5/9 traffic that drifts")
+        # Two weeks after the first dataset, drifted: part of it is the incident's traffic
+        # (served, labelled, landed for retraining), the rest keeps callers busy later.
+        readings = generate(GeneratorConfig(
+            rows=config.drift_rows + config.later_rows, seed=config.seed + 1,
+            buildings=config.buildings, start=DEFAULT_START + timedelta(weeks=6), weeks=2,
+            drift=config.drift, strength=config.strength)).sample(frac=1.0, random_state=0)
+        new = readings.iloc[:config.drift_rows].sort_values(spec.timestamp)
+        recs, actuals = records(new, spec)
+        say(f"{len(recs):,} readings of a {config.drift} shift (hotter, busier, new equipment)")
+
+        section("[bold]6/9 feedback (ground truth)")
+        sent = send(server.url, recs, actuals, batch=100)
+        wait_for(lambda: logged_rows(engine, spec.model_name) >= sent, "the prediction log")
+        new.to_parquet(recent, index=False)
+        say(f"{sent:,} predictions answered and labelled; the labelled readings landed in "
+            f"{recent} (the recent window retraining reads)")
+        lap("traffic")
+
+        section("[bold]7/9 monitoring -> retraining")
+        launcher = LocalLauncher(settings)
+        monitor_before = run_monitor(spec, settings, launcher=launcher, engine=engine)
+        drift, quality = monitor_before.analysis.drift, monitor_before.analysis.quality
+        say(f"drift: {drift.share:.0%} of features ({', '.join(drift.drifted)}); rmse "
+            f"{quality.current.get('rmse', float('nan')):.1f} live vs "
+            f"{quality.baseline.get('rmse', float('nan')):.1f} baseline")
+        say(f"decision: {monitor_before.verdict.reason or 'no retraining'}")
+        if monitor_before.launched is None or not monitor_before.launched.version:
+            raise SystemExit("demo: retraining did not register a new version "
+                             f"({monitor_before.launch_error or monitor_before.launched})")
+        challenger = monitor_before.launched.version
+        say(f"retraining (kfp.local, recent window) registered [bold]{challenger}[/bold] as "
+            "challenger")
+        second = run_monitor(spec, settings, launcher=launcher, engine=engine)
+        say(f"a second monitoring run right after: "
+            f"{second.claim.why if second.claim else 'nothing to do'}")
+        lap("monitor")
+
+        section("[bold]8/9 rollout: shadow, approval, canary")
+        admin = HttpServerAdmin(server.url, TOKEN)
+        wait_for(lambda: (admin.status().get("candidate") or {}).get("label") == challenger,
+                 f"the server to load {challenger}")
+        rollout = Rollout(client, spec, admin, engine, env=settings.env,
+                          reports_dir=settings.reports_path)
+        live, live_actuals = records(readings.iloc[config.drift_rows:], spec)
+        with Traffic(server.url, live, live_actuals):
+            result = rollout.run(progress=lambda s: say(f"  [{s.state}] {s.message}"),
+                                 max_seconds=240)
+        status = rollout.status(challenger)
+        lap("rollout")
+
+        section("[bold]9/9 the new champion")
+        after = registry.by_alias(client, spec.model_name, registry.CHAMPION)
+        after_label = after.tags[registry.TAG_NAME]
+        wait_for(lambda: (admin.status().get("champion") or {}).get("label") == after_label,
+                 f"the server to serve {after_label}")
+        before_rows = logged_rows(engine, spec.model_name)
+        sent = send(server.url, live[:config.after_rows], live_actuals[:config.after_rows],
+                    batch=100)
+        wait_for(lambda: logged_rows(engine, spec.model_name) >= before_rows + sent,
+                 "the prediction log")
+        monitor_after = run_monitor(spec, settings, launch=False, engine=engine)
+        lap("after")
+    finally:
+        server.stop()
+    from monitoring.lineage import show
+
+    return DemoResult(
+        champion_before=before, champion_after=after_label, challenger=challenger,
+        monitor_before=monitor_before, second_monitor=second, monitor_after=monitor_after,
+        rollout=result, shadow_report=status.get("shadow_report"),
+        metrics_file=Path(monitor_after.metrics_target),
+        lineage=show(client, spec.model_name, after_label), seconds=clock,
+    )
+
+
+def summary(result: DemoResult) -> Table:
+    """Versions and figures, before and after the loop closed."""
+    table = Table("", "before", "after", title="kubeloop demo: the closed loop")
+    b, a = result.monitor_before, result.monitor_after
+    table.add_row("champion", result.champion_before, result.champion_after)
+    table.add_row("drifted features", f"{b.analysis.drift.share:.0%}",
+                  f"{a.analysis.drift.share:.0%}")
+    for metric in ("rmse", "mae", "r2"):
+        table.add_row(f"live {metric}", f"{b.analysis.quality.current.get(metric, np.nan):.3f}",
+                      f"{a.analysis.quality.current.get(metric, np.nan):.3f}")
+        table.add_row(f"held-out {metric}",
+                      f"{b.analysis.quality.baseline.get(metric, np.nan):.3f}",
+                      f"{a.analysis.quality.baseline.get(metric, np.nan):.3f}")
+    table.add_row("predictions monitored", f"{b.rows:,}", f"{a.rows:,}")
+    return table
+
+
+def epilogue(result: DemoResult) -> list[str]:
+    """What happened in between, and where to look."""
+    b, a = result.monitor_before, result.monitor_after
+    data, feats = result.lineage["data"], result.lineage["features"]
+    return [
+        f"retraining launched because: {b.verdict.reason}",
+        f"a second trigger right after: {result.second_monitor.claim.why}",
+        f"rollout of {result.challenger}: {result.rollout.state} ({result.rollout.message})",
+        f"lineage of {result.champion_after}: DVC {data.get('dvc_md5')}, Feast "
+        f"{feats.get('feature_service')} materialized {feats.get('materialized_from')} .. "
+        f"{feats.get('materialized_to')}, MLflow run {result.lineage['mlflow']['run_id']}",
+        f"monitoring report before: {b.report}",
+        f"shadow report: {result.shadow_report}",
+        f"monitoring report after: {a.report}",
+        f"Prometheus metrics: {result.metrics_file}",
+        "wall time: " + f"{sum(result.seconds.values()):.0f} s ("
+        + ", ".join(f"{k} {v:.0f}s" for k, v in result.seconds.items()) + ")",
+    ]
+
+
+def main() -> None:
+    from monitoring.settings import MonitoringSettings
+
+    config = DemoConfig(rows=int(os.environ.get("KUBELOOP_DEMO_ROWS", DemoConfig.rows)))
+    work_dir = MonitoringSettings().work_dir / "demo"
+    result = run_demo(work_dir, config)
+    console.print(summary(result))
+    for line in epilogue(result):
+        console.print(line, highlight=False, soft_wrap=True)
+    console.print(f"state: {work_dir}  (KUBELOOP_WORK_DIR={work_dir} kubeloop versions | "
+                  f"lineage {result.champion_after} | rollout status)")
 
 
 if __name__ == "__main__":

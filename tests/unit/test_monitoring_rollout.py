@@ -254,7 +254,7 @@ def test_a_step_that_never_gets_traffic_rolls_back_after_the_timeout(world) -> N
     assert world.rollout.step().state == CANARY
     world.clock.advance(minutes=21)
     result = world.rollout.step()
-    assert result.state == ROLLED_BACK and "only 0 requests" in result.message
+    assert result.state == ROLLED_BACK and "only 0 candidate predictions" in result.message
 
 
 def test_the_rollout_refuses_to_start_when_the_server_does_not_shadow(world) -> None:

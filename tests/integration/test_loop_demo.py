@@ -1,0 +1,98 @@
+"""The closed loop end to end: the demo scenario on small data, with a real server process.
+
+Generate, train, approve, serve, drifting traffic and feedback, monitoring (Evidently), a
+retraining launched through the kfp.local pipeline, shadow, auto-approval (dev), canary steps
+and promotion. The first model is trained in-process (``pipelines.steps``, the same step
+functions) to keep the test short; the retraining goes through kfp.local as in ``make demo``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from components import model_store, registry
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def clean_environment():
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def test_drift_retrains_through_the_pipeline_and_the_retrained_version_becomes_champion(
+        tmp_path: Path, clean_environment) -> None:
+    from monitoring.settings import MonitoringSettings
+    from pipelines.demo import DemoConfig, run_demo
+
+    config = DemoConfig(rows=3_000, drift_rows=1_500, later_rows=1_200, after_rows=300,
+                        initial_training="steps", shadow_requests=100,
+                        canary_predictions=(10, 20, 20), hold_seconds=2.0)
+    work = tmp_path / "demo"
+    result = run_demo(work, config, say=lambda *a, **k: None, section=lambda *a, **k: None)
+    print("demo phases (s):", {k: round(v, 1) for k, v in result.seconds.items()})
+
+    # Drift was detected, and the figure was exported for Prometheus.
+    before = result.monitor_before
+    assert "drift" in {t.kind for t in before.verdict.triggers}
+    samples = {(s.name, s.labels.get("version")): s.value
+               for f in text_string_to_metric_families(result.metrics_file.read_text())
+               for s in f.samples}
+    assert result.metrics_file.name == "building-energy.prom"
+    before_text = (work / "metrics" / "building-energy.prom").read_text()
+    assert "kubeloop_drift_share" in before_text
+    assert samples[("kubeloop_drift_share", result.champion_after)] >= 0.0
+    assert before.analysis.drift.share >= 0.3
+    assert before.report.exists()
+
+    # One incident, one retraining: through kfp.local, the next automatic revision.
+    assert before.launched is not None and before.launched.run_id.startswith("local:")
+    assert (result.champion_before, result.challenger) == ("V1.0.0", "V1.0.1")
+    assert result.second_monitor.launched is None
+    assert "cooldown" in result.second_monitor.claim.why
+    assert any((work / "kfp").iterdir()), "the retraining ran as a kfp.local pipeline"
+
+    # Shadow, approval, canary, promotion: the champion moved to the retrained version.
+    assert result.rollout.state == "promoted"
+    assert result.champion_after == "V1.0.1"
+    settings = MonitoringSettings(work_dir=work,
+                                  **{"MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}"})
+    client = model_store.configure(settings)
+    champion = client.get_model_version_by_alias("building-energy", registry.CHAMPION)
+    assert champion.tags[registry.TAG_NAME] == "V1.0.1"
+    tags = champion.tags
+    assert tags["kubeloop.rollout.approved_by"] == "auto"
+    assert {"kubeloop.rollout.shadow_result", "kubeloop.rollout.canary_10_result",
+            "kubeloop.rollout.canary_50_result", "kubeloop.rollout.canary_100_result",
+            "kubeloop.lineage", "kubeloop.retrained_because"} <= set(tags)
+    assert result.shadow_report and Path(result.shadow_report).exists()
+
+    # The new champion serves the drifted traffic better than the old one did.
+    after = result.monitor_after
+    assert after.version == str(champion.version)
+    assert after.analysis.quality.current["rmse"] < before.analysis.quality.current["rmse"]
+
+    # Lineage: the DVC data version and the Feast materialization of the retraining run.
+    lineage = result.lineage
+    assert lineage["deployed"] and lineage["label"] == "V1.0.1"
+    assert lineage["data"]["dvc_md5"] == champion.tags[registry.TAG_DATA]
+    assert lineage["features"]["materialized_from"]
+    assert lineage["traffic"]["canary_since"] and lineage["traffic"]["champion_since"]
+
+    # The summary make demo prints: versions, figures before and after, where to look.
+    from rich.console import Console
+
+    from pipelines.demo import epilogue, summary
+
+    console = Console(width=120, record=True)
+    console.print(summary(result))
+    text = console.export_text() + "\n".join(epilogue(result))
+    assert "V1.0.0" in text and "V1.0.1" in text and str(before.report) in text
+    assert "cooldown until" in text and "promoted" in text
