@@ -191,9 +191,9 @@ def run_demo(work_dir: Path, config: DemoConfig = DemoConfig(),
         shutil.rmtree(work_dir)
     work_dir.mkdir(parents=True)
     recent = work_dir / "raw" / "recent.parquet"  # where new labelled readings land
-    settings = MonitoringSettings(
-        work_dir=work_dir, retrain_source=str(recent),
-        **{"MLFLOW_TRACKING_URI": f"sqlite:///{work_dir / 'mlflow.db'}"})
+    # The embedded default whatever the shell says: MLflow in the demo's own folder.
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work_dir / 'mlflow.db'}"
+    settings = MonitoringSettings(work_dir=work_dir, retrain_source=str(recent))
     os.environ.update(settings.export())
     spec = demo_spec(load_spec(SPEC), config)
     clock: dict[str, float] = {}
