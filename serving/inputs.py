@@ -93,6 +93,11 @@ def parse_records(records: list[Any], names: tuple[str, ...], parse_entity) -> B
     if getter is None:
         getter = _GETTERS[names] = _getter(names)
     n_features = len(names)
+    fast = _all_explicit(records, getter, n_features)
+    if fast is not None:
+        nothing: list[Any] = [None] * len(records)
+        X = _matrix(fast, records, range(len(records)), names)
+        return Batch(X=X, entity_positions=[], entity_ids=nothing, keys=list(nothing))
     rows: list[Any] = []
     explicit: list[int] = []
     entity_positions: list[int] = []
@@ -135,20 +140,40 @@ def parse_records(records: list[Any], names: tuple[str, ...], parse_entity) -> B
     X = np.empty((len(records), n_features), dtype=np.float64)
     if explicit:
         values = rows if not entity_positions else [rows[i] for i in explicit]
-        kinds = set(map(type, chain.from_iterable(values)))
-        if not kinds <= _NUMBER_TYPES:
-            raise _first_bad_value(records, explicit, names)
-        try:
-            block = np.array(values, dtype=np.float64)
-        except OverflowError:
-            raise _first_bad_value(records, explicit, names) from None
-        if not np.isfinite(block).all():
-            raise _first_bad_value(records, explicit, names)
+        block = _matrix(values, records, explicit, names)
         if entity_positions:
             X[explicit] = block
         else:
-            X = block.reshape(len(records), n_features)
+            X = block
     return Batch(X=X, entity_positions=entity_positions, entity_ids=entity_ids, keys=keys)
+
+
+def _all_explicit(records: list[Any], getter: Any, n_features: int) -> list[Any] | None:
+    """The rows when every record is exactly ``{"features": {every feature}}`` (the common
+    batch), in a few C-speed passes; None sends anything else through the checking loop."""
+    try:
+        features = [r["features"] for r in records if len(r) == 1]
+        if len(features) != len(records) or any(len(f) != n_features for f in features):
+            return None
+        return [getter(f) for f in features]
+    except (TypeError, KeyError):
+        return None
+
+
+def _matrix(values: list[Any], records: list[Any], explicit: Sequence[int],
+            names: Sequence[str]) -> np.ndarray:
+    """Feature rows as a float64 matrix: JSON numbers only (no bools, strings or nulls),
+    finite; the first offender is named otherwise."""
+    kinds = set(map(type, chain.from_iterable(values)))
+    if not kinds <= _NUMBER_TYPES:
+        raise _first_bad_value(records, explicit, names)
+    try:
+        block = np.array(values, dtype=np.float64)
+    except OverflowError:
+        raise _first_bad_value(records, explicit, names) from None
+    if not np.isfinite(block).all():
+        raise _first_bad_value(records, explicit, names)
+    return block.reshape(len(values), len(names))
 
 
 def _feature_error(i: int, features: dict[str, Any], names: Sequence[str]) -> InvalidFeature:
@@ -180,7 +205,7 @@ def check_number(value: Any, field: str) -> float:
     return number
 
 
-def _first_bad_value(records: list[Any], explicit: list[int], names: Sequence[str]
+def _first_bad_value(records: list[Any], explicit: Sequence[int], names: Sequence[str]
                      ) -> InvalidFeature:
     for i in explicit:
         features = records[i]["features"]

@@ -128,7 +128,9 @@ class Metrics:
             "predict_duration_seconds", "Duration of one model predict call (a micro-batch).",
             namespace=PREFIX, registry=r, buckets=LATENCY_BUCKETS)
         self.lookup_duration = Histogram(
-            "feature_lookup_duration_seconds", "Online feature lookup of one request's entities.",
+            "feature_lookup_duration_seconds",
+            "Online-store read that served a request's entities (one read serves every request "
+            "that arrived while the previous one ran).",
             ["backend"], namespace=PREFIX, registry=r, buckets=LOOKUP_BUCKETS)
         self.lookup_failures = Counter(
             "feature_lookup_failures", "Online feature lookups that failed (store unreachable).",

@@ -167,6 +167,7 @@ class ModelRepository:
         metrics: Any = None,
         loader: Callable[[Any, str, Any], LoadedModel] | None = None,
         feature_check: Callable[[tuple[str, ...]], str | None] | None = None,
+        on_swap: Callable[[], None] | None = None,
     ):
         self._client_factory = client_factory
         self._client: Any = None
@@ -179,6 +180,7 @@ class ModelRepository:
         self.metrics = metrics
         self._loader = loader
         self.feature_check = feature_check
+        self.on_swap = on_swap
         self.state = Snapshot(shadow=shadow)
         self.last_error: dict[str, str] = {}
         self.last_poll: float | None = None
@@ -319,6 +321,9 @@ class ModelRepository:
             previous = old.champion.label if old.champion else "nothing"
             log.info("champion swapped: %s -> %s (version %s)", previous, new.champion.label,
                      new.champion.version)
+        if self.on_swap is not None and (new.champion is not old.champion
+                                         or new.candidate is not old.candidate):
+            self.on_swap()
 
     def _note_error(self, key: str, message: str) -> None:
         if self.last_error.get(key) != message:

@@ -397,7 +397,7 @@ def static_features(names: Sequence[str], rows: Mapping[int | str, Sequence[floa
     class StaticLookup(OnlineLookup):
         backend = "static"
 
-        async def read(self, entities):
+        def read_sync(self, entities):
             now = datetime.now(UTC)
             return [EntityRow(list(rows[e]), now) if e in rows else None for e in entities]
 

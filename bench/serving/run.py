@@ -136,7 +136,8 @@ def prepare_models() -> dict[str, str]:
                       "task": spec.task})
     version = registry.register(client, spec.model_name, info.model_uri, run.info.run_id,
                                 1, 0, "bench")
-    registry.promote(client, spec.model_name, version.version, approve=True, approver="bench")
+    registry.promote(client, spec.model_name, str(version.version), approve=True,
+                     approver="bench")
 
     kserve_dir = WORK / "kserve-model"
     kserve_dir.mkdir()
@@ -247,7 +248,7 @@ def parse_wrk(output: str) -> tuple[float, float, float, int]:
 
 def wrk(binary: str, url: str, connections: int, seconds: float, script: str,
         args: list[str]) -> tuple[float, float, float, int]:
-    command = [binary, "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout",
+    command = [binary, "-t2", f"-c{connections}", f"-d{round(seconds)}s", "--latency", "--timeout",
                "10s", "-s", str(HERE / script), url, "--", *args]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     return parse_wrk(output)
@@ -320,7 +321,10 @@ def run(args: argparse.Namespace) -> list[Result]:
             "mlflow", [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m",
                        prepared["model_uri"], "--env-manager", "local", "-h", "127.0.0.1",
                        "-p", str(mlflow_port), "-w", "1"],
-            {"MLFLOW_TRACKING_URI": prepared["tracking_uri"]}, mlflow_port, "/ping"),
+            {"MLFLOW_TRACKING_URI": prepared["tracking_uri"],
+             # mlflow runs `uvicorn` from PATH
+             "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"},
+            mlflow_port, "/ping"),
         "kserve": Server(
             "kserve", [str(kserve_python), str(HERE / "kserve_server.py"), "--model_name",
                        payloads.MODEL, "--model_dir", prepared["kserve_dir"], "--http_port",

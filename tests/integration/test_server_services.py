@@ -103,14 +103,8 @@ def test_redis_lookup_matches_feasts_own_sdk(seeded, backends):
     layout = read_layout(store, spec.features.service)
     entities = seeded.entities[:25] + [987654]
     lookup = RedisLookup(layout, backends.redis_url)
-
-    async def read():
-        try:
-            return await lookup.read(entities)
-        finally:
-            await lookup.close()
-
-    rows = asyncio.run(read())
+    rows = lookup.read_sync(entities)
+    asyncio.run(lookup.close())
     expected = sdk_rows(store, spec.features.service, layout.join_key, entities)
     assert rows[-1] is None and all(expected[n][-1] is None for n in layout.names)
     for i, row in enumerate(rows[:-1]):
@@ -126,7 +120,7 @@ def test_sqlite_lookup_matches_feasts_own_sdk(seeded):
     layout = read_layout(store, spec.features.service)
     entities = seeded.entities[-10:] + [987654]
     lookup = OnlineStoreLookup(layout, store)
-    rows = asyncio.run(lookup.read(entities))
+    rows = lookup.read_sync(entities)
     expected = sdk_rows(store, spec.features.service, layout.join_key, entities)
     assert rows[-1] is None
     for i, row in enumerate(rows[:-1]):
