@@ -37,6 +37,9 @@ lint: setup ## Ruff and mypy
 bench: setup ## Benchmarks (figures go to docs/benchmarks.md by hand)
 	$(BIN)/python bench/pipeline.py
 
+bench-serving: setup ## Serving benchmark: kubeloop vs mlflow serve and KServe with wrk (~6 min)
+	$(BIN)/python bench/serving/run.py
+
 compile: setup ## Regenerate the golden pipeline IR YAML
 	$(BIN)/kubeloop compile --out pipelines/training.yaml
 
