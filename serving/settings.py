@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from components.images import SERVER_PORT
 from components.registry import CHALLENGER
@@ -46,7 +46,8 @@ class ServingSettings(PlatformSettings):
         "batches requests instead, and threads contend on small batches (HistGradientBoosting "
         "predicts 3-4x slower with 2 threads on a busy 2-core node).",
     )
-    log_level: Literal["debug", "info", "warning", "error"] = Field("info")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Log level of the server (and uvicorn).")
     access_log: bool = Field(False, description="uvicorn access log (costs ~10% throughput).")
 
     champion_alias: str = Field("champion", description="Alias the server answers with.")
@@ -111,6 +112,12 @@ class ServingSettings(PlatformSettings):
     prediction_buckets: tuple[float, ...] = Field(
         DEFAULT_PREDICTION_BUCKETS, description="Histogram buckets of predicted values."
     )
+
+    @field_validator("spec")
+    @classmethod
+    def _absolute_spec(cls, value: Path) -> Path:
+        # Workers and the log writer are separate processes: pass them an absolute path.
+        return value.expanduser().resolve()
 
     @model_validator(mode="after")
     def _token_outside_dev(self) -> ServingSettings:
