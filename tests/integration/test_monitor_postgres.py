@@ -1,0 +1,75 @@
+"""The monitoring reads and the launch slot on PostgreSQL (the prediction log of a cluster)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from monitoring import state
+from monitoring.testing import log_feedback, log_rows
+from monitoring.window import count_labelled_since, open_log, read_paired, read_window
+from tests.utils import services
+
+pytestmark = pytest.mark.services
+FEATURES = ["a", "b"]
+START = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def engine() -> Iterator:
+    with services.postgres_database() as url:
+        engine = open_log(url)
+        yield engine
+        engine.dispose()
+
+
+def test_window_feedback_and_pairs_read_the_same_on_postgresql(engine) -> None:
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(300, 2)), columns=FEATURES)
+    frame["prediction"] = frame.sum(axis=1)
+    frame.loc[5, "b"] = np.nan
+    ids = log_rows(engine, frame, FEATURES, model_name="m", version="1", label="V1.0.0",
+                   start=START, spacing=timedelta(seconds=10))
+    log_rows(engine, frame, FEATURES, model_name="m", version="2", label="V1.0.1",
+             start=START, spacing=timedelta(seconds=10), role="shadow", request_ids=ids)
+    log_feedback(engine, ids[:100], frame["prediction"][:100].tolist(),
+                 START + timedelta(hours=2))
+    window = read_window(engine, "m", FEATURES, START, START + timedelta(minutes=30),
+                         model_version="1", chunk_rows=64)
+    assert window.rows == 180 and len(window.labelled) == 100
+    np.testing.assert_allclose(window.frame["a"], frame["a"][:180])
+    assert np.isnan(window.frame.loc[5, "b"])
+    assert count_labelled_since(engine, "m", START + timedelta(hours=1)) == 100
+    pairs = read_paired(engine, "m", START, START + timedelta(hours=1), ["champion", "shadow"])
+    assert len(pairs) == 600 and pairs["actual"].notna().sum() == 200
+
+
+def test_the_launch_slot_admits_one_of_racing_jobs_on_postgresql(engine) -> None:
+    now = datetime(2026, 11, 1, 12, tzinfo=UTC)
+    state.create_all(engine)
+    granted: list[bool] = []
+    barrier = threading.Barrier(4)
+
+    def race() -> None:
+        barrier.wait()
+        granted.append(state.claim(engine, "m", now=now, cooldown=timedelta(hours=1),
+                                   run_timeout=timedelta(hours=6), launcher="kfp",
+                                   reason="drift").granted)
+
+    threads = [threading.Thread(target=race) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(granted) == [False, False, False, True]
+    state.finish(engine, "m", now=now + timedelta(minutes=5), outcome="registered V1.0.1")
+    later = state.claim(engine, "m", now=now + timedelta(minutes=30),
+                        cooldown=timedelta(hours=1), run_timeout=timedelta(hours=6),
+                        launcher="kfp", reason="drift")
+    assert not later.granted and "cooldown" in later.why
+    assert state.read(engine, "m").launched_at == now
