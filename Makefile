@@ -49,7 +49,14 @@ lock: ## Refresh uv.lock after editing pyproject.toml
 clean: ## Remove local state (the work folder) and build leftovers
 	rm -rf .kubeloop .pytest_cache
 
-.PHONY: help setup test test-fast demo lint bench compile lock clean
+alert-rules: setup ## Regenerate monitoring/alerts/kubeloop-monitoring.rules.yaml from helm/kubeloop/rules
+	$(BIN)/python -m monitoring.observability rules
+
+observability-test: setup ## Dashboards and alerts against a real Prometheus, Pushgateway, Alertmanager (docs/observability.md)
+	bash tests/observability/install_tools.sh
+	$(BIN)/pytest tests/observability $(PYTEST_ARGS)
+
+.PHONY: help setup test test-fast demo lint bench compile lock clean alert-rules observability-test
 
 # --- Kubernetes: chart, manifests, images, kind (docs/kubernetes.md) ---
 KIND_CLUSTER ?= kubeloop

@@ -69,19 +69,26 @@ def server_families() -> dict[str, str]:
     return {f.name: f.type for f in registry.collect() if f.name.startswith("kubeloop_")}
 
 
-def exported_series() -> dict[str, str]:
-    """Every series name the code exports -> ``server`` or ``job`` (the monitoring run).
+def exported_families() -> dict[str, tuple[str, frozenset[str]]]:
+    """Every metric family the code exports -> (``server`` or ``job``, its series names).
 
     Read from the code: the server's registry (histograms as ``_bucket``/``_sum``/``_count``,
     counters with ``_total``) and the monitoring job's gauges (``exporter.METRIC_NAMES``).
     """
     from monitoring.exporter import METRIC_NAMES as JOB_METRICS
 
-    out: dict[str, str] = {}
+    out: dict[str, tuple[str, frozenset[str]]] = {}
     for name, kind in server_families().items():
-        out.update(dict.fromkeys(_series_of(name, kind), "server"))
-    out.update(dict.fromkeys(JOB_METRICS, "job"))
+        out[name] = ("server", frozenset(_series_of(name, kind)))
+    for name in JOB_METRICS:
+        out[name] = ("job", frozenset({name}))
     return out
+
+
+def exported_series() -> dict[str, str]:
+    """Every series name the code exports -> ``server`` or ``job`` (the monitoring run)."""
+    return {series: source for source, names in exported_families().values()
+            for series in names}
 
 
 _KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and",
@@ -96,7 +103,7 @@ def metric_names(expr: str) -> set[str]:
     """
     text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
     text = re.sub(r"\{[^{}]*\}", " ", text)
-    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)", r"\1 ",
+    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)", " ",
                   text)
     text = re.sub(r"\[[^\[\]]*\]", " ", text)
     names = set()
@@ -134,13 +141,21 @@ def panels(dashboard: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 def variable_queries(dashboard: Mapping[str, Any]) -> dict[str, str]:
     """Variable name -> its PromQL query (``label_values(...)``), for query variables."""
-    out = {}
+    out: dict[str, str] = {}
     for var in dashboard.get("templating", {}).get("list", []):
         if var.get("type") != "query":
             continue
         query = var.get("query")
-        out[var["name"]] = query.get("query") if isinstance(query, dict) else query
+        out[var["name"]] = str(query.get("query") if isinstance(query, dict) else query)
     return out
+
+
+def label_values(query: str) -> tuple[str, str]:
+    """``label_values(<series selector>, <label>)`` -> (selector, label)."""
+    match = re.fullmatch(r"label_values\((.+),\s*(\w+)\s*\)", query.strip(), re.S)
+    if match is None:
+        raise ValueError(f"not a label_values(selector, label) query: {query}")
+    return match.group(1).strip(), match.group(2)
 
 
 def substitute(expr: str, values: Mapping[str, str]) -> str:
@@ -331,7 +346,8 @@ def alertmanager_config(example: Mapping[str, Any], namespace: str | None = None
 def prometheus_config(server_target: str, metrics_target: str | None,
                       rule_file: Path = PLAIN_RULES, interval: str = "15s") -> dict[str, Any]:
     """A Prometheus configuration scraping a local server and the monitoring job's metrics."""
-    scrape = [{"job_name": SERVER_JOB, "static_configs": [{"targets": [server_target]}]}]
+    scrape: list[dict[str, Any]] = [
+        {"job_name": SERVER_JOB, "static_configs": [{"targets": [server_target]}]}]
     if metrics_target:
         scrape.append({"job_name": "kubeloop-monitor", "honor_labels": True,
                        "static_configs": [{"targets": [metrics_target]}]})
