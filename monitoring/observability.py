@@ -344,7 +344,7 @@ def alertmanager_config(example: Mapping[str, Any], namespace: str | None = None
 
 # -- the demo's pointer ------------------------------------------------------------------------
 def prometheus_config(server_target: str, metrics_target: str | None,
-                      rule_file: Path = PLAIN_RULES, interval: str = "15s") -> dict[str, Any]:
+                      rule_file: Path = PLAIN_RULES, interval: str = "5s") -> dict[str, Any]:
     """A Prometheus configuration scraping a local server and the monitoring job's metrics."""
     scrape: list[dict[str, Any]] = [
         {"job_name": SERVER_JOB, "static_configs": [{"targets": [server_target]}]}]
@@ -355,47 +355,74 @@ def prometheus_config(server_target: str, metrics_target: str | None,
             "rule_files": [str(rule_file)], "scrape_configs": scrape}
 
 
-def dashboard_hint(settings: Any, server_port: int = 8080, metrics_port: int = 9108) -> str:
-    """Where the dashboards are and, when Prometheus is installed, how to start it against the
-    demo's metrics (the server on ``server_port``, the monitoring textfiles served with
-    ``kubeloop monitor --serve-metrics``)."""
+def dashboard_hint(settings: Any, server_port: int = 8080, metrics_port: int = 9108,
+                   prometheus_port: int = 9090) -> str:
+    """Where the dashboards and rules are and, when Prometheus is installed, how to start it
+    against the demo's metrics: the monitoring figures of ``settings.metrics_path`` (served by
+    ``python -m monitoring.observability serve-metrics``) and a server on ``server_port``.
+    Writes ``<work_dir>/prometheus.yml`` for that command."""
     import shutil
 
-    work = Path(getattr(settings, "work_dir", ".kubeloop"))
+    work = Path(settings.work_dir)
+    metrics = Path(getattr(settings, "metrics_path", work / "metrics"))
     lines = [
         "Dashboards and alerts (docs/observability.md):",
         f"  Grafana dashboards: {DASHBOARDS.relative_to(REPO)}/*.json (Dashboards > New > "
-        "Import; pick your Prometheus as the data source)",
-        f"  Alert rules: {PLAIN_RULES.relative_to(REPO)} (plain Prometheus), "
+        "Import, pick a Prometheus data source); on a cluster the chart installs them",
+        f"  alert rules: {PLAIN_RULES.relative_to(REPO)} (plain Prometheus), "
         "helm/kubeloop/rules/ (the chart's PrometheusRule)",
     ]
     prometheus = shutil.which("prometheus")
     if prometheus is None:
         lines.append("  Prometheus is not installed here (Debian: apt-get install prometheus); "
-                     "with it this prints a command that scrapes the demo.")
+                     "with it, this prints a command that scrapes the demo's metrics.")
         return "\n".join(lines)
     config = work / "prometheus.yml"
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text(yaml.safe_dump(prometheus_config(
         f"127.0.0.1:{server_port}", f"127.0.0.1:{metrics_port}"), sort_keys=False))
+    python = Path(sys.executable)
     lines += [
-        f"  Metrics of the demo: start the server (`kubeloop serve --port {server_port}`) and "
-        f"serve the monitoring figures (`kubeloop monitor --serve-metrics {metrics_port}`), then:",
+        "  Prometheus against the demo's metrics (two terminals):",
+        f"    {python} -m monitoring.observability serve-metrics {metrics} --port {metrics_port}",
         f"    {prometheus} --config.file={config} --storage.tsdb.path={work / 'prometheus'} "
-        "--web.listen-address=127.0.0.1:9090",
-        "  and open http://127.0.0.1:9090 (Grafana: add it as a Prometheus data source).",
+        f"--web.listen-address=127.0.0.1:{prometheus_port}",
+        f"  then http://127.0.0.1:{prometheus_port}/alerts (the rules on the demo's figures) "
+        "and, as a Grafana data source, the model quality and loop dashboards; with a server "
+        f"on :{server_port} (KUBELOOP_WORK_DIR={work} kubeloop serve) the serving one too.",
     ]
     return "\n".join(lines)
 
 
+USAGE = """usage:
+  python -m monitoring.observability rules [PATH]
+      write the plain rules file (default monitoring/alerts/kubeloop-monitoring.rules.yaml)
+  python -m monitoring.observability serve-metrics FOLDER [--port 9108]
+      serve the monitoring job's textfiles (FOLDER/*.prom) on 127.0.0.1:PORT/metrics"""
+
+
 def main(argv: list[str] | None = None) -> None:
-    """``python -m monitoring.observability rules [PATH]``: write the plain rules file."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] != "rules":
-        raise SystemExit("usage: python -m monitoring.observability rules [PATH]")
-    target = Path(args[1]) if len(args) > 1 else PLAIN_RULES
-    target.write_text(plain_rules_text())
-    print(f"wrote {target}")
+    if args[:1] == ["rules"] and len(args) <= 2:
+        target = Path(args[1]) if len(args) > 1 else PLAIN_RULES
+        target.write_text(plain_rules_text())
+        print(f"wrote {target}")
+    elif args[:1] == ["serve-metrics"] and len(args) in (2, 4) and args[2:3] in ([], ["--port"]):
+        import time
+
+        from monitoring import exporter
+
+        port = int(args[3]) if len(args) == 4 else 9108
+        exporter.serve(Path(args[1]), port)
+        print(f"serving {args[1]}/*.prom on http://127.0.0.1:{port}/metrics (Ctrl-C stops)",
+              flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+    else:
+        raise SystemExit(USAGE)
 
 
 if __name__ == "__main__":
