@@ -211,38 +211,44 @@ def run_demo(work_dir: Path, config: DemoConfig = DemoConfig(),
     say(f"{len(first):,} meter readings (6 weeks, {config.buildings} buildings) -> {source}")
     lap("data")
 
-    section("[bold]2/9 training pipeline")
-    if config.initial_training == "pipeline":
-        from pipelines.runner import run_local
-
-        version = run_local(spec, settings).version
-    else:
-        from pipelines.steps import run_steps
-
-        version = run_steps(spec, settings).version
-    if not version:
-        raise SystemExit("the evaluation gate rejected the first model; see the log above")
+    # The server starts while the first model trains (its imports take a while); it waits for
+    # a champion. The MLflow store exists first, so only one process ever creates it.
     client = model_store.configure(settings)
-    lap("train")
-
-    section("[bold]3/9 approval")
-    champion = registry.promote(client, spec.model_name, version, approve=True,
-                                approver="make-demo")
-    before = champion.tags[registry.TAG_NAME]
-    say(f"{spec.model_name} {before} approved: champion")
-    lap("approve")
-
-    section("[bold]4/9 model server")
+    client.search_experiments()
     spec_file = work_dir / "spec.yaml"
     shutil.copyfile(SPEC, spec_file)
     env = {**settings.export(), "KUBELOOP_SPEC": str(spec_file), "KUBELOOP_API_TOKEN": TOKEN,
            "KUBELOOP_SHADOW_ENABLED": "true", "KUBELOOP_REGISTRY_POLL_SECONDS": "1",
            "KUBELOOP_LOG_FLUSH_SECONDS": "0.1"}
-    server = ServerProcess(env, log_path=work_dir / "server.log").start()
-    say(f"serving {before} on {server.url} (shadow scoring on; log: {work_dir / 'server.log'})")
+    server = ServerProcess(env, log_path=work_dir / "server.log", wait_ready=False).start()
     engine = open_log(settings.log_url)
-    lap("serve")
     try:
+        section("[bold]2/9 training pipeline")
+        if config.initial_training == "pipeline":
+            from pipelines.runner import run_local
+
+            version = run_local(spec, settings).version
+        else:
+            from pipelines.steps import run_steps
+
+            version = run_steps(spec, settings).version
+        if not version:
+            raise SystemExit("the evaluation gate rejected the first model; see the log above")
+        lap("train")
+
+        section("[bold]3/9 approval")
+        champion = registry.promote(client, spec.model_name, version, approve=True,
+                                    approver="make-demo")
+        before = champion.tags[registry.TAG_NAME]
+        say(f"{spec.model_name} {before} approved: champion")
+        lap("approve")
+
+        section("[bold]4/9 model server")
+        server.await_ready()
+        say(f"serving {before} on {server.url} (shadow scoring on; log: "
+            f"{work_dir / 'server.log'})")
+        lap("serve")
+
         section("[bold]5/9 traffic that drifts")
         # Two weeks after the first dataset, drifted: part of it is the incident's traffic
         # (served, labelled, landed for retraining), the rest keeps callers busy later.
