@@ -69,6 +69,7 @@ class Batch:
     entity_positions: list[int]  # records given by entity id
     entity_ids: list[int | str | None]  # per record (None: explicit features without an id)
     keys: list[str | None]  # per record sticky routing key
+    has_entity_ids: bool = True  # False: no record carries an entity id
 
     def __len__(self) -> int:
         return len(self.X)
@@ -97,7 +98,8 @@ def parse_records(records: list[Any], names: tuple[str, ...], parse_entity) -> B
     if fast is not None:
         nothing: list[Any] = [None] * len(records)
         X = _matrix(fast, records, range(len(records)), names)
-        return Batch(X=X, entity_positions=[], entity_ids=nothing, keys=list(nothing))
+        return Batch(X=X, entity_positions=[], entity_ids=nothing, keys=list(nothing),
+                     has_entity_ids=False)
     rows: list[Any] = []
     explicit: list[int] = []
     entity_positions: list[int] = []
@@ -145,7 +147,8 @@ def parse_records(records: list[Any], names: tuple[str, ...], parse_entity) -> B
             X[explicit] = block
         else:
             X = block
-    return Batch(X=X, entity_positions=entity_positions, entity_ids=entity_ids, keys=keys)
+    return Batch(X=X, entity_positions=entity_positions, entity_ids=entity_ids, keys=keys,
+                 has_entity_ids=any(e is not None for e in entity_ids))
 
 
 def _all_explicit(records: list[Any], getter: Any, n_features: int) -> list[Any] | None:
@@ -153,7 +156,7 @@ def _all_explicit(records: list[Any], getter: Any, n_features: int) -> list[Any]
     batch), in a few C-speed passes; None sends anything else through the checking loop."""
     try:
         features = [r["features"] for r in records if len(r) == 1]
-        if len(features) != len(records) or any(len(f) != n_features for f in features):
+        if len(features) != len(records) or set(map(len, features)) != {n_features}:
             return None
         return [getter(f) for f in features]
     except (TypeError, KeyError):
@@ -163,14 +166,24 @@ def _all_explicit(records: list[Any], getter: Any, n_features: int) -> list[Any]
 def _matrix(values: list[Any], records: list[Any], explicit: Sequence[int],
             names: Sequence[str]) -> np.ndarray:
     """Feature rows as a float64 matrix: JSON numbers only (no bools, strings or nulls),
-    finite; the first offender is named otherwise."""
-    kinds = set(map(type, chain.from_iterable(values)))
-    if not kinds <= _NUMBER_TYPES:
-        raise _first_bad_value(records, explicit, names)
+    finite; the first offender is named otherwise.
+
+    numpy infers the array's type in one pass: strings, nulls, lists and huge integers give a
+    non-numeric dtype. Only bools hide (numpy turns them into 0/1), so only values equal to 0
+    or 1 have their Python type checked.
+    """
+    flat = list(chain.from_iterable(values))
     try:
-        block = np.array(values, dtype=np.float64)
-    except OverflowError:
+        block = np.array(flat)
+    except (ValueError, TypeError, OverflowError):
         raise _first_bad_value(records, explicit, names) from None
+    if block.dtype.kind not in "fi" or block.ndim != 1:
+        raise _first_bad_value(records, explicit, names)
+    if block.dtype.kind == "i":
+        block = block.astype(np.float64)
+    suspects = np.flatnonzero((block == 0.0) | (block == 1.0))
+    if suspects.size and bool in set(map(type, map(flat.__getitem__, suspects.tolist()))):
+        raise _first_bad_value(records, explicit, names)
     if not np.isfinite(block).all():
         raise _first_bad_value(records, explicit, names)
     return block.reshape(len(values), len(names))

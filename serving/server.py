@@ -9,6 +9,10 @@ Choices that matter under load (see docs/serving.md):
   ``IPPROTO_TCP`` so accepted connections get ``TCP_NODELAY``.
 * Several workers export metrics through ``PROMETHEUS_MULTIPROC_DIR``: set here (under the work
   folder) when missing, and emptied before the workers start.
+* uvicorn writes a response's head and body in two ``write`` calls: two packets, two wake-ups
+  of the client, and on loopback the first write alone took ~20% of the server's time in a
+  profile. ``HttpProtocol`` holds the head until the body follows (same loop iteration) and
+  sends both in one write.
 """
 
 from __future__ import annotations
@@ -22,12 +26,58 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from serving.settings import ServingSettings
 
 log = logging.getLogger(__name__)
 
 APP = "serving.app:app_from_env"
+HTTP_PROTOCOL = "serving.server:HttpProtocol"
+_HEAD_START = b"HTTP/1.1 "
+
+
+class CoalescingTransport:
+    """A transport that holds an HTTP response head until the next write (its body), or until
+    the end of the current loop iteration (bodiless responses), then writes once."""
+
+    __slots__ = ("_transport", "_loop", "_head")
+
+    def __init__(self, transport: Any, loop: Any):
+        self._transport = transport
+        self._loop = loop
+        self._head: bytes | None = None
+
+    def write(self, data: Any) -> None:
+        head = self._head
+        if head is not None:
+            self._head = None
+            self._transport.write(head + bytes(data))
+        elif type(data) is bytes and data.startswith(_HEAD_START) and data.endswith(b"\r\n\r\n"):
+            self._head = data
+            self._loop.call_soon(self.flush)
+        else:
+            self._transport.write(data)
+
+    def flush(self) -> None:
+        head = self._head
+        if head is not None:
+            self._head = None
+            self._transport.write(head)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+class HttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, writing each response in one piece."""
+
+    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        super().connection_made(CoalescingTransport(transport, self.loop))
 
 
 def export_env(settings: ServingSettings) -> dict[str, str]:
@@ -69,7 +119,7 @@ def uvicorn_config(settings: ServingSettings, **overrides: Any):
 
     options: dict[str, Any] = {
         "host": settings.host, "port": settings.port, "workers": settings.workers,
-        "factory": True, "loop": "uvloop", "http": "httptools", "lifespan": "on",
+        "factory": True, "loop": "uvloop", "http": HTTP_PROTOCOL, "lifespan": "on",
         "access_log": settings.access_log, "log_level": settings.log_level,
         "server_header": False, "timeout_keep_alive": 30, "timeout_graceful_shutdown": 20,
     }

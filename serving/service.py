@@ -221,7 +221,7 @@ class Runtime:
                 [batch.entity_ids[i] for i in positions], state.input_features,
                 [f"records[{i}].entity_id" for i in positions])
         entity_labels = None
-        if batch.entity_positions or any(e is not None for e in batch.entity_ids):
+        if batch.has_entity_ids:
             entity_labels = [None if e is None else str(e) for e in batch.entity_ids]
         scored = await self._score(state, batch.X, batch.keys, entity_labels, base_id)
         preds, labels = scored.y.tolist(), scored.labels

@@ -337,3 +337,8 @@ def test_openapi_documents_the_predict_body_with_examples(server):
     assert "Record" in spec["components"]["schemas"]
     assert "422" in spec["paths"]["/predict"]["post"]["responses"]
     assert "/v2/models/{name}/infer" in spec["paths"]
+    secured = {(m, p) for p, ops in spec["paths"].items() for m, op in ops.items()
+               if op.get("security") == [{"bearer": []}]}
+    assert {("post", "/predict"), ("post", "/feedback"), ("get", "/features/{entity_id}"),
+            ("put", "/admin/canary"), ("post", "/v2/models/{name}/infer")} <= secured
+    assert ("get", "/health/ready") not in secured
