@@ -363,6 +363,7 @@ def epilogue(result: DemoResult) -> list[str]:
 
 
 def main() -> None:
+    from monitoring.observability import dashboard_hint
     from monitoring.settings import MonitoringSettings
 
     config = DemoConfig(rows=int(os.environ.get("KUBELOOP_DEMO_ROWS", DemoConfig.rows)))
@@ -373,6 +374,8 @@ def main() -> None:
         console.print(line, highlight=False, soft_wrap=True)
     console.print(f"state: {work_dir}  (KUBELOOP_WORK_DIR={work_dir} kubeloop versions | "
                   f"lineage {result.champion_after} | rollout status)")
+    console.print(dashboard_hint(MonitoringSettings(work_dir=work_dir)), highlight=False,
+                  soft_wrap=True)
 
 
 if __name__ == "__main__":
