@@ -157,9 +157,22 @@ def rollout_run(
     server_url: ServerOption = None,
     max_minutes: Annotated[float | None, typer.Option(help="Stop driving after this long")] = None,
 ) -> None:
-    """Drive the rollout until the candidate is promoted, rolled back, or waits for approval."""
-    rollout, _ = _rollout(spec, server_url)
+    """Drive the rollout until the candidate is promoted, rolled back, or waits for approval.
+
+    Without a challenger there is nothing to do (exit 0), so a scheduled run stays quiet.
+    """
+    from components import registry
+
+    rollout, project = _rollout(spec, server_url)
     console = _console()
+    if version is None:
+        challenger = registry.by_alias(rollout.client, project.model_name, registry.CHALLENGER)
+        champion = rollout.champion()
+        if challenger is None or (champion is not None
+                                  and str(champion.version) == str(challenger.version)):
+            console.print(f"{project.model_name} has no challenger besides the champion: "
+                          "nothing to roll out")
+            return
     result = rollout.run(version, max_seconds=None if max_minutes is None else 60 * max_minutes,
                          progress=lambda s: console.print(f"[{s.state}] {s.message}"))
     if result.state == "rolled_back":

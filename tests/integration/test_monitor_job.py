@@ -236,3 +236,7 @@ def test_monitor_and_lineage_commands_print_their_results(loop: Loop, env, tmp_p
     result = runner.invoke(app, ["lineage", "champion", "--spec", str(spec_file), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["label"] == loop.champion.label
+    result = runner.invoke(app, ["rollout", "run", "--spec", str(spec_file)])
+    assert result.exit_code == 0 and "nothing to roll out" in result.output
+    result = runner.invoke(app, ["rollout", "status", "--spec", str(spec_file)])
+    assert result.exit_code == 0 and json.loads(result.stdout)["label"] == loop.champion.label
