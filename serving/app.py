@@ -142,7 +142,7 @@ predict_router = APIRouter(tags=["predict"], dependencies=Guarded, responses=ERR
 
 
 @hot_router.post("/predict", response_model=schemas.PredictResponse,
-                 openapi_extra={**_body_doc("PredictRequest", schemas.PREDICT_EXAMPLES),
+                 openapi_extra={**_body_doc("PredictBody", schemas.PREDICT_EXAMPLES),
                                 **BEARER})
 async def predict(request: Request) -> Response:
     """Predict a batch of records, each by entity id (online features) or explicit features."""

@@ -9,13 +9,17 @@ something is wrong does a slower pass find the first bad field, so the 422 can n
 A record is ``{"entity_id": 1001}`` (features from the online store) or
 ``{"features": {"name": value, ...}}`` (every model feature, nothing else), optionally with
 ``"key"``, the sticky routing key for canary traffic (default: the entity id).
+
+Batch clients may send a table instead, ``{"columns": [...], "rows": [[...], ...]}`` (every
+model feature once, in any order; pandas' ``to_dict("split")`` minus the index), with optional
+``"keys"`` and ``"entity_ids"`` lists, one per row: the same rows without a name per value.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from operator import itemgetter
@@ -40,6 +44,79 @@ def loads(body: bytes) -> Any:
             return json.loads(body)
         except (ValueError, UnicodeDecodeError, RecursionError):
             raise InvalidRequest(f"the body is not valid JSON: {exc}") from exc
+
+
+TABLE_FIELDS = frozenset({"columns", "rows", "keys", "entity_ids"})
+
+
+def parse_body(payload: Any, names: tuple[str, ...], parse_entity, max_records: int) -> Batch:
+    """A predict body (records or a table) as a ``Batch`` for the model inputs ``names``."""
+    if type(payload) is dict and "rows" in payload:
+        return parse_table(payload, names, max_records)
+    return parse_records(records_of(payload, max_records), names, parse_entity)
+
+
+def parse_table(payload: dict[str, Any], names: tuple[str, ...], max_records: int) -> Batch:
+    """``{"columns": [...], "rows": [[...], ...], "keys"?: [...], "entity_ids"?: [...]}``."""
+    if not payload.keys() <= TABLE_FIELDS:
+        name = sorted(payload.keys() - TABLE_FIELDS)[0]
+        raise InvalidField(f"unknown field {name!r}; a table body holds columns, rows, keys "
+                           "and entity_ids", field=name)
+    columns, rows = payload.get("columns"), payload["rows"]
+    if type(columns) is not list or not all(type(c) is str for c in columns):
+        raise InvalidField('"columns" must be a list of feature names', field="columns")
+    if len(set(columns)) != len(columns):
+        duplicate = next(c for c in columns if columns.count(c) > 1)
+        raise InvalidFeature(f"column {duplicate!r} appears twice", field=f"columns.{duplicate}")
+    missing = [n for n in names if n not in columns]
+    if missing:
+        raise InvalidFeature(f"no column for feature {missing[0]!r}; the model needs every one "
+                             "of: " + ", ".join(names), field=f"columns.{missing[0]}")
+    if len(columns) != len(names):
+        unknown = sorted(set(columns) - set(names))[0]
+        raise InvalidFeature(f"unknown feature {unknown!r}; the model takes: "
+                             + ", ".join(names), field=f"columns.{unknown}")
+    if type(rows) is not list or not rows:
+        raise InvalidField('"rows" must be a non-empty list of rows', field="rows")
+    if len(rows) > max_records:
+        raise PayloadTooLarge(f"{len(rows)} rows in one request; the limit is {max_records}: "
+                              "split the batch", field="rows")
+    if set(map(type, rows)) != {list} or set(map(len, rows)) != {len(columns)}:
+        i = next(i for i, r in enumerate(rows) if type(r) is not list or len(r) != len(columns))
+        raise InvalidField(f"rows[{i}] must be a list of {len(columns)} values (one per column)",
+                           field=f"rows[{i}]")
+    X = _matrix(rows, len(columns), lambda: _first_bad_cell(rows, columns))
+    order = [columns.index(n) for n in names]
+    if order != list(range(len(names))):
+        X = X[:, order]
+    n = len(rows)
+    keys = _optional_list(payload, "keys", n)
+    entities = _optional_list(payload, "entity_ids", n)
+    entity_ids: list[int | str | None] = [None if e is None else str(e) for e in entities]
+    routing = [str(k) if k is not None else e for k, e in zip(keys, entity_ids, strict=True)]
+    return Batch(X=X, entity_positions=[], entity_ids=entity_ids, keys=routing,
+                 has_entity_ids=any(e is not None for e in entity_ids))
+
+
+def _optional_list(payload: dict[str, Any], name: str, n: int) -> list[Any]:
+    values = payload.get(name)
+    if values is None:
+        return [None] * n
+    if type(values) is not list or len(values) != n or not all(
+            v is None or type(v) in (str, int) for v in values):
+        raise InvalidField(f'"{name}" must be a list of {n} strings or integers (one per row)',
+                           field=name)
+    return values
+
+
+def _first_bad_cell(rows: list[list[Any]], columns: list[str]) -> InvalidFeature:
+    for i, row in enumerate(rows):
+        for column, value in zip(columns, row, strict=True):
+            try:
+                check_number(value, f"rows[{i}].{column}")
+            except InvalidFeature as exc:
+                return exc
+    return InvalidFeature("a feature value is invalid", field="rows")
 
 
 def records_of(payload: Any, max_records: int) -> list[Any]:
@@ -97,7 +174,8 @@ def parse_records(records: list[Any], names: tuple[str, ...], parse_entity) -> B
     fast = _all_explicit(records, getter, n_features)
     if fast is not None:
         nothing: list[Any] = [None] * len(records)
-        X = _matrix(fast, records, range(len(records)), names)
+        X = _matrix(fast, n_features,
+                    lambda: _first_bad_value(records, range(len(records)), names))
         return Batch(X=X, entity_positions=[], entity_ids=nothing, keys=list(nothing),
                      has_entity_ids=False)
     rows: list[Any] = []
@@ -142,7 +220,7 @@ def parse_records(records: list[Any], names: tuple[str, ...], parse_entity) -> B
     X = np.empty((len(records), n_features), dtype=np.float64)
     if explicit:
         values = rows if not entity_positions else [rows[i] for i in explicit]
-        block = _matrix(values, records, explicit, names)
+        block = _matrix(values, n_features, lambda: _first_bad_value(records, explicit, names))
         if entity_positions:
             X[explicit] = block
         else:
@@ -163,8 +241,8 @@ def _all_explicit(records: list[Any], getter: Any, n_features: int) -> list[Any]
         return None
 
 
-def _matrix(values: list[Any], records: list[Any], explicit: Sequence[int],
-            names: Sequence[str]) -> np.ndarray:
+def _matrix(values: list[Any], n_columns: int, first_error: Callable[[], InvalidFeature]
+            ) -> np.ndarray:
     """Feature rows as a float64 matrix: JSON numbers only (no bools, strings or nulls),
     finite; the first offender is named otherwise.
 
@@ -176,17 +254,17 @@ def _matrix(values: list[Any], records: list[Any], explicit: Sequence[int],
     try:
         block = np.array(flat)
     except (ValueError, TypeError, OverflowError):
-        raise _first_bad_value(records, explicit, names) from None
+        raise first_error() from None
     if block.dtype.kind not in "fi" or block.ndim != 1:
-        raise _first_bad_value(records, explicit, names)
+        raise first_error()
     if block.dtype.kind == "i":
         block = block.astype(np.float64)
     suspects = np.flatnonzero((block == 0.0) | (block == 1.0))
     if suspects.size and bool in set(map(type, map(flat.__getitem__, suspects.tolist()))):
-        raise _first_bad_value(records, explicit, names)
+        raise first_error()
     if not np.isfinite(block).all():
-        raise _first_bad_value(records, explicit, names)
-    return block.reshape(len(values), len(names))
+        raise first_error()
+    return block.reshape(len(values), n_columns)
 
 
 def _feature_error(i: int, features: dict[str, Any], names: Sequence[str]) -> InvalidFeature:

@@ -210,8 +210,8 @@ def _writer_main(url: str, batches, counters, batch_rows: int, flush_seconds: fl
             item = batches.get(timeout=max(0.0, deadline - time.monotonic()))
         except queue.Empty:
             item = ...
-            if os.getppid() != parent_pid:  # the server died without closing us
-                done = True
+        if os.getppid() != parent_pid:  # the server died without closing us
+            done = True
         if item is None:
             done = True
         elif item is not ...:
@@ -304,7 +304,7 @@ class PredictionLog:
         process.join(timeout=timeout)
         if process.is_alive():
             log.error("prediction log writer did not finish in %.0fs; stopping it", timeout)
-            process.terminate()
+            process.kill()  # it ignores SIGTERM by design
             process.join(timeout=2)
         with self._lock:
             self._lost += self.pending

@@ -31,6 +31,20 @@ class PredictRequest(_Strict):
     records: list[Record] = Field(min_length=1, description="The batch (see the size limit).")
 
 
+class PredictTable(_Strict):
+    """The same request as a table: every model feature as a column, in any order."""
+
+    columns: list[str] = Field(description="Feature names, each model feature once.")
+    rows: list[list[float]] = Field(min_length=1, description="One list of values per row.")
+    keys: list[str | int | None] | None = Field(None, description="Sticky canary key per row.")
+    entity_ids: list[str | int | None] | None = Field(
+        None, description="Entity id per row (logged; default canary key).")
+
+
+class PredictBody(RootModel[PredictRequest | PredictTable]):
+    """Records (by entity id or features), or a table of features."""
+
+
 class Prediction(BaseModel):
     request_id: str = Field(description="Id of this prediction; send ground truth with it.")
     prediction: float
@@ -149,6 +163,9 @@ PREDICT_EXAMPLES = {
                     "value": {"records": [{"features": EXAMPLE_FEATURES}]}},
     "sticky_key": {"summary": "With a sticky canary key",
                    "value": {"records": [{"entity_id": 1001, "key": "customer-42"}]}},
+    "table": {"summary": "A table of features (batch clients)",
+              "value": {"columns": list(EXAMPLE_FEATURES),
+                        "rows": [list(EXAMPLE_FEATURES.values())] * 2}},
 }
 
 V2_EXAMPLES = {
@@ -165,7 +182,7 @@ FEEDBACK_EXAMPLES = {
                        {"request_id": "3f2a9c0d4b1e4e5f8a7b6c5d4e3f2a1b-1", "actual": 91.0}]},
 }
 
-DOC_MODELS: tuple[type[BaseModel], ...] = (PredictRequest, V2InferRequest, FeedbackRequest)
+DOC_MODELS: tuple[type[BaseModel], ...] = (PredictBody, V2InferRequest, FeedbackRequest)
 
 
 def parse_feedback(payload: Any) -> list[FeedbackItem]:

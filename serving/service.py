@@ -32,7 +32,7 @@ from serving.errors import (
     Unavailable,
 )
 from serving.features import OnlineFeatures
-from serving.inputs import dumps, loads, parse_records, records_of
+from serving.inputs import dumps, loads, parse_body
 from serving.metrics import Metrics
 from serving.models import ModelRepository, ServedModel, Snapshot
 from serving.prediction_log import LogBatch, PredictionLog
@@ -212,8 +212,8 @@ class Runtime:
     async def predict(self, body: bytes, base_id: str) -> Answer:
         """``POST /predict``: records (entity ids or explicit features) to predictions."""
         state = self.ready_state()
-        records = records_of(loads(body), self.settings.max_batch_records)
-        batch = parse_records(records, state.input_features, self._parse_entity)
+        batch = parse_body(loads(body), state.input_features, self._parse_entity,
+                           self.settings.max_batch_records)
         if batch.entity_positions:
             positions = batch.entity_positions
             assert self.features is not None

@@ -28,6 +28,11 @@ def kubeloop(X: np.ndarray) -> bytes:
     return json.dumps({"records": records}).encode()
 
 
+def kubeloop_table(X: np.ndarray) -> bytes:
+    """``POST /predict`` with the same rows as a table (``columns`` + ``rows``)."""
+    return json.dumps({"columns": FEATURES, "rows": X.tolist()}).encode()
+
+
 def kubeloop_entity(entity: int) -> bytes:
     """``POST /predict`` by entity id: features from the Redis online store."""
     return json.dumps({"records": [{"entity_id": entity}]}).encode()
@@ -51,6 +56,7 @@ def predictions(server: str, body: bytes) -> list[float]:
     return list(data["predictions"])
 
 
-PATHS = {"kubeloop": "/predict", "mlflow": "/invocations",
+PATHS = {"kubeloop": "/predict", "kubeloop-table": "/predict", "mlflow": "/invocations",
          "kserve": f"/v1/models/{MODEL}:predict"}
-BUILDERS = {"kubeloop": kubeloop, "mlflow": mlflow, "kserve": kserve}
+BUILDERS = {"kubeloop": kubeloop, "kubeloop-table": kubeloop_table, "mlflow": mlflow,
+            "kserve": kserve}

@@ -15,7 +15,8 @@ What it does, all on 127.0.0.1 and with nothing downloaded but packages:
 3. For each server in turn (one process each; kubeloop with its token, validation, metrics and
    prediction log on): start it, check every payload answers exactly the model's predictions,
    then run wrk (2 threads) for 1-row and 100-row requests at 8 and 64 connections, and, for
-   kubeloop, 1-row requests by entity id. Each run is preceded by a short warm-up.
+   kubeloop, 100 rows as a table (``columns`` + ``rows``, the same information as MLflow's
+   ``dataframe_split``) and 1-row requests by entity id. Each run follows a short warm-up.
 4. Prints RPS, p50, p99 and the RSS of the server's process tree, and writes the results as
    JSON and as a Markdown table under ``bench/results/``.
 """
@@ -334,18 +335,22 @@ def run(args: argparse.Namespace) -> list[Result]:
     results: list[Result] = []
     for name, server in servers.items():
         token = TOKEN if name == "kubeloop" else ""
+        forms = [(name, 1, "1 row"), (name, 100, "100 rows")]
+        if name == "kubeloop":
+            forms.append(("kubeloop-table", 100, "100 rows (table)"))
         with server:
-            check_payloads(server, name, model, X_by_rows)
+            for form, _, _ in forms:
+                check_payloads(server, form, model, X_by_rows)
             log(f"{name}: payloads answer the model's predictions")
-            for n in (1, 100):
+            for form, n, scenario in forms:
                 for connections in (8, 64):
-                    url = server.url(payloads.PATHS[name])
-                    script_args = [str(bodies[name, n]), token]
+                    url = server.url(payloads.PATHS[form])
+                    script_args = [str(bodies[form, n]), token]
                     wrk(binary, url, connections, args.warmup, "post.lua", script_args)
                     rps, p50, p99, errors = wrk(binary, url, connections, args.duration,
                                                 "post.lua", script_args)
-                    result = Result(name, f"{n} row" + ("s" if n > 1 else ""), connections,
-                                    rps, p50, p99, errors, server.rss_mb())
+                    result = Result(name, scenario, connections, rps, p50, p99, errors,
+                                    server.rss_mb())
                     results.append(result)
                     log(f"{name} {result.scenario} c={connections}: {rps:,.0f} req/s, "
                         f"p50 {p50:.2f} ms, p99 {p99:.2f} ms, errors {errors}, "
@@ -407,12 +412,13 @@ def table(results: list[Result]) -> str:
 def ratios(results: list[Result]) -> str:
     """kubeloop against the best peer, per scenario."""
     lines = []
-    for scenario in ("1 row", "100 rows"):
+    for scenario, peer_scenario in (("1 row", "1 row"), ("100 rows", "100 rows"),
+                                    ("100 rows (table)", "100 rows")):
         for connections in (8, 64):
             mine = [r for r in results if r.server == "kubeloop" and r.scenario == scenario
                     and r.connections == connections]
-            peers = [r for r in results if r.server != "kubeloop" and r.scenario == scenario
-                     and r.connections == connections]
+            peers = [r for r in results if r.server != "kubeloop"
+                     and r.scenario == peer_scenario and r.connections == connections]
             if mine and peers:
                 best = max(peers, key=lambda r: r.rps)
                 lines.append(f"- {scenario}, {connections} connections: "

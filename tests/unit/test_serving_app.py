@@ -332,9 +332,9 @@ def test_metrics_export_every_metric_family(server):
 def test_openapi_documents_the_predict_body_with_examples(server):
     spec = server.client.get("/openapi.json").json()
     body = spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]
-    assert body["schema"] == {"$ref": "#/components/schemas/PredictRequest"}
-    assert {"by_entity", "by_features"} <= set(body["examples"])
-    assert "Record" in spec["components"]["schemas"]
+    assert body["schema"] == {"$ref": "#/components/schemas/PredictBody"}
+    assert {"by_entity", "by_features", "table"} <= set(body["examples"])
+    assert {"Record", "PredictRequest", "PredictTable"} <= set(spec["components"]["schemas"])
     assert "422" in spec["paths"]["/predict"]["post"]["responses"]
     assert "/v2/models/{name}/infer" in spec["paths"]
     secured = {(m, p) for p, ops in spec["paths"].items() for m, op in ops.items()

@@ -46,11 +46,12 @@ def bench(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         yield payloads, client, model, X
 
 
+@pytest.mark.parametrize("form", ["kubeloop", "kubeloop-table"])
 @pytest.mark.parametrize("rows", [1, 100])
-def test_bench_payloads_are_accepted_with_the_models_predictions(bench, rows):
+def test_bench_payloads_are_accepted_with_the_models_predictions(bench, rows, form):
     payloads, client, model, _ = bench
     X = payloads.rows(rows)
-    response = client.post(payloads.PATHS["kubeloop"], content=payloads.kubeloop(X),
+    response = client.post(payloads.PATHS[form], content=payloads.BUILDERS[form](X),
                            headers={"Authorization": f"Bearer {TOKEN}",
                                     "Content-Type": "application/json"})
     assert response.status_code == 200, response.text

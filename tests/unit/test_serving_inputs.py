@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from serving.errors import InvalidFeature, InvalidField, InvalidRequest, PayloadTooLarge
-from serving.inputs import loads, parse_records, records_of
+from serving.inputs import loads, parse_body, parse_records, records_of
 
 NAMES = ("a", "b", "c")
 
@@ -137,3 +137,54 @@ def test_huge_integer_is_refused_not_overflowed():
                                                                            str(10 ** 400))
     with pytest.raises((InvalidFeature, InvalidRequest)):
         parse(body)
+
+
+def table(**changes):
+    body = {"columns": ["c", "a", "b"], "rows": [[3, 1.0, 2.0], [6.5, 4, 5]], **changes}
+    return parse_body(body, NAMES, entity, 100)
+
+
+def test_a_table_body_is_reordered_into_model_order():
+    batch = table(keys=["k1", None], entity_ids=[None, 42])
+    assert batch.X.tolist() == [[1.0, 2.0, 3.0], [4.0, 5.0, 6.5]]
+    assert batch.keys == ["k1", "42"] and batch.entity_ids == [None, "42"]
+    assert batch.entity_positions == []
+
+
+@pytest.mark.parametrize(("changes", "field"), [
+    ({"columns": ["a", "b"]}, "columns.c"),
+    ({"columns": ["a", "b", "c", "d"], "rows": [[1, 2, 3, 4]]}, "columns.d"),
+    ({"columns": ["a", "a", "c"]}, "columns.a"),
+    ({"rows": [[1, 2, 3], [1, 2]]}, "rows[1]"),
+    ({"rows": [[1, 2, 3], [1, "x", 3]]}, "rows[1].a"),
+    ({"rows": [[1, 2, None]]}, "rows[0].b"),
+    ({"rows": [[1, True, 3]]}, "rows[0].a"),
+    ({"keys": ["only-one"]}, "keys"),
+    ({"extra": 1}, "extra"),
+])
+def test_a_bad_table_is_refused_naming_the_field(changes, field):
+    with pytest.raises((InvalidFeature, InvalidField)) as err:
+        table(**changes)
+    assert err.value.field == field
+
+
+def test_a_table_with_nan_is_refused():
+    body = '{"columns": ["a", "b", "c"], "rows": [[1, 2, 3], [1, NaN, 3]]}'
+    with pytest.raises(InvalidFeature) as err:
+        parse_body(loads(body.encode()), NAMES, entity, 100)
+    assert err.value.field == "rows[1].b"
+
+
+def test_a_table_over_the_limit_is_413():
+    with pytest.raises(PayloadTooLarge):
+        parse_body({"columns": list(NAMES), "rows": [[1, 2, 3]] * 11}, NAMES, entity, 10)
+
+
+def test_booleans_hidden_among_zeros_and_ones_are_found():
+    body = {"records": [{"features": {"a": 0.0, "b": 1.0, "c": 1}},
+                        {"features": {"a": 1, "b": 0, "c": False}}]}
+    with pytest.raises(InvalidFeature) as err:
+        parse(orjson.dumps(body))
+    assert err.value.field == "records[1].features.c"
+    ok = parse(orjson.dumps({"records": body["records"][:1]}))
+    assert ok.X.tolist() == [[0.0, 1.0, 1.0]]
