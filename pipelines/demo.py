@@ -71,6 +71,7 @@ class DemoResult:
     rollout: Any  # monitoring.rollout.Step
     shadow_report: str | None
     metrics_file: Path
+    exported_before: str  # the Prometheus textfile right after drift was detected
     lineage: dict[str, Any]
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -280,6 +281,7 @@ def run_demo(work_dir: Path, config: DemoConfig = DemoConfig(),
             raise SystemExit("demo: retraining did not register a new version "
                              f"({monitor_before.launch_error or monitor_before.launched})")
         challenger = monitor_before.launched.version
+        exported_before = Path(monitor_before.metrics_target).read_text()
         say(f"retraining (kfp.local, recent window) registered [bold]{challenger}[/bold] as "
             "challenger")
         second = run_monitor(spec, settings, launcher=launcher, engine=engine)
@@ -320,7 +322,7 @@ def run_demo(work_dir: Path, config: DemoConfig = DemoConfig(),
         champion_before=before, champion_after=after_label, challenger=challenger,
         monitor_before=monitor_before, second_monitor=second, monitor_after=monitor_after,
         rollout=result, shadow_report=status.get("shadow_report"),
-        metrics_file=Path(monitor_after.metrics_target),
+        metrics_file=Path(monitor_after.metrics_target), exported_before=exported_before,
         lineage=show(client, spec.model_name, after_label), seconds=clock,
     )
 

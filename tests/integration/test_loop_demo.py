@@ -42,15 +42,14 @@ def test_drift_retrains_through_the_pipeline_and_the_retrained_version_becomes_c
     # Drift was detected, and the figure was exported for Prometheus.
     before = result.monitor_before
     assert "drift" in {t.kind for t in before.verdict.triggers}
-    samples = {(s.name, s.labels.get("version")): s.value
-               for f in text_string_to_metric_families(result.metrics_file.read_text())
-               for s in f.samples}
-    assert result.metrics_file.name == "building-energy.prom"
-    before_text = (work / "metrics" / "building-energy.prom").read_text()
-    assert "kubeloop_drift_share" in before_text
-    assert samples[("kubeloop_drift_share", result.champion_after)] >= 0.0
-    assert before.analysis.drift.share >= 0.3
-    assert before.report.exists()
+    assert before.analysis.drift.share >= 0.3 and before.report.exists()
+    exported = {(s.name, s.labels.get("version")): s.value
+                for f in text_string_to_metric_families(result.exported_before)
+                for s in f.samples}
+    assert exported[("kubeloop_drift_share", "V1.0.0")] == pytest.approx(
+        before.analysis.drift.share)
+    assert exported[("kubeloop_drift_detected", "V1.0.0")] == 1.0
+    assert result.metrics_file == work / "metrics" / "building-energy.prom"
 
     # One incident, one retraining: through kfp.local, the next automatic revision.
     assert before.launched is not None and before.launched.run_id.startswith("local:")
