@@ -12,10 +12,11 @@ SQLite store in the work folder.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -80,9 +81,16 @@ class PlatformSettings(BaseSettings):
         return (self.work_dir / "mlartifacts").as_uri()
 
     def export(self) -> dict[str, str]:
-        """Environment that hands these settings to a child process (a kfp.local step)."""
+        """Environment that hands these settings to a child process (a kfp.local step).
+
+        Secrets are left out: a child inherits them from this process's own environment, and
+        their masked form must never overwrite the real value there.
+        """
         env = {"MLFLOW_TRACKING_URI": self.tracking_uri}
-        for name, value in self.model_dump(exclude={"mlflow_tracking_uri"}).items():
-            if value is not None:
-                env[f"KUBELOOP_{name.upper()}"] = str(value)
+        for name, value in self.model_dump(mode="json").items():
+            secret = isinstance(getattr(self, name), SecretStr)
+            if name == "mlflow_tracking_uri" or value is None or secret:
+                continue
+            # JSON for everything but plain strings: what pydantic-settings parses back.
+            env[f"KUBELOOP_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
         return env

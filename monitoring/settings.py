@@ -104,7 +104,3 @@ class MonitoringSettings(PlatformSettings):
     def token(self) -> str | None:
         return self.api_token.get_secret_value() if self.api_token else None
 
-    def export(self) -> dict[str, str]:
-        """Environment for child processes, without secrets (they keep their own variables)."""
-        secret = {f"KUBELOOP_{n.upper()}" for n in ("api_token", "kfp_token")}
-        return {k: v for k, v in super().export().items() if k not in secret}
