@@ -7,57 +7,20 @@ runs ``monitor`` alone (the CronJob's entry point). The work is in ``monitoring.
 
 from __future__ import annotations
 
-import functools
 import json
-import os
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-DEFAULT_SPEC = Path("examples/building_energy/spec.yaml")
-SpecOption = Annotated[
-    Path, typer.Option("--spec", "-s", envvar="KUBELOOP_SPEC", help="Project spec YAML.")
-]
+from monitoring.settings import MonitoringSettings
+from pipelines.cli_common import DEFAULT_SPEC, SpecOption, console, context, friendly
 
 rollout_app = typer.Typer(
     help="Release the challenger: shadow, approval, canary steps, promotion or rollback.",
     no_args_is_help=True,
 )
-
-
-def _console():
-    from rich.console import Console
-
-    return Console(stderr=True)
-
-
-def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Domain errors become a one-line message and exit code 2 (as in ``pipelines.cli``)."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from components.errors import KubeloopError
-
-        try:
-            return func(*args, **kwargs)
-        except KubeloopError as exc:
-            _console().print(f"[red]error:[/red] {exc.message}", highlight=False)
-            raise typer.Exit(2) from None
-
-    return wrapper
-
-
-def context(spec_path: Path, **overrides: Any):
-    """Settings first (they define ${KUBELOOP_WORK_DIR} for the spec), then the spec."""
-    from components.spec import load_spec
-    from monitoring.settings import MonitoringSettings
-
-    settings = MonitoringSettings(**{k: v for k, v in overrides.items() if v is not None})
-    os.environ.update(settings.export())
-    return load_spec(spec_path), settings
 
 
 @friendly
@@ -86,12 +49,11 @@ def monitor(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
                         "%(message)s")
-    project, settings = context(spec)
+    project, settings = context(spec, MonitoringSettings)
     if window_hours is not None:
         project = project.model_copy(update={"monitoring": project.monitoring.model_copy(
             update={"window_hours": window_hours})})
     outcome = run_monitor(project, settings, launch=launch)
-    console = _console()
     drift, quality = outcome.analysis.drift, outcome.analysis.quality
     console.print(f"[bold]{outcome.model_name} {outcome.label}[/bold]: {outcome.rows} "
                   f"predictions ({outcome.labelled_rows} labelled) from {outcome.start:%F %T} "
@@ -134,7 +96,7 @@ def _rollout(spec: Path, server_url: str | None):
     from monitoring.rollout import HttpServerAdmin, Rollout
     from monitoring.window import open_log
 
-    project, settings = context(spec, server_url=server_url)
+    project, settings = context(spec, MonitoringSettings, server_url=server_url)
     client = model_store.configure(settings)
     server = HttpServerAdmin(settings.server_url, settings.token)
     return Rollout(client, project, server, open_log(settings.log_url), env=settings.env,
@@ -164,7 +126,6 @@ def rollout_run(
     from components import registry
 
     rollout, project = _rollout(spec, server_url)
-    console = _console()
     if version is None:
         challenger = registry.by_alias(rollout.client, project.model_name, registry.CHALLENGER)
         champion = rollout.champion()
@@ -197,7 +158,7 @@ def rollout_approve(
     """Approve the candidate after reviewing its shadow report (recorded on the version)."""
     rollout, _ = _rollout(spec, None)
     status = rollout.approve(version, approver or "")
-    _console().print(f"[green]approved {status['label']} ({status['approved_by']})[/green]; "
+    console.print(f"[green]approved {status['label']} ({status['approved_by']})[/green]; "
                      "`kubeloop rollout run` continues with the canary")
 
 
@@ -212,7 +173,7 @@ def rollout_rollback(
     """Stop the canary at once: weight 0, challenger alias removed, champion untouched."""
     rollout, _ = _rollout(spec, server_url)
     result = rollout.rollback(rollout.candidate(version), reason)
-    _console().print(result.message)
+    console.print(result.message)
 
 
 @friendly
@@ -229,7 +190,7 @@ def lineage_cmd(
     from components import model_store
     from monitoring.lineage import show
 
-    project, settings = context(spec)
+    project, settings = context(spec, MonitoringSettings)
     record = show(model_store.configure(settings), project.model_name, version)
     if as_json:
         typer.echo(json.dumps(record, indent=2, default=str))

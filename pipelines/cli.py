@@ -2,52 +2,20 @@
 
 from __future__ import annotations
 
-import functools
-import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
-from components.errors import KubeloopError
 from components.sample_data import Drift
-from components.settings import PlatformSettings
-from components.spec import ProjectSpec, load_spec
+from pipelines.cli_common import DEFAULT_SPEC, SpecOption, console, context, friendly
 
 app = typer.Typer(help="kubeloop: the closed ML loop on Kubernetes.", no_args_is_help=True)
 data_app = typer.Typer(help="Sample data.", no_args_is_help=True)
 run_app = typer.Typer(help="Run pipelines locally or on a KFP cluster.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(run_app, name="run")
-console = Console(stderr=True)
-
-DEFAULT_SPEC = "examples/building_energy/spec.yaml"
-SpecOption = Annotated[
-    Path, typer.Option("--spec", "-s", envvar="KUBELOOP_SPEC", help="Project spec YAML.")
-]
-
-
-def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn domain errors into a readable message and exit code 2, never a traceback."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except KubeloopError as exc:
-            console.print(f"[red]error:[/red] {exc.message}", highlight=False)
-            raise typer.Exit(2) from None
-
-    return wrapper
-
-
-def context(spec_path: Path) -> tuple[ProjectSpec, PlatformSettings]:
-    """Settings first (they define ${KUBELOOP_WORK_DIR} for the spec), then the spec."""
-    settings = PlatformSettings()
-    os.environ.update(settings.export())
-    return load_spec(spec_path), settings
 
 
 @data_app.command("generate")
@@ -85,7 +53,7 @@ def data_generate(
 def data_restore(
     run_id: Annotated[str, typer.Argument(help="MLflow run whose training data to restore")],
     out: Annotated[Path, typer.Option(help="Where to write the dataset")] = Path("dataset.parquet"),
-    spec: SpecOption = Path(DEFAULT_SPEC),
+    spec: SpecOption = DEFAULT_SPEC,
 ) -> None:
     """Restore the exact dataset a training run saw, from the DVC remote (reproducibility)."""
     import mlflow
@@ -102,7 +70,7 @@ def data_restore(
 @run_app.command("training")
 @friendly
 def run_training(
-    spec: SpecOption = Path(DEFAULT_SPEC),
+    spec: SpecOption = DEFAULT_SPEC,
     source: Annotated[str | None, typer.Option(help="Override data.source")] = None,
     host: Annotated[
         str | None, typer.Option(envvar="KFP_HOST", help="KFP API server URL: submit there")
@@ -149,7 +117,7 @@ def compile_cmd(
 @friendly
 def promote_cmd(
     version: Annotated[str, typer.Argument(help="Registry number, V-name or alias")],
-    spec: SpecOption = Path(DEFAULT_SPEC),
+    spec: SpecOption = DEFAULT_SPEC,
     approve: Annotated[bool, typer.Option("--approve", help="Record your approval")] = False,
     approver: Annotated[str | None, typer.Option(help="Who approves (default: $USER)")] = None,
 ) -> None:
@@ -169,7 +137,7 @@ def promote_cmd(
 
 @app.command("versions")
 @friendly
-def versions_cmd(spec: SpecOption = Path(DEFAULT_SPEC)) -> None:
+def versions_cmd(spec: SpecOption = DEFAULT_SPEC) -> None:
     """List the registry versions of the spec's model with their names and aliases."""
     from rich.table import Table
 
@@ -193,7 +161,7 @@ def versions_cmd(spec: SpecOption = Path(DEFAULT_SPEC)) -> None:
 
 @app.command("materialize")
 @friendly
-def materialize_cmd(spec: SpecOption = Path(DEFAULT_SPEC)) -> None:
+def materialize_cmd(spec: SpecOption = DEFAULT_SPEC) -> None:
     """Materialize the spec's feature views into the online store up to now (incremental)."""
     from components.features.core import materialize_incremental
 
@@ -204,7 +172,7 @@ def materialize_cmd(spec: SpecOption = Path(DEFAULT_SPEC)) -> None:
 
 @app.command("feature-store-yaml")
 @friendly
-def feature_store_yaml(spec: SpecOption = Path(DEFAULT_SPEC)) -> None:
+def feature_store_yaml(spec: SpecOption = DEFAULT_SPEC) -> None:
     """Print the feature_store.yaml equivalent of the current settings (for `feast serve`)."""
     from components.feature_store import feast_project, render_yaml
 

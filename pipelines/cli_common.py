@@ -1,0 +1,60 @@
+"""What every ``kubeloop`` sub-command shares: the spec option, error handling, set-up."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar, overload
+
+import typer
+from rich.console import Console
+
+from components.errors import KubeloopError
+from components.settings import PlatformSettings
+from components.spec import ProjectSpec, load_spec
+
+DEFAULT_SPEC = Path("examples/building_energy/spec.yaml")
+SpecOption = Annotated[
+    Path, typer.Option("--spec", "-s", envvar="KUBELOOP_SPEC", help="Project spec YAML.")
+]
+console = Console(stderr=True)
+SettingsT = TypeVar("SettingsT", bound=PlatformSettings)
+
+
+def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn domain errors into a readable message and exit code 2, never a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except KubeloopError as exc:
+            console.print(f"[red]error:[/red] {exc.message}", highlight=False)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+@overload
+def context(spec_path: Path) -> tuple[ProjectSpec, PlatformSettings]: ...
+
+
+@overload
+def context(
+    spec_path: Path, settings_cls: type[SettingsT], **overrides: Any
+) -> tuple[ProjectSpec, SettingsT]: ...
+
+
+def context(
+    spec_path: Path, settings_cls: type[PlatformSettings] = PlatformSettings, **overrides: Any
+) -> tuple[ProjectSpec, PlatformSettings]:
+    """Settings first (they define ${KUBELOOP_WORK_DIR} for the spec), then the spec.
+
+    Options given on the command line (``overrides`` that are not None) win over the
+    environment; the settings are exported so child processes (pipeline steps) see them too.
+    """
+    settings = settings_cls(**{k: v for k, v in overrides.items() if v is not None})
+    os.environ.update(settings.export())
+    return load_spec(spec_path), settings
