@@ -9,7 +9,9 @@ import typer
 from rich.console import Console
 
 from components.sample_data import Drift
+from monitoring.cli import register as register_monitoring
 from pipelines.cli_common import DEFAULT_SPEC, SpecOption, console, context, friendly
+from serving.cli import serve
 
 app = typer.Typer(help="kubeloop: the closed ML loop on Kubernetes.", no_args_is_help=True)
 data_app = typer.Typer(help="Sample data.", no_args_is_help=True)
@@ -180,8 +182,8 @@ def feature_store_yaml(spec: SpecOption = DEFAULT_SPEC) -> None:
     typer.echo(render_yaml(settings, feast_project(project)))
 
 
-app.command("serve")(__import__("serving.cli", fromlist=["serve"]).serve)
-__import__("monitoring.cli", fromlist=["register"]).register(app)  # monitor, rollout, lineage
+app.command("serve")(serve)
+register_monitoring(app)  # monitor, rollout, lineage
 
 if __name__ == "__main__":
     app()
