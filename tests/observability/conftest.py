@@ -7,37 +7,18 @@ the test skips with the reason, except under KUBELOOP_REQUIRE_SERVICES=1 (CI), w
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests.utils import tools
+
 INSTALLER = Path(__file__).resolve().parent / "install_tools.sh"
-_installed: list[str] = []
-
-
-def unavailable(reason: str) -> None:
-    if os.environ.get("KUBELOOP_REQUIRE_SERVICES") == "1":
-        pytest.fail(f"KUBELOOP_REQUIRE_SERVICES=1 but {reason}")
-    pytest.skip(reason)
 
 
 def require_command(name: str) -> str:
     """Absolute path of a Debian-provided command, installing the packages once when missing."""
-    found = shutil.which(name)
-    if found is None:
-        if not _installed:
-            proc = subprocess.run(["bash", str(INSTALLER)], capture_output=True, text=True,
-                                  timeout=900, check=False)
-            _installed.append(f"exit {proc.returncode}: {proc.stderr[-2000:]}")
-        found = shutil.which(name)
-        if found is None:
-            unavailable(f"`{name}` is missing and {INSTALLER.name} could not install it "
-                        f"({_installed[0]})")
-    assert found is not None
-    return found
+    return tools.require_command(name, INSTALLER)
 
 
 @pytest.fixture(scope="session")
@@ -67,16 +48,5 @@ def amtool() -> str:
 
 @pytest.fixture(scope="session")
 def crd_validator() -> list[str]:
-    """The chart tests' prometheus-operator CRD validator (tests/k8s/crd), installed by their
-    tests/k8s/install_tools.sh when missing."""
-    repo = INSTALLER.parents[2]
-    crd = repo / "tests" / "k8s" / "crd"
-    node = shutil.which("node")
-    if node is None:
-        unavailable("node is missing (needed for the prometheus-operator CRD validators)")
-    if not (crd / "node_modules" / "@kubernetes-models" / "prometheus-operator").is_dir():
-        proc = subprocess.run(["bash", str(repo / "tests" / "k8s" / "install_tools.sh"), "npm"],
-                              capture_output=True, text=True, timeout=900, check=False)
-        if not (crd / "node_modules" / "@kubernetes-models").is_dir():
-            unavailable(f"npm ci of tests/k8s/crd failed ({proc.stderr[-2000:]})")
-    return [str(node), str(crd / "validate.mjs")]
+    """The chart tests' prometheus-operator CRD validator (tests/k8s/crd)."""
+    return tools.crd_validator()

@@ -10,8 +10,9 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import NoReturn
 
-import pytest
+from tests.utils.tools import unavailable
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "KUBELOOP_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
@@ -19,11 +20,8 @@ POSTGRES_ADMIN_URL = os.environ.get(
 REDIS_ADDR = os.environ.get("KUBELOOP_TEST_REDIS", "127.0.0.1:6379")
 
 
-def _missing(what: str, exc: Exception) -> None:
-    reason = f"{what} not reachable ({exc.__class__.__name__}: {exc})"
-    if os.environ.get("KUBELOOP_REQUIRE_SERVICES") == "1":
-        pytest.fail(f"KUBELOOP_REQUIRE_SERVICES=1 but {reason}")
-    pytest.skip(reason)
+def _missing(what: str, exc: Exception) -> NoReturn:
+    unavailable(f"{what} not reachable ({exc.__class__.__name__}: {exc})")
 
 
 @contextmanager
