@@ -12,11 +12,14 @@ What it does, all on 127.0.0.1 and with nothing downloaded but packages:
    data, registers it in an MLflow registry under ``bench/results/serving-work`` as the
    ``champion`` of ``diabetes``, saves the same object with joblib for KServe, and materializes
    the rows into Feast's Redis online store (db 14) as entities.
-3. For each server in turn (one process each; kubeloop with its token, validation, metrics and
-   prediction log on): start it, check every payload answers exactly the model's predictions,
-   then run wrk (2 threads) for 1-row and 100-row requests at 8 and 64 connections, and, for
-   kubeloop, 100 rows as a table (``columns`` + ``rows``, the same information as MLflow's
-   ``dataframe_split``) and 1-row requests by entity id. Each run follows a short warm-up.
+3. Starts the three servers side by side (one process each; kubeloop with its token,
+   validation, metrics and prediction log on), checks that every payload answers exactly the
+   model's predictions, then, scenario by scenario and server after server (so that a shared
+   machine's drifting load weighs on all alike), runs wrk (2 threads) for 1-row and 100-row
+   requests at 8 and 64 connections, and, for kubeloop, 100 rows as a table (``columns`` +
+   ``rows``, the same information as MLflow's ``dataframe_split``) and 1-row requests by entity
+   id. Each run follows a short warm-up; after a kubeloop run the next waits (at most 30 s)
+   for kubeloop's prediction log writer to catch up, so it does not run during a peer's turn.
 4. Prints RPS, p50, p99 and the RSS of the server's process tree, and writes the results as
    JSON and as a Markdown table under ``bench/results/``.
 """
@@ -24,6 +27,7 @@ What it does, all on 127.0.0.1 and with nothing downloaded but packages:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -332,32 +336,44 @@ def run(args: argparse.Namespace) -> list[Result]:
                        str(kserve_port), "--grpc_port", str(free_port()), "--workers", "1"],
             {}, kserve_port, f"/v1/models/{payloads.MODEL}"),
     }
+    # All servers run side by side (an idle one costs memory, not CPU) and every scenario is
+    # measured on each of them in turn, so that the load of a shared machine, which drifts over
+    # minutes, weighs on all of them alike.
+    scenarios = [("1 row", 1, {"kubeloop": "kubeloop", "mlflow": "mlflow", "kserve": "kserve"}),
+                 ("100 rows", 100, {"kubeloop": "kubeloop", "mlflow": "mlflow",
+                                    "kserve": "kserve"}),
+                 ("100 rows (table)", 100, {"kubeloop": "kubeloop-table"})]
     results: list[Result] = []
-    for name, server in servers.items():
-        token = TOKEN if name == "kubeloop" else ""
-        forms = [(name, 1, "1 row"), (name, 100, "100 rows")]
-        if name == "kubeloop":
-            forms.append(("kubeloop-table", 100, "100 rows (table)"))
-        with server:
-            for form, _, _ in forms:
+    with contextlib.ExitStack() as stack:
+        for name, server in servers.items():
+            stack.enter_context(server)
+            forms = {form for _, _, by in scenarios for s, form in by.items() if s == name}
+            for form in sorted(forms):
                 check_payloads(server, form, model, X_by_rows)
             log(f"{name}: payloads answer the model's predictions")
-            for form, n, scenario in forms:
-                for connections in (8, 64):
+        for scenario, n, by_server in scenarios:
+            for connections in (8, 64):
+                order = list(by_server.items())
+                if connections == 64:
+                    order.reverse()
+                for name, form in order:
+                    server = servers[name]
                     url = server.url(payloads.PATHS[form])
-                    script_args = [str(bodies[form, n]), token]
+                    script_args = [str(bodies[form, n]), TOKEN if name == "kubeloop" else ""]
                     wrk(binary, url, connections, args.warmup, "post.lua", script_args)
                     rps, p50, p99, errors = wrk(binary, url, connections, args.duration,
                                                 "post.lua", script_args)
                     result = Result(name, scenario, connections, rps, p50, p99, errors,
                                     server.rss_mb())
                     results.append(result)
-                    log(f"{name} {result.scenario} c={connections}: {rps:,.0f} req/s, "
+                    log(f"{name} {scenario} c={connections}: {rps:,.0f} req/s, "
                         f"p50 {p50:.2f} ms, p99 {p99:.2f} ms, errors {errors}, "
                         f"RSS {result.rss_mb:.0f} MB")
-            if name == "kubeloop":
-                results += entity_runs(binary, server, args, int(prepared["entities"]))
-                log_status(server)
+                    if name == "kubeloop":
+                        wait_for_log(server)
+        results += entity_runs(binary, servers["kubeloop"], args, int(prepared["entities"]))
+        log_status(servers["kubeloop"])
+    results.sort(key=lambda r: ("kubeloop", "mlflow", "kserve").index(r.server))
     write(results, args)
     return results
 
@@ -390,12 +406,21 @@ def scrape(server: Server) -> dict[float, float]:
     return histogram_p99(text, "kubeloop_feature_lookup_duration_seconds")
 
 
-def log_status(server: Server) -> None:
+def log_counts(server: Server) -> dict[str, int]:
     request = urllib.request.Request(server.url("/admin/rollout"),
                                      headers={"Authorization": f"Bearer {TOKEN}"})
     with urllib.request.urlopen(request, timeout=10) as response:
-        counts = json.loads(response.read())["prediction_log"]
-    log(f"kubeloop prediction log: {counts}")
+        return json.loads(response.read())["prediction_log"]
+
+
+def wait_for_log(server: Server, timeout: float = 30.0) -> None:
+    end = time.monotonic() + timeout
+    while log_counts(server)["queued"] > 0 and time.monotonic() < end:
+        time.sleep(0.5)
+
+
+def log_status(server: Server) -> None:
+    log(f"kubeloop prediction log: {log_counts(server)}")
 
 
 def table(results: list[Result]) -> str:
