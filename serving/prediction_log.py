@@ -234,7 +234,7 @@ class PredictionLog:
 
     def __init__(self, url: str, *, queue_rows: int = 100_000, batch_rows: int = 500,
                  flush_seconds: float = 0.25, retry_seconds: float = 10.0,
-                 handoff_seconds: float = 0.01, nice: int = 10,
+                 handoff_seconds: float = 0.01, nice: int = 19,
                  on_counts: Callable[[int, dict[str, int], int, int], None] | None = None):
         self.url = url
         self.queue_rows = queue_rows

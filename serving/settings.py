@@ -49,6 +49,12 @@ class ServingSettings(PlatformSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level of the server (and uvicorn).")
     access_log: bool = Field(False, description="uvicorn access log (costs ~10% throughput).")
+    asgi_fast_path: bool = Field(
+        True,
+        description="Serve POST /predict and V2 infer in the ASGI middleware, without FastAPI's "
+        "routing and request objects (same checks, answers and errors; 1.6-2x the 1-row "
+        "throughput). false: through the FastAPI routes.",
+    )
     opentelemetry: bool = Field(
         False,
         description="FastAPI's native OpenTelemetry spans, metrics and logs, when global OTel "
@@ -111,7 +117,7 @@ class ServingSettings(PlatformSettings):
         10.0, ge=0, description="How long a failed write is retried before its rows are dropped."
     )
     log_writer_nice: int = Field(
-        10, ge=0, le=19,
+        19, ge=0, le=19,
         description="Scheduling niceness of the log writer process: when CPU is short the "
         "server's predictions go first and the log drops rows (counted) instead.",
     )

@@ -71,9 +71,10 @@ def work_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "work"
 
 
-@pytest.fixture
-def server(work_dir: Path):
-    with Server(work_dir, api_token=TOKEN) as s:
+@pytest.fixture(params=[True, False], ids=["asgi-fast-path", "fastapi-routes"])
+def server(work_dir: Path, request: pytest.FixtureRequest):
+    """Each test runs against both ways of serving the hot routes: they must not differ."""
+    with Server(work_dir, api_token=TOKEN, asgi_fast_path=request.param) as s:
         yield s
 
 
