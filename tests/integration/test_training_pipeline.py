@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mlflow
 import pytest
 
 from components import model_store, registry
@@ -43,7 +44,8 @@ def test_kfp_local_pipeline_on_postgres_and_redis(tmp_path, service_settings, mo
     spec = small_spec(tmp_path)
     assert run_local(spec, service_settings).version == "V1.0.0"
     assert_registered_with_full_run(service_settings, spec.model_name, "V1.0.0")
-    assert not (service_settings.work_dir / "mlflow.db").exists()
+    local_store = f"sqlite:///{service_settings.work_dir / 'mlflow.db'}"
+    assert not mlflow.MlflowClient(local_store, local_store).search_registered_models()
     assert not (service_settings.work_dir / "feast" / "online.db").exists()
     import redis
 
