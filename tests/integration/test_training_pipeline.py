@@ -116,7 +116,9 @@ def trained(tmp_path_factory, mlflow_db_template):
     root = tmp_path_factory.mktemp("trained")
     (root / "work").mkdir()
     shutil.copyfile(mlflow_db_template, root / "work" / "mlflow.db")
-    settings = PlatformSettings(work_dir=root / "work")
+    # Explicit store: module fixtures of other files may have left MLFLOW_TRACKING_URI set.
+    store = f"sqlite:///{root / 'work' / 'mlflow.db'}"
+    settings = PlatformSettings(work_dir=root / "work", mlflow_tracking_uri=store)
     spec = small_spec(root)
     assert run_steps(spec, settings).version == "V1.0.0"
     return spec, settings
