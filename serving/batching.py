@@ -50,7 +50,7 @@ class _Queue:
 class MicroBatcher:
     """Merges concurrent ``predict`` calls per model into one call of ``model.predict``."""
 
-    def __init__(self, max_rows: int = 1024, max_wait: float = 0.002,
+    def __init__(self, max_rows: int = 4096, max_wait: float = 0.002,
                  on_batch: Callable[[int, float], None] | None = None):
         self.max_rows = max_rows
         self.max_wait = max_wait

@@ -94,7 +94,9 @@ class ServingSettings(PlatformSettings):
         4 * 1024 * 1024, ge=1024, description="Largest request body in bytes (else 413)."
     )
     batch_max_rows: int = Field(
-        1024, ge=1, description="Micro-batching: most rows merged into one predict call."
+        4096, ge=1,
+        description="Micro-batching: most rows merged into one predict call (bounds the CPU "
+        "time one loop iteration spends predicting: ~4 ms for a 100-tree ensemble).",
     )
     batch_max_wait_ms: float = Field(
         2.0, ge=0.0, le=50.0,
