@@ -53,7 +53,7 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02
                    0.1, 0.25, 0.5, 1.0, 2.5)
 LOOKUP_BUCKETS = (0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.0025, 0.003, 0.004, 0.005,
                   0.0075, 0.01, 0.025, 0.05, 0.1)
-BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 # Label values whose series exist (at 0) from start-up, so a first failure is an increase that
 # rate()/increase() and the alerts see, and dashboards show 0 rather than "No data".
 LOG_DROP_REASONS = ("queue_full", "write_error", "writer_lost")  # serving/prediction_log.py
