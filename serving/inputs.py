@@ -160,6 +160,7 @@ def _getter(names: tuple[str, ...]):
 
 
 _GETTERS: dict[tuple[str, ...], Any] = {}
+_FEATURES = itemgetter("features")
 
 
 def parse_records(records: list[Any], names: tuple[str, ...], parse_entity) -> Batch:
@@ -233,10 +234,12 @@ def _all_explicit(records: list[Any], getter: Any, n_features: int) -> list[Any]
     """The rows when every record is exactly ``{"features": {every feature}}`` (the common
     batch), in a few C-speed passes; None sends anything else through the checking loop."""
     try:
-        features = [r["features"] for r in records if len(r) == 1]
-        if len(features) != len(records) or set(map(len, features)) != {n_features}:
+        if set(map(len, records)) != {1}:
             return None
-        return [getter(f) for f in features]
+        features = list(map(_FEATURES, records))
+        if set(map(len, features)) != {n_features}:
+            return None
+        return list(map(getter, features))
     except (TypeError, KeyError):
         return None
 

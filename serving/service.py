@@ -67,6 +67,16 @@ class Scored:
     model: ServedModel | None
 
 
+_SUFFIXES: list[str] = []
+
+
+def _suffixes(n: int) -> list[str]:
+    """``["-0", "-1", ...]``: the per-record request id suffixes, made once."""
+    if len(_SUFFIXES) < n:
+        _SUFFIXES.extend(f"-{i}" for i in range(len(_SUFFIXES), n))
+    return _SUFFIXES[:n]
+
+
 def freeze_heap() -> None:
     """Move everything alive now (libraries, the loaded models) out of the garbage collector's
     sight. MLflow, Feast, pandas and scikit-learn leave millions of long-lived objects; each
@@ -225,12 +235,13 @@ class Runtime:
             entity_labels = [None if e is None else str(e) for e in batch.entity_ids]
         scored = await self._score(state, batch.X, batch.keys, entity_labels, base_id)
         preds, labels = scored.y.tolist(), scored.labels
+        ids = [base_id + suffix for suffix in _suffixes(len(preds))]
         if isinstance(labels, str):
-            items = [{"request_id": f"{base_id}-{i}", "prediction": p, "model_version": labels}
-                     for i, p in enumerate(preds)]
+            items = [{"request_id": i, "prediction": p, "model_version": labels}
+                     for i, p in zip(ids, preds, strict=True)]
         else:
-            items = [{"request_id": f"{base_id}-{i}", "prediction": p, "model_version": lab}
-                     for i, (p, lab) in enumerate(zip(preds, labels, strict=True))]
+            items = [{"request_id": i, "prediction": p, "model_version": lab}
+                     for i, p, lab in zip(ids, preds, labels, strict=True)]
         body_out = dumps({"request_id": base_id, "model": self.model_name, "predictions": items})
         return Answer(body_out, scored.version, scored.role)
 
