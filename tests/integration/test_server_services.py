@@ -154,6 +154,11 @@ def test_every_route_answers_on_postgres_and_redis(server, http, seeded, backend
         assert http.get("/health/live").status_code == 200
     text = http.get("/metrics").text
     assert metric(text, "kubeloop_requests_total", route="/health/live") >= 40
+    # model_ready is the minimum over live workers: 1 once the slower worker has loaded too.
+    deadline = time.monotonic() + 60
+    while metric(text, "kubeloop_model_ready") < 1 and time.monotonic() < deadline:
+        time.sleep(0.5)
+        text = http.get("/metrics").text
     assert metric(text, "kubeloop_model_ready") >= 1
 
 
