@@ -83,6 +83,12 @@ class ServingSettings(PlatformSettings):
         "requests it would answer with 503; past it, the server starts not ready and keeps "
         "trying (readiness tells). Give the liveness probe a startupProbe of this length.",
     )
+    gil_switch_ms: float = Field(
+        1.0, ge=0.0, le=100.0,
+        description="Python's GIL switch interval (sys.setswitchinterval) in the server: how "
+        "long a background thread (a registry poll is ~10 ms of SQLAlchemy) may hold the GIL "
+        "while the event loop waits. 0 keeps Python's 5 ms.",
+    )
     registry_poll_seconds: float = Field(
         10.0, gt=0, description="How often the registry is checked for moved aliases."
     )
