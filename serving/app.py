@@ -13,6 +13,7 @@ from __future__ import annotations
 import hmac
 import logging
 import re
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -602,7 +603,12 @@ def configure_logging(level: str) -> None:
 
 
 def app_from_env() -> FastAPI:
-    """The factory each uvicorn worker calls: settings from the environment."""
+    """The factory each uvicorn worker calls (the entry point of a server process): settings
+    from the environment, logging, and the GIL switch interval (background threads such as a
+    registry poll, ~10 ms of SQLAlchemy, hand the GIL back to the event loop after
+    ``KUBELOOP_GIL_SWITCH_MS`` instead of Python's 5 ms)."""
     settings = ServingSettings()
     configure_logging(settings.log_level)
+    if settings.gil_switch_ms:
+        sys.setswitchinterval(settings.gil_switch_ms / 1000.0)
     return create_app(settings)

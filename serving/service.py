@@ -14,7 +14,6 @@ import logging
 import math
 import os
 import random
-import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -171,10 +170,6 @@ class Runtime:
         if self._started:
             return
         self._started = True
-        if self.settings.gil_switch_ms:
-            # Background threads (registry polls: ~10 ms of SQLAlchemy every poll; the log
-            # hand-off) hand the GIL back to the event loop after this long instead of 5 ms.
-            sys.setswitchinterval(self.settings.gil_switch_ms / 1000.0)
         self.metrics.model_ready.set(0)
         self.metrics.canary_weight.set(0)
         if self.log is not None:
