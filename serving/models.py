@@ -382,5 +382,6 @@ class ModelRepository:
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
-        if self._thread is not None:
+        # The boot thread may have created the watcher without starting it yet.
+        if self._thread is not None and self._thread.ident is not None:
             self._thread.join(timeout=5)
