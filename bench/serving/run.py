@@ -298,6 +298,7 @@ def run(args: argparse.Namespace) -> list[Result]:
     import joblib
 
     RESULTS.mkdir(parents=True, exist_ok=True)
+    args.load_before = os.getloadavg()[0]
     binary = ensure_wrk()
     kserve_python = ensure_kserve()
     log("preparing the model, the registry and the online store")
@@ -455,9 +456,9 @@ def ratios(results: list[Result]) -> str:
 
 def write(results: list[Result], args: argparse.Namespace) -> None:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    load = os.getloadavg()
     header = (f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, wrk -t2, "
-              f"{args.duration:g} s per run, load average before the run {load[0]:.1f}")
+              f"{args.duration:g} s per run, load average {args.load_before:.1f} at the start "
+              f"and {os.getloadavg()[0]:.1f} at the end")
     markdown = f"{header}\n\n{table(results)}\n\n{ratios(results)}\n"
     (RESULTS / f"serving-{stamp}.md").write_text(markdown)
     (RESULTS / f"serving-{stamp}.json").write_text(
