@@ -107,6 +107,7 @@ def find_version(client, name: str, ref: str):
     """A version by registry number (``3``), V-name (``V1.0.2``) or alias (``challenger``)."""
     from mlflow.exceptions import MlflowException
 
+    ref = str(ref)  # MLflow 3 hands version numbers back as ints
     if ref.isdigit():
         try:
             return client.get_model_version(name, ref)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from components.settings import PlatformSettings
+from serving.testing import Seeded, seed_example
 from tests.utils import services
 
 
@@ -35,3 +36,10 @@ def exported(settings: PlatformSettings, monkeypatch: pytest.MonkeyPatch) -> Pla
         monkeypatch.setenv(name, value)
     assert os.environ["KUBELOOP_WORK_DIR"] == str(settings.work_dir)
     return settings
+
+
+@pytest.fixture(scope="session")
+def seeded(tmp_path_factory: pytest.TempPathFactory, mlflow_db_template: Path) -> Seeded:
+    """One trained champion and challenger of the example, shared by the server tests."""
+    return seed_example(tmp_path_factory.getbasetemp() / "serving-seed",
+                        mlflow_template=mlflow_db_template)

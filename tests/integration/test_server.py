@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -22,18 +21,12 @@ from sqlalchemy import create_engine, func, select
 from components import model_store, registry
 from serving.log_schema import feedback, predictions
 from serving.metrics import METRIC_NAMES
-from serving.testing import Seeded, ServerProcess, post_many, seed_example
+from serving.testing import Seeded, ServerProcess, post_many
 
 pytestmark = pytest.mark.slow
 
 TOKEN = "integration-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-@pytest.fixture(scope="session")
-def seeded(tmp_path_factory: pytest.TempPathFactory, mlflow_db_template: Path) -> Seeded:
-    return seed_example(tmp_path_factory.getbasetemp() / "serving-seed",
-                        mlflow_template=mlflow_db_template)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ import math
 import statistics
 import threading
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import httpx
@@ -23,19 +22,13 @@ from sqlalchemy import create_engine, func, select
 from components.feature_store import open_store
 from serving.features import OnlineStoreLookup, RedisLookup, read_layout
 from serving.log_schema import feedback, predictions
-from serving.testing import Seeded, ServerProcess, materialize, post_many, seed_example
+from serving.testing import Seeded, ServerProcess, materialize, post_many
 from tests.utils import services
 
 pytestmark = [pytest.mark.slow, pytest.mark.services]
 
 TOKEN = "services-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-@pytest.fixture(scope="session")
-def seeded(tmp_path_factory: pytest.TempPathFactory, mlflow_db_template: Path) -> Seeded:
-    return seed_example(tmp_path_factory.getbasetemp() / "serving-seed",
-                        mlflow_template=mlflow_db_template)
 
 
 @pytest.fixture(scope="module")
