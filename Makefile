@@ -31,7 +31,7 @@ test-fast: setup ## Unit tests only
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 demo: setup ## Run the whole loop on the embedded default, with progress
-	$(BIN)/python -m pipelines.demo
+	$(BIN)/python -m kubeloop.demo
 
 lint: setup ## Ruff and mypy
 	$(BIN)/ruff check components pipelines serving monitoring feature_repo tests bench
@@ -64,7 +64,7 @@ observability-test: setup ## Dashboards and alerts against a real Prometheus, Pu
 # --- Kubernetes: chart, manifests, images, kind (docs/kubernetes.md) ---
 KIND_CLUSTER ?= kubeloop
 
-images: setup ## Build the images of docker/ as components/images.py names them (BUILDER=buildah|docker, BASE_IMAGE=...)
+images: setup ## Build the images of docker/ as kubeloop/images.py names them (BUILDER=buildah|docker, BASE_IMAGE=...)
 	PYTHON=$(BIN)/python bash docker/build.sh
 
 chart-test: setup ## Render, lint and validate the Helm chart, kustomize overlays and Dockerfiles (no cluster)

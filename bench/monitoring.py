@@ -37,9 +37,9 @@ MODEL = "bench-monitoring"
 
 
 def spec():
-    from tests.utils.factories import example_spec
+    from kubeloop.spec import load_spec
 
-    base = example_spec()
+    base = load_spec(REPO / "examples" / "building_energy" / "spec.yaml")
     return base.model_copy(update={
         "name": MODEL,
         "monitoring": base.monitoring.model_copy(update={"window_hours": 24 * 30}),
@@ -53,8 +53,8 @@ def make_champion(work: Path) -> None:
     from sklearn.linear_model import LinearRegression
     from sklearn.pipeline import Pipeline
 
-    from components import model_store, registry
-    from components.metrics import regression_metrics
+    from kubeloop import model_store, registry
+    from kubeloop.metrics import regression_metrics
     from monitoring.settings import MonitoringSettings
 
     settings = MonitoringSettings(work_dir=work)
@@ -84,8 +84,8 @@ def fill_log(path: Path, rows: int) -> None:
     """N predictions over the last day before NOW (JSON features), feedback for every other."""
     import orjson
 
+    from kubeloop.log_store import create_all
     from monitoring.window import open_log
-    from serving.log_schema import create_all
 
     create_all(open_log(f"sqlite:///{path}"))
     rng = np.random.default_rng(1)

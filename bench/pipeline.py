@@ -47,7 +47,7 @@ def run_once(rows: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="kubeloop-bench-") as tmp:
         env = {**os.environ, "KUBELOOP_WORK_DIR": f"{tmp}/work"}
         env.pop("MLFLOW_TRACKING_URI", None)
-        kubeloop = [sys.executable, "-m", "pipelines.cli"]
+        kubeloop = [sys.executable, "-m", "kubeloop"]
         subprocess.run(
             [
                 *kubeloop,

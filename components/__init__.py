@@ -1,6 +1,6 @@
-"""Pipeline steps of the kubeloop training loop.
+"""The KFP steps of the training pipeline, one package each.
 
-Each step is a package: ``core.py`` holds plain functions with plain arguments (tested without
-kfp), ``component.py`` holds only the kfp component that adapts them to Kubeflow Pipelines.
-Cross-cutting pieces shared by every process (spec, settings, naming, errors) sit beside them.
+``core.py`` holds plain functions with plain arguments (tested without kfp), ``component.py``
+only the kfp component that adapts them to Kubeflow Pipelines. What every process shares (spec,
+settings, naming, errors) is in the ``kubeloop`` core.
 """

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import logging
 
-from components.settings import PlatformSettings
-from components.spec import ProjectSpec, parse_spec
+from kubeloop.settings import PlatformSettings
+from kubeloop.spec import ProjectSpec, parse_spec
 
 
 def prepare(spec: str) -> tuple[ProjectSpec, PlatformSettings]:

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Builds the kubeloop images from docker/*.Dockerfile, named and tagged as components/images.py
+# Builds the kubeloop images from docker/*.Dockerfile, named and tagged as kubeloop/images.py
 # says (`make images`). Usage: docker/build.sh [pipeline|server ...]   (default: both)
 #   BUILDER=buildah (default; rootful, --isolation=chroot, layer cache) or docker (for kind load)
 #   BASE_IMAGE=...  overrides the Dockerfiles' base (e.g. docker/bookworm-base.sh's offline one)
-#   PYTHON=...      the interpreter that reads components/images.py (default .venv/bin/python)
+#   PYTHON=...      the interpreter that reads kubeloop/images.py (default .venv/bin/python)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILDER="${BUILDER:-buildah}"
@@ -12,7 +12,7 @@ targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=(pipeline server)
 
 image_for() {
-  "$PYTHON" -c "from components import images; print({'pipeline': images.PIPELINE_IMAGE, 'server': images.SERVER_IMAGE}['$1'])"
+  "$PYTHON" -c "from kubeloop import images; print({'pipeline': images.PIPELINE_IMAGE, 'server': images.SERVER_IMAGE}['$1'])"
 }
 
 args=()

@@ -1,4 +1,4 @@
-# kubeloop-python (components/images.py PIPELINE_IMAGE): pipeline steps, the `kubeloop` CLI,
+# kubeloop-python (kubeloop/images.py PIPELINE_IMAGE): pipeline steps, the `kubeloop` CLI,
 # the monitoring and materialization jobs, the MLflow tracking server and the Feast feature
 # server. Build from the repository root:
 #   buildah bud --layers -f docker/pipeline.Dockerfile -t ghcr.io/kubeloop/kubeloop-python:0.1.0 .
@@ -24,6 +24,7 @@ COPY pyproject.toml uv.lock ./
 RUN --mount=type=cache,target=/var/cache/uv \
     /opt/uv/bin/uv sync --frozen --no-dev --no-install-project --python python3
 COPY README.md ./
+COPY kubeloop kubeloop
 COPY components components
 COPY pipelines pipelines
 COPY serving serving
@@ -53,4 +54,4 @@ WORKDIR /app
 COPY examples examples
 COPY feature_repo feature_repo
 USER 10001:10001
-ENTRYPOINT ["python", "-m", "pipelines.cli"]
+ENTRYPOINT ["python", "-m", "kubeloop"]

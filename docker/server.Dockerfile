@@ -1,4 +1,4 @@
-# kubeloop-server (components/images.py SERVER_IMAGE): the model server, `python -m serving`.
+# kubeloop-server (kubeloop/images.py SERVER_IMAGE): the model server, `python -m serving`.
 # Build from the repository root:
 #   buildah bud --layers -f docker/server.Dockerfile -t ghcr.io/kubeloop/kubeloop-server:0.1.0 .
 # (`make images`). Only the dependencies serving needs are installed, each at its uv.lock
@@ -33,6 +33,7 @@ print("\n".join(d for d in deps if re.split(r"[\[=<>~ ]", d)[0] not in skip))' $
  && /opt/uv/bin/uv pip install --python /opt/venv/bin/python -r /tmp/requirements.txt \
     -c /tmp/constraints.txt
 COPY README.md ./
+COPY kubeloop kubeloop
 COPY components components
 COPY pipelines pipelines
 COPY serving serving

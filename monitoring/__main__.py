@@ -1,7 +1,7 @@
 """``python -m monitoring``: one monitoring run (the CronJob's entry point), settings from
 ``KUBELOOP_*``; the same options as ``kubeloop monitor``."""
 
-from monitoring.cli import main
+from kubeloop.cli.monitor import main
 
 if __name__ == "__main__":
     main()

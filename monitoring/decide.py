@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from components.spec import MonitoringSpec
+from kubeloop.spec import MonitoringSpec
 
 TriggerKind = Literal["drift", "quality", "new_labels"]
 

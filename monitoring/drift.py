@@ -6,7 +6,7 @@ prediction, and, when labels exist, the regression metrics next to the reference
 column drifted is read from Evidently's own test result, so distance tests (higher = drift) and
 p-value tests (lower = drift) are handled by the library that defines them.
 
-The exported quality figures come from ``components.metrics`` (scikit-learn), the functions the
+The exported quality figures come from ``kubeloop.metrics`` (scikit-learn), the functions the
 evaluate step uses, so a live RMSE and a held-out RMSE are the same computation; they use every
 labelled row of the window.
 
@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from components.metrics import classification_metrics, regression_metrics
-from components.spec import LOWER_IS_BETTER, MonitoringSpec
+from kubeloop.metrics import classification_metrics, regression_metrics
+from kubeloop.spec import LOWER_IS_BETTER, MonitoringSpec
 from monitoring.window import ACTUAL, PREDICTION
 
 TARGET = "target"  # the ground truth column in both Evidently datasets

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from components.errors import KubeloopError
+from kubeloop.errors import KubeloopError
 
 
 class ReferenceMissingError(KubeloopError):

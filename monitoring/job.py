@@ -17,8 +17,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from components import model_store
-from components.spec import ProjectSpec
+from kubeloop import model_store
+from kubeloop.spec import ProjectSpec
 from monitoring import exporter, state
 from monitoring.decide import Verdict, decide
 from monitoring.drift import Analysis, analyze
@@ -143,7 +143,7 @@ def registry_samples(client, model_name: str) -> list[exporter.Sample]:
     """The registry's side of the loop as samples: the versions behind ``champion`` and
     ``challenger`` and since when, and when the newest version was registered. Empty (with a
     warning) when the registry cannot be read: these figures never fail a monitoring run."""
-    from components import registry
+    from kubeloop import registry
 
     S = exporter.Sample
     out: list[exporter.Sample] = []
@@ -200,7 +200,7 @@ def _refresh_running(engine, launcher: Launcher, model_name: str, now: datetime)
 
 def _tag_retrained(client, spec: ProjectSpec, label: str, reason: str) -> None:
     """Say on the new version why it was trained (read by ``kubeloop lineage``)."""
-    from components import registry
+    from kubeloop import registry
     from monitoring.lineage import RETRAIN_REASON_TAG
 
     try:

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import ClassVar
 
-from components.spec import ProjectSpec
+from kubeloop.spec import ProjectSpec
 from monitoring.errors import LaunchError
 from monitoring.settings import MonitoringSettings
 

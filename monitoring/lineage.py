@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from components import registry
+from kubeloop import registry
 
 log = logging.getLogger(__name__)
 

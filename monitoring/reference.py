@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from components import model_store, registry
-from components.errors import ModelNotFoundError
-from components.metrics import regression_metrics
-from components.spec import ProjectSpec
+from kubeloop import model_store, registry
+from kubeloop.errors import ModelNotFoundError
+from kubeloop.metrics import regression_metrics
+from kubeloop.spec import ProjectSpec
 from monitoring.errors import ReferenceMissingError
 
 

@@ -21,7 +21,7 @@ it (``kubeloop rollout run``, a Job, a notebook) and leaves an audit trail.
   champion's over the same period. Worse beyond ``max_error_rate_increase`` or
   ``max_quality_loss`` -> automatic rollback: weight 0, ``challenger`` alias removed, the
   champion untouched.
-- **promoted**: ``components.registry.promote`` moves ``champion`` (approval recorded), the
+- **promoted**: ``kubeloop.registry.promote`` moves ``champion`` (approval recorded), the
   lineage record is frozen, the previous champion is marked retired.
 
 The server is driven and observed through ``ServerAdmin`` (the admin endpoint and ``/metrics``
@@ -45,8 +45,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from components import registry
-from components.spec import LOWER_IS_BETTER, ProjectSpec
+from kubeloop import registry
+from kubeloop.spec import LOWER_IS_BETTER, ProjectSpec
 from monitoring import lineage
 from monitoring.drift import live_quality
 from monitoring.errors import RolloutError
@@ -361,7 +361,7 @@ class Rollout:
             log.warning("could not reset the canary weight on the server: %s", exc)
         from mlflow.exceptions import MlflowException
 
-        from serving.models import CANARY_TAG
+        from kubeloop.registry import CANARY_TAG
 
         self.client.set_registered_model_tag(
             self.name, CANARY_TAG, json.dumps({"weight": 0.0, "version": str(version.version)}))

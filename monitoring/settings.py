@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr
 
-from components.settings import PlatformSettings
+from kubeloop.settings import PlatformSettings
 
 
 class MonitoringSettings(PlatformSettings):

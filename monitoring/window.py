@@ -1,6 +1,6 @@
 """Read the prediction log: a time window of predictions with their ground truth.
 
-The server writes ``predictions`` and ``feedback`` (schema: ``serving.log_schema``); this module
+The server writes ``predictions`` and ``feedback`` (schema: ``kubeloop.log_store``); this module
 only reads them. Features are stored as one JSON object per row; turning a million of those into
 a matrix is the expensive part of a monitoring run, so rows are streamed in chunks, parsed with
 orjson straight into a preallocated float matrix (no dict-per-row DataFrame), and the join with
@@ -18,7 +18,7 @@ import orjson
 import pandas as pd
 from sqlalchemy import Text, and_, cast, func, select
 
-from serving.log_schema import feedback, predictions
+from kubeloop.log_store import feedback, predictions
 
 SERVED_ROLES = ("champion", "canary")  # rows whose prediction a caller received
 CHUNK_ROWS = 100_000
@@ -28,7 +28,7 @@ ACTUAL = "actual"
 
 def open_log(url: str):
     """An engine on the prediction log (the server's settings: WAL, busy timeout, orjson)."""
-    from serving.prediction_log import make_engine
+    from kubeloop.log_store import make_engine
 
     return make_engine(url)
 

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from components.errors import KubeloopError
-from components.settings import PlatformSettings
-from components.spec import ProjectSpec, dump_spec
+from kubeloop.errors import KubeloopError
+from kubeloop.settings import PlatformSettings
+from kubeloop.spec import ProjectSpec, dump_spec
 
 EXPERIMENT = "kubeloop"
 

@@ -18,9 +18,9 @@ from components.evaluate.core import run_step as evaluate_step
 from components.features.core import run_step as features_step
 from components.ingest.core import run_step as ingest_step
 from components.register.core import run_step as register_step
-from components.settings import PlatformSettings
-from components.spec import ProjectSpec
 from components.train.core import run_step as train_step
+from kubeloop.settings import PlatformSettings
+from kubeloop.spec import ProjectSpec
 
 
 @dataclass

@@ -9,15 +9,15 @@ from kfp.dsl import PipelineTask
 
 from components.evaluate.component import evaluate
 from components.features.component import features
-from components.images import (
+from components.ingest.component import ingest
+from components.register.component import register
+from components.train.component import train
+from kubeloop.images import (
     PIPELINE_ENV_CONFIGMAP,
     PIPELINE_ENV_KEYS,
     PIPELINE_SECRET,
     PIPELINE_SECRET_KEYS,
 )
-from components.ingest.component import ingest
-from components.register.component import register
-from components.train.component import train
 
 PIPELINE_NAME = "kubeloop-training"
 

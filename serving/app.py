@@ -30,8 +30,8 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from components.errors import KubeloopError
-from components.images import VERSION
+from kubeloop.errors import KubeloopError
+from kubeloop.images import VERSION
 from serving import schemas
 from serving.errors import (
     PayloadTooLarge,

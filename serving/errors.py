@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from components.errors import KubeloopError
+from kubeloop.errors import KubeloopError
 
 
 class ServingError(KubeloopError):

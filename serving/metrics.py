@@ -57,7 +57,7 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 # Label values whose series exist (at 0) from start-up, so a first failure is an increase that
 # rate()/increase() and the alerts see, and dashboards show 0 rather than "No data".
 LOG_DROP_REASONS = ("queue_full", "write_error", "writer_lost")  # serving/prediction_log.py
-MODEL_ALIASES = ("champion", "challenger")  # components/registry.py CHAMPION, CHALLENGER
+MODEL_ALIASES = ("champion", "challenger")  # kubeloop/registry.py CHAMPION, CHALLENGER
 
 
 def observe_many(histogram, values: np.ndarray) -> None:

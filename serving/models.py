@@ -25,11 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from components.registry import LoadedModel
+from kubeloop.registry import CANARY_TAG, LoadedModel
 
 log = logging.getLogger(__name__)
 
-CANARY_TAG = "kubeloop.canary"
 
 
 @dataclass(frozen=True, eq=False)
@@ -202,7 +201,7 @@ class ModelRepository:
     def _load(self, version: Any) -> LoadedModel:
         if self._loader is not None:
             return self._loader(self.client, self.model_name, version)
-        from components.registry import load_version
+        from kubeloop.registry import load_version
 
         return load_version(self.client, self.model_name, version)
 

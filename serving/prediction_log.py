@@ -3,7 +3,7 @@
 The request path only hands a compact batch (ids, the feature matrix, the predictions, the
 model) to ``PredictionLog.submit``, which never blocks and never raises: when more rows wait
 than ``log_queue_rows`` allows, the batch is dropped and counted. A separate *writer process*
-turns batches into rows and inserts them through SQLAlchemy (schema: ``serving.log_schema``),
+turns batches into rows and inserts them through SQLAlchemy (schema: ``kubeloop.log_store``),
 retrying failed writes with tenacity for ``log_retry_seconds`` before counting the rows as
 dropped. A process rather than a thread, because building and inserting rows costs ~10 µs per
 row of CPU: in a thread it would take the GIL from the event loop exactly when traffic is
@@ -26,11 +26,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
+
+from kubeloop.log_store import ensure_schema, make_engine
 
 log = logging.getLogger(__name__)
 
@@ -77,49 +77,9 @@ class LogBatch:
         ]
 
 
-def _json(value: Any) -> str:
-    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()
-
-
-def make_engine(url: str):
-    """A SQLAlchemy engine for the log: orjson for JSON; SQLite in WAL mode with a busy timeout
-    so several workers can share one file."""
-    from sqlalchemy import create_engine, event, make_url
-
-    if url.startswith("sqlite"):
-        database = make_url(url).database
-        if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, json_serializer=_json, connect_args={"timeout": 30})
-
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_connection, _record) -> None:
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.close()
-
-        return engine
-    return create_engine(url, json_serializer=_json, pool_pre_ping=True, pool_size=2,
-                         max_overflow=2, connect_args={"connect_timeout": 5})
-
-
-def ensure_schema(engine) -> None:
-    """Create the log tables if missing; a concurrent creator (another worker) is not an error."""
-    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
-
-    from serving import log_schema
-
-    try:
-        log_schema.create_all(engine)
-    except (IntegrityError, OperationalError, ProgrammingError) as exc:
-        if "already exists" not in str(exc):
-            raise
-
-
 def write_rows(engine, rows: list[dict[str, Any]]) -> None:
     """Insert prediction rows in one transaction."""
-    from serving.log_schema import predictions
+    from kubeloop.log_store import predictions
 
     with engine.begin() as conn:
         conn.execute(predictions.insert(), rows)
@@ -127,7 +87,7 @@ def write_rows(engine, rows: list[dict[str, Any]]) -> None:
 
 def write_feedback(engine, items: Sequence[tuple[str, float]]) -> None:
     """Store ground truth per request id; a second value for the same id replaces the first."""
-    from serving.log_schema import feedback
+    from kubeloop.log_store import feedback
 
     now = datetime.now(UTC)
     rows = [{"request_id": rid, "ts": now, "actual": actual} for rid, actual in items]

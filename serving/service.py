@@ -134,9 +134,9 @@ class Runtime:
     @classmethod
     def from_settings(cls, settings: ServingSettings) -> Runtime:
         """The real thing: MLflow registry, Feast online store, prediction log writer."""
-        from components import model_store
-        from components.feature_store import open_store
-        from components.spec import load_spec
+        from kubeloop import model_store
+        from kubeloop.feature_store import open_store
+        from kubeloop.spec import load_spec
         from serving.features import make_lookup, read_layout
 
         # The spec may hold ${KUBELOOP_WORK_DIR}; the CLI exports settings the same way.
@@ -388,7 +388,7 @@ class Runtime:
         return await self.features.features_of(entity_id)
 
     def _engine(self) -> Any:
-        from serving.prediction_log import ensure_schema, make_engine
+        from kubeloop.log_store import ensure_schema, make_engine
 
         with self._feedback_lock:
             if self._feedback_engine is None:

@@ -14,9 +14,9 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from components.images import SERVER_PORT
-from components.registry import CHALLENGER
-from components.settings import PlatformSettings
+from kubeloop.images import SERVER_PORT
+from kubeloop.registry import CHALLENGER
+from kubeloop.settings import PlatformSettings
 
 DEFAULT_SPEC = Path("examples/building_energy/spec.yaml")
 # Regression outputs of the bundled example fall between a few and a few hundred kWh.

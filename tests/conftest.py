@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from components.settings import PlatformSettings
+from kubeloop.settings import PlatformSettings
 
 
 @pytest.fixture(scope="session")

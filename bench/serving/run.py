@@ -46,6 +46,7 @@ REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.serving import payloads  # noqa: E402
+from serving.process import free_port  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 WORK = RESULTS / "serving-work"
@@ -112,10 +113,10 @@ def prepare_models() -> dict[str, str]:
     import pandas as pd
     from sklearn.datasets import load_diabetes
 
-    from components import model_store, registry
     from components.features.core import materialize_features
-    from components.settings import PlatformSettings
-    from components.spec import load_spec
+    from kubeloop import model_store, registry
+    from kubeloop.settings import PlatformSettings
+    from kubeloop.spec import load_spec
 
     if WORK.exists():
         shutil.rmtree(WORK)
@@ -159,14 +160,6 @@ def prepare_models() -> dict[str, str]:
     return {"tracking_uri": settings.tracking_uri, "model_uri": f"models:/{spec.model_name}/1",
             "kserve_dir": str(kserve_dir), "spec": str(HERE / "spec.yaml"),
             "entities": str(len(raw))}
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Server:

@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass, field
 
 import pandas as pd
 
-from components.metrics import score
-from components.spec import LOWER_IS_BETTER, ProjectSpec
+from kubeloop.metrics import score
+from kubeloop.spec import LOWER_IS_BETTER, ProjectSpec
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def run_step(
     import mlflow
     from mlflow.models import get_model_info
 
-    from components import model_store, registry
+    from kubeloop import model_store, registry
 
     client = model_store.configure(settings)
     features = list((get_model_info(model_uri).metadata or {})["features"])

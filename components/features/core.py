@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
 
-from components.errors import SpecError
-from components.feature_store import definitions, open_store
-from components.settings import PlatformSettings
-from components.spec import ProjectSpec
+from kubeloop.engineering import load_transform
+from kubeloop.errors import SpecError
+from kubeloop.feature_store import definitions, open_store
+from kubeloop.settings import PlatformSettings
+from kubeloop.spec import ProjectSpec
 
 log = logging.getLogger(__name__)
 
@@ -27,18 +26,6 @@ class FeatureResult:
     materialized_from: datetime
     materialized_to: datetime
     feature_views: list[str]
-
-
-def load_transform(spec: ProjectSpec) -> Callable[[pd.DataFrame], pd.DataFrame]:
-    """The spec's feature-engineering function (``module:function``)."""
-    module_name, _, func_name = spec.features.transform.partition(":")
-    try:
-        return getattr(importlib.import_module(module_name), func_name)
-    except (ImportError, AttributeError) as exc:
-        raise SpecError(
-            f"features.transform: cannot load '{spec.features.transform}' ({exc})",
-            field="features.transform",
-        ) from exc
 
 
 def service_views(store, spec: ProjectSpec):

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from components.data_version import DataVersion, dataset_path, version_file
-from components.errors import DataQualityError, SpecError
 from components.ingest.quality import QualityReport, check_quality, normalize
-from components.settings import PlatformSettings
-from components.spec import ProjectSpec
+from kubeloop.data_version import DataVersion, dataset_path, version_file
+from kubeloop.errors import DataQualityError, SpecError
+from kubeloop.settings import PlatformSettings
+from kubeloop.spec import ProjectSpec
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 from pandas.api import types as ptypes
 
-from components.spec import ColumnRule, ProjectSpec
+from kubeloop.spec import ColumnRule, ProjectSpec
 
 EXAMPLE_ROWS = 3
 

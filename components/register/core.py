@@ -6,9 +6,9 @@ import json
 import logging
 from pathlib import Path
 
-from components import model_store, registry
-from components.settings import PlatformSettings
-from components.spec import ProjectSpec
+from kubeloop import model_store, registry
+from kubeloop.settings import PlatformSettings
+from kubeloop.spec import ProjectSpec
 
 log = logging.getLogger(__name__)
 

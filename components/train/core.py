@@ -19,11 +19,11 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from components import model_store
-from components.feature_store import open_store
 from components.features.core import service_views
-from components.settings import PlatformSettings
-from components.spec import ProjectSpec
+from kubeloop import model_store
+from kubeloop.feature_store import open_store
+from kubeloop.settings import PlatformSettings
+from kubeloop.spec import ProjectSpec
 
 log = logging.getLogger(__name__)
 REFERENCE_ROWS = 5_000

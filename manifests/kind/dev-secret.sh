@@ -2,7 +2,7 @@
 # Creates, once each (existing ones are kept: the bundled databases already use them):
 #  - `kubeloop-dev` in $NAMESPACE, which values-dev.yaml points every credential at, with fresh
 #    random passwords; host names are the Bitnami subcharts' Services of the release "kubeloop";
-#  - `kubeloop-pipeline-secrets` in kubeflow (components/images.py PIPELINE_SECRET): what KFP's
+#  - `kubeloop-pipeline-secrets` in kubeflow (kubeloop/images.py PIPELINE_SECRET): what KFP's
 #    pipeline steps need, the Feast registry and Redis, and MinIO for DVC.
 set -euo pipefail
 NAMESPACE="${NAMESPACE:-kubeloop}"

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from components.ingest.quality import check_quality
-from components.sample_data import GeneratorConfig, generate
 from feature_repo.engineering import FEATURES, building_features
+from kubeloop.sample_data import GeneratorConfig, generate
 from tests.utils.factories import example_spec
 
 

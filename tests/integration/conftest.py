@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from components.settings import PlatformSettings
-from serving.testing import Seeded, seed_example
+from kubeloop.settings import PlatformSettings
 from tests.utils import services
+from tests.utils.serving import Seeded, seed_example
 
 
 @pytest.fixture

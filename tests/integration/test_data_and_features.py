@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pandas as pd
 
-from components.data_version import checkout, dataset_path, version_file
-from components.feature_store import open_store
 from components.features.core import materialize_features
 from components.ingest.quality import normalize
 from components.train.core import feature_names, training_set
 from feature_repo.engineering import FEATURES, building_features
+from kubeloop.data_version import checkout, dataset_path, version_file
+from kubeloop.feature_store import open_store
 from tests.utils.factories import example_spec, sample_frame
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from components import model_store, registry
+from kubeloop import model_store, registry
 
 pytestmark = pytest.mark.slow
 
@@ -29,8 +29,8 @@ def clean_environment():
 
 def test_drift_retrains_through_the_pipeline_and_the_retrained_version_becomes_champion(
         tmp_path: Path, clean_environment) -> None:
+    from kubeloop.demo import DemoConfig, run_demo
     from monitoring.settings import MonitoringSettings
-    from pipelines.demo import DemoConfig, run_demo
 
     config = DemoConfig(rows=3_000, drift_rows=1_500, later_rows=1_200, after_rows=300,
                         initial_training="steps", shadow_requests=100,
@@ -88,7 +88,7 @@ def test_drift_retrains_through_the_pipeline_and_the_retrained_version_becomes_c
     # The summary make demo prints: versions, figures before and after, where to look.
     from rich.console import Console
 
-    from pipelines.demo import epilogue, summary
+    from kubeloop.demo import epilogue, summary
 
     console = Console(width=120, record=True)
     console.print(summary(result))

@@ -14,16 +14,16 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
-from components import model_store
-from components.sample_data import GeneratorConfig, generate
-from components.spec import ProjectSpec
+from kubeloop import model_store
+from kubeloop.sample_data import GeneratorConfig, generate
+from kubeloop.spec import ProjectSpec
 from monitoring import lineage, state
 from monitoring.job import run_monitor
 from monitoring.launch import Launched, Launcher
 from monitoring.settings import MonitoringSettings
-from monitoring.testing import Champion, log_feedback, log_rows, production_rows, train_champion
 from monitoring.window import open_log
 from tests.utils.factories import example_spec
+from tests.utils.monitoring import Champion, log_feedback, log_rows, production_rows, train_champion
 
 # After the champion's training (new labels count from then), on the clock of this machine.
 NOW = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=2)
@@ -214,14 +214,14 @@ def test_lineage_links_data_features_run_and_registry_version(loop: Loop) -> Non
 
 def test_monitor_and_lineage_commands_print_their_results(loop: Loop, env, tmp_path: Path,
                                                           monkeypatch) -> None:
-    from pipelines.cli import app
+    from kubeloop.cli.main import app
 
     settings, engine = env
     serve_traffic(loop, engine, drifted(400), end=datetime.now(UTC) - timedelta(seconds=5))
     spec_file = tmp_path / "spec.yaml"
     import yaml
 
-    from components.spec import dump_spec
+    from kubeloop.spec import dump_spec
     spec_file.write_text(yaml.safe_dump(dump_spec(loop.spec)))
     for name, value in {"KUBELOOP_PREDICTION_LOG_URL": settings.log_url,
                         "KUBELOOP_REPORTS_DIR": str(settings.reports_path),

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from monitoring import state
-from monitoring.testing import log_feedback, log_rows
 from monitoring.window import count_labelled_since, open_log, read_paired, read_window
 from tests.utils import services
+from tests.utils.monitoring import log_feedback, log_rows
 
 pytestmark = pytest.mark.services
 FEATURES = ["a", "b"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -15,14 +14,9 @@ import pytest
 
 from monitoring import exporter
 from monitoring.exporter import Sample
+from serving.process import free_port
 
 PROMETHEUS = shutil.which("prometheus")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.skipif(PROMETHEUS is None, reason="the prometheus binary is not installed")

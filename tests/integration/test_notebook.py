@@ -7,7 +7,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from components import model_store, registry
+from kubeloop import model_store, registry
 from tests.utils.checks import assert_registered_with_full_run
 from tests.utils.factories import REPO
 

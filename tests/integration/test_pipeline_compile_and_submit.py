@@ -29,7 +29,7 @@ def test_golden_ir_runs_every_step_in_the_kubeloop_image_with_platform_env():
         f"exec-{s}" for s in ("ingest", "features", "train", "evaluate", "register")
     }
     images = {e["container"]["image"] for e in executors.values()}
-    from components.images import PIPELINE_IMAGE
+    from kubeloop.images import PIPELINE_IMAGE
 
     assert images == {PIPELINE_IMAGE}
     assert not any("pip install" in " ".join(e["container"]["command"]) for e in executors.values())
@@ -69,7 +69,7 @@ def test_submission_sends_the_compiled_pipeline_and_parameters(tmp_path, monkeyp
 def test_cli_submits_to_the_host_with_a_token(tmp_path, monkeypatch, work_dir):
     from typer.testing import CliRunner
 
-    from pipelines.cli import app
+    from kubeloop.cli.main import app
 
     monkeypatch.setenv("HOME", str(tmp_path))
     with kfp_stub() as stub:

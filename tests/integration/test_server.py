@@ -18,10 +18,11 @@ import orjson
 import pytest
 from sqlalchemy import create_engine, func, select
 
-from components import model_store, registry
-from serving.log_schema import feedback, predictions
+from kubeloop import model_store, registry
+from kubeloop.log_store import feedback, predictions
 from serving.metrics import METRIC_NAMES
-from serving.testing import Seeded, ServerProcess, post_many
+from serving.process import ServerProcess
+from tests.utils.serving import Seeded, post_many
 
 pytestmark = pytest.mark.slow
 

@@ -19,11 +19,12 @@ import orjson
 import pytest
 from sqlalchemy import create_engine, func, select
 
-from components.feature_store import open_store
+from kubeloop.feature_store import open_store
+from kubeloop.log_store import feedback, predictions
 from serving.features import OnlineStoreLookup, RedisLookup, read_layout
-from serving.log_schema import feedback, predictions
-from serving.testing import Seeded, ServerProcess, materialize, post_many
+from serving.process import ServerProcess
 from tests.utils import services
+from tests.utils.serving import Seeded, materialize, post_many
 
 pytestmark = [pytest.mark.slow, pytest.mark.services]
 

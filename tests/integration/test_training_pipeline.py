@@ -10,11 +10,11 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from components import model_store, registry
-from components.errors import DataQualityError
 from components.ingest.core import ingest
-from components.settings import PlatformSettings
-from components.spec import ModelSpec
+from kubeloop import model_store, registry
+from kubeloop.errors import DataQualityError
+from kubeloop.settings import PlatformSettings
+from kubeloop.spec import ModelSpec
 from pipelines.runner import run_local
 from pipelines.steps import run_steps
 from tests.utils.checks import assert_registered_with_full_run
@@ -97,7 +97,7 @@ def test_promotion_requires_approval_and_records_it(tmp_path, settings):
     spec = small_spec(tmp_path)
     run_steps(spec, settings)
     client = model_store.configure(settings)
-    from components.errors import PromotionError
+    from kubeloop.errors import PromotionError
 
     with pytest.raises(PromotionError, match="--approve"):
         registry.promote(client, spec.model_name, "V1.0.0", approve=False)
@@ -163,7 +163,7 @@ def test_cli_reports_an_ingest_failure_without_a_traceback(tmp_path, work_dir):
         [
             sys.executable,
             "-m",
-            "pipelines.cli",
+            "kubeloop",
             "run",
             "training",
             "--spec",

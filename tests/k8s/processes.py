@@ -15,7 +15,7 @@ from tests.k8s.chart import CHART
 
 # Console scripts the images provide, and the click group behind each.
 CLI_GROUPS = {
-    "kubeloop": ("pipelines.cli", "app"),
+    "kubeloop": ("kubeloop.cli.main", "app"),
     "mlflow": ("mlflow.cli", "cli"),
     "feast": ("feast.cli.cli", "cli"),
 }
@@ -50,7 +50,7 @@ def settings_env(cls: Any) -> set[str]:
 
 def _settings_classes(package: str) -> list[Any]:
     """PlatformSettings subclasses defined in ``<package>.settings`` (or PlatformSettings)."""
-    from components.settings import PlatformSettings
+    from kubeloop.settings import PlatformSettings
 
     if package in ("serving", "monitoring"):
         module = importlib.import_module(f"{package}.settings")

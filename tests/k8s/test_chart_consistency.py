@@ -80,7 +80,7 @@ def test_every_setting_the_chart_exposes_is_a_real_field() -> None:
 
 
 def test_images_are_the_ones_components_images_names() -> None:
-    from components import images
+    from kubeloop import images
 
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     values = yaml.safe_load((CHART / "values.yaml").read_text())
@@ -98,7 +98,7 @@ def _dockerfile(name: str) -> str:
 
 
 def test_each_image_has_its_dockerfile_with_the_same_name_and_entrypoint() -> None:
-    from components import images
+    from kubeloop import images
 
     expected = {"server": images.SERVER_IMAGE, "pipeline": images.PIPELINE_IMAGE}
     found = {p.name.removesuffix(".Dockerfile") for p in (REPO / "docker").glob("*.Dockerfile")}
@@ -110,11 +110,11 @@ def test_each_image_has_its_dockerfile_with_the_same_name_and_entrypoint() -> No
     server = _dockerfile("server")
     assert f"EXPOSE {images.SERVER_PORT}" in server
     assert 'ENTRYPOINT ["python", "-m", "serving"]' in server
-    assert 'ENTRYPOINT ["python", "-m", "pipelines.cli"]' in _dockerfile("pipeline")
+    assert 'ENTRYPOINT ["python", "-m", "kubeloop"]' in _dockerfile("pipeline")
 
 
 def test_server_port_and_user_match_the_images() -> None:
-    from components import images
+    from kubeloop import images
 
     objects = render()
     server = next(c for o, c in containers(objects) if c["name"] == "server")
@@ -126,8 +126,8 @@ def test_server_port_and_user_match_the_images() -> None:
 
 
 def test_feature_server_config_is_what_the_code_renders() -> None:
-    from components.feature_store import feast_project, render_yaml
-    from components.settings import PlatformSettings
+    from kubeloop.feature_store import feast_project, render_yaml
+    from kubeloop.settings import PlatformSettings
     from tests.utils.factories import example_spec
 
     values = {"featureStore": {"enabled": True, "registry": {"existingSecret": "r"},
@@ -144,7 +144,7 @@ def test_feature_server_config_is_what_the_code_renders() -> None:
 
 
 def test_inline_project_spec_is_a_valid_spec() -> None:
-    from components.spec import parse_spec
+    from kubeloop.spec import parse_spec
 
     objects = render_scenario(CHART / "ci" / "full-values.yaml")
     cm = next(c for c in kinds(objects, "ConfigMap") if c["metadata"]["name"] == "loop-spec")
@@ -243,8 +243,8 @@ def test_helm_test_request_carries_exactly_the_model_features() -> None:
 
 
 def test_pipeline_env_config_map_is_the_one_pipeline_steps_read() -> None:
-    from components import images
-    from components.settings import PlatformSettings
+    from kubeloop import images
+    from kubeloop.settings import PlatformSettings
     from tests.k8s.processes import library_env, settings_env
 
     objects = render_scenario(CHART / "ci" / "full-values.yaml")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -26,6 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from serving.process import free_port
 from tests.k8s.chart import CHART, REPO
 from tests.k8s.conftest import require_command
 
@@ -83,17 +83,17 @@ def build(target: str, base: str) -> str:
 
 @pytest.mark.parametrize("target", ["server", "pipeline"])
 def test_image_builds_runs_as_non_root_with_its_entrypoint(target: str, base_image: str) -> None:
-    from components import images
+    from kubeloop import images
 
     image = build(target, base_image)
     assert image == {"server": images.SERVER_IMAGE, "pipeline": images.PIPELINE_IMAGE}[target]
     config = json.loads(_run(["podman", "image", "inspect", image], timeout=60).stdout)[0]["Config"]
     assert config["User"] == "10001:10001"
-    module = {"server": "serving", "pipeline": "pipelines.cli"}[target]
+    module = {"server": "serving", "pipeline": "kubeloop"}[target]
     assert config["Entrypoint"] == ["python", "-m", module]
     # The entry point's module imports in the image, as the chart's user, on a read-only root.
     probe = {"server": "import serving.__main__, serving.app",
-             "pipeline": "import pipelines.cli, mlflow.cli, feast.cli.cli, monitoring"}[target]
+             "pipeline": "import kubeloop.cli.main, mlflow.cli, feast.cli.cli, monitoring"}[target]
     _run(["podman", "run", "--rm", *RUNTIME, "--network", "none", "--read-only",
           "--tmpfs", "/tmp", "--entrypoint", "python", image, "-c", probe], timeout=300)
 
@@ -105,12 +105,6 @@ def test_pipeline_image_provides_the_charts_commands(base_image: str) -> None:
     for argv in commands:
         _run(["podman", "run", "--rm", *RUNTIME, "--network", "none", "--read-only",
               "--tmpfs", "/tmp", "--entrypoint", argv[0], image, *argv[1:]], timeout=300)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -144,7 +138,7 @@ def _get(url: str, body: bytes | None = None) -> tuple[int, bytes]:
 def test_server_container_is_ready_and_predicts(base_image: str, champion_store: Path,
                                                 tmp_path: Path) -> None:
     image = build("server", base_image)
-    port = _free_port()
+    port = free_port()
     name = f"kubeloop-server-test-{uuid.uuid4().hex[:8]}"
     # As the chart runs it: its UID, a read-only root with /tmp writable, the token from the
     # environment (a Secret on the cluster). Host networking: this machine has no CNI setup.
@@ -287,7 +281,7 @@ def test_pipeline_image_runs_the_charts_mlflow_and_feast_servers(base_image: str
     try:
         # MLflow: the chart's args (SQLite store on /tmp without a backend Secret).
         mlflow, _ = _chart_container(objects, "mlflow")
-        port = _free_port()
+        port = free_port()
         env = {e["name"]: e["value"] for e in mlflow["env"] if "value" in e}
         name = f"kubeloop-mlflow-test-{uuid.uuid4().hex[:8]}"
         names.append(name)
@@ -308,7 +302,7 @@ def test_pipeline_image_runs_the_charts_mlflow_and_feast_servers(base_image: str
         (folder / "feature_store.yaml").write_text(config["data"]["feature_store.yaml"])
         folder.chmod(0o755)
         with services.postgres_database() as registry, services.redis_db(9) as redis_url:
-            port = _free_port()
+            port = free_port()
             name = f"kubeloop-feast-test-{uuid.uuid4().hex[:8]}"
             names.append(name)
             _start(image, name, _argv_on(feast, port),

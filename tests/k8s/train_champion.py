@@ -21,10 +21,10 @@ def main(folder: Path) -> None:
 
     import importlib
 
-    from components import model_store, registry
     from components.features.core import load_transform
-    from components.settings import PlatformSettings
     from components.train.core import fit_and_log
+    from kubeloop import model_store, registry
+    from kubeloop.settings import PlatformSettings
     from tests.utils.factories import example_spec, sample_frame
 
     settings = PlatformSettings()

@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.metrics import regression_metrics
-from components.sample_data import GeneratorConfig, generate
 from components.train.core import build_pipeline
 from feature_repo.engineering import FEATURES, building_features
+from kubeloop.metrics import regression_metrics
+from kubeloop.sample_data import GeneratorConfig, generate
 from tests.utils.factories import example_spec
 
 

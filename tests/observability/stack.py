@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import yaml
 
-from serving.testing import free_port
+from serving.process import free_port
 
 
 @dataclass

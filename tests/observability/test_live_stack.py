@@ -145,7 +145,7 @@ def _trickle(url: str, bodies: list[bytes], stop: threading.Event) -> None:
 
 def _logged_rows(db: Path) -> int:
     """Rows answered (champion and canary) in the prediction log."""
-    from serving.log_schema import predictions
+    from kubeloop.log_store import predictions
 
     engine = create_engine(f"sqlite:///{db}")
     try:
@@ -159,9 +159,10 @@ def _logged_rows(db: Path) -> int:
 @pytest.fixture(scope="module")
 def loop(tmp_path_factory: pytest.TempPathFactory, mlflow_db_template: Path, prometheus_bin: str,
          pushgateway_bin: str, alertmanager_bin: str) -> Iterator[Loop]:
-    from components.sample_data import GeneratorConfig, generate
-    from monitoring.testing import feature_frame
-    from serving.testing import ServerProcess, post_many, seed_example
+    from kubeloop.sample_data import GeneratorConfig, generate
+    from serving.process import ServerProcess
+    from tests.utils.monitoring import feature_frame
+    from tests.utils.serving import post_many, seed_example
 
     root = tmp_path_factory.mktemp("observability")
     seeded = seed_example(root / "seed", rows=1_500, buildings=30,

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from serving.app import create_app
 from serving.metrics import LOG_DROP_REASONS, MODEL_ALIASES
 from serving.settings import ServingSettings
-from serving.testing import FakeRegistry, fake_runtime, loaded_model
+from tests.utils.serving import FakeRegistry, fake_runtime, loaded_model
 
 FEATURES = ["a", "b"]
 

@@ -10,8 +10,8 @@ from sklearn.linear_model import LinearRegression
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
 from components.evaluate.core import evaluate
-from components.metrics import regression_metrics
-from components.registry import LoadedModel
+from kubeloop.metrics import regression_metrics
+from kubeloop.registry import LoadedModel
 from tests.utils.factories import example_spec
 
 FEATURES = ["x1", "x2"]

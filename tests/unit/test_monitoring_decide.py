@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine
 
-from components.spec import MonitoringSpec
+from kubeloop.spec import MonitoringSpec
 from monitoring import state
 from monitoring.decide import decide
 

@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
-from components.sample_data import GeneratorConfig, generate
-from components.spec import MonitoringSpec
 from feature_repo.engineering import FEATURES
+from kubeloop.engineering import feature_frame
+from kubeloop.sample_data import GeneratorConfig, generate
+from kubeloop.spec import MonitoringSpec
 from monitoring.drift import Quality, analyze
-from monitoring.testing import feature_frame
 from tests.utils.factories import example_spec
 
 SPEC = example_spec()

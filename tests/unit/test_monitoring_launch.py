@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.spec import dump_spec
+from kubeloop.spec import dump_spec
 from monitoring.errors import LaunchError
 from monitoring.launch import LAUNCHERS, KfpLauncher, LocalLauncher, make_launcher
 from monitoring.settings import MonitoringSettings

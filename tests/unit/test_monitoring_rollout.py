@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from components import model_store, registry
-from components.settings import PlatformSettings
-from components.spec import CanaryStep, RolloutSpec
+from kubeloop import model_store, registry
+from kubeloop.settings import PlatformSettings
+from kubeloop.spec import CanaryStep, RolloutSpec
 from monitoring.errors import RolloutError
 from monitoring.rollout import (
     APPROVED,
@@ -31,9 +31,9 @@ from monitoring.rollout import (
     ServerAdmin,
     counts_from_metrics,
 )
-from monitoring.testing import log_feedback, log_rows
 from monitoring.window import open_log
 from tests.utils.factories import example_spec
+from tests.utils.monitoring import log_feedback, log_rows
 
 FEATURES = ["x"]
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)

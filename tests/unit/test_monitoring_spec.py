@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from components.errors import SpecError
-from components.spec import dump_spec, parse_spec
+from kubeloop.errors import SpecError
+from kubeloop.spec import dump_spec, parse_spec
 from tests.utils.factories import example_spec
 
 

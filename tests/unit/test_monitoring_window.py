@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from monitoring.testing import log_feedback, log_rows
 from monitoring.window import count_labelled_since, open_log, read_paired, read_window
+from tests.utils.monitoring import log_feedback, log_rows
 
 FEATURES = ["a", "b", "c"]
 START = datetime(2026, 11, 1, tzinfo=UTC)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from components.registry import (
+from kubeloop.registry import (
     TAG_AUTO,
     TAG_MANUAL,
     TAG_MODEL_TAG,

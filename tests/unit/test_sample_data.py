@@ -6,7 +6,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from components.sample_data import GeneratorConfig, generate, iter_chunks, write
+from kubeloop.sample_data import GeneratorConfig, generate, iter_chunks, write
 
 
 def test_same_seed_gives_the_same_rows():

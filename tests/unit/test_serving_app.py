@@ -16,7 +16,7 @@ from sklearn.linear_model import LinearRegression
 from serving.app import create_app
 from serving.metrics import METRIC_NAMES
 from serving.settings import ServingSettings
-from serving.testing import FakeRegistry, fake_runtime, loaded_model, static_features
+from tests.utils.serving import FakeRegistry, fake_runtime, loaded_model, static_features
 
 FEATURES = ["a", "b", "c"]
 ROW = {"a": 1.0, "b": 2.0, "c": 3.0}
@@ -282,7 +282,7 @@ def test_features_endpoint_returns_the_online_features(server):
 def test_feedback_is_stored_and_replaced(server):
     from sqlalchemy import select
 
-    from serving.log_schema import feedback
+    from kubeloop.log_store import feedback
 
     assert server.client.post("/feedback", json={"request_id": "r-0", "actual": 1.5},
                               headers=AUTH).json() == {"stored": 1}

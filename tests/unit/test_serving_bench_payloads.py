@@ -14,7 +14,7 @@ from sklearn.ensemble import GradientBoostingRegressor
 
 from serving.app import create_app
 from serving.settings import ServingSettings
-from serving.testing import FakeRegistry, fake_runtime, loaded_model, static_features
+from tests.utils.serving import FakeRegistry, fake_runtime, loaded_model, static_features
 
 PAYLOADS = Path(__file__).resolve().parents[2] / "bench" / "serving" / "payloads.py"
 TOKEN = "bench-token"

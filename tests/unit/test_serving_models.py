@@ -17,7 +17,7 @@ from serving.models import (
     build_snapshot,
     check_model,
 )
-from serving.testing import FakeRegistry, loaded_model
+from tests.utils.serving import FakeRegistry, loaded_model
 
 FEATURES = ["a", "b", "c"]
 

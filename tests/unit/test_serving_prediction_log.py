@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sqlalchemy import create_engine, func, select
 
-from serving.log_schema import predictions
+from kubeloop.log_store import predictions
 from serving.prediction_log import LogBatch, PredictionLog
 
 NAMES = ("a", "b")

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.errors import SpecError
-from components.spec import dump_spec, load_spec, parse_spec
+from kubeloop.errors import SpecError
+from kubeloop.spec import dump_spec, load_spec, parse_spec
 from tests.utils.factories import EXAMPLE_SPEC
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import mlflow
 import pandas as pd
 
-from components import model_store, registry
-from components.settings import PlatformSettings
+from kubeloop import model_store, registry
+from kubeloop.settings import PlatformSettings
 
 
 def assert_registered_with_full_run(settings: PlatformSettings, name: str, label: str) -> None:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from components.sample_data import GeneratorConfig, generate
-from components.spec import ProjectSpec, load_spec
+from kubeloop.sample_data import GeneratorConfig, generate
+from kubeloop.spec import ProjectSpec, load_spec
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_SPEC = REPO / "examples" / "building_energy" / "spec.yaml"

@@ -228,5 +228,5 @@ bitnami's validateValues: all problems are collected and reported at once.
 {{- end -}}
 {{- end -}}
 
-{{/* The server's container port: components/images.py SERVER_PORT, fixed in the image. */}}
+{{/* The server's container port: kubeloop/images.py SERVER_PORT, fixed in the image. */}}
 {{- define "kubeloop.server.containerPort" -}}8080{{- end -}}

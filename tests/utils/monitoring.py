@@ -16,8 +16,9 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from components.settings import PlatformSettings
-from components.spec import ProjectSpec
+from kubeloop.engineering import feature_frame
+from kubeloop.settings import PlatformSettings
+from kubeloop.spec import ProjectSpec
 
 
 @dataclass(frozen=True)
@@ -27,15 +28,6 @@ class Champion:
     run_id: str
     features: list[str]
     model: object  # the fitted Pipeline
-
-
-def feature_frame(raw: pd.DataFrame, spec: ProjectSpec) -> pd.DataFrame:
-    """The spec's transform applied to raw readings, with the target kept."""
-    from components.features.core import load_transform
-
-    frame = load_transform(spec)(raw)
-    frame[spec.target] = raw[spec.target].to_numpy()
-    return frame
 
 
 def train_champion(
@@ -49,9 +41,9 @@ def train_champion(
     """Fit and log the spec's model on ``raw`` (last 20% held out), register and promote it."""
     import mlflow
 
-    from components import model_store, registry
-    from components.metrics import score
     from components.train.core import fit_and_log, time_split
+    from kubeloop import model_store, registry
+    from kubeloop.metrics import score
 
     frame = feature_frame(raw, spec)
     features = [c for c in frame.columns if c not in (spec.entity_key, spec.timestamp,
@@ -100,7 +92,7 @@ def log_rows(
     request_ids: Sequence[str] | None = None,
 ) -> list[str]:
     """Insert one ``predictions`` row per frame row (features, ``prediction``); returns ids."""
-    from serving.log_schema import create_all, predictions
+    from kubeloop.log_store import create_all, predictions
 
     create_all(engine)
     ids = list(request_ids) if request_ids is not None else [
@@ -125,7 +117,7 @@ def log_rows(
 def log_feedback(engine, request_ids: Sequence[str], actuals: Sequence[float], ts: datetime
                  ) -> None:
     """Insert ground truth for request ids."""
-    from serving.log_schema import create_all, feedback
+    from kubeloop.log_store import create_all, feedback
 
     create_all(engine)
     rows = [{"request_id": rid, "ts": ts, "actual": float(a)}

@@ -35,9 +35,9 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from components import model_store, registry
-from components.sample_data import DEFAULT_START, GeneratorConfig, generate
-from components.spec import CanaryStep, ProjectSpec, load_spec
+from kubeloop import model_store, registry
+from kubeloop.sample_data import DEFAULT_START, GeneratorConfig, generate
+from kubeloop.spec import CanaryStep, ProjectSpec, load_spec
 
 SPEC = Path(__file__).resolve().parents[1] / "examples" / "building_energy" / "spec.yaml"
 TOKEN = "kubeloop-demo-token"
@@ -87,7 +87,7 @@ def _post(url: str, path: str, body: Any) -> Any:
 
 def records(raw: pd.DataFrame, spec: ProjectSpec) -> tuple[list[dict], np.ndarray]:
     """Readings as /predict records (the model's features, keyed by building) and actuals."""
-    from monitoring.testing import feature_frame
+    from kubeloop.engineering import feature_frame
 
     frame = feature_frame(raw, spec)
     names = [c for c in frame.columns if c not in (spec.entity_key, spec.timestamp, spec.target)]
@@ -155,7 +155,7 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) ->
 def logged_rows(engine, model_name: str) -> int:
     from sqlalchemy import func, select
 
-    from serving.log_schema import predictions
+    from kubeloop.log_store import predictions
 
     try:
         with engine.connect() as conn:
@@ -186,7 +186,7 @@ def run_demo(work_dir: Path, config: DemoConfig = DemoConfig(),
     from monitoring.rollout import HttpServerAdmin, Rollout
     from monitoring.settings import MonitoringSettings
     from monitoring.window import open_log
-    from serving.testing import ServerProcess
+    from serving.process import ServerProcess
 
     if work_dir.exists():
         shutil.rmtree(work_dir)

@@ -1,4 +1,5 @@
-"""Schema of the prediction log: the one definition the server writes and monitoring reads.
+"""The prediction log's tables and engine: the one definition the server writes and monitoring
+reads.
 
 ``predictions`` holds every prediction (champion, canary and shadow alike, told apart by
 ``role``); ``feedback`` holds ground truth sent later for a request id. Both live in SQLite on
@@ -7,6 +8,10 @@ the embedded default and in PostgreSQL on a cluster (``KUBELOOP_PREDICTION_LOG_U
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+import orjson
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -53,3 +58,41 @@ feedback = Table(
 def create_all(engine) -> None:
     """Create the tables if missing (idempotent; safe from several workers)."""
     metadata.create_all(engine, checkfirst=True)
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+
+
+def make_engine(url: str):
+    """A SQLAlchemy engine for the log: orjson for JSON; SQLite in WAL mode with a busy timeout
+    so several workers can share one file."""
+    from sqlalchemy import create_engine, event, make_url
+
+    if url.startswith("sqlite"):
+        database = make_url(url).database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, json_serializer=_json, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection, _record) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        return engine
+    return create_engine(url, json_serializer=_json, pool_pre_ping=True, pool_size=2,
+                         max_overflow=2, connect_args={"connect_timeout": 5})
+
+
+def ensure_schema(engine) -> None:
+    """Create the log tables if missing; a concurrent creator (another worker) is not an error."""
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
+    try:
+        create_all(engine)
+    except (IntegrityError, OperationalError, ProgrammingError) as exc:
+        if "already exists" not in str(exc):
+            raise

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from components.errors import SpecError
+from kubeloop.errors import SpecError
 
 
 class _Strict(BaseModel):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from components.errors import ModelNotFoundError, PromotionError
+from kubeloop.errors import ModelNotFoundError, PromotionError
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,9 @@ TAG_MANUAL = "kubeloop.manual_revision"
 TAG_AUTO = "kubeloop.auto_revision"
 TAG_DATA = "kubeloop.data_version"
 TAG_RUN = "kubeloop.run_id"
+# Registered-model tag the rollout writes and every server replica reads: the canary weight
+# and the version it applies to (JSON).
+CANARY_TAG = "kubeloop.canary"
 
 
 def version_name(tag: int, manual: int, auto: int) -> str:
@@ -177,7 +180,7 @@ def load_version(client, name: str, version) -> LoadedModel:
     """Load a version's scikit-learn model and its feature order."""
     from mlflow.models import get_model_info
 
-    from components.model_store import load_model
+    from kubeloop.model_store import load_model
 
     uri = f"models:/{name}/{version.version}"
     info = get_model_info(uri)

@@ -11,9 +11,9 @@ from typing import Annotated, Any, TypeVar, overload
 import typer
 from rich.console import Console
 
-from components.errors import KubeloopError
-from components.settings import PlatformSettings
-from components.spec import ProjectSpec, load_spec
+from kubeloop.errors import KubeloopError
+from kubeloop.settings import PlatformSettings
+from kubeloop.spec import ProjectSpec, load_spec
 
 DEFAULT_SPEC = Path("examples/building_energy/spec.yaml")
 SpecOption = Annotated[

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from components.settings import PlatformSettings
+from kubeloop.settings import PlatformSettings
 
 REMOTE_NAME = "kubeloop"
 

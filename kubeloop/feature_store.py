@@ -16,8 +16,8 @@ from typing import Any
 
 import yaml
 
-from components.settings import PlatformSettings
-from components.spec import ProjectSpec
+from kubeloop.settings import PlatformSettings
+from kubeloop.spec import ProjectSpec
 
 
 def feast_project(spec: ProjectSpec) -> str:

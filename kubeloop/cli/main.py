@@ -8,10 +8,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from components.sample_data import Drift
-from monitoring.cli import register as register_monitoring
-from pipelines.cli_common import DEFAULT_SPEC, SpecOption, console, context, friendly
-from serving.cli import serve
+from kubeloop.cli.monitor import register as register_monitoring
+from kubeloop.cli.serve import serve
+from kubeloop.cli.support import DEFAULT_SPEC, SpecOption, console, context, friendly
+from kubeloop.sample_data import Drift
 
 app = typer.Typer(help="kubeloop: the closed ML loop on Kubernetes.", no_args_is_help=True)
 data_app = typer.Typer(help="Sample data.", no_args_is_help=True)
@@ -36,7 +36,7 @@ def data_generate(
     """Write the building energy sample dataset in chunks (deterministic for a seed)."""
     from rich.progress import Progress
 
-    from components.sample_data import GeneratorConfig, write
+    from kubeloop.sample_data import GeneratorConfig, write
 
     try:
         cfg = GeneratorConfig(
@@ -60,8 +60,8 @@ def data_restore(
     """Restore the exact dataset a training run saw, from the DVC remote (reproducibility)."""
     import mlflow
 
-    from components import model_store
-    from components.data_version import checkout
+    from kubeloop import model_store
+    from kubeloop.data_version import checkout
 
     _, settings = context(spec)
     model_store.configure(settings)
@@ -124,7 +124,7 @@ def promote_cmd(
     approver: Annotated[str | None, typer.Option(help="Who approves (default: $USER)")] = None,
 ) -> None:
     """Move the champion alias to a version; requires --approve (recorded on the version)."""
-    from components import model_store, registry
+    from kubeloop import model_store, registry
 
     project, settings = context(spec)
     client = model_store.configure(settings)
@@ -143,7 +143,7 @@ def versions_cmd(spec: SpecOption = DEFAULT_SPEC) -> None:
     """List the registry versions of the spec's model with their names and aliases."""
     from rich.table import Table
 
-    from components import model_store, registry
+    from kubeloop import model_store, registry
 
     project, settings = context(spec)
     client = model_store.configure(settings)
@@ -176,7 +176,7 @@ def materialize_cmd(spec: SpecOption = DEFAULT_SPEC) -> None:
 @friendly
 def feature_store_yaml(spec: SpecOption = DEFAULT_SPEC) -> None:
     """Print the feature_store.yaml equivalent of the current settings (for `feast serve`)."""
-    from components.feature_store import feast_project, render_yaml
+    from kubeloop.feature_store import feast_project, render_yaml
 
     project, settings = context(spec)
     typer.echo(render_yaml(settings, feast_project(project)))
@@ -185,5 +185,3 @@ def feature_store_yaml(spec: SpecOption = DEFAULT_SPEC) -> None:
 app.command("serve")(serve)
 register_monitoring(app)  # monitor, rollout, lineage
 
-if __name__ == "__main__":
-    app()

@@ -1,4 +1,4 @@
-"""``kubeloop serve``: start the model server (registered in ``pipelines/cli.py``)."""
+"""``kubeloop serve``: start the model server (registered in ``kubeloop/cli/main.py``)."""
 
 from __future__ import annotations
 

@@ -1,19 +1,12 @@
-"""Helpers for tests and benchmarks: seed a registry, run the real server in a subprocess.
+"""Helpers for tests and benchmarks: seed a registry, send load, fake the server's collaborators.
 
-Not used by the server itself. ``train_models`` fits and logs models with the platform's own
-train step (features from the spec's transform, the same Pipeline), ``register_versions``
-registers them under any name with ``champion``/``challenger`` aliases, and ``ServerProcess``
-starts ``python -m serving`` with a given environment and waits until it is ready.
+``train_models`` fits and logs models with the platform's own train step (features from the
+spec's transform, the same Pipeline), ``register_versions`` registers them under any name with
+``champion``/``challenger`` aliases; the server itself runs through ``serving.process``.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +14,9 @@ from typing import Any
 
 import yaml
 
-from components.settings import PlatformSettings
-from components.spec import ProjectSpec
-
-REPO = Path(__file__).resolve().parents[1]
+from kubeloop.settings import PlatformSettings
+from kubeloop.spec import ProjectSpec
+from serving.process import REPO
 
 
 @dataclass(frozen=True)
@@ -45,11 +37,10 @@ def train_models(raw, spec: ProjectSpec, settings: PlatformSettings,
                  variants: Sequence[Mapping[str, Any]] = ({}, {})) -> list[TrainedModel]:
     """Fit and log one model per variant (estimator parameters over the spec's, e.g. fewer
     iterations), on the features the spec's transform makes from ``raw``."""
-    from components.features.core import load_transform
     from components.train.core import fit_and_log
+    from kubeloop.engineering import feature_frame
 
-    frame = load_transform(spec)(raw)
-    frame[spec.target] = raw[spec.target].to_numpy()
+    frame = feature_frame(raw, spec)
     names = [c for c in frame.columns if c not in (spec.entity_key, spec.timestamp, spec.target)]
     out = []
     for i, params in enumerate(variants):
@@ -67,7 +58,7 @@ def register_versions(client: Any, name: str, models: Sequence[TrainedModel],
                       champion: int | None = 1) -> list[str]:
     """Register the models as versions 1..n of ``name`` (the last is ``challenger``) and move
     ``champion`` to version ``champion``; returns the V-names."""
-    from components import registry
+    from kubeloop import registry
 
     labels = []
     for model in models:
@@ -80,7 +71,7 @@ def register_versions(client: Any, name: str, models: Sequence[TrainedModel],
 
 def write_spec(path: Path, spec: ProjectSpec, **model_changes: Any) -> Path:
     """Write ``spec`` (with model section changes, e.g. ``name=...``) as a spec YAML file."""
-    from components.spec import dump_spec
+    from kubeloop.spec import dump_spec
 
     data = dump_spec(spec)
     data["model"].update(model_changes)
@@ -116,7 +107,7 @@ class Seeded:
         return pd.read_parquet(self.work_dir / "raw.parquet")
 
     def spec(self) -> ProjectSpec:
-        from components.spec import load_spec
+        from kubeloop.spec import load_spec
 
         return load_spec(self.spec_path)
 
@@ -130,9 +121,9 @@ def seed_example(work_dir: Path, *, rows: int = 2_000, buildings: int = 40,
     import json
     import shutil
 
-    from components import model_store
-    from components.sample_data import GeneratorConfig, generate
-    from components.spec import load_spec
+    from kubeloop import model_store
+    from kubeloop.sample_data import GeneratorConfig, generate
+    from kubeloop.spec import load_spec
 
     marker = work_dir / "seeded.json"
     if marker.exists():
@@ -195,93 +186,6 @@ async def post_many(url: str, path: str, bodies: Sequence[bytes],
     return results
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class ServerProcess:
-    """``python -m serving`` in a subprocess, with ``env`` (KUBELOOP_* etc.) on top of a clean
-    copy of this process's environment."""
-
-    def __init__(self, env: Mapping[str, str], *, port: int | None = None,
-                 log_path: Path | None = None, ready_timeout: float = 90.0,
-                 wait_ready: bool = True):
-        self.port = port or free_port()
-        self.env = {k: v for k, v in os.environ.items()
-                    if not k.startswith(("KUBELOOP_", "MLFLOW_", "PROMETHEUS_MULTIPROC"))}
-        self.env.update({"PYTHONUNBUFFERED": "1", "KUBELOOP_HOST": "127.0.0.1",
-                         "KUBELOOP_PORT": str(self.port)})
-        self.env.update(env)
-        self.log_path = log_path
-        self.ready_timeout = ready_timeout
-        self.wait_ready = wait_ready
-        self.process: subprocess.Popen | None = None
-        self._log: Any = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> ServerProcess:
-        self._log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.process = subprocess.Popen([sys.executable, "-m", "serving"], cwd=REPO,
-                                        env=self.env, stdout=self._log,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
-        if self.wait_ready:
-            self.await_ready()
-        return self
-
-    def await_ready(self, path: str = "/health/ready") -> None:
-        import httpx
-
-        deadline = time.monotonic() + self.ready_timeout
-        last = "no answer"
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}: "
-                                   f"{self.log_tail()}")
-            try:
-                response = httpx.get(self.url + path, timeout=2)
-                if response.status_code == 200:
-                    return
-                last = response.text
-            except httpx.HTTPError as exc:
-                last = repr(exc)
-            time.sleep(0.2)
-        raise TimeoutError(f"server not ready after {self.ready_timeout}s ({last}): "
-                           f"{self.log_tail()}")
-
-    def log_tail(self, lines: int = 40) -> str:
-        if not self.log_path or not self.log_path.exists():
-            return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self, timeout: float = 30.0) -> int | None:
-        """SIGTERM to the server, as Kubernetes does (graceful: the prediction log is flushed),
-        then SIGKILL to its whole process group after ``timeout``. Returns the exit code;
-        uvicorn re-raises the signal after a graceful shutdown, so that is -SIGTERM."""
-        if self.process is None:
-            return None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(5)
-        if self._log not in (None, subprocess.DEVNULL):
-            self._log.close()
-        return self.process.returncode
-
-    def __enter__(self) -> ServerProcess:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
 # -- in-process fakes (unit tests, the bench's payload check) ----------------------------------
 class FakeRegistry:
     """The registry calls the server makes, in memory: aliases, version tags, model tags.
@@ -312,7 +216,7 @@ class FakeRegistry:
     def get_model_version(self, name: str, version: str) -> Any:
         from types import SimpleNamespace
 
-        from components.registry import TAG_NAME
+        from kubeloop.registry import TAG_NAME
 
         model = self.models[str(version)]
         return SimpleNamespace(version=str(version), tags={TAG_NAME: model.label})
@@ -355,7 +259,7 @@ class RecordingLog:
 def loaded_model(model: Any, features: Sequence[str], version: str = "1",
                  name: str = "demo", label: str | None = None) -> Any:
     """A ``LoadedModel`` around any fitted estimator."""
-    from components.registry import LoadedModel
+    from kubeloop.registry import LoadedModel
 
     return LoadedModel(name=name, version=version, label=label or f"V1.0.{int(version) - 1}",
                        model=model, metadata_features=list(features))

@@ -1,6 +1,6 @@
 """``kubeloop monitor``, ``kubeloop rollout ...`` and ``kubeloop lineage``: thin typer commands.
 
-Registered in ``pipelines/cli.py`` with one line (``register(app)``); ``python -m monitoring``
+Registered in ``kubeloop/cli/main.py`` with one line (``register(app)``); ``python -m monitoring``
 runs ``monitor`` alone (the CronJob's entry point). The work is in ``monitoring.job``,
 ``monitoring.rollout`` and ``monitoring.lineage``.
 """
@@ -14,8 +14,8 @@ from typing import Annotated
 
 import typer
 
+from kubeloop.cli.support import DEFAULT_SPEC, SpecOption, console, context, friendly
 from monitoring.settings import MonitoringSettings
-from pipelines.cli_common import DEFAULT_SPEC, SpecOption, console, context, friendly
 
 rollout_app = typer.Typer(
     help="Release the challenger: shadow, approval, canary steps, promotion or rollback.",
@@ -92,7 +92,7 @@ def monitor(
 
 
 def _rollout(spec: Path, server_url: str | None):
-    from components import model_store
+    from kubeloop import model_store
     from monitoring.rollout import HttpServerAdmin, Rollout
     from monitoring.window import open_log
 
@@ -123,7 +123,7 @@ def rollout_run(
 
     Without a challenger there is nothing to do (exit 0), so a scheduled run stays quiet.
     """
-    from components import registry
+    from kubeloop import registry
 
     rollout, project = _rollout(spec, server_url)
     if version is None:
@@ -187,7 +187,7 @@ def lineage_cmd(
     DVC data version, Feast materialization, MLflow run, registry version and approval, and
     the shadow, canary and champion times.
     """
-    from components import model_store
+    from kubeloop import model_store
     from monitoring.lineage import show
 
     project, settings = context(spec, MonitoringSettings)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from components.settings import PlatformSettings
+from kubeloop.settings import PlatformSettings
 
 TRUSTED_MODULE_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections.")
 MODEL_ARTIFACT = "model"

@@ -1,0 +1,1 @@
+"""The ``kubeloop`` command: the root app (``main``), its support and one module per area."""
