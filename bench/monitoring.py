@@ -40,10 +40,12 @@ def spec():
     from kubeloop.spec import load_spec
 
     base = load_spec(REPO / "examples" / "building_energy" / "spec.yaml")
-    return base.model_copy(update={
-        "name": MODEL,
-        "monitoring": base.monitoring.model_copy(update={"window_hours": 24 * 30}),
-    })
+    return base.model_copy(
+        update={
+            "name": MODEL,
+            "monitoring": base.monitoring.model_copy(update={"window_hours": 24 * 30}),
+        }
+    )
 
 
 def make_champion(work: Path) -> None:
@@ -69,13 +71,21 @@ def make_champion(work: Path) -> None:
     experiment = model_store.experiment_id(settings, MODEL)
     with mlflow.start_run(experiment_id=experiment) as run, tempfile.TemporaryDirectory() as tmp:
         info = mlflow.sklearn.log_model(
-            model, name="model", serialization_format="skops",
+            model,
+            name="model",
+            serialization_format="skops",
             skops_trusted_types=model_store.trusted_types(model),
-            metadata={"features": FEATURES}, pip_requirements=["scikit-learn"])
+            metadata={"features": FEATURES},
+            pip_requirements=["scikit-learn"],
+        )
         reference.to_parquet(Path(tmp) / "reference.parquet")
         mlflow.log_artifact(str(Path(tmp) / "reference.parquet"), artifact_path="reference")
-        mlflow.log_metrics({f"test_{k}": v for k, v in
-                            regression_metrics(y[16_000:], model.predict(X[16_000:])).items()})
+        mlflow.log_metrics(
+            {
+                f"test_{k}": v
+                for k, v in regression_metrics(y[16_000:], model.predict(X[16_000:])).items()
+            }
+        )
     version = registry.register(client, MODEL, info.model_uri, run.info.run_id, 1, 0, "bench")
     registry.promote(client, MODEL, str(version.version), approve=True, approver="bench")
 
@@ -98,16 +108,32 @@ def fill_log(path: Path, rows: int) -> None:
         X[: n // 10] += 1.5  # a drifted tenth
         pred = X @ np.arange(1, 11)
         actual = pred + rng.normal(0, 1.2, n)
-        ts = [(start + timedelta(seconds=(lo + i) * step)).strftime("%Y-%m-%d %H:%M:%S.%f")
-              for i in range(n)]
+        ts = [
+            (start + timedelta(seconds=(lo + i) * step)).strftime("%Y-%m-%d %H:%M:%S.%f")
+            for i in range(n)
+        ]
         con.executemany(
             "INSERT INTO predictions (request_id, ts, entity_id, features, prediction, "
             "model_name, model_version, model_label, role) VALUES (?,?,?,?,?,?,?,?,?)",
-            ((f"r{lo + i}", ts[i], str(i % 500),
-              orjson.dumps(dict(zip(FEATURES, X[i].round(6).tolist(), strict=True))).decode(),
-              float(pred[i]), MODEL, "1", "V1.0.0", "champion") for i in range(n)))
-        con.executemany("INSERT INTO feedback (request_id, ts, actual) VALUES (?,?,?)",
-                        ((f"r{lo + i}", ts[i], float(actual[i])) for i in range(0, n, 2)))
+            (
+                (
+                    f"r{lo + i}",
+                    ts[i],
+                    str(i % 500),
+                    orjson.dumps(dict(zip(FEATURES, X[i].round(6).tolist(), strict=True))).decode(),
+                    float(pred[i]),
+                    MODEL,
+                    "1",
+                    "V1.0.0",
+                    "champion",
+                )
+                for i in range(n)
+            ),
+        )
+        con.executemany(
+            "INSERT INTO feedback (request_id, ts, actual) VALUES (?,?,?)",
+            ((f"r{lo + i}", ts[i], float(actual[i])) for i in range(0, n, 2)),
+        )
         con.commit()
     con.close()
 
@@ -118,24 +144,36 @@ def child(work: Path, log_path: Path, sample_rows: int) -> dict:
     from monitoring.job import run_monitor
     from monitoring.settings import MonitoringSettings
 
-    settings = MonitoringSettings(work_dir=work, prediction_log_url=f"sqlite:///{log_path}",
-                                  drift_sample_rows=sample_rows or None)
+    settings = MonitoringSettings(
+        work_dir=work,
+        prediction_log_url=f"sqlite:///{log_path}",
+        drift_sample_rows=sample_rows or None,
+    )
     started = time.perf_counter()
     outcome = run_monitor(spec(), settings, now=NOW, launch=False)
     wall = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"rows": outcome.rows, "labelled": outcome.labelled_rows,
-            "compared": outcome.analysis.compared_rows, "wall_seconds": wall,
-            "peak_rss_bytes": peak, "drift_share": outcome.analysis.drift.share,
-            "rmse_live": outcome.analysis.quality.current.get("rmse"),
-            "timings": outcome.timings}
+    return {
+        "rows": outcome.rows,
+        "labelled": outcome.labelled_rows,
+        "compared": outcome.analysis.compared_rows,
+        "wall_seconds": wall,
+        "peak_rss_bytes": peak,
+        "drift_share": outcome.analysis.drift.share,
+        "rmse_live": outcome.analysis.quality.current.get("rmse"),
+        "timings": outcome.timings,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
-    parser.add_argument("--sample-rows", type=int, default=100_000,
-                        help="KUBELOOP_DRIFT_SAMPLE_ROWS for the run (0: Evidently sees every row)")
+    parser.add_argument(
+        "--sample-rows",
+        type=int,
+        default=100_000,
+        help="KUBELOOP_DRIFT_SAMPLE_ROWS for the run (0: Evidently sees every row)",
+    )
     parser.add_argument("--child", nargs=2, metavar=("WORK", "LOG"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -152,26 +190,44 @@ def main() -> None:
             t = time.perf_counter()
             fill_log(log_path, rows)
             print(f"filled {rows:,} rows in {time.perf_counter() - t:.0f}s", file=sys.stderr)
-            proc = subprocess.run([sys.executable, __file__, "--child", str(work), str(log_path),
-                                   "--sample-rows", str(args.sample_rows)],
-                                  capture_output=True, text=True, check=True,
-                                  env={**os.environ, "PYTHONWARNINGS": "ignore"})
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    str(work),
+                    str(log_path),
+                    "--sample-rows",
+                    str(args.sample_rows),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+                env={**os.environ, "PYTHONWARNINGS": "ignore"},
+            )
             result = json.loads(proc.stdout.strip().splitlines()[-1])
             results.append(result)
             stages = ", ".join(f"{k} {v:.1f}s" for k, v in result["timings"].items())
-            print(f"{rows:,} rows: {result['wall_seconds']:.1f}s, "
-                  f"{result['peak_rss_bytes'] / 2**30:.2f} GiB ({stages})", file=sys.stderr)
+            print(
+                f"{rows:,} rows: {result['wall_seconds']:.1f}s, "
+                f"{result['peak_rss_bytes'] / 2**30:.2f} GiB ({stages})",
+                file=sys.stderr,
+            )
     out = REPO / "bench" / "results" / "monitoring.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
-    print("| logged predictions | labelled | rows Evidently compared | wall time (s) | "
-          "read window (s) | Evidently (s) | peak RSS (GiB) |")
+    print(
+        "| logged predictions | labelled | rows Evidently compared | wall time (s) | "
+        "read window (s) | Evidently (s) | peak RSS (GiB) |"
+    )
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in results:
         t = r["timings"]
-        print(f"| {r['rows']:,} | {r['labelled']:,} | {r['compared']:,} | "
-              f"{r['wall_seconds']:.1f} | {t['read_window']:.1f} | {t['evidently']:.1f} | "
-              f"{r['peak_rss_bytes'] / 2**30:.2f} |")
+        print(
+            f"| {r['rows']:,} | {r['labelled']:,} | {r['compared']:,} | "
+            f"{r['wall_seconds']:.1f} | {t['read_window']:.1f} | {t['evidently']:.1f} | "
+            f"{r['peak_rss_bytes'] / 2**30:.2f} |"
+        )
 
 
 if __name__ == "__main__":

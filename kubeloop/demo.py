@@ -93,8 +93,10 @@ def records(raw: pd.DataFrame, spec: ProjectSpec) -> tuple[list[dict], np.ndarra
     names = [c for c in frame.columns if c not in (spec.entity_key, spec.timestamp, spec.target)]
     values = frame[names].to_numpy(dtype="float64")
     keys = frame[spec.entity_key].astype(str).tolist()
-    out = [{"features": dict(zip(names, row, strict=True)), "key": key}
-           for row, key in zip(values.tolist(), keys, strict=True)]
+    out = [
+        {"features": dict(zip(names, row, strict=True)), "key": key}
+        for row, key in zip(values.tolist(), keys, strict=True)
+    ]
     return out, frame[spec.target].to_numpy()
 
 
@@ -102,9 +104,11 @@ def send(url: str, recs: list[dict], actuals: np.ndarray, batch: int) -> int:
     """Predict in batches, then send the ground truth of every prediction; returns the count."""
     sent = 0
     for start in range(0, len(recs), batch):
-        answer = _post(url, "/predict", {"records": recs[start:start + batch]})
-        items = [{"request_id": p["request_id"], "actual": float(actuals[start + i])}
-                 for i, p in enumerate(answer["predictions"])]
+        answer = _post(url, "/predict", {"records": recs[start : start + batch]})
+        items = [
+            {"request_id": p["request_id"], "actual": float(actuals[start + i])}
+            for i, p in enumerate(answer["predictions"])
+        ]
         _post(url, "/feedback", items)
         sent += len(items)
     return sent
@@ -118,15 +122,17 @@ class Traffic:
         self.stop = threading.Event()
         self.sent = 0
         self.errors = 0
-        self.threads = [threading.Thread(target=self._run, args=(i, threads), daemon=True)
-                        for i in range(threads)]
+        self.threads = [
+            threading.Thread(target=self._run, args=(i, threads), daemon=True)
+            for i in range(threads)
+        ]
 
     def _run(self, offset: int, stride: int) -> None:
         i = offset
         while not self.stop.is_set():
             j = i % len(self.recs)
             try:
-                send(self.url, [self.recs[j]], self.actuals[j:j + 1], 1)
+                send(self.url, [self.recs[j]], self.actuals[j : j + 1], 1)
                 self.sent += 1
             except OSError:
                 self.errors += 1
@@ -159,8 +165,13 @@ def logged_rows(engine, model_name: str) -> int:
 
     try:
         with engine.connect() as conn:
-            return int(conn.execute(select(func.count()).select_from(predictions).where(
-                predictions.c.model_name == model_name)).scalar_one())
+            return int(
+                conn.execute(
+                    select(func.count())
+                    .select_from(predictions)
+                    .where(predictions.c.model_name == model_name)
+                ).scalar_one()
+            )
     except Exception:  # noqa: BLE001 - the table appears with the first write
         return 0
 
@@ -169,17 +180,28 @@ def logged_rows(engine, model_name: str) -> int:
 def demo_spec(spec: ProjectSpec, config: DemoConfig) -> ProjectSpec:
     """The example spec with the rollout paced for a demo (seconds instead of minutes)."""
     minutes = config.hold_seconds / 60
-    steps = tuple(CanaryStep(weight=w, hold_minutes=minutes, min_requests=n)
-                  for w, n in zip((0.1, 0.5, 1.0), config.canary_predictions, strict=True))
-    rollout = spec.rollout.model_copy(update={
-        "steps": steps, "shadow_min_requests": config.shadow_requests,
-        "shadow_hold_minutes": 0, "auto_approve_dev": True, "timeout_minutes": 3})
+    steps = tuple(
+        CanaryStep(weight=w, hold_minutes=minutes, min_requests=n)
+        for w, n in zip((0.1, 0.5, 1.0), config.canary_predictions, strict=True)
+    )
+    rollout = spec.rollout.model_copy(
+        update={
+            "steps": steps,
+            "shadow_min_requests": config.shadow_requests,
+            "shadow_hold_minutes": 0,
+            "auto_approve_dev": True,
+            "timeout_minutes": 3,
+        }
+    )
     return spec.model_copy(update={"rollout": rollout})
 
 
-def run_demo(work_dir: Path, config: DemoConfig = DemoConfig(),
-             say: Callable[[str], None] = console.print,
-             section: Callable[[str], None] = console.rule) -> DemoResult:
+def run_demo(
+    work_dir: Path,
+    config: DemoConfig = DemoConfig(),
+    say: Callable[[str], None] = console.print,
+    section: Callable[[str], None] = console.rule,
+) -> DemoResult:
     """Run the loop in ``work_dir`` (emptied first); returns what happened."""
     from monitoring.job import run_monitor
     from monitoring.launch import LocalLauncher
@@ -206,8 +228,9 @@ def run_demo(work_dir: Path, config: DemoConfig = DemoConfig(),
     section("[bold]1/9 sample data")
     source = Path(spec.data.source)
     source.parent.mkdir(parents=True, exist_ok=True)
-    first = generate(GeneratorConfig(rows=config.rows, seed=config.seed,
-                                     buildings=config.buildings))
+    first = generate(
+        GeneratorConfig(rows=config.rows, seed=config.seed, buildings=config.buildings)
+    )
     first.to_parquet(source, index=False)
     say(f"{len(first):,} meter readings (6 weeks, {config.buildings} buildings) -> {source}")
     lap("data")
@@ -218,9 +241,14 @@ def run_demo(work_dir: Path, config: DemoConfig = DemoConfig(),
     client.search_experiments()
     spec_file = work_dir / "spec.yaml"
     shutil.copyfile(SPEC, spec_file)
-    env = {**settings.export(), "KUBELOOP_SPEC": str(spec_file), "KUBELOOP_API_TOKEN": TOKEN,
-           "KUBELOOP_SHADOW_ENABLED": "true", "KUBELOOP_REGISTRY_POLL_SECONDS": "1",
-           "KUBELOOP_LOG_FLUSH_SECONDS": "0.1"}
+    env = {
+        **settings.export(),
+        "KUBELOOP_SPEC": str(spec_file),
+        "KUBELOOP_API_TOKEN": TOKEN,
+        "KUBELOOP_SHADOW_ENABLED": "true",
+        "KUBELOOP_REGISTRY_POLL_SECONDS": "1",
+        "KUBELOOP_LOG_FLUSH_SECONDS": "0.1",
+    }
     server = ServerProcess(env, log_path=work_dir / "server.log", wait_ready=False).start()
     engine = open_log(settings.log_url)
     try:
@@ -238,26 +266,33 @@ def run_demo(work_dir: Path, config: DemoConfig = DemoConfig(),
         lap("train")
 
         section("[bold]3/9 approval")
-        champion = registry.promote(client, spec.model_name, version, approve=True,
-                                    approver="make-demo")
+        champion = registry.promote(
+            client, spec.model_name, version, approve=True, approver="make-demo"
+        )
         before = champion.tags[registry.TAG_NAME]
         say(f"{spec.model_name} {before} approved: champion")
         lap("approve")
 
         section("[bold]4/9 model server")
         server.await_ready()
-        say(f"serving {before} on {server.url} (shadow scoring on; log: "
-            f"{work_dir / 'server.log'})")
+        say(f"serving {before} on {server.url} (shadow scoring on; log: {work_dir / 'server.log'})")
         lap("serve")
 
         section("[bold]5/9 traffic that drifts")
         # Two weeks after the first dataset, drifted: part of it is the incident's traffic
         # (served, labelled, landed for retraining), the rest keeps callers busy later.
-        readings = generate(GeneratorConfig(
-            rows=config.drift_rows + config.later_rows, seed=config.seed + 1,
-            buildings=config.buildings, start=DEFAULT_START + timedelta(weeks=6), weeks=2,
-            drift=config.drift, strength=config.strength)).sample(frac=1.0, random_state=0)
-        new = readings.iloc[:config.drift_rows].sort_values(spec.timestamp)
+        readings = generate(
+            GeneratorConfig(
+                rows=config.drift_rows + config.later_rows,
+                seed=config.seed + 1,
+                buildings=config.buildings,
+                start=DEFAULT_START + timedelta(weeks=6),
+                weeks=2,
+                drift=config.drift,
+                strength=config.strength,
+            )
+        ).sample(frac=1.0, random_state=0)
+        new = readings.iloc[: config.drift_rows].sort_values(spec.timestamp)
         recs, actuals = records(new, spec)
         say(f"{len(recs):,} readings of a {config.drift} shift (hotter, busier, new equipment)")
 
@@ -265,53 +300,71 @@ def run_demo(work_dir: Path, config: DemoConfig = DemoConfig(),
         sent = send(server.url, recs, actuals, batch=100)
         wait_for(lambda: logged_rows(engine, spec.model_name) >= sent, "the prediction log")
         new.to_parquet(recent, index=False)
-        say(f"{sent:,} predictions answered and labelled; the labelled readings landed in "
-            f"{recent} (the recent window retraining reads)")
+        say(
+            f"{sent:,} predictions answered and labelled; the labelled readings landed in "
+            f"{recent} (the recent window retraining reads)"
+        )
         lap("traffic")
 
         section("[bold]7/9 monitoring -> retraining")
         launcher = LocalLauncher(settings)
         monitor_before = run_monitor(spec, settings, launcher=launcher, engine=engine)
         drift, quality = monitor_before.analysis.drift, monitor_before.analysis.quality
-        say(f"drift: {drift.share:.0%} of features ({', '.join(drift.drifted)}); rmse "
+        say(
+            f"drift: {drift.share:.0%} of features ({', '.join(drift.drifted)}); rmse "
             f"{quality.current.get('rmse', float('nan')):.1f} live vs "
-            f"{quality.baseline.get('rmse', float('nan')):.1f} baseline")
+            f"{quality.baseline.get('rmse', float('nan')):.1f} baseline"
+        )
         say(f"decision: {monitor_before.verdict.reason or 'no retraining'}")
         if monitor_before.launched is None or not monitor_before.launched.version:
-            raise SystemExit("demo: retraining did not register a new version "
-                             f"({monitor_before.launch_error or monitor_before.launched})")
+            raise SystemExit(
+                "demo: retraining did not register a new version "
+                f"({monitor_before.launch_error or monitor_before.launched})"
+            )
         challenger = monitor_before.launched.version
         exported_before = Path(monitor_before.metrics_target).read_text()
-        say(f"retraining (kfp.local, recent window) registered [bold]{challenger}[/bold] as "
-            "challenger")
+        say(
+            f"retraining (kfp.local, recent window) registered [bold]{challenger}[/bold] as "
+            "challenger"
+        )
         second = run_monitor(spec, settings, launcher=launcher, engine=engine)
-        say(f"a second monitoring run right after: "
-            f"{second.claim.why if second.claim else 'nothing to do'}")
+        say(
+            f"a second monitoring run right after: "
+            f"{second.claim.why if second.claim else 'nothing to do'}"
+        )
         lap("monitor")
 
         section("[bold]8/9 rollout: shadow, approval, canary")
         admin = HttpServerAdmin(server.url, TOKEN)
-        wait_for(lambda: (admin.status().get("candidate") or {}).get("label") == challenger,
-                 f"the server to load {challenger}")
-        rollout = Rollout(client, spec, admin, engine, env=settings.env,
-                          reports_dir=settings.reports_path)
-        live, live_actuals = records(readings.iloc[config.drift_rows:], spec)
+        wait_for(
+            lambda: (admin.status().get("candidate") or {}).get("label") == challenger,
+            f"the server to load {challenger}",
+        )
+        rollout = Rollout(
+            client, spec, admin, engine, env=settings.env, reports_dir=settings.reports_path
+        )
+        live, live_actuals = records(readings.iloc[config.drift_rows :], spec)
         with Traffic(server.url, live, live_actuals):
-            result = rollout.run(progress=lambda s: say(f"  [{s.state}] {s.message}"),
-                                 max_seconds=240)
+            result = rollout.run(
+                progress=lambda s: say(f"  [{s.state}] {s.message}"), max_seconds=240
+            )
         status = rollout.status(challenger)
         lap("rollout")
 
         section("[bold]9/9 the new champion")
         after = registry.by_alias(client, spec.model_name, registry.CHAMPION)
         after_label = after.tags[registry.TAG_NAME]
-        wait_for(lambda: (admin.status().get("champion") or {}).get("label") == after_label,
-                 f"the server to serve {after_label}")
+        wait_for(
+            lambda: (admin.status().get("champion") or {}).get("label") == after_label,
+            f"the server to serve {after_label}",
+        )
         before_rows = logged_rows(engine, spec.model_name)
-        sent = send(server.url, live[:config.after_rows], live_actuals[:config.after_rows],
-                    batch=100)
-        wait_for(lambda: logged_rows(engine, spec.model_name) >= before_rows + sent,
-                 "the prediction log")
+        sent = send(
+            server.url, live[: config.after_rows], live_actuals[: config.after_rows], batch=100
+        )
+        wait_for(
+            lambda: logged_rows(engine, spec.model_name) >= before_rows + sent, "the prediction log"
+        )
         monitor_after = run_monitor(spec, settings, launch=False, engine=engine)
         lap("after")
     finally:
@@ -319,11 +372,18 @@ def run_demo(work_dir: Path, config: DemoConfig = DemoConfig(),
     from monitoring.lineage import show
 
     return DemoResult(
-        champion_before=before, champion_after=after_label, challenger=challenger,
-        monitor_before=monitor_before, second_monitor=second, monitor_after=monitor_after,
-        rollout=result, shadow_report=status.get("shadow_report"),
-        metrics_file=Path(monitor_after.metrics_target), exported_before=exported_before,
-        lineage=show(client, spec.model_name, after_label), seconds=clock,
+        champion_before=before,
+        champion_after=after_label,
+        challenger=challenger,
+        monitor_before=monitor_before,
+        second_monitor=second,
+        monitor_after=monitor_after,
+        rollout=result,
+        shadow_report=status.get("shadow_report"),
+        metrics_file=Path(monitor_after.metrics_target),
+        exported_before=exported_before,
+        lineage=show(client, spec.model_name, after_label),
+        seconds=clock,
     )
 
 
@@ -332,14 +392,20 @@ def summary(result: DemoResult) -> Table:
     table = Table("", "before", "after", title="kubeloop demo: the closed loop")
     b, a = result.monitor_before, result.monitor_after
     table.add_row("champion", result.champion_before, result.champion_after)
-    table.add_row("drifted features", f"{b.analysis.drift.share:.0%}",
-                  f"{a.analysis.drift.share:.0%}")
+    table.add_row(
+        "drifted features", f"{b.analysis.drift.share:.0%}", f"{a.analysis.drift.share:.0%}"
+    )
     for metric in ("rmse", "mae", "r2"):
-        table.add_row(f"live {metric}", f"{b.analysis.quality.current.get(metric, np.nan):.3f}",
-                      f"{a.analysis.quality.current.get(metric, np.nan):.3f}")
-        table.add_row(f"held-out {metric}",
-                      f"{b.analysis.quality.baseline.get(metric, np.nan):.3f}",
-                      f"{a.analysis.quality.baseline.get(metric, np.nan):.3f}")
+        table.add_row(
+            f"live {metric}",
+            f"{b.analysis.quality.current.get(metric, np.nan):.3f}",
+            f"{a.analysis.quality.current.get(metric, np.nan):.3f}",
+        )
+        table.add_row(
+            f"held-out {metric}",
+            f"{b.analysis.quality.baseline.get(metric, np.nan):.3f}",
+            f"{a.analysis.quality.baseline.get(metric, np.nan):.3f}",
+        )
     table.add_row("predictions monitored", f"{b.rows:,}", f"{a.rows:,}")
     return table
 
@@ -359,8 +425,10 @@ def epilogue(result: DemoResult) -> list[str]:
         f"shadow report: {result.shadow_report}",
         f"monitoring report after: {a.report}",
         f"Prometheus metrics: {result.metrics_file}",
-        "wall time: " + f"{sum(result.seconds.values()):.0f} s ("
-        + ", ".join(f"{k} {v:.0f}s" for k, v in result.seconds.items()) + ")",
+        "wall time: "
+        + f"{sum(result.seconds.values()):.0f} s ("
+        + ", ".join(f"{k} {v:.0f}s" for k, v in result.seconds.items())
+        + ")",
     ]
 
 
@@ -374,10 +442,13 @@ def main() -> None:
     console.print(summary(result))
     for line in epilogue(result):
         console.print(line, highlight=False, soft_wrap=True)
-    console.print(f"state: {work_dir}  (KUBELOOP_WORK_DIR={work_dir} kubeloop versions | "
-                  f"lineage {result.champion_after} | rollout status)")
-    console.print(dashboard_hint(MonitoringSettings(work_dir=work_dir)), highlight=False,
-                  soft_wrap=True)
+    console.print(
+        f"state: {work_dir}  (KUBELOOP_WORK_DIR={work_dir} kubeloop versions | "
+        f"lineage {result.champion_after} | rollout status)"
+    )
+    console.print(
+        dashboard_hint(MonitoringSettings(work_dir=work_dir)), highlight=False, soft_wrap=True
+    )
 
 
 if __name__ == "__main__":

@@ -32,8 +32,9 @@ ROLES = ("champion", "canary", "shadow")
 predictions = Table(
     "predictions",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
-           autoincrement=True),
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
     Column("request_id", String(64), nullable=False, index=True),
     Column("ts", DateTime(timezone=True), nullable=False),
     Column("entity_id", String(128), nullable=True),
@@ -83,8 +84,14 @@ def make_engine(url: str):
             cursor.close()
 
         return engine
-    return create_engine(url, json_serializer=_json, pool_pre_ping=True, pool_size=2,
-                         max_overflow=2, connect_args={"connect_timeout": 5})
+    return create_engine(
+        url,
+        json_serializer=_json,
+        pool_pre_ping=True,
+        pool_size=2,
+        max_overflow=2,
+        connect_args={"connect_timeout": 5},
+    )
 
 
 def ensure_schema(engine) -> None:

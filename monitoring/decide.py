@@ -93,8 +93,7 @@ def decide(
         triggers.append(
             Trigger(
                 "new_labels",
-                f"{new_labels} labelled rows since the last training, threshold "
-                f"{spec.new_labels}",
+                f"{new_labels} labelled rows since the last training, threshold {spec.new_labels}",
             )
         )
     return Verdict(triggers=triggers, notes=notes)

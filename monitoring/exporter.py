@@ -56,7 +56,9 @@ _SPECS: dict[str, tuple[str, tuple[str, ...]]] = {
     "kubeloop_monitor_labelled_rows": ("Predictions in the window with ground truth.", ()),
     "kubeloop_drift_share": ("Share of the model's features that drifted.", ()),
     "kubeloop_drift_share_threshold": (
-        "The spec's monitoring.drift_share: drift is detected at this share.", ()),
+        "The spec's monitoring.drift_share: drift is detected at this share.",
+        (),
+    ),
     "kubeloop_drift_detected": ("1 when the drifted share reached the spec's threshold.", ()),
     "kubeloop_drifted_features": ("Number of features that drifted.", ()),
     "kubeloop_feature_drift_score": (
@@ -79,7 +81,9 @@ _SPECS: dict[str, tuple[str, tuple[str, ...]]] = {
         ("metric",),
     ),
     "kubeloop_quality_loss_threshold": (
-        "The spec's monitoring.quality_loss: a larger loss ratio calls for retraining.", ()),
+        "The spec's monitoring.quality_loss: a larger loss ratio calls for retraining.",
+        (),
+    ),
     "kubeloop_new_labelled_rows": ("Labelled rows arrived since the model was trained.", ()),
     "kubeloop_model_trained_timestamp_seconds": ("When the monitored model was trained.", ()),
     "kubeloop_retrain_triggered": ("1 when this run found a reason to retrain.", ("reason",)),

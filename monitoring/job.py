@@ -71,24 +71,45 @@ class MonitorOutcome:
                 "share": drift.share,
                 "drifted": drift.drifted,
                 "features": {
-                    c.column: {"score": c.score, "method": c.method, "threshold": c.threshold,
-                               "drifted": c.drifted}
+                    c.column: {
+                        "score": c.score,
+                        "method": c.method,
+                        "threshold": c.threshold,
+                        "drifted": c.drifted,
+                    }
                     for c in drift.features
                 },
-                "prediction": None if drift.prediction is None else {
-                    "score": drift.prediction.score, "method": drift.prediction.method,
-                    "drifted": drift.prediction.drifted},
+                "prediction": None
+                if drift.prediction is None
+                else {
+                    "score": drift.prediction.score,
+                    "method": drift.prediction.method,
+                    "drifted": drift.prediction.drifted,
+                },
             },
-            "quality": {"live": quality.current, "baseline": quality.baseline,
-                        "primary": quality.primary, "loss": quality.loss},
-            "decision": {"retrain": self.verdict.retrain, "reason": self.verdict.reason,
-                         "notes": self.verdict.notes},
-            "claim": None if self.claim is None else {"granted": self.claim.granted,
-                                                      "why": self.claim.why},
-            "launched": None if self.launched is None else {
-                "run_id": self.launched.run_id, "finished": self.launched.finished,
-                "succeeded": self.launched.succeeded, "version": self.launched.version,
-                "detail": self.launched.detail},
+            "quality": {
+                "live": quality.current,
+                "baseline": quality.baseline,
+                "primary": quality.primary,
+                "loss": quality.loss,
+            },
+            "decision": {
+                "retrain": self.verdict.retrain,
+                "reason": self.verdict.reason,
+                "notes": self.verdict.notes,
+            },
+            "claim": None
+            if self.claim is None
+            else {"granted": self.claim.granted, "why": self.claim.why},
+            "launched": None
+            if self.launched is None
+            else {
+                "run_id": self.launched.run_id,
+                "finished": self.launched.finished,
+                "succeeded": self.launched.succeeded,
+                "version": self.launched.version,
+                "detail": self.launched.detail,
+            },
             "launch_error": self.launch_error,
             "report": str(self.report),
             "metrics": self.metrics_target,
@@ -97,8 +118,9 @@ class MonitorOutcome:
         }
 
 
-def samples(outcome: MonitorOutcome, baseline: Baseline, spec: ProjectSpec,
-            last_launch: datetime | None) -> list[exporter.Sample]:
+def samples(
+    outcome: MonitorOutcome, baseline: Baseline, spec: ProjectSpec, last_launch: datetime | None
+) -> list[exporter.Sample]:
     """The run's figures as Prometheus samples (names in ``exporter.METRIC_NAMES``)."""
     S = exporter.Sample
     drift, quality = outcome.analysis.drift, outcome.analysis.quality
@@ -117,13 +139,22 @@ def samples(outcome: MonitorOutcome, baseline: Baseline, spec: ProjectSpec,
         S("kubeloop_retrain_launched", float(bool(outcome.launched))),
     ]
     for column in drift.features:
-        out.append(S("kubeloop_feature_drift_score", column.score,
-                     {"feature": column.column, "method": column.method}))
-        out.append(S("kubeloop_feature_drifted", float(column.drifted),
-                     {"feature": column.column}))
+        out.append(
+            S(
+                "kubeloop_feature_drift_score",
+                column.score,
+                {"feature": column.column, "method": column.method},
+            )
+        )
+        out.append(S("kubeloop_feature_drifted", float(column.drifted), {"feature": column.column}))
     if drift.prediction is not None:
-        out.append(S("kubeloop_prediction_drift_score", drift.prediction.score,
-                     {"method": drift.prediction.method}))
+        out.append(
+            S(
+                "kubeloop_prediction_drift_score",
+                drift.prediction.score,
+                {"method": drift.prediction.method},
+            )
+        )
         out.append(S("kubeloop_prediction_drifted", float(drift.prediction.drifted)))
     for dataset, figures in (("live", quality.current), ("baseline", quality.baseline)):
         for metric, value in figures.items():
@@ -154,14 +185,26 @@ def registry_samples(client, model_name: str) -> list[exporter.Sample]:
             if version is None:
                 continue
             tags = dict(version.tags or {})
-            out.append(S("kubeloop_registry_alias_info", 1.0, {
-                "alias": alias, "model_version": str(version.version),
-                "model_label": tags.get(registry.TAG_NAME, "")}))
+            out.append(
+                S(
+                    "kubeloop_registry_alias_info",
+                    1.0,
+                    {
+                        "alias": alias,
+                        "model_version": str(version.version),
+                        "model_label": tags.get(registry.TAG_NAME, ""),
+                    },
+                )
+            )
             since = tags.get(f"kubeloop.{alias}_since")
-            stamp = (datetime.fromisoformat(since).timestamp() if since
-                     else version.creation_timestamp / 1000)
-            out.append(S("kubeloop_registry_alias_since_timestamp_seconds", stamp,
-                         {"alias": alias}))
+            stamp = (
+                datetime.fromisoformat(since).timestamp()
+                if since
+                else version.creation_timestamp / 1000
+            )
+            out.append(
+                S("kubeloop_registry_alias_since_timestamp_seconds", stamp, {"alias": alias})
+            )
         if versions:
             newest = max(v.creation_timestamp for v in versions) / 1000
             out.append(S("kubeloop_registry_latest_version_timestamp_seconds", newest))
@@ -194,8 +237,14 @@ def _refresh_running(engine, launcher: Launcher, model_name: str, now: datetime)
         return
     seen = launcher.status(record.run_id)
     if seen is not None and seen.finished:
-        state.finish(engine, model_name, now=now, outcome=seen.detail,
-                     failed=not seen.succeeded, run_id=record.run_id)
+        state.finish(
+            engine,
+            model_name,
+            now=now,
+            outcome=seen.detail,
+            failed=not seen.succeeded,
+            run_id=record.run_id,
+        )
 
 
 def _tag_retrained(client, spec: ProjectSpec, label: str, reason: str) -> None:
@@ -205,39 +254,58 @@ def _tag_retrained(client, spec: ProjectSpec, label: str, reason: str) -> None:
 
     try:
         version = registry.find_version(client, spec.model_name, label)
-        client.set_model_version_tag(spec.model_name, version.version, RETRAIN_REASON_TAG,
-                                     reason[:4000])
+        client.set_model_version_tag(
+            spec.model_name, version.version, RETRAIN_REASON_TAG, reason[:4000]
+        )
     except Exception as exc:  # noqa: BLE001 - lineage detail, never worth failing the run
         log.warning("could not tag %s with its retraining reason: %s", label, exc)
 
 
-def _launch(client, engine, launcher: Launcher, spec: ProjectSpec, settings: MonitoringSettings,
-            outcome: MonitorOutcome, now: datetime) -> None:
+def _launch(
+    client,
+    engine,
+    launcher: Launcher,
+    spec: ProjectSpec,
+    settings: MonitoringSettings,
+    outcome: MonitorOutcome,
+    now: datetime,
+) -> None:
     _refresh_running(engine, launcher, spec.model_name, now)
     outcome.claim = state.claim(
-        engine, spec.model_name, now=now,
+        engine,
+        spec.model_name,
+        now=now,
         cooldown=timedelta(minutes=spec.monitoring.cooldown_minutes),
         run_timeout=timedelta(hours=settings.run_timeout_hours),
-        launcher=launcher.name, reason=outcome.verdict.reason,
+        launcher=launcher.name,
+        reason=outcome.verdict.reason,
     )
     if not outcome.claim.granted:
         log.info("retraining not launched: %s", outcome.claim.why)
         return
     try:
-        launched = launcher.launch(spec, reason=outcome.verdict.reason,
-                                   source=settings.retrain_source)
+        launched = launcher.launch(
+            spec, reason=outcome.verdict.reason, source=settings.retrain_source
+        )
     except LaunchError as exc:
         outcome.launch_error = exc.message
-        state.finish(engine, spec.model_name, now=state.utcnow(), outcome=f"failed: {exc}",
-                     failed=True)
+        state.finish(
+            engine, spec.model_name, now=state.utcnow(), outcome=f"failed: {exc}", failed=True
+        )
         return
     outcome.launched = launched
     state.started(engine, spec.model_name, launched.run_id)
     if launched.version:
         _tag_retrained(client, spec, launched.version, outcome.verdict.reason)
     if launched.finished:
-        state.finish(engine, spec.model_name, now=state.utcnow(), outcome=launched.detail,
-                     failed=not launched.succeeded, run_id=launched.run_id)
+        state.finish(
+            engine,
+            spec.model_name,
+            now=state.utcnow(),
+            outcome=launched.detail,
+            failed=not launched.succeeded,
+            run_id=launched.run_id,
+        )
 
 
 def run_monitor(
@@ -280,15 +348,27 @@ def run_monitor(
     baseline = load_baseline(client, spec)
     lap("baseline")
     start = now - timedelta(hours=spec.monitoring.window_hours)
-    window = read_window(engine, spec.model_name, baseline.features, start, now,
-                         model_version=baseline.version)
+    window = read_window(
+        engine, spec.model_name, baseline.features, start, now, model_version=baseline.version
+    )
     lap("read_window")
-    log.info("%s %s: %d predictions in the window, %d labelled", spec.model_name,
-             baseline.label, window.rows, len(window.labelled))
+    log.info(
+        "%s %s: %d predictions in the window, %d labelled",
+        spec.model_name,
+        baseline.label,
+        window.rows,
+        len(window.labelled),
+    )
     analysis = analyze(
-        baseline.reference, window.frame, baseline.features, baseline.target,
-        task=spec.task, spec=spec.monitoring, primary_metric=spec.evaluation.primary_metric,
-        baseline_metrics=baseline.metrics, sample_rows=settings.drift_sample_rows,
+        baseline.reference,
+        window.frame,
+        baseline.features,
+        baseline.target,
+        task=spec.task,
+        spec=spec.monitoring,
+        primary_metric=spec.evaluation.primary_metric,
+        baseline_metrics=baseline.metrics,
+        sample_rows=settings.drift_sample_rows,
     )
     lap("evidently")
     record = state.read(engine, spec.model_name)
@@ -296,19 +376,32 @@ def run_monitor(
     since = max(t for t in (baseline.trained_at, last_launch) if t is not None)
     new_labels = count_labelled_since(engine, spec.model_name, since)
     verdict = decide(
-        spec.monitoring, window_rows=window.rows, drift_share=analysis.drift.share,
-        drifted=analysis.drift.drifted, labelled_rows=analysis.quality.rows,
-        quality_loss=analysis.quality.loss, primary_metric=spec.evaluation.primary_metric,
+        spec.monitoring,
+        window_rows=window.rows,
+        drift_share=analysis.drift.share,
+        drifted=analysis.drift.drifted,
+        labelled_rows=analysis.quality.rows,
+        quality_loss=analysis.quality.loss,
+        primary_metric=spec.evaluation.primary_metric,
         new_labels=new_labels,
     )
     stamp = now.strftime("%Y%m%d-%H%M%S")
     folder = settings.reports_path / spec.model_name
     outcome = MonitorOutcome(
-        model_name=spec.model_name, version=baseline.version, label=baseline.label,
-        start=start, end=now, rows=window.rows, labelled_rows=analysis.quality.rows,
-        new_labels=new_labels, analysis=analysis, verdict=verdict,
-        report=folder / f"monitor-{stamp}.html", summary=folder / f"monitor-{stamp}.json",
-        metrics_target="", timings=timings,
+        model_name=spec.model_name,
+        version=baseline.version,
+        label=baseline.label,
+        start=start,
+        end=now,
+        rows=window.rows,
+        labelled_rows=analysis.quality.rows,
+        new_labels=new_labels,
+        analysis=analysis,
+        verdict=verdict,
+        report=folder / f"monitor-{stamp}.html",
+        summary=folder / f"monitor-{stamp}.json",
+        metrics_target="",
+        timings=timings,
     )
     lap("decide")
     _write_report(outcome, folder)
@@ -318,19 +411,28 @@ def run_monitor(
         outcome.duration_seconds = time.perf_counter() - started
         current = state.read(engine, spec.model_name)
         registry = exporter.build_registry(
-            spec.model_name, baseline.label,
+            spec.model_name,
+            baseline.label,
             samples(outcome, baseline, spec, current.launched_at if current else None)
-            + registry_samples(client, spec.model_name))
+            + registry_samples(client, spec.model_name),
+        )
         outcome.metrics_target = exporter.publish(
-            registry, spec.model_name, pushgateway_url=settings.pushgateway_url,
-            job=settings.pushgateway_job, folder=settings.metrics_path)
+            registry,
+            spec.model_name,
+            pushgateway_url=settings.pushgateway_url,
+            job=settings.pushgateway_job,
+            folder=settings.metrics_path,
+        )
         outcome.summary.write_text(json.dumps(outcome.to_dict(), indent=2, default=str))
 
     publish()  # the figures are visible while a retraining runs
     lap("publish")
-    log.info("drift share %.0f%% (%s); %s", 100 * analysis.drift.share,
-             ", ".join(analysis.drift.drifted) or "none",
-             verdict.reason or "no retraining needed")
+    log.info(
+        "drift share %.0f%% (%s); %s",
+        100 * analysis.drift.share,
+        ", ".join(analysis.drift.drifted) or "none",
+        verdict.reason or "no retraining needed",
+    )
     launcher = launcher if launcher is not None else make_launcher(settings)
     if verdict.retrain and launch and launcher is not None:
         _launch(client, engine, launcher, spec, settings, outcome, now)

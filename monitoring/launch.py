@@ -77,11 +77,13 @@ class LocalLauncher(Launcher):
         except Exception as exc:  # noqa: BLE001 - any pipeline failure is the run's outcome
             return Launched(handle, finished=True, succeeded=False, detail=f"failed: {exc}")
         detail = (
-            f"registered {result.version}" if result.registered
+            f"registered {result.version}"
+            if result.registered
             else "rejected by the evaluation gate"
         )
-        return Launched(handle, finished=True, succeeded=True, version=result.version,
-                        detail=detail)
+        return Launched(
+            handle, finished=True, succeeded=True, version=result.version, detail=detail
+        )
 
 
 class KfpLauncher(Launcher):
@@ -133,8 +135,7 @@ class KfpLauncher(Launcher):
         state = str(run.state or "").upper()
         if state not in self.FINISHED:
             return Launched(run_id, finished=False, detail=state.lower() or "pending")
-        return Launched(run_id, finished=True, succeeded=self.FINISHED[state],
-                        detail=state.lower())
+        return Launched(run_id, finished=True, succeeded=self.FINISHED[state], detail=state.lower())
 
 
 LAUNCHERS: dict[str, type[Launcher]] = {cls.name: cls for cls in (LocalLauncher, KfpLauncher)}

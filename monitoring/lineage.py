@@ -51,8 +51,12 @@ def _pointer(client, run_id: str) -> dict[str, Any]:
         out = (yaml.safe_load(text) or {}).get("outs", [{}])[0]
     except yaml.YAMLError:
         return {}
-    return {"md5": out.get("md5"), "size": out.get("size"), "path": out.get("path"),
-            "pointer": text}
+    return {
+        "md5": out.get("md5"),
+        "size": out.get("size"),
+        "path": out.get("path"),
+        "pointer": text,
+    }
 
 
 def build(client, name: str, ref: str) -> dict[str, Any]:
@@ -86,8 +90,11 @@ def build(client, name: str, ref: str) -> dict[str, Any]:
             "started_at": _iso_ms(run.info.start_time) if run else None,
             "git_commit": run_tags.get("mlflow.source.git.commit"),
             "estimator": run.data.params.get("estimator") if run else None,
-            "test_metrics": {k.removeprefix("test_"): v for k, v in
-                             (run.data.metrics.items() if run else []) if k.startswith("test_")},
+            "test_metrics": {
+                k.removeprefix("test_"): v
+                for k, v in (run.data.metrics.items() if run else [])
+                if k.startswith("test_")
+            },
         },
         "registry": {
             "registered_at": _iso_ms(version.creation_timestamp),
@@ -107,8 +114,9 @@ def record(client, name: str, ref: str) -> dict[str, Any]:
     frozen = {k: v for k, v in data.items() if k != "aliases"}
     frozen["data"] = {k: v for k, v in data["data"].items() if k != "dvc_pointer"}
     frozen["recorded_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-    client.set_model_version_tag(name, data["version"], LINEAGE_TAG,
-                                 json.dumps(frozen, sort_keys=True, default=str))
+    client.set_model_version_tag(
+        name, data["version"], LINEAGE_TAG, json.dumps(frozen, sort_keys=True, default=str)
+    )
     return data
 
 
@@ -120,6 +128,11 @@ def show(client, name: str, ref: str) -> dict[str, Any]:
     if not stored:
         return {**live, "deployed": False}
     frozen = json.loads(stored)
-    return {**frozen, "aliases": live["aliases"], "traffic": live["traffic"],
-            "rollout_state": live["rollout_state"], "deployed": True,
-            "data": {**frozen.get("data", {}), "dvc_pointer": live["data"]["dvc_pointer"]}}
+    return {
+        **frozen,
+        "aliases": live["aliases"],
+        "traffic": live["traffic"],
+        "rollout_state": live["rollout_state"],
+        "deployed": True,
+        "data": {**frozen.get("data", {}), "dvc_pointer": live["data"]["dvc_pointer"]},
+    }

@@ -36,15 +36,17 @@ SERVER_JOB = "kubeloop-server"
 
 # kube-state-metrics series the serving dashboard reads (replicas, HPA). They exist only on a
 # cluster; the panels using them say so (docs/observability.md).
-CLUSTER_SERIES = frozenset({
-    "kube_deployment_spec_replicas",
-    "kube_deployment_status_replicas_available",
-    "kube_horizontalpodautoscaler_spec_min_replicas",
-    "kube_horizontalpodautoscaler_spec_max_replicas",
-    "kube_horizontalpodautoscaler_spec_target_metric",
-    "kube_horizontalpodautoscaler_status_current_replicas",
-    "kube_horizontalpodautoscaler_status_desired_replicas",
-})
+CLUSTER_SERIES = frozenset(
+    {
+        "kube_deployment_spec_replicas",
+        "kube_deployment_status_replicas_available",
+        "kube_horizontalpodautoscaler_spec_min_replicas",
+        "kube_horizontalpodautoscaler_spec_max_replicas",
+        "kube_horizontalpodautoscaler_spec_target_metric",
+        "kube_horizontalpodautoscaler_status_current_replicas",
+        "kube_horizontalpodautoscaler_status_desired_replicas",
+    }
+)
 # Prometheus's own series, always there for a scraped target.
 PROMETHEUS_SERIES = frozenset({"up"})
 
@@ -87,12 +89,25 @@ def exported_families() -> dict[str, tuple[str, frozenset[str]]]:
 
 def exported_series() -> dict[str, str]:
     """Every series name the code exports -> ``server`` or ``job`` (the monitoring run)."""
-    return {series: source for source, names in exported_families().values()
-            for series in names}
+    return {series: source for source, names in exported_families().values() for series in names}
 
 
-_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and",
-             "or", "unless", "offset", "atan2", "inf", "nan"}
+_KEYWORDS = {
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "and",
+    "or",
+    "unless",
+    "offset",
+    "atan2",
+    "inf",
+    "nan",
+}
 
 
 def metric_names(expr: str) -> set[str]:
@@ -103,17 +118,17 @@ def metric_names(expr: str) -> set[str]:
     """
     text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
     text = re.sub(r"\{[^{}]*\}", " ", text)
-    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)", " ",
-                  text)
+    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)", " ", text)
     text = re.sub(r"\[[^\[\]]*\]", " ", text)
     names = set()
     for match in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", text):
         word = match.group(0)
-        following = text[match.end():].lstrip()[:1]
+        following = text[match.end() :].lstrip()[:1]
         if following == "(" or word.lower() in _KEYWORDS:
             continue
-        if match.start() > 0 and (text[match.start() - 1].isdigit() or
-                                  text[match.start() - 1] == "."):
+        if match.start() > 0 and (
+            text[match.start() - 1].isdigit() or text[match.start() - 1] == "."
+        ):
             continue  # the unit of a number like 1e3 or 0.5
         names.add(word)
     return names
@@ -176,8 +191,10 @@ def _action_text(action: str, params: Mapping[str, Any], where: str) -> str:
         return json.loads(action)
     if re.fullmatch(r"`[^`]*`", action):
         return action[1:-1]
-    raise ValueError(f"{where}: `{{{{ {action} }}}}` is outside the template subset the rules "
-                     "may use ({{ .param }}, string literals)")
+    raise ValueError(
+        f"{where}: `{{{{ {action} }}}}` is outside the template subset the rules "
+        "may use ({{ .param }}, string literals)"
+    )
 
 
 def _action_end(text: str, start: int, where: str) -> int:
@@ -188,7 +205,7 @@ def _action_end(text: str, start: int, where: str) -> int:
         if text.startswith("}}", i):
             return i
         quote = text[i]
-        if quote in "`\"":
+        if quote in '`"':
             i += 1
             while i < len(text) and text[i] != quote:
                 i += 2 if quote == '"' and text[i] == "\\" else 1
@@ -229,8 +246,9 @@ def chart_defaults() -> dict[str, Any]:
     return yaml.safe_load((CHART / "values.yaml").read_text())
 
 
-def rule_params(namespace: str = "", job: str = "",
-                values: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def rule_params(
+    namespace: str = "", job: str = "", values: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """Parameters of the rule templates, as the chart's PrometheusRule template builds them.
 
     Args:
@@ -242,8 +260,12 @@ def rule_params(namespace: str = "", job: str = "",
     """
     rule = (values or chart_defaults())["metrics"]["prometheusRule"]
     server = f'namespace="{namespace}", job="{job}", ' if namespace and job else ""
-    return {"server": server, "namespace": namespace, "errorRatio": rule["errorRatio"],
-            "latencyP99Seconds": rule["latencyP99Seconds"]}
+    return {
+        "server": server,
+        "namespace": namespace,
+        "errorRatio": rule["errorRatio"],
+        "latencyP99Seconds": rule["latencyP99Seconds"],
+    }
 
 
 def render_rules(params: Mapping[str, Any], folder: Path = RULES) -> list[dict[str, Any]]:
@@ -281,14 +303,23 @@ class _BlockDumper(yaml.SafeDumper):
     """Multi-line strings (PromQL) as ``|`` blocks, long lines never folded."""
 
 
-_BlockDumper.add_representer(str, lambda dumper, value: dumper.represent_scalar(
-    "tag:yaml.org,2002:str", value, style="|" if "\n" in value else None))
+_BlockDumper.add_representer(
+    str,
+    lambda dumper, value: dumper.represent_scalar(
+        "tag:yaml.org,2002:str", value, style="|" if "\n" in value else None
+    ),
+)
 
 
 def dump_rules(groups: list[dict[str, Any]]) -> str:
     """A rule file's text (``groups:``), readable: PromQL blocks stay blocks."""
-    return yaml.dump({"groups": groups}, Dumper=_BlockDumper, sort_keys=False,
-                     width=1_000_000, allow_unicode=True)
+    return yaml.dump(
+        {"groups": groups},
+        Dumper=_BlockDumper,
+        sort_keys=False,
+        width=1_000_000,
+        allow_unicode=True,
+    )
 
 
 def with_short_for(groups: list[dict[str, Any]], duration: str = "1s") -> list[dict[str, Any]]:
@@ -308,13 +339,17 @@ def alerts(groups: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 # -- Alertmanager ------------------------------------------------------------------------------
-_ROUTE_KEYS = {"receiver": "receiver", "groupBy": "group_by", "groupWait": "group_wait",
-               "groupInterval": "group_interval", "repeatInterval": "repeat_interval",
-               "continue": "continue"}
+_ROUTE_KEYS = {
+    "receiver": "receiver",
+    "groupBy": "group_by",
+    "groupWait": "group_wait",
+    "groupInterval": "group_interval",
+    "repeatInterval": "repeat_interval",
+    "continue": "continue",
+}
 
 
-def alertmanager_config(example: Mapping[str, Any], namespace: str | None = None
-                        ) -> dict[str, Any]:
+def alertmanager_config(example: Mapping[str, Any], namespace: str | None = None) -> dict[str, Any]:
     """The chart's ``metrics.alertmanager`` example as a plain ``alertmanager.yml``: the same
     route (matchers, grouping, timing) and webhook receiver the chart's AlertmanagerConfig
     renders, for an Alertmanager without the operator.
@@ -326,37 +361,52 @@ def alertmanager_config(example: Mapping[str, Any], namespace: str | None = None
     """
     route = dict(example["route"])
     receiver = example["receiver"]
-    plain_route: dict[str, Any] = {_ROUTE_KEYS[k]: v for k, v in route.items()
-                                   if k in _ROUTE_KEYS}
+    plain_route: dict[str, Any] = {_ROUTE_KEYS[k]: v for k, v in route.items() if k in _ROUTE_KEYS}
     plain_route["receiver"] = receiver["name"]
-    plain_route["matchers"] = [f'{m["name"]}{m.get("matchType", "=")}"{m["value"]}"'
-                               for m in route.get("matchers", [])]
+    plain_route["matchers"] = [
+        f'{m["name"]}{m.get("matchType", "=")}"{m["value"]}"' for m in route.get("matchers", [])
+    ]
     if namespace is not None:
         plain_route["matchers"].insert(0, f'namespace="{namespace}"')
-    webhook = {"url": receiver["webhookUrl"],
-               "send_resolved": bool(receiver.get("sendResolved", True))}
+    webhook = {
+        "url": receiver["webhookUrl"],
+        "send_resolved": bool(receiver.get("sendResolved", True)),
+    }
     return {
         "route": {"receiver": "null", "routes": [plain_route]},
-        "receivers": [{"name": "null"},
-                      {"name": receiver["name"], "webhook_configs": [webhook]}],
+        "receivers": [{"name": "null"}, {"name": receiver["name"], "webhook_configs": [webhook]}],
     }
 
 
 # -- the demo's pointer ------------------------------------------------------------------------
-def prometheus_config(server_target: str, metrics_target: str | None,
-                      rule_file: Path = PLAIN_RULES, interval: str = "5s") -> dict[str, Any]:
+def prometheus_config(
+    server_target: str,
+    metrics_target: str | None,
+    rule_file: Path = PLAIN_RULES,
+    interval: str = "5s",
+) -> dict[str, Any]:
     """A Prometheus configuration scraping a local server and the monitoring job's metrics."""
     scrape: list[dict[str, Any]] = [
-        {"job_name": SERVER_JOB, "static_configs": [{"targets": [server_target]}]}]
+        {"job_name": SERVER_JOB, "static_configs": [{"targets": [server_target]}]}
+    ]
     if metrics_target:
-        scrape.append({"job_name": "kubeloop-monitor", "honor_labels": True,
-                       "static_configs": [{"targets": [metrics_target]}]})
-    return {"global": {"scrape_interval": interval, "evaluation_interval": interval},
-            "rule_files": [str(rule_file)], "scrape_configs": scrape}
+        scrape.append(
+            {
+                "job_name": "kubeloop-monitor",
+                "honor_labels": True,
+                "static_configs": [{"targets": [metrics_target]}],
+            }
+        )
+    return {
+        "global": {"scrape_interval": interval, "evaluation_interval": interval},
+        "rule_files": [str(rule_file)],
+        "scrape_configs": scrape,
+    }
 
 
-def dashboard_hint(settings: Any, server_port: int = 8080, metrics_port: int = 9108,
-                   prometheus_port: int = 9090) -> str:
+def dashboard_hint(
+    settings: Any, server_port: int = 8080, metrics_port: int = 9108, prometheus_port: int = 9090
+) -> str:
     """Where the dashboards and rules are and, when Prometheus is installed, how to start it
     against the demo's metrics: the monitoring figures of ``settings.metrics_path`` (served by
     ``python -m monitoring.observability serve-metrics``) and a server on ``server_port``.
@@ -374,13 +424,19 @@ def dashboard_hint(settings: Any, server_port: int = 8080, metrics_port: int = 9
     ]
     prometheus = shutil.which("prometheus")
     if prometheus is None:
-        lines.append("  Prometheus is not installed here (Debian: apt-get install prometheus); "
-                     "with it, this prints a command that scrapes the demo's metrics.")
+        lines.append(
+            "  Prometheus is not installed here (Debian: apt-get install prometheus); "
+            "with it, this prints a command that scrapes the demo's metrics."
+        )
         return "\n".join(lines)
     config = work / "prometheus.yml"
     config.parent.mkdir(parents=True, exist_ok=True)
-    config.write_text(yaml.safe_dump(prometheus_config(
-        f"127.0.0.1:{server_port}", f"127.0.0.1:{metrics_port}"), sort_keys=False))
+    config.write_text(
+        yaml.safe_dump(
+            prometheus_config(f"127.0.0.1:{server_port}", f"127.0.0.1:{metrics_port}"),
+            sort_keys=False,
+        )
+    )
     python = Path(sys.executable)
     lines += [
         "  Prometheus against the demo's metrics (two terminals):",
@@ -414,8 +470,10 @@ def main(argv: list[str] | None = None) -> None:
 
         port = int(args[3]) if len(args) == 4 else 9108
         exporter.serve(Path(args[1]), port)
-        print(f"serving {args[1]}/*.prom on http://127.0.0.1:{port}/metrics (Ctrl-C stops)",
-              flush=True)
+        print(
+            f"serving {args[1]}/*.prom on http://127.0.0.1:{port}/metrics (Ctrl-C stops)",
+            flush=True,
+        )
         try:
             while True:
                 time.sleep(3600)

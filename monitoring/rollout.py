@@ -137,7 +137,8 @@ class HttpServerAdmin(ServerAdmin):
         except OSError as exc:
             raise RolloutError(
                 f"the model server at {self.url} is unreachable ({exc}); set "
-                "KUBELOOP_SERVER_URL and KUBELOOP_API_TOKEN") from exc
+                "KUBELOOP_SERVER_URL and KUBELOOP_API_TOKEN"
+            ) from exc
 
     def status(self) -> dict[str, Any]:
         return json.loads(self._call("GET", "/admin/rollout"))
@@ -169,8 +170,11 @@ def counts_from_metrics(families) -> dict[str, Counts]:
                 continue
             error = labels.get("status", "").startswith("5")
             role = labels.get("role", "")
-            side = "champion" if role == "champion" else (
-                "candidate" if role in ("canary", "mixed") or (error and not role) else None)
+            side = (
+                "champion"
+                if role == "champion"
+                else ("candidate" if role in ("canary", "mixed") or (error and not role) else None)
+            )
             if side is None:
                 continue
             totals[side][0] += sample.value
@@ -206,29 +210,39 @@ class Comparison:
 MIN_LABELLED = 20  # fewer labelled rows on either side: quality is reported, not judged
 
 
-def compare_shadow(pairs: pd.DataFrame, candidate_version: str, champion_version: str,
-                   task: str, metric: str) -> tuple[Comparison, pd.DataFrame]:
+def compare_shadow(
+    pairs: pd.DataFrame, candidate_version: str, champion_version: str, task: str, metric: str
+) -> tuple[Comparison, pd.DataFrame]:
     """Champion and shadow predictions of the same requests; returns the joined rows too."""
     champ = pairs[(pairs.role == "champion") & (pairs.model_version == champion_version)]
     shadow = pairs[(pairs.role == "shadow") & (pairs.model_version == candidate_version)]
-    joined = champ.merge(shadow[["request_id", PREDICTION]], on="request_id",
-                         suffixes=("_champion", "_candidate"))
+    joined = champ.merge(
+        shadow[["request_id", PREDICTION]], on="request_id", suffixes=("_champion", "_candidate")
+    )
     diff = (joined[f"{PREDICTION}_candidate"] - joined[f"{PREDICTION}_champion"]).abs()
     labelled = joined[joined[ACTUAL].notna()]
     y = labelled[ACTUAL].to_numpy()
     cand = live_quality(task, y, labelled[f"{PREDICTION}_candidate"].to_numpy())
     champ_q = live_quality(task, y, labelled[f"{PREDICTION}_champion"].to_numpy())
-    loss = (relative_loss(cand[metric], champ_q[metric], metric)
-            if len(labelled) >= MIN_LABELLED and metric in cand else None)
+    loss = (
+        relative_loss(cand[metric], champ_q[metric], metric)
+        if len(labelled) >= MIN_LABELLED and metric in cand
+        else None
+    )
     return Comparison(
-        pairs=len(joined), labelled=len(labelled), candidate=cand, champion=champ_q,
+        pairs=len(joined),
+        labelled=len(labelled),
+        candidate=cand,
+        champion=champ_q,
         mean_abs_diff=float(diff.mean()) if len(diff) else None,
-        max_abs_diff=float(diff.max()) if len(diff) else None, quality_loss=loss,
+        max_abs_diff=float(diff.max()) if len(diff) else None,
+        quality_loss=loss,
     ), joined
 
 
-def compare_served(rows: pd.DataFrame, candidate_version: str, champion_version: str,
-                   task: str, metric: str) -> Comparison:
+def compare_served(
+    rows: pd.DataFrame, candidate_version: str, champion_version: str, task: str, metric: str
+) -> Comparison:
     """Live quality of the rows each model answered during a canary step."""
     cand = rows[(rows.role == "canary") & (rows.model_version == candidate_version)]
     champ = rows[(rows.role == "champion") & (rows.model_version == champion_version)]
@@ -236,9 +250,13 @@ def compare_served(rows: pd.DataFrame, candidate_version: str, champion_version:
     cq = live_quality(task, cl[ACTUAL].to_numpy(), cl[PREDICTION].to_numpy())
     hq = live_quality(task, hl[ACTUAL].to_numpy(), hl[PREDICTION].to_numpy())
     judged = min(len(cl), len(hl)) >= MIN_LABELLED and metric in cq and metric in hq
-    return Comparison(pairs=len(cand), labelled=len(cl), candidate=cq, champion=hq,
-                      quality_loss=relative_loss(cq[metric], hq[metric], metric) if judged
-                      else None)
+    return Comparison(
+        pairs=len(cand),
+        labelled=len(cl),
+        candidate=cq,
+        champion=hq,
+        quality_loss=relative_loss(cq[metric], hq[metric], metric) if judged else None,
+    )
 
 
 def shadow_report(joined: pd.DataFrame, path: Path, task: str) -> Path:
@@ -249,13 +267,18 @@ def shadow_report(joined: pd.DataFrame, path: Path, task: str) -> Path:
     from evidently import metrics as em
 
     def frame(side: str) -> pd.DataFrame:
-        return pd.DataFrame({PREDICTION: joined[f"{PREDICTION}_{side}"].to_numpy(),
-                             "target": joined[ACTUAL].to_numpy()})
+        return pd.DataFrame(
+            {
+                PREDICTION: joined[f"{PREDICTION}_{side}"].to_numpy(),
+                "target": joined[ACTUAL].to_numpy(),
+            }
+        )
 
     labelled = joined[ACTUAL].notna().sum() >= 2 and task == "regression"
     definition = DataDefinition(
         numerical_columns=[PREDICTION, "target"],
-        regression=[Regression(target="target", prediction=PREDICTION)] if labelled else None)
+        regression=[Regression(target="target", prediction=PREDICTION)] if labelled else None,
+    )
     items: list[Any] = [em.ValueDrift(column=PREDICTION)]
     if labelled:
         items += [em.RMSE(), em.MAE(), em.R2Score(), em.MeanError()]
@@ -263,7 +286,8 @@ def shadow_report(joined: pd.DataFrame, path: Path, task: str) -> Path:
         warnings.simplefilter("ignore")
         snapshot = Report(items).run(
             Dataset.from_pandas(frame("candidate"), data_definition=definition),
-            Dataset.from_pandas(frame("champion"), data_definition=definition))
+            Dataset.from_pandas(frame("champion"), data_definition=definition),
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(snapshot.get_html_str(as_iframe=False))
     return path
@@ -297,8 +321,17 @@ class Rollout:
         clock: Current time (tests pass a fake clock).
     """
 
-    def __init__(self, client, spec: ProjectSpec, server: ServerAdmin, engine, *, env: str,
-                 reports_dir: Path, clock: Callable[[], datetime] = _now) -> None:
+    def __init__(
+        self,
+        client,
+        spec: ProjectSpec,
+        server: ServerAdmin,
+        engine,
+        *,
+        env: str,
+        reports_dir: Path,
+        clock: Callable[[], datetime] = _now,
+    ) -> None:
         self.client = client
         self.spec = spec
         self.name = spec.model_name
@@ -315,8 +348,10 @@ class Rollout:
             return registry.find_version(self.client, self.name, ref)
         version = registry.by_alias(self.client, self.name, registry.CHALLENGER)
         if version is None:
-            raise RolloutError(f"{self.name} has no challenger: nothing to roll out (train one "
-                               "with `kubeloop run training` or let `kubeloop monitor` do it)")
+            raise RolloutError(
+                f"{self.name} has no challenger: nothing to roll out (train one "
+                "with `kubeloop run training` or let `kubeloop monitor` do it)"
+            )
         return version
 
     def champion(self):
@@ -333,9 +368,13 @@ class Rollout:
     def status(self, ref: str | None = None) -> dict[str, Any]:
         version = self.candidate(ref)
         tags = self._tags(version)
-        return {"model": self.name, "version": str(version.version),
-                "label": tags.get(registry.TAG_NAME), "state": tags.get(STATE_TAG, "not started"),
-                **{k.removeprefix(P): v for k, v in tags.items() if k.startswith(P)}}
+        return {
+            "model": self.name,
+            "version": str(version.version),
+            "label": tags.get(registry.TAG_NAME),
+            "state": tags.get(STATE_TAG, "not started"),
+            **{k.removeprefix(P): v for k, v in tags.items() if k.startswith(P)},
+        }
 
     # actions
     def approve(self, ref: str | None = None, approver: str = "") -> dict[str, Any]:
@@ -345,10 +384,12 @@ class Rollout:
         version = self.candidate(ref)
         state = self._tags(version).get(STATE_TAG)
         if state in TERMINAL:
-            raise RolloutError(f"{self.name} version {version.version} is {state}: nothing to "
-                               "approve")
-        self._tag(version, approved_by=approver or getpass.getuser(),
-                  approved_at=_iso(self.clock()))
+            raise RolloutError(
+                f"{self.name} version {version.version} is {state}: nothing to approve"
+            )
+        self._tag(
+            version, approved_by=approver or getpass.getuser(), approved_at=_iso(self.clock())
+        )
         return self.status(str(version.version))
 
     def rollback(self, version, reason: str) -> Step:
@@ -364,7 +405,8 @@ class Rollout:
         from kubeloop.registry import CANARY_TAG
 
         self.client.set_registered_model_tag(
-            self.name, CANARY_TAG, json.dumps({"weight": 0.0, "version": str(version.version)}))
+            self.name, CANARY_TAG, json.dumps({"weight": 0.0, "version": str(version.version)})
+        )
         challenger = registry.by_alias(self.client, self.name, registry.CHALLENGER)
         if challenger is not None and str(challenger.version) == str(version.version):
             try:
@@ -387,8 +429,10 @@ class Rollout:
             self._tag(version, state=PROMOTED)
             return Step(PROMOTED, "the candidate is the champion already (promoted by hand)")
         if champion is None:
-            raise RolloutError(f"{self.name} has no champion to compare with: promote the first "
-                               "version by hand (`kubeloop promote <version> --approve`)")
+            raise RolloutError(
+                f"{self.name} has no champion to compare with: promote the first "
+                "version by hand (`kubeloop promote <version> --approve`)"
+            )
         if state is None:
             return self._start_shadow(version)
         if state == SHADOW:
@@ -397,9 +441,12 @@ class Rollout:
             if tags.get(P + "approved_by"):
                 self._tag(version, state=APPROVED)
                 return Step(APPROVED, f"approved by {tags[P + 'approved_by']}", 0.0)
-            return Step(AWAITING, f"waiting for approval: review the shadow report "
-                        f"({tags.get(P + 'shadow_report', '-')}) and run `kubeloop rollout "
-                        f"approve {tags.get(registry.TAG_NAME)}`")
+            return Step(
+                AWAITING,
+                f"waiting for approval: review the shadow report "
+                f"({tags.get(P + 'shadow_report', '-')}) and run `kubeloop rollout "
+                f"approve {tags.get(registry.TAG_NAME)}`",
+            )
         if state == APPROVED:
             return self._start_canary(version, 0)
         if state == CANARY:
@@ -410,20 +457,24 @@ class Rollout:
         status = self.server.status()
         candidate = status.get("candidate") or {}
         if self.spec.rollout.shadow_min_requests and not (
-                status.get("shadow") and str(candidate.get("version")) == str(version.version)):
+            status.get("shadow") and str(candidate.get("version")) == str(version.version)
+        ):
             raise RolloutError(
                 f"the model server does not shadow version {version.version} (status: "
                 f"shadow={status.get('shadow')}, candidate={candidate.get('label')}); start it "
-                "with --shadow (KUBELOOP_SHADOW_ENABLED=true) and wait for its registry poll")
+                "with --shadow (KUBELOOP_SHADOW_ENABLED=true) and wait for its registry poll"
+            )
         now = self.clock()
         self._tag(version, state=SHADOW, shadow_started_at=_iso(now))
-        return Step(SHADOW, f"shadowing {version.tags.get(registry.TAG_NAME)}",
-                    self._poll_seconds())
+        return Step(
+            SHADOW, f"shadowing {version.tags.get(registry.TAG_NAME)}", self._poll_seconds()
+        )
 
     def _poll_seconds(self) -> float:
         steps = [s.hold_minutes for s in self.spec.rollout.steps]
-        return max(1.0, min(30.0, 60 * min([*steps, self.spec.rollout.shadow_hold_minutes or 1])
-                            / 4))
+        return max(
+            1.0, min(30.0, 60 * min([*steps, self.spec.rollout.shadow_hold_minutes or 1]) / 4)
+        )
 
     def _timed_out(self, since: datetime, now: datetime) -> bool:
         return now - since > timedelta(minutes=self.spec.rollout.timeout_minutes)
@@ -432,39 +483,64 @@ class Rollout:
         rollout = self.spec.rollout
         now = self.clock()
         since = _parse(tags.get(P + "shadow_started_at")) or now
-        pairs = read_paired(self.engine, self.name, since - timedelta(seconds=5),
-                            now + timedelta(seconds=1), ["champion", "shadow"])
+        pairs = read_paired(
+            self.engine,
+            self.name,
+            since - timedelta(seconds=5),
+            now + timedelta(seconds=1),
+            ["champion", "shadow"],
+        )
         metric = self.spec.evaluation.primary_metric
-        comparison, joined = compare_shadow(pairs, str(version.version), str(champion.version),
-                                            self.spec.task, metric)
+        comparison, joined = compare_shadow(
+            pairs, str(version.version), str(champion.version), self.spec.task, metric
+        )
         held = now - since >= timedelta(minutes=rollout.shadow_hold_minutes)
         if comparison.pairs < rollout.shadow_min_requests or not held:
             if self._timed_out(since, now):
-                return self.rollback(version, f"shadow: only {comparison.pairs} shadowed "
-                                     f"requests in {rollout.timeout_minutes:g} minutes")
-            return Step(SHADOW, f"shadow: {comparison.pairs}/{rollout.shadow_min_requests} "
-                        "requests", self._poll_seconds(), comparison.to_dict())
+                return self.rollback(
+                    version,
+                    f"shadow: only {comparison.pairs} shadowed "
+                    f"requests in {rollout.timeout_minutes:g} minutes",
+                )
+            return Step(
+                SHADOW,
+                f"shadow: {comparison.pairs}/{rollout.shadow_min_requests} requests",
+                self._poll_seconds(),
+                comparison.to_dict(),
+            )
         stamp = now.strftime("%Y%m%d-%H%M%S")
-        report = shadow_report(joined, self.reports_dir / self.name /
-                               f"shadow-{version.tags.get(registry.TAG_NAME)}-{stamp}.html",
-                               self.spec.task)
+        report = shadow_report(
+            joined,
+            self.reports_dir
+            / self.name
+            / f"shadow-{version.tags.get(registry.TAG_NAME)}-{stamp}.html",
+            self.spec.task,
+        )
         self._log_artifact(version, report)
         self._tag(version, shadow_result=comparison.to_dict(), shadow_report=str(report))
-        if comparison.quality_loss is not None and \
-                comparison.quality_loss > rollout.max_quality_loss:
-            return self.rollback(version, f"shadow: {metric} {comparison.quality_loss:.0%} worse "
-                                 f"than the champion on {comparison.labelled} labelled requests")
+        if (
+            comparison.quality_loss is not None
+            and comparison.quality_loss > rollout.max_quality_loss
+        ):
+            return self.rollback(
+                version,
+                f"shadow: {metric} {comparison.quality_loss:.0%} worse "
+                f"than the champion on {comparison.labelled} labelled requests",
+            )
         if self.env == "dev" and rollout.auto_approve_dev:
             self._tag(version, state=APPROVED, approved_by="auto", approved_at=_iso(now))
-            return Step(APPROVED, "shadow passed; auto-approved (dev)", 0.0,
-                        comparison.to_dict())
+            return Step(APPROVED, "shadow passed; auto-approved (dev)", 0.0, comparison.to_dict())
         if tags.get(P + "approved_by"):
             self._tag(version, state=APPROVED)
             return Step(APPROVED, f"shadow passed; approved by {tags[P + 'approved_by']}", 0.0)
         self._tag(version, state=AWAITING)
-        return Step(AWAITING, f"shadow passed ({comparison.pairs} requests); waiting for "
-                    f"approval: `kubeloop rollout approve {version.tags.get(registry.TAG_NAME)}`",
-                    None, comparison.to_dict())
+        return Step(
+            AWAITING,
+            f"shadow passed ({comparison.pairs} requests); waiting for "
+            f"approval: `kubeloop rollout approve {version.tags.get(registry.TAG_NAME)}`",
+            None,
+            comparison.to_dict(),
+        )
 
     def _log_artifact(self, version, path: Path) -> None:
         try:
@@ -478,15 +554,20 @@ class Rollout:
         self.server.set_canary_weight(step.weight)
         counts = self.server.counts()
         values: dict[str, Any] = {
-            "state": CANARY, "step": str(index), "step_started_at": _iso(now),
+            "state": CANARY,
+            "step": str(index),
+            "step_started_at": _iso(now),
             "step_counts": {k: [c.requests, c.errors] for k, c in counts.items()},
             f"canary_{round(step.weight * 100)}_started_at": _iso(now),
         }
         if index == 0:
             values["canary_started_at"] = _iso(now)
         self._tag(version, **values)
-        return Step(CANARY, f"canary {step.weight:.0%} for {step.hold_minutes:g} min",
-                    max(1.0, 60 * step.hold_minutes))
+        return Step(
+            CANARY,
+            f"canary {step.weight:.0%} for {step.hold_minutes:g} min",
+            max(1.0, 60 * step.hold_minutes),
+        )
 
     def _judge_canary(self, version, champion, tags: dict[str, str]) -> Step:
         rollout = self.spec.rollout
@@ -498,37 +579,61 @@ class Rollout:
         counts = self.server.counts()
         seen = {k: counts.get(k, Counts()) - start.get(k, Counts()) for k in counts}
         cand, champ = seen.get("candidate", Counts()), seen.get("champion", Counts())
-        rows = read_paired(self.engine, self.name, since - timedelta(seconds=1),
-                           now + timedelta(seconds=1), ["champion", "canary"])
+        rows = read_paired(
+            self.engine,
+            self.name,
+            since - timedelta(seconds=1),
+            now + timedelta(seconds=1),
+            ["champion", "canary"],
+        )
         metric = self.spec.evaluation.primary_metric
-        quality = compare_served(rows, str(version.version), str(champion.version),
-                                 self.spec.task, metric)
-        result = {"weight": step.weight, "candidate_requests": cand.requests,
-                  "candidate_errors": cand.errors, "champion_requests": champ.requests,
-                  "champion_errors": champ.errors, "quality": quality.to_dict()}
+        quality = compare_served(
+            rows, str(version.version), str(champion.version), self.spec.task, metric
+        )
+        result = {
+            "weight": step.weight,
+            "candidate_requests": cand.requests,
+            "candidate_errors": cand.errors,
+            "champion_requests": champ.requests,
+            "champion_errors": champ.errors,
+            "quality": quality.to_dict(),
+        }
         key = f"canary_{round(step.weight * 100)}_result"
         # Errors roll back at once: waiting for the hold time only exposes more callers.
         if cand.requests and cand.error_rate > champ.error_rate + rollout.max_error_rate_increase:
             self._tag(version, **{key: result})
-            return self.rollback(version, f"canary {step.weight:.0%}: error rate "
-                                 f"{cand.error_rate:.1%} against the champion's "
-                                 f"{champ.error_rate:.1%} ({cand.errors} of {cand.requests})")
+            return self.rollback(
+                version,
+                f"canary {step.weight:.0%}: error rate "
+                f"{cand.error_rate:.1%} against the champion's "
+                f"{champ.error_rate:.1%} ({cand.errors} of {cand.requests})",
+            )
         if quality.quality_loss is not None and quality.quality_loss > rollout.max_quality_loss:
             self._tag(version, **{key: result})
-            return self.rollback(version, f"canary {step.weight:.0%}: {metric} "
-                                 f"{quality.quality_loss:.0%} worse than the champion on "
-                                 f"{quality.labelled} labelled rows")
+            return self.rollback(
+                version,
+                f"canary {step.weight:.0%}: {metric} "
+                f"{quality.quality_loss:.0%} worse than the champion on "
+                f"{quality.labelled} labelled rows",
+            )
         held = now - since >= timedelta(minutes=step.hold_minutes)
         if not held or quality.pairs < step.min_requests:
             if self._timed_out(since, now):
                 self._tag(version, **{key: result})
-                return self.rollback(version, f"canary {step.weight:.0%}: only "
-                                     f"{quality.pairs} candidate predictions in "
-                                     f"{rollout.timeout_minutes:g} minutes")
+                return self.rollback(
+                    version,
+                    f"canary {step.weight:.0%}: only "
+                    f"{quality.pairs} candidate predictions in "
+                    f"{rollout.timeout_minutes:g} minutes",
+                )
             remaining = (since + timedelta(minutes=step.hold_minutes) - now).total_seconds()
-            return Step(CANARY, f"canary {step.weight:.0%}: {quality.pairs}/{step.min_requests}"
-                        f" candidate predictions, {max(0.0, remaining):.0f}s to hold",
-                        max(1.0, min(remaining, self._poll_seconds())), result)
+            return Step(
+                CANARY,
+                f"canary {step.weight:.0%}: {quality.pairs}/{step.min_requests}"
+                f" candidate predictions, {max(0.0, remaining):.0f}s to hold",
+                max(1.0, min(remaining, self._poll_seconds())),
+                result,
+            )
         self._tag(version, **{key: result})
         if index + 1 < len(rollout.steps):
             return self._start_canary(version, index + 1)
@@ -536,24 +641,35 @@ class Rollout:
 
     def _promote(self, version, champion, tags: dict[str, str]) -> Step:
         approver = tags.get(P + "approved_by") or "auto"
-        registry.promote(self.client, self.name, str(version.version), approve=True,
-                         approver=approver)
+        registry.promote(
+            self.client, self.name, str(version.version), approve=True, approver=approver
+        )
         now = self.clock()
         self._tag(version, state=PROMOTED, promoted_at=_iso(now))
-        self.client.set_model_version_tag(self.name, champion.version,
-                                          lineage.TRAFFIC_TAGS["retired_at"], _iso(now))
+        self.client.set_model_version_tag(
+            self.name, champion.version, lineage.TRAFFIC_TAGS["retired_at"], _iso(now)
+        )
         record = lineage.record(self.client, self.name, str(version.version))
         for action in (lambda: self.server.set_canary_weight(0.0), self.server.reload):
             try:
                 action()
             except RolloutError as exc:
                 log.info("server not updated at once (it follows at its next poll): %s", exc)
-        return Step(PROMOTED, f"{record['label']} is the champion (was "
-                    f"{champion.tags.get(registry.TAG_NAME)})", None, record)
+        return Step(
+            PROMOTED,
+            f"{record['label']} is the champion (was {champion.tags.get(registry.TAG_NAME)})",
+            None,
+            record,
+        )
 
-    def run(self, ref: str | None = None, *, max_seconds: float | None = None,
-            sleep: Callable[[float], None] = time.sleep,
-            progress: Callable[[Step], None] | None = None) -> Step:
+    def run(
+        self,
+        ref: str | None = None,
+        *,
+        max_seconds: float | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        progress: Callable[[Step], None] | None = None,
+    ) -> Step:
         """Step until promoted, rolled back, waiting for a person, or ``max_seconds`` pass."""
         version = self.candidate(ref)
         ref = str(version.version)
@@ -574,5 +690,7 @@ def describe_comparison(comparison: dict[str, Any], metric: str) -> str:
     champ = comparison.get("champion", {}).get(metric)
     if cand is None or champ is None or not np.isfinite(cand):
         return f"{comparison.get('pairs', 0)} requests, no labels yet"
-    return (f"{comparison.get('pairs', 0)} requests, {metric} candidate {cand:.3g} vs champion "
-            f"{champ:.3g} on {comparison.get('labelled', 0)} labelled")
+    return (
+        f"{comparison.get('pairs', 0)} requests, {metric} candidate {cand:.3g} vs champion "
+        f"{champ:.3g} on {comparison.get('labelled', 0)} labelled"
+    )

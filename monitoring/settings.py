@@ -103,4 +103,3 @@ class MonitoringSettings(PlatformSettings):
     @property
     def token(self) -> str | None:
         return self.api_token.get_secret_value() if self.api_token else None
-

@@ -54,8 +54,9 @@ retraining = Table(
 events = Table(
     "kubeloop_retraining_events",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
-           autoincrement=True),
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
     Column("model_name", String(128), nullable=False, index=True),
     Column("ts", DateTime(timezone=True), nullable=False),
     Column("action", String(32), nullable=False),  # launched|cooldown|in_progress|finished|failed
@@ -171,8 +172,10 @@ def claim(
         return Claim(True, "granted", record)
     assert record is not None and record.launched_at is not None
     if record.status == RUNNING and record.launched_at > now - run_timeout:
-        why = (f"retraining run {record.run_id or '(starting)'} in progress since "
-               f"{record.launched_at:%Y-%m-%d %H:%M:%S} UTC")
+        why = (
+            f"retraining run {record.run_id or '(starting)'} in progress since "
+            f"{record.launched_at:%Y-%m-%d %H:%M:%S} UTC"
+        )
         action = "in_progress"
     else:
         why = f"cooldown until {record.launched_at + cooldown:%Y-%m-%d %H:%M:%S} UTC"
@@ -192,8 +195,15 @@ def started(engine, model_name: str, run_id: str) -> None:
         )
 
 
-def finish(engine, model_name: str, *, now: datetime, outcome: str, failed: bool = False,
-           run_id: str | None = None) -> None:
+def finish(
+    engine,
+    model_name: str,
+    *,
+    now: datetime,
+    outcome: str,
+    failed: bool = False,
+    run_id: str | None = None,
+) -> None:
     """Free the slot (the cooldown still counts from the launch) and record how the run ended."""
     conditions = [retraining.c.model_name == model_name, retraining.c.status == RUNNING]
     if run_id is not None:
@@ -205,8 +215,14 @@ def finish(engine, model_name: str, *, now: datetime, outcome: str, failed: bool
             .values(status=IDLE, finished_at=now, outcome=outcome[:500])
         ).rowcount
         if changed:
-            _event(conn, model_name, "failed" if failed else "finished", now, run_id=run_id,
-                   detail=outcome)
+            _event(
+                conn,
+                model_name,
+                "failed" if failed else "finished",
+                now,
+                run_id=run_id,
+                detail=outcome,
+            )
 
 
 def utcnow() -> datetime:

@@ -164,8 +164,6 @@ def read_paired(
     )
     with engine.connect() as conn:
         rows = conn.execute(query).all()
-    frame = pd.DataFrame(
-        rows, columns=["request_id", "role", "model_version", PREDICTION, ACTUAL]
-    )
+    frame = pd.DataFrame(rows, columns=["request_id", "role", "model_version", PREDICTION, ACTUAL])
     frame[ACTUAL] = pd.to_numeric(frame[ACTUAL], errors="coerce")
     return frame

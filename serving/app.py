@@ -52,8 +52,14 @@ ANSWER_KEY = "kubeloop.answer"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,48}$")
 
 
-def _error_response(status: int, code: str, message: str, field: str | None = None,
-                    headers: dict[str, str] | None = None, path: str = "") -> Response:
+def _error_response(
+    status: int,
+    code: str,
+    message: str,
+    field: str | None = None,
+    headers: dict[str, str] | None = None,
+    path: str = "",
+) -> Response:
     """The error shape; on the Open Inference Protocol routes (``/v2``) ``error`` is the message
     string the protocol defines (KServe and Triton clients print it), with ``code`` and
     ``field`` beside it."""
@@ -134,8 +140,14 @@ def _answer(request: Request, answer: Answer, request_id_value: str) -> Response
 
 
 def _body_doc(model: str, examples: dict[str, Any]) -> dict[str, Any]:
-    return {"requestBody": {"required": True, "content": {JSON: {
-        "schema": {"$ref": f"#/components/schemas/{model}"}, "examples": examples}}}}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                JSON: {"schema": {"$ref": f"#/components/schemas/{model}"}, "examples": examples}
+            },
+        }
+    }
 
 
 # -- routes ------------------------------------------------------------------------------------
@@ -143,9 +155,11 @@ hot_router = APIRouter(tags=["predict"], responses=ERRORS)
 predict_router = APIRouter(tags=["predict"], dependencies=Guarded, responses=ERRORS)
 
 
-@hot_router.post("/predict", response_model=schemas.PredictResponse,
-                 openapi_extra={**_body_doc("PredictBody", schemas.PREDICT_EXAMPLES),
-                                **BEARER})
+@hot_router.post(
+    "/predict",
+    response_model=schemas.PredictResponse,
+    openapi_extra={**_body_doc("PredictBody", schemas.PREDICT_EXAMPLES), **BEARER},
+)
 async def predict(request: Request) -> Response:
     """Predict a batch of records, each by entity id (online features) or explicit features."""
     runtime = hot(request.scope)
@@ -154,20 +168,25 @@ async def predict(request: Request) -> Response:
 
 
 @predict_router.get("/features/{entity_id}", response_model=schemas.FeaturesResponse)
-async def features(entity_id: Annotated[str, Path(max_length=256)], runtime: RuntimeDep
-                   ) -> dict[str, Any]:
+async def features(
+    entity_id: Annotated[str, Path(max_length=256)], runtime: RuntimeDep
+) -> dict[str, Any]:
     """The online features of one entity, as the model would receive them."""
     return await runtime.features_of(entity_id)
 
 
-@predict_router.post("/feedback", response_model=schemas.FeedbackResponse,
-                     openapi_extra=_body_doc("FeedbackRequest", schemas.FEEDBACK_EXAMPLES))
+@predict_router.post(
+    "/feedback",
+    response_model=schemas.FeedbackResponse,
+    openapi_extra=_body_doc("FeedbackRequest", schemas.FEEDBACK_EXAMPLES),
+)
 async def feedback(request: Request, runtime: RuntimeDep) -> dict[str, int]:
     """Ground truth for one prediction (or a list), by its request_id."""
     batch = schemas.parse_feedback(loads(await request.body()))
     if len(batch) > runtime.settings.max_batch_records:
-        raise PayloadTooLarge(f"{len(batch)} feedback items; the limit is "
-                              f"{runtime.settings.max_batch_records}")
+        raise PayloadTooLarge(
+            f"{len(batch)} feedback items; the limit is {runtime.settings.max_batch_records}"
+        )
     return {"stored": await runtime.feedback([(i.request_id, i.actual) for i in batch])}
 
 
@@ -190,8 +209,9 @@ async def ready(runtime: RuntimeDep) -> dict[str, Any]:
 metrics_router = APIRouter(tags=["metrics"])
 
 
-@metrics_router.get("/metrics", response_class=Response,
-                    responses={200: {"content": {CONTENT_TYPE: {}}}})
+@metrics_router.get(
+    "/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE: {}}}}
+)
 async def metrics(runtime: RuntimeDep) -> Response:
     """Prometheus metrics (all workers aggregated in multiprocess mode)."""
     return Response(runtime.metrics_body(), media_type=CONTENT_TYPE)
@@ -228,8 +248,9 @@ async def v2_model(name: ModelName, runtime: RuntimeDep) -> dict[str, Any]:
 
 
 @v2_router.get("/models/{name}/versions/{version}", response_model=schemas.V2ModelMetadata)
-async def v2_model_version(name: ModelName, version: ModelVersion, runtime: RuntimeDep
-                           ) -> dict[str, Any]:
+async def v2_model_version(
+    name: ModelName, version: ModelVersion, runtime: RuntimeDep
+) -> dict[str, Any]:
     """Metadata of one loaded version."""
     return runtime.v2_metadata(name, version)
 
@@ -242,40 +263,49 @@ async def v2_model_ready(name: ModelName, runtime: RuntimeDep) -> dict[str, Any]
 
 
 @v2_router.get("/models/{name}/versions/{version}/ready")
-async def v2_model_version_ready(name: ModelName, version: ModelVersion, runtime: RuntimeDep
-                                 ) -> dict[str, Any]:
+async def v2_model_version_ready(
+    name: ModelName, version: ModelVersion, runtime: RuntimeDep
+) -> dict[str, Any]:
     """Readiness of one loaded version."""
     runtime.check_model_name(name, version)
     return {"name": name, "ready": True}
 
 
-@v2_router.post("/models/{name}/infer", response_model=schemas.V2InferResponse,
-                openapi_extra={**_body_doc("V2InferRequest", schemas.V2_EXAMPLES), **BEARER})
+@v2_router.post(
+    "/models/{name}/infer",
+    response_model=schemas.V2InferResponse,
+    openapi_extra={**_body_doc("V2InferRequest", schemas.V2_EXAMPLES), **BEARER},
+)
 async def v2_infer(name: ModelName, request: Request) -> Response:
     """Inference (JSON or binary tensors); routed, logged and batched like /predict."""
     runtime = hot(request.scope)
     rid = request_id(request.scope)
-    answer = await runtime.infer(name, await request.body(),
-                                 request.headers.get("inference-header-content-length"), rid)
+    answer = await runtime.infer(
+        name, await request.body(), request.headers.get("inference-header-content-length"), rid
+    )
     return _answer(request, answer, rid)
 
 
-@v2_router.post("/models/{name}/versions/{version}/infer",
-                response_model=schemas.V2InferResponse,
-                openapi_extra={**_body_doc("V2InferRequest", schemas.V2_EXAMPLES), **BEARER})
-async def v2_infer_version(name: ModelName, version: ModelVersion, request: Request
-                           ) -> Response:
+@v2_router.post(
+    "/models/{name}/versions/{version}/infer",
+    response_model=schemas.V2InferResponse,
+    openapi_extra={**_body_doc("V2InferRequest", schemas.V2_EXAMPLES), **BEARER},
+)
+async def v2_infer_version(name: ModelName, version: ModelVersion, request: Request) -> Response:
     """Inference pinned to a loaded version (the champion, or the candidate)."""
     runtime = hot(request.scope)
     rid = request_id(request.scope)
-    answer = await runtime.infer(name, await request.body(),
-                                 request.headers.get("inference-header-content-length"), rid,
-                                 version=version)
+    answer = await runtime.infer(
+        name,
+        await request.body(),
+        request.headers.get("inference-header-content-length"),
+        rid,
+        version=version,
+    )
     return _answer(request, answer, rid)
 
 
-admin_router = APIRouter(prefix="/admin", tags=["admin"], dependencies=Guarded,
-                         responses=ERRORS)
+admin_router = APIRouter(prefix="/admin", tags=["admin"], dependencies=Guarded, responses=ERRORS)
 
 
 @admin_router.get("/rollout", response_model=schemas.Status)
@@ -337,9 +367,12 @@ class ServingMiddleware:
             except ValueError:
                 too_big = False
             if too_big:
-                await _error_response(413, PayloadTooLarge.code,
-                                      f"body of {int(length)} bytes; the limit is {limit}: split "
-                                      "the batch", path=scope["path"])(scope, receive, send)
+                await _error_response(
+                    413,
+                    PayloadTooLarge.code,
+                    f"body of {int(length)} bytes; the limit is {limit}: split the batch",
+                    path=scope["path"],
+                )(scope, receive, send)
                 self._observe(scope, 413, started)
                 return
         elif scope["method"] in ("POST", "PUT", "PATCH"):
@@ -356,8 +389,11 @@ class ServingMiddleware:
         if in_flight is not None:
             in_flight.inc()
         try:
-            if not (self.fast_path and scope["method"] == "POST"
-                    and await _hot_route(scope, receive, send_status)):
+            if not (
+                self.fast_path
+                and scope["method"] == "POST"
+                and await _hot_route(scope, receive, send_status)
+            ):
                 await self.app(scope, receive, send_status)
         finally:
             if in_flight is not None:
@@ -371,8 +407,14 @@ class ServingMiddleware:
             return
         route = scope.get("route")
         version, role = scope.get(ANSWER_KEY, ("", ""))
-        runtime.metrics.observe_request(getattr(route, "path", "unmatched"), scope["method"],
-                                        status, time.perf_counter() - started, version, role)
+        runtime.metrics.observe_request(
+            getattr(route, "path", "unmatched"),
+            scope["method"],
+            status,
+            time.perf_counter() - started,
+            version,
+            role,
+        )
 
 
 _INFER_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
@@ -435,13 +477,19 @@ async def _hot_route(scope: dict[str, Any], receive: Any, send: Any) -> bool:
         return True
     except Exception:  # noqa: BLE001 - the same 500 as the app's handler, worker alive
         log.exception("unexpected error on POST %s", path)
-        await _error_response(500, "internal_error", "unexpected server error; it was logged "
-                              "with its traceback", path=path)(scope, receive, send)
+        await _error_response(
+            500,
+            "internal_error",
+            "unexpected server error; it was logged with its traceback",
+            path=path,
+        )(scope, receive, send)
         return True
     scope[ANSWER_KEY] = (answer.model_version, answer.role)
-    headers = [(b"content-type", b"application/json"),
-               (b"content-length", str(len(answer.body)).encode()),
-               (b"x-request-id", rid.encode())]
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(answer.body)).encode()),
+        (b"x-request-id", rid.encode()),
+    ]
     if answer.headers:
         headers += [(k.lower().encode(), v.encode()) for k, v in answer.headers.items()]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -476,8 +524,9 @@ def _limited(receive: Any, limit: int) -> Any:
 def _error_for(exc: KubeloopError, path: str) -> Response:
     status = getattr(exc, "status_code", 500)
     code = getattr(exc, "code", None) or _code_for(status)
-    return _error_response(status, code, exc.message, exc.field, getattr(exc, "headers", None),
-                           path=path)
+    return _error_response(
+        status, code, exc.message, exc.field, getattr(exc, "headers", None), path=path
+    )
 
 
 async def _serving_error(request: Request, exc: Exception) -> Response:
@@ -498,8 +547,13 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
     if exc.status_code == 404:
         message = f"no route {request.method} {request.url.path}; see /docs"
-    return _error_response(exc.status_code, _code_for(exc.status_code), message,
-                           headers=getattr(exc, "headers", None), path=request.url.path)
+    return _error_response(
+        exc.status_code,
+        _code_for(exc.status_code),
+        message,
+        headers=getattr(exc, "headers", None),
+        path=request.url.path,
+    )
 
 
 async def _client_gone(request: Request, exc: Exception) -> Response:
@@ -509,15 +563,24 @@ async def _client_gone(request: Request, exc: Exception) -> Response:
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
-    return _error_response(500, "internal_error",
-                           "unexpected server error; it was logged with its traceback",
-                           path=request.url.path)
+    return _error_response(
+        500,
+        "internal_error",
+        "unexpected server error; it was logged with its traceback",
+        path=request.url.path,
+    )
 
 
 def _code_for(status: int) -> str:
-    return {400: "invalid_request", 401: "unauthorized", 404: "not_found",
-            405: "method_not_allowed", 413: "payload_too_large", 422: "invalid_field",
-            503: "unavailable"}.get(status, "internal_error" if status >= 500 else "error")
+    return {
+        400: "invalid_request",
+        401: "unauthorized",
+        404: "not_found",
+        405: "method_not_allowed",
+        413: "payload_too_large",
+        422: "invalid_field",
+        503: "unavailable",
+    }.get(status, "internal_error" if status >= 500 else "error")
 
 
 # -- the app -----------------------------------------------------------------------------------
@@ -527,16 +590,25 @@ def _openapi(app: FastAPI):
     def build() -> dict[str, Any]:
         if app.openapi_schema:
             return app.openapi_schema
-        spec = get_openapi(title=app.title, version=app.version, description=app.description,
-                           routes=app.routes, tags=app.openapi_tags)
+        spec = get_openapi(
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=app.routes,
+            tags=app.openapi_tags,
+        )
         components = spec.setdefault("components", {}).setdefault("schemas", {})
         for model in schemas.DOC_MODELS:
             schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
             components.update(schema.pop("$defs", {}))
             components[model.__name__] = schema
-        spec["components"]["securitySchemes"] = {"bearer": {
-            "type": "http", "scheme": "bearer",
-            "description": "KUBELOOP_API_TOKEN (required when the server has one)"}}
+        spec["components"]["securitySchemes"] = {
+            "bearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "KUBELOOP_API_TOKEN (required when the server has one)",
+            }
+        }
         for router in (predict_router, admin_router):  # guarded by the token dependency
             for route in router.routes:
                 for method in getattr(route, "methods", ()):
@@ -557,8 +629,7 @@ feedback and admin routes need `Authorization: Bearer <KUBELOOP_API_TOKEN>` when
 """
 
 
-def create_app(settings: ServingSettings | None = None, runtime: Runtime | None = None
-               ) -> FastAPI:
+def create_app(settings: ServingSettings | None = None, runtime: Runtime | None = None) -> FastAPI:
     """The server app; ``runtime`` defaults to the real one built from ``settings``."""
     settings = settings or ServingSettings()
     runtime = runtime or Runtime.from_settings(settings)
@@ -573,12 +644,23 @@ def create_app(settings: ServingSettings | None = None, runtime: Runtime | None 
             await runtime.stop()
 
     off = {"tracing": False, "metrics": False, "logs": False}
-    app = FastAPI(title="kubeloop model server", version=VERSION, description=DESCRIPTION,
-                  lifespan=lifespan, telemetry=None if settings.opentelemetry else off)
+    app = FastAPI(
+        title="kubeloop model server",
+        version=VERSION,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        telemetry=None if settings.opentelemetry else off,
+    )
     app.state.runtime = runtime
     app.state.token = f"Bearer {settings.token}".encode() if settings.token else None
-    for router in (hot_router, predict_router, health_router, metrics_router, v2_router,
-                   admin_router):
+    for router in (
+        hot_router,
+        predict_router,
+        health_router,
+        metrics_router,
+        v2_router,
+        admin_router,
+    ):
         app.include_router(router)
     app.add_exception_handler(KubeloopError, _serving_error)
     app.add_exception_handler(ServingError, _serving_error)
@@ -586,18 +668,22 @@ def create_app(settings: ServingSettings | None = None, runtime: Runtime | None 
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(Exception, _unexpected)
-    app.add_middleware(ServingMiddleware, max_body_bytes=settings.max_body_bytes,
-                       fast_path=settings.asgi_fast_path)
+    app.add_middleware(
+        ServingMiddleware, max_body_bytes=settings.max_body_bytes, fast_path=settings.asgi_fast_path
+    )
     app.openapi = _openapi(app)  # type: ignore[method-assign]
     if settings.token is None:
-        log.warning("KUBELOOP_API_TOKEN is not set: predict, feedback and admin routes are open "
-                    "(allowed only with KUBELOOP_ENV=dev)")
+        log.warning(
+            "KUBELOOP_API_TOKEN is not set: predict, feedback and admin routes are open "
+            "(allowed only with KUBELOOP_ENV=dev)"
+        )
     return app
 
 
 def configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(),
-                        format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s")
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s"
+    )
     for noisy in ("feast", "alembic", "urllib3", "mlflow.store"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

@@ -50,8 +50,12 @@ class _Queue:
 class MicroBatcher:
     """Merges concurrent ``predict`` calls per model into one call of ``model.predict``."""
 
-    def __init__(self, max_rows: int = 4096, max_wait: float = 0.002,
-                 on_batch: Callable[[int, float], None] | None = None):
+    def __init__(
+        self,
+        max_rows: int = 4096,
+        max_wait: float = 0.002,
+        on_batch: Callable[[int, float], None] | None = None,
+    ):
         self.max_rows = max_rows
         self.max_wait = max_wait
         self._on_batch = on_batch
@@ -86,8 +90,11 @@ class MicroBatcher:
             return
         loop = asyncio.get_event_loop()
         waited = time.perf_counter() - queue.first_at
-        if (queue.rows < self.max_rows and len(queue.items) * 2 < queue.typical
-                and waited < self.max_wait):
+        if (
+            queue.rows < self.max_rows
+            and len(queue.items) * 2 < queue.typical
+            and waited < self.max_wait
+        ):
             # Concurrent traffic but a thin batch: let the others join, briefly.
             queue.scheduled = True
             loop.call_later(min(self.max_wait - waited, self.max_wait / 4), self._flush, key)
@@ -129,5 +136,5 @@ class MicroBatcher:
         for X, future in batch:
             n = len(X)
             if not future.done():
-                future.set_result(y[offset:offset + n])
+                future.set_result(y[offset : offset + n])
             offset += n

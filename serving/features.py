@@ -42,8 +42,7 @@ from serving.errors import EntityNotFound, InvalidField, Unavailable
 log = logging.getLogger(__name__)
 
 NAN = float("nan")
-_NUMERIC = {"double_val", "float_val", "int64_val", "int32_val", "bool_val",
-            "unix_timestamp_val"}
+_NUMERIC = {"double_val", "float_val", "int64_val", "int32_val", "bool_val", "unix_timestamp_val"}
 
 
 @dataclass(frozen=True)
@@ -71,24 +70,32 @@ def read_layout(store: Any, service_name: str) -> FeatureLayout:
     from feast.infra.online_stores.helpers import compute_versioned_name
 
     service = store.get_feature_service(service_name)
-    versioning = bool(getattr(store.config.registry, "enable_online_feature_view_versioning",
-                              False))
+    versioning = bool(
+        getattr(store.config.registry, "enable_online_feature_view_versioning", False)
+    )
     views, objects, join_keys = [], [], []
     for projection in service.feature_view_projections:
         view = store.get_feature_view(projection.name)
-        views.append((compute_versioned_name(view, versioning),
-                      tuple(f.name for f in projection.features)))
+        views.append(
+            (compute_versioned_name(view, versioning), tuple(f.name for f in projection.features))
+        )
         objects.append(view)
         join_keys.extend(col.name for col in view.entity_columns)
     keys = sorted(set(join_keys))
     if len(keys) != 1:
-        raise ValueError(f"feature service {service_name} must have exactly one entity join key "
-                         f"to be looked up by entity id; it has {keys}")
+        raise ValueError(
+            f"feature service {service_name} must have exactly one entity join key "
+            f"to be looked up by entity id; it has {keys}"
+        )
     value_type = next(e.value_type for e in store.list_entities() if e.join_key == keys[0])
-    return FeatureLayout(project=store.config.project, join_key=keys[0], value_type=value_type,
-                         views=tuple(views),
-                         serialization_version=store.config.entity_key_serialization_version,
-                         view_objects=tuple(objects))
+    return FeatureLayout(
+        project=store.config.project,
+        join_key=keys[0],
+        value_type=value_type,
+        views=tuple(views),
+        serialization_version=store.config.entity_key_serialization_version,
+        view_objects=tuple(objects),
+    )
 
 
 def parse_entity_id(raw: Any, value_type: Any, field: str) -> int | str:
@@ -105,8 +112,9 @@ def parse_entity_id(raw: Any, value_type: Any, field: str) -> int | str:
         return raw
     if type(raw) is int:
         return str(raw)
-    raise InvalidField(f"{field} must be a string id of at most 256 characters, got {raw!r}",
-                       field=field)
+    raise InvalidField(
+        f"{field} must be a string id of at most 256 characters, got {raw!r}", field=field
+    )
 
 
 def entity_key(layout: FeatureLayout, value: int | str):
@@ -187,8 +195,7 @@ class OnlineLookup(ABC):
         rows = self.read_sync(entities)
         return rows, time.perf_counter() - started
 
-    async def read(self, entities: Sequence[int | str]
-                   ) -> tuple[list[EntityRow | None], float]:
+    async def read(self, entities: Sequence[int | str]) -> tuple[list[EntityRow | None], float]:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._pending.append((entities, future))
@@ -260,10 +267,16 @@ class RedisLookup(OnlineLookup):
         nodes, params = RedisOnlineStore._parse_connection_string(connection_string)
         unsupported = set(params) - self.SUPPORTED
         if len(nodes) != 1 or unsupported:
-            raise ValueError(f"the direct Redis reader supports one host and "
-                             f"{sorted(self.SUPPORTED)}; got {connection_string!r}")
-        self._connection = _RespConnection(nodes[0]["host"], int(nodes[0]["port"]), timeout,
-                                           **{k: str(v) for k, v in params.items()})
+            raise ValueError(
+                f"the direct Redis reader supports one host and "
+                f"{sorted(self.SUPPORTED)}; got {connection_string!r}"
+            )
+        self._connection = _RespConnection(
+            nodes[0]["host"],
+            int(nodes[0]["port"]),
+            timeout,
+            **{k: str(v) for k, v in params.items()},
+        )
         self._suffixes = []
         for view, names in layout.views:
             fields = [_mmh3(f"{view}:{name}") for name in names] + [f"_ts:{view}".encode()]
@@ -275,8 +288,10 @@ class RedisLookup(OnlineLookup):
         """Feast's Redis key of an entity: serialized entity key + project."""
         from feast.infra.key_encoding_utils import serialize_entity_key
 
-        return serialize_entity_key(entity_key(self.layout, entity),
-                                    self.layout.serialization_version) + self._project
+        return (
+            serialize_entity_key(entity_key(self.layout, entity), self.layout.serialization_version)
+            + self._project
+        )
 
     def _command(self, entity: int | str) -> bytes:
         command = self._commands.get(entity)
@@ -286,7 +301,8 @@ class RedisLookup(OnlineLookup):
             key = _bulk(self.redis_key(entity))
             command = self._commands[entity] = b"".join(
                 b"*%d\r\n$5\r\nHMGET\r\n%s%s" % (count, key, suffix)
-                for count, suffix in self._suffixes)
+                for count, suffix in self._suffixes
+            )
         return command
 
     def read_sync(self, entities: Sequence[int | str]) -> list[EntityRow | None]:
@@ -308,7 +324,7 @@ class RedisLookup(OnlineLookup):
         for i in range(len(entities)):
             values: list[float] = []
             stamp = None
-            for reply in replies[i * n_views:(i + 1) * n_views]:
+            for reply in replies[i * n_views : (i + 1) * n_views]:
                 if reply[-1] is not None:
                     stamp = reply[-1]
                 values.extend([value(raw) for raw in reply[:-1]])
@@ -327,14 +343,22 @@ def _bulk(data: bytes) -> bytes:
 class _RespConnection:
     """One Redis connection speaking RESP over a plain socket, parsed by hiredis."""
 
-    def __init__(self, host: str, port: int, timeout: float, db: str = "0",
-                 password: str | None = None, username: str | None = None):
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        timeout: float,
+        db: str = "0",
+        password: str | None = None,
+        username: str | None = None,
+    ):
         self.address = (host, port)
         self.timeout = timeout
         self.setup: list[list[bytes]] = []
         if password:
-            self.setup.append([b"AUTH", *([username.encode()] if username else []),
-                               password.encode()])
+            self.setup.append(
+                [b"AUTH", *([username.encode()] if username else []), password.encode()]
+            )
         if str(db) != "0":
             self.setup.append([b"SELECT", str(db).encode()])
         self._sock: socket.socket | None = None
@@ -344,8 +368,9 @@ class _RespConnection:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock = sock
         if self.setup:
-            payload = b"".join(b"*%d\r\n%s" % (len(c), b"".join(_bulk(p) for p in c))
-                               for c in self.setup)
+            payload = b"".join(
+                b"*%d\r\n%s" % (len(c), b"".join(_bulk(p) for p in c)) for c in self.setup
+            )
             self._exchange(sock, payload, len(self.setup))
         return sock
 
@@ -406,12 +431,15 @@ class OnlineStoreLookup(OnlineLookup):
                 values[i].extend(proto_value(found.get(name)) for name in names)
                 if ts is not None:
                     times[i] = ts
-        return [EntityRow(v, t) if t is not None or any(not math.isnan(x) for x in v) else None
-                for v, t in zip(values, times, strict=True)]
+        return [
+            EntityRow(v, t) if t is not None or any(not math.isnan(x) for x in v) else None
+            for v, t in zip(values, times, strict=True)
+        ]
 
 
-def make_lookup(store: Any, layout: FeatureLayout, online_store: str, redis_url: str
-                ) -> OnlineLookup:
+def make_lookup(
+    store: Any, layout: FeatureLayout, online_store: str, redis_url: str
+) -> OnlineLookup:
     if online_store == "redis":
         try:
             return RedisLookup(layout, redis_url)
@@ -449,8 +477,13 @@ class OnlineFeatures:
             self._last_attempt = time.monotonic()
             layout, lookup = self._opener()
             self.lookup, self.error = lookup, None
-            log.info("online features: %s backend, %d features of %d view(s), entity key %s",
-                     lookup.backend, len(layout.names), len(layout.views), layout.join_key)
+            log.info(
+                "online features: %s backend, %d features of %d view(s), entity key %s",
+                lookup.backend,
+                len(layout.names),
+                len(layout.views),
+                layout.join_key,
+            )
             return True
         except Exception as exc:  # noqa: BLE001 - reported on lookups and readiness
             self.error = f"{exc.__class__.__name__}: {exc}"
@@ -466,8 +499,10 @@ class OnlineFeatures:
             return None
         missing = layout.missing(features)
         if missing:
-            return (f"the model needs features the feature service lacks: {missing}; add them "
-                    "to the feature service or retrain on it")
+            return (
+                f"the model needs features the feature service lacks: {missing}; add them "
+                "to the feature service or retrain on it"
+            )
         return None
 
     def _require(self) -> OnlineLookup:
@@ -475,8 +510,10 @@ class OnlineFeatures:
             if time.monotonic() - self._last_attempt > self.retry_seconds:
                 self._last_attempt = time.monotonic()
                 threading.Thread(target=self.open, daemon=True).start()
-            raise Unavailable(f"the online feature store is not available ({self.error}); send "
-                              "explicit features or retry later")
+            raise Unavailable(
+                f"the online feature store is not available ({self.error}); send "
+                "explicit features or retry later"
+            )
         return self.lookup
 
     def parse_entity(self, raw: Any, field: str) -> int | str:
@@ -489,14 +526,17 @@ class OnlineFeatures:
         except Exception as exc:  # noqa: BLE001 - a store outage is a 503, not a crash
             if self.metrics is not None:
                 self.metrics.lookup_failures.labels(lookup.backend).inc()
-            raise Unavailable(f"online feature lookup failed ({exc.__class__.__name__}: {exc}); "
-                              "retry later or send explicit features") from exc
+            raise Unavailable(
+                f"online feature lookup failed ({exc.__class__.__name__}: {exc}); "
+                "retry later or send explicit features"
+            ) from exc
         if self.metrics is not None:
             self.metrics.lookup_duration.labels(lookup.backend).observe(seconds)
         return rows
 
-    async def matrix(self, entities: Sequence[int | str], names: tuple[str, ...],
-                     fields: Sequence[str]) -> np.ndarray:
+    async def matrix(
+        self, entities: Sequence[int | str], names: tuple[str, ...], fields: Sequence[str]
+    ) -> np.ndarray:
         """Features of ``entities`` as a float64 matrix with columns in ``names`` order.
 
         Raises EntityNotFound naming the first unknown entity (``fields`` name them).
@@ -517,7 +557,9 @@ class OnlineFeatures:
                 field = fields[list(entities).index(entity)]
                 raise EntityNotFound(
                     f"entity {entity!r} has no features in the online store "
-                    f"({lookup.layout.join_key}); check the id or materialize it", field=field)
+                    f"({lookup.layout.join_key}); check the id or materialize it",
+                    field=field,
+                )
             by_entity[entity] = row.values
         table = np.array([by_entity[e] for e in entities], dtype=np.float64)
         return table[:, columns]
@@ -528,14 +570,17 @@ class OnlineFeatures:
         lookup = self._require()
         [row] = await self.read([entity])
         if row is None:
-            raise EntityNotFound(f"entity {entity!r} has no features in the online store",
-                                 field="entity_id")
+            raise EntityNotFound(
+                f"entity {entity!r} has no features in the online store", field="entity_id"
+            )
         return {
             "entity_id": entity,
             "join_key": lookup.layout.join_key,
             "event_timestamp": row.event_time.isoformat() if row.event_time else None,
-            "features": {n: (None if math.isnan(v) else v)
-                         for n, v in zip(lookup.layout.names, row.values, strict=True)},
+            "features": {
+                n: (None if math.isnan(v) else v)
+                for n, v in zip(lookup.layout.names, row.values, strict=True)
+            },
         }
 
     async def close(self) -> None:

@@ -60,8 +60,10 @@ def parse_table(payload: dict[str, Any], names: tuple[str, ...], max_records: in
     """``{"columns": [...], "rows": [[...], ...], "keys"?: [...], "entity_ids"?: [...]}``."""
     if not payload.keys() <= TABLE_FIELDS:
         name = sorted(payload.keys() - TABLE_FIELDS)[0]
-        raise InvalidField(f"unknown field {name!r}; a table body holds columns, rows, keys "
-                           "and entity_ids", field=name)
+        raise InvalidField(
+            f"unknown field {name!r}; a table body holds columns, rows, keys and entity_ids",
+            field=name,
+        )
     columns, rows = payload.get("columns"), payload["rows"]
     if type(columns) is not list or not all(type(c) is str for c in columns):
         raise InvalidField('"columns" must be a list of feature names', field="columns")
@@ -70,21 +72,30 @@ def parse_table(payload: dict[str, Any], names: tuple[str, ...], max_records: in
         raise InvalidFeature(f"column {duplicate!r} appears twice", field=f"columns.{duplicate}")
     missing = [n for n in names if n not in columns]
     if missing:
-        raise InvalidFeature(f"no column for feature {missing[0]!r}; the model needs every one "
-                             "of: " + ", ".join(names), field=f"columns.{missing[0]}")
+        raise InvalidFeature(
+            f"no column for feature {missing[0]!r}; the model needs every one "
+            "of: " + ", ".join(names),
+            field=f"columns.{missing[0]}",
+        )
     if len(columns) != len(names):
         unknown = sorted(set(columns) - set(names))[0]
-        raise InvalidFeature(f"unknown feature {unknown!r}; the model takes: "
-                             + ", ".join(names), field=f"columns.{unknown}")
+        raise InvalidFeature(
+            f"unknown feature {unknown!r}; the model takes: " + ", ".join(names),
+            field=f"columns.{unknown}",
+        )
     if type(rows) is not list or not rows:
         raise InvalidField('"rows" must be a non-empty list of rows', field="rows")
     if len(rows) > max_records:
-        raise PayloadTooLarge(f"{len(rows)} rows in one request; the limit is {max_records}: "
-                              "split the batch", field="rows")
+        raise PayloadTooLarge(
+            f"{len(rows)} rows in one request; the limit is {max_records}: split the batch",
+            field="rows",
+        )
     if set(map(type, rows)) != {list} or set(map(len, rows)) != {len(columns)}:
         i = next(i for i, r in enumerate(rows) if type(r) is not list or len(r) != len(columns))
-        raise InvalidField(f"rows[{i}] must be a list of {len(columns)} values (one per column)",
-                           field=f"rows[{i}]")
+        raise InvalidField(
+            f"rows[{i}] must be a list of {len(columns)} values (one per column)",
+            field=f"rows[{i}]",
+        )
     X = _matrix(rows, len(columns), lambda: _first_bad_cell(rows, columns))
     order = [columns.index(n) for n in names]
     if order != list(range(len(names))):
@@ -94,18 +105,27 @@ def parse_table(payload: dict[str, Any], names: tuple[str, ...], max_records: in
     entities = _optional_list(payload, "entity_ids", n)
     entity_ids: list[int | str | None] = [None if e is None else str(e) for e in entities]
     routing = [str(k) if k is not None else e for k, e in zip(keys, entity_ids, strict=True)]
-    return Batch(X=X, entity_positions=[], entity_ids=entity_ids, keys=routing,
-                 has_entity_ids=any(e is not None for e in entity_ids))
+    return Batch(
+        X=X,
+        entity_positions=[],
+        entity_ids=entity_ids,
+        keys=routing,
+        has_entity_ids=any(e is not None for e in entity_ids),
+    )
 
 
 def _optional_list(payload: dict[str, Any], name: str, n: int) -> list[Any]:
     values = payload.get(name)
     if values is None:
         return [None] * n
-    if type(values) is not list or len(values) != n or not all(
-            v is None or type(v) in (str, int) for v in values):
-        raise InvalidField(f'"{name}" must be a list of {n} strings or integers (one per row)',
-                           field=name)
+    if (
+        type(values) is not list
+        or len(values) != n
+        or not all(v is None or type(v) in (str, int) for v in values)
+    ):
+        raise InvalidField(
+            f'"{name}" must be a list of {n} strings or integers (one per row)', field=name
+        )
     return values
 
 
@@ -129,12 +149,14 @@ def records_of(payload: Any, max_records: int) -> list[Any]:
     if not records:
         raise InvalidField('"records" is empty: send at least one record', field="records")
     if len(records) > max_records:
-        raise PayloadTooLarge(f"{len(records)} records in one request; the limit is "
-                              f"{max_records}: split the batch", field="records")
+        raise PayloadTooLarge(
+            f"{len(records)} records in one request; the limit is {max_records}: split the batch",
+            field="records",
+        )
     extra = payload.keys() - {"records"}
     if extra:
         name = sorted(extra)[0]
-        raise InvalidField(f"unknown field {name!r}; the body holds only \"records\"", field=name)
+        raise InvalidField(f'unknown field {name!r}; the body holds only "records"', field=name)
     return records
 
 
@@ -175,10 +197,10 @@ def parse_records(records: list[Any], names: tuple[str, ...], parse_entity) -> B
     fast = _all_explicit(records, getter, n_features)
     if fast is not None:
         nothing: list[Any] = [None] * len(records)
-        X = _matrix(fast, n_features,
-                    lambda: _first_bad_value(records, range(len(records)), names))
-        return Batch(X=X, entity_positions=[], entity_ids=nothing, keys=list(nothing),
-                     has_entity_ids=False)
+        X = _matrix(fast, n_features, lambda: _first_bad_value(records, range(len(records)), names))
+        return Batch(
+            X=X, entity_positions=[], entity_ids=nothing, keys=list(nothing), has_entity_ids=False
+        )
     rows: list[Any] = []
     explicit: list[int] = []
     entity_positions: list[int] = []
@@ -186,14 +208,18 @@ def parse_records(records: list[Any], names: tuple[str, ...], parse_entity) -> B
     keys: list[str | None] = []
     for i, record in enumerate(records):
         if type(record) is not dict:
-            raise InvalidField(f"records[{i}] must be an object with \"entity_id\" or "
-                               "\"features\"", field=f"records[{i}]")
+            raise InvalidField(
+                f'records[{i}] must be an object with "entity_id" or "features"',
+                field=f"records[{i}]",
+            )
         features = record.get("features")
         raw_entity = record.get("entity_id")
         if not record.keys() <= RECORD_FIELDS:
             name = sorted(record.keys() - RECORD_FIELDS)[0]
-            raise InvalidField(f"records[{i}] has unknown field {name!r} (allowed: entity_id, "
-                               "features, key)", field=f"records[{i}].{name}")
+            raise InvalidField(
+                f"records[{i}] has unknown field {name!r} (allowed: entity_id, features, key)",
+                field=f"records[{i}].{name}",
+            )
         entity = None if raw_entity is None else parse_entity(raw_entity, f"records[{i}].entity_id")
         entity_ids.append(entity)
         key = record.get("key")
@@ -202,14 +228,17 @@ def parse_records(records: list[Any], names: tuple[str, ...], parse_entity) -> B
         keys.append(key if key is not None else (None if entity is None else str(entity)))
         if features is None:
             if entity is None:
-                raise InvalidField(f"records[{i}] needs \"entity_id\" or \"features\"",
-                                   field=f"records[{i}]")
+                raise InvalidField(
+                    f'records[{i}] needs "entity_id" or "features"', field=f"records[{i}]"
+                )
             entity_positions.append(i)
             rows.append(None)
             continue
         if type(features) is not dict:
-            raise InvalidFeature(f"records[{i}].features must be an object of name: number",
-                                 field=f"records[{i}].features")
+            raise InvalidFeature(
+                f"records[{i}].features must be an object of name: number",
+                field=f"records[{i}].features",
+            )
         try:
             row = getter(features)
         except KeyError:
@@ -226,8 +255,13 @@ def parse_records(records: list[Any], names: tuple[str, ...], parse_entity) -> B
             X[explicit] = block
         else:
             X = block
-    return Batch(X=X, entity_positions=entity_positions, entity_ids=entity_ids, keys=keys,
-                 has_entity_ids=any(e is not None for e in entity_ids))
+    return Batch(
+        X=X,
+        entity_positions=entity_positions,
+        entity_ids=entity_ids,
+        keys=keys,
+        has_entity_ids=any(e is not None for e in entity_ids),
+    )
 
 
 def _all_explicit(records: list[Any], getter: Any, n_features: int) -> list[Any] | None:
@@ -244,8 +278,9 @@ def _all_explicit(records: list[Any], getter: Any, n_features: int) -> list[Any]
         return None
 
 
-def _matrix(values: list[Any], n_columns: int, first_error: Callable[[], InvalidFeature]
-            ) -> np.ndarray:
+def _matrix(
+    values: list[Any], n_columns: int, first_error: Callable[[], InvalidFeature]
+) -> np.ndarray:
     """Feature rows as a float64 matrix: JSON numbers only (no bools, strings or nulls),
     finite; the first offender is named otherwise.
 
@@ -276,12 +311,16 @@ def _feature_error(i: int, features: dict[str, Any], names: Sequence[str]) -> In
         return InvalidFeature(
             f"records[{i}].features lacks {missing[0]!r}"
             + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
-            + "; the model needs every one of: " + ", ".join(names),
-            field=f"records[{i}].features.{missing[0]}")
+            + "; the model needs every one of: "
+            + ", ".join(names),
+            field=f"records[{i}].features.{missing[0]}",
+        )
     unknown = sorted(set(features) - set(names))
-    return InvalidFeature(f"records[{i}].features has unknown feature {unknown[0]!r}; the model "
-                          "takes: " + ", ".join(names),
-                          field=f"records[{i}].features.{unknown[0]}")
+    return InvalidFeature(
+        f"records[{i}].features has unknown feature {unknown[0]!r}; the model "
+        "takes: " + ", ".join(names),
+        field=f"records[{i}].features.{unknown[0]}",
+    )
 
 
 def check_number(value: Any, field: str) -> float:
@@ -294,13 +333,17 @@ def check_number(value: Any, field: str) -> float:
     except OverflowError:
         raise InvalidFeature(f"{field} is too large for a float64", field=field) from None
     if not math.isfinite(number):
-        raise InvalidFeature(f"{field} must be finite, got {value!r} (NaN and infinity are "
-                             "refused: impute missing values before sending)", field=field)
+        raise InvalidFeature(
+            f"{field} must be finite, got {value!r} (NaN and infinity are "
+            "refused: impute missing values before sending)",
+            field=field,
+        )
     return number
 
 
-def _first_bad_value(records: list[Any], explicit: Sequence[int], names: Sequence[str]
-                     ) -> InvalidFeature:
+def _first_bad_value(
+    records: list[Any], explicit: Sequence[int], names: Sequence[str]
+) -> InvalidFeature:
     for i in explicit:
         features = records[i]["features"]
         for name in names:

@@ -49,10 +49,41 @@ METRIC_NAMES: tuple[str, ...] = (
 )
 
 # Request latencies on a lean server are sub-millisecond to tens of milliseconds.
-LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.075,
-                   0.1, 0.25, 0.5, 1.0, 2.5)
-LOOKUP_BUCKETS = (0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.0025, 0.003, 0.004, 0.005,
-                  0.0075, 0.01, 0.025, 0.05, 0.1)
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.002,
+    0.003,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+)
+LOOKUP_BUCKETS = (
+    0.00025,
+    0.0005,
+    0.00075,
+    0.001,
+    0.0015,
+    0.002,
+    0.0025,
+    0.003,
+    0.004,
+    0.005,
+    0.0075,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 # Label values whose series exist (at 0) from start-up, so a first failure is an increase that
 # rate()/increase() and the alerts see, and dashboards show 0 rather than "No data".
@@ -74,7 +105,7 @@ def observe_many(histogram, values: np.ndarray) -> None:
         return
     counts = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds))
     total.inc(float(values.sum()))
-    for i in np.flatnonzero(counts[:len(bounds)]).tolist():
+    for i in np.flatnonzero(counts[: len(bounds)]).tolist():
         buckets[i].inc(int(counts[i]))
 
 
@@ -95,77 +126,154 @@ def multiprocess_dir() -> str | None:
 class Metrics:
     """The server's metric families, registered on their own registry (one per app)."""
 
-    def __init__(self, prediction_buckets: Sequence[float],
-                 registry: CollectorRegistry | None = None,
-                 aliases: Sequence[str] = MODEL_ALIASES):
+    def __init__(
+        self,
+        prediction_buckets: Sequence[float],
+        registry: CollectorRegistry | None = None,
+        aliases: Sequence[str] = MODEL_ALIASES,
+    ):
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
         self.multiprocess_dir = multiprocess_dir()
         if self.multiprocess_dir is None:
             ProcessCollector(registry=r)  # RSS and CPU of this process
         self.requests = Counter(
-            "requests", "HTTP requests by route template, method, status, model version (registry "
+            "requests",
+            "HTTP requests by route template, method, status, model version (registry "
             "number as in the prediction log; kubeloop_model_info gives its V-name) and role.",
-            ["route", "method", "status", "model_version", "role"], namespace=PREFIX, registry=r)
+            ["route", "method", "status", "model_version", "role"],
+            namespace=PREFIX,
+            registry=r,
+        )
         self.request_duration = Histogram(
-            "request_duration_seconds", "Time from request received to response sent, by "
+            "request_duration_seconds",
+            "Time from request received to response sent, by "
             "route, method, model version and role (as on kubeloop_requests_total).",
-            ["route", "method", "model_version", "role"], namespace=PREFIX, registry=r,
-            buckets=LATENCY_BUCKETS)
+            ["route", "method", "model_version", "role"],
+            namespace=PREFIX,
+            registry=r,
+            buckets=LATENCY_BUCKETS,
+        )
         self.in_flight = Gauge(
-            "requests_in_flight", "Requests being handled now (health and /metrics excluded).",
-            namespace=PREFIX, registry=r, multiprocess_mode="livesum")
+            "requests_in_flight",
+            "Requests being handled now (health and /metrics excluded).",
+            namespace=PREFIX,
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.predictions = Counter(
-            "predictions", "Predictions made (rows), by model version and role.",
-            ["model_version", "role"], namespace=PREFIX, registry=r)
+            "predictions",
+            "Predictions made (rows), by model version and role.",
+            ["model_version", "role"],
+            namespace=PREFIX,
+            registry=r,
+        )
         self.prediction_value = Histogram(
-            "prediction_value", "Distribution of predicted values.", ["model_version", "role"],
-            namespace=PREFIX, registry=r, buckets=tuple(prediction_buckets))
+            "prediction_value",
+            "Distribution of predicted values.",
+            ["model_version", "role"],
+            namespace=PREFIX,
+            registry=r,
+            buckets=tuple(prediction_buckets),
+        )
         self.batch_rows = Histogram(
-            "predict_batch_rows", "Rows per model predict call after micro-batching.",
-            namespace=PREFIX, registry=r, buckets=BATCH_BUCKETS)
+            "predict_batch_rows",
+            "Rows per model predict call after micro-batching.",
+            namespace=PREFIX,
+            registry=r,
+            buckets=BATCH_BUCKETS,
+        )
         self.predict_duration = Histogram(
-            "predict_duration_seconds", "Duration of one model predict call (a micro-batch).",
-            namespace=PREFIX, registry=r, buckets=LATENCY_BUCKETS)
+            "predict_duration_seconds",
+            "Duration of one model predict call (a micro-batch).",
+            namespace=PREFIX,
+            registry=r,
+            buckets=LATENCY_BUCKETS,
+        )
         self.lookup_duration = Histogram(
             "feature_lookup_duration_seconds",
             "Online-store read that served a request's entities (one read serves every request "
             "that arrived while the previous one ran).",
-            ["backend"], namespace=PREFIX, registry=r, buckets=LOOKUP_BUCKETS)
+            ["backend"],
+            namespace=PREFIX,
+            registry=r,
+            buckets=LOOKUP_BUCKETS,
+        )
         self.lookup_failures = Counter(
-            "feature_lookup_failures", "Online feature lookups that failed (store unreachable).",
-            ["backend"], namespace=PREFIX, registry=r)
+            "feature_lookup_failures",
+            "Online feature lookups that failed (store unreachable).",
+            ["backend"],
+            namespace=PREFIX,
+            registry=r,
+        )
         self.log_queue = Gauge(
-            "prediction_log_queue_rows", "Rows waiting to be written to the prediction log.",
-            namespace=PREFIX, registry=r, multiprocess_mode="livesum")
+            "prediction_log_queue_rows",
+            "Rows waiting to be written to the prediction log.",
+            namespace=PREFIX,
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.log_written = Counter(
-            "prediction_log_written_rows", "Rows written to the prediction log.",
-            namespace=PREFIX, registry=r)
+            "prediction_log_written_rows",
+            "Rows written to the prediction log.",
+            namespace=PREFIX,
+            registry=r,
+        )
         self.log_dropped = Counter(
-            "prediction_log_dropped_rows", "Rows not logged: queue full or writes kept failing.",
-            ["reason"], namespace=PREFIX, registry=r)
+            "prediction_log_dropped_rows",
+            "Rows not logged: queue full or writes kept failing.",
+            ["reason"],
+            namespace=PREFIX,
+            registry=r,
+        )
         self.log_write_failures = Counter(
-            "prediction_log_write_failures", "Failed write attempts (each is retried).",
-            namespace=PREFIX, registry=r)
+            "prediction_log_write_failures",
+            "Failed write attempts (each is retried).",
+            namespace=PREFIX,
+            registry=r,
+        )
         self.model_loads = Counter(
-            "model_loads", "Model versions loaded, by alias.", ["alias"],
-            namespace=PREFIX, registry=r)
+            "model_loads",
+            "Model versions loaded, by alias.",
+            ["alias"],
+            namespace=PREFIX,
+            registry=r,
+        )
         self.model_load_failures = Counter(
-            "model_load_failures", "Model versions that failed to load (the old one kept serving).",
-            ["alias"], namespace=PREFIX, registry=r)
+            "model_load_failures",
+            "Model versions that failed to load (the old one kept serving).",
+            ["alias"],
+            namespace=PREFIX,
+            registry=r,
+        )
         self.model_info = Gauge(
-            "model_info", "1 for the model version serving an alias, 0 for versions it replaced.",
-            ["alias", "model_version", "model_label"], namespace=PREFIX, registry=r,
-            multiprocess_mode="livemax")
+            "model_info",
+            "1 for the model version serving an alias, 0 for versions it replaced.",
+            ["alias", "model_version", "model_label"],
+            namespace=PREFIX,
+            registry=r,
+            multiprocess_mode="livemax",
+        )
         self.model_ready = Gauge(
-            "model_ready", "1 once a champion is loaded.", namespace=PREFIX, registry=r,
-            multiprocess_mode="livemin")
+            "model_ready",
+            "1 once a champion is loaded.",
+            namespace=PREFIX,
+            registry=r,
+            multiprocess_mode="livemin",
+        )
         self.canary_weight = Gauge(
-            "canary_weight", "Share of records routed to the candidate.", namespace=PREFIX,
-            registry=r, multiprocess_mode="livemax")
+            "canary_weight",
+            "Share of records routed to the candidate.",
+            namespace=PREFIX,
+            registry=r,
+            multiprocess_mode="livemax",
+        )
         self.shadow_dropped = Counter(
-            "shadow_dropped", "Requests not shadowed: too many shadow scorings were pending.",
-            namespace=PREFIX, registry=r)
+            "shadow_dropped",
+            "Requests not shadowed: too many shadow scorings were pending.",
+            namespace=PREFIX,
+            registry=r,
+        )
         for reason in LOG_DROP_REASONS:
             self.log_dropped.labels(reason)
         for alias in aliases:
@@ -176,8 +284,15 @@ class Metrics:
         self._prediction_children: dict[tuple[str, str], tuple[object, object]] = {}
 
     # Hot-path helpers: label children are cached, so a request costs a dict lookup per metric.
-    def observe_request(self, route: str, method: str, status: int, seconds: float,
-                        model_version: str = "", role: str = "") -> None:
+    def observe_request(
+        self,
+        route: str,
+        method: str,
+        status: int,
+        seconds: float,
+        model_version: str = "",
+        role: str = "",
+    ) -> None:
         key = (route, method, str(status), model_version, role)
         child = self._request_children.get(key)
         if child is None:
@@ -194,7 +309,9 @@ class Metrics:
         children = self._prediction_children.get(key)
         if children is None:
             children = self._prediction_children[key] = (
-                self.predictions.labels(*key), self.prediction_value.labels(*key))
+                self.predictions.labels(*key),
+                self.prediction_value.labels(*key),
+            )
         count, histogram = children
         count.inc(len(values))  # type: ignore[attr-defined]
         observe_many(histogram, values)

@@ -30,7 +30,6 @@ from kubeloop.registry import CANARY_TAG, LoadedModel
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True, eq=False)
 class ServedModel:
     """A loaded registry version with what the hot path needs precomputed."""
@@ -60,9 +59,14 @@ class ServedModel:
         return np.asarray(self.loaded.model.predict(X), dtype=np.float64).reshape(-1)
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "label": self.label,
-                "alias": self.alias, "features": list(self.features),
-                "loaded_at": self.loaded_at}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "label": self.label,
+            "alias": self.alias,
+            "features": list(self.features),
+            "loaded_at": self.loaded_at,
+        }
 
 
 @dataclass(frozen=True, eq=False)
@@ -95,8 +99,9 @@ class Snapshot:
         return X if columns is None else X[:, columns]
 
 
-def build_snapshot(champion: ServedModel | None, candidate: ServedModel | None,
-                   canary_weight: float, shadow: bool) -> Snapshot:
+def build_snapshot(
+    champion: ServedModel | None, candidate: ServedModel | None, canary_weight: float, shadow: bool
+) -> Snapshot:
     """Inputs are the champion's features in its order, then any the candidate adds."""
     active = candidate if (candidate is not None and (shadow or canary_weight > 0)) else None
     names: list[str] = list(champion.features) if champion else []
@@ -109,22 +114,30 @@ def build_snapshot(champion: ServedModel | None, candidate: ServedModel | None,
             continue
         order = [index[n] for n in model.features]
         columns[id(model)] = None if order == list(range(len(names))) else np.array(order)
-    return Snapshot(champion=champion, candidate=active, canary_weight=canary_weight,
-                    shadow=shadow, input_features=tuple(names), columns=columns)
+    return Snapshot(
+        champion=champion,
+        candidate=active,
+        canary_weight=canary_weight,
+        shadow=shadow,
+        input_features=tuple(names),
+        columns=columns,
+    )
 
 
 class ModelLoadError(Exception):
     """A registry version cannot serve (failed to load, no feature list, bad output)."""
 
 
-def check_model(model: ServedModel, feature_check: Callable[[tuple[str, ...]], str | None] | None
-                ) -> None:
+def check_model(
+    model: ServedModel, feature_check: Callable[[tuple[str, ...]], str | None] | None
+) -> None:
     """Refuse a model that cannot serve: no feature list, features the store lacks, or a
     predict that fails or gives non-finite output on a neutral row (this also warms it up)."""
     if not model.features:
         raise ModelLoadError(
             f"{model.name} version {model.version} has no 'features' in its MLflow metadata; "
-            "log it with the train step (metadata={'features': [...]})")
+            "log it with the train step (metadata={'features': [...]})"
+        )
     if feature_check is not None:
         problem = feature_check(model.features)
         if problem:
@@ -213,8 +226,10 @@ class ModelRepository:
         except ModelLoadError:
             raise
         except Exception as exc:  # noqa: BLE001 - MLflow, skops and the model's own errors
-            raise ModelLoadError(f"cannot load {self.model_name} version {version_number}: "
-                                 f"{exc.__class__.__name__}: {exc}") from exc
+            raise ModelLoadError(
+                f"cannot load {self.model_name} version {version_number}: "
+                f"{exc.__class__.__name__}: {exc}"
+            ) from exc
         check_model(served, self.feature_check)
         return served
 
@@ -231,39 +246,52 @@ class ModelRepository:
             if getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":  # MlflowException
                 self._note_error("registry", f"no registered model named {self.model_name} yet")
             else:
-                self._note_error("registry",
-                                 f"registry unreachable: {exc.__class__.__name__}: {exc}")
+                self._note_error(
+                    "registry", f"registry unreachable: {exc.__class__.__name__}: {exc}"
+                )
             return False
         self.last_poll = time.time()
         self.last_error.pop("registry", None)
         aliases = dict(getattr(registered, "aliases", {}) or {})
         self._registry_weight = parse_canary_tag((registered.tags or {}).get(CANARY_TAG))
         state = self.state
-        champion = self._resolve(self.champion_alias, aliases.get(self.champion_alias),
-                                 state.champion, state)
+        champion = self._resolve(
+            self.champion_alias, aliases.get(self.champion_alias), state.champion, state
+        )
         candidate_version = aliases.get(self.candidate_alias)
         weight = self._weight_for(candidate_version)
         wanted = self.shadow or weight > 0
         candidate = None
-        if wanted and candidate_version and (champion is None or champion.version !=
-                                             str(candidate_version)):
-            candidate = self._resolve(self.candidate_alias, candidate_version, state.candidate,
-                                      state)
+        if (
+            wanted
+            and candidate_version
+            and (champion is None or champion.version != str(candidate_version))
+        ):
+            candidate = self._resolve(
+                self.candidate_alias, candidate_version, state.candidate, state
+            )
         new = build_snapshot(champion, candidate, weight, self.shadow)
-        changed = (new.champion is not state.champion or new.candidate is not state.candidate
-                   or new.canary_weight != state.canary_weight)
+        changed = (
+            new.champion is not state.champion
+            or new.candidate is not state.candidate
+            or new.canary_weight != state.canary_weight
+        )
         if changed:
             self._swap(new)
         return changed
 
-    def _resolve(self, alias: str, version: str | None, current: ServedModel | None,
-                 state: Snapshot) -> ServedModel | None:
+    def _resolve(
+        self, alias: str, version: str | None, current: ServedModel | None, state: Snapshot
+    ) -> ServedModel | None:
         """The model for ``alias`` at ``version``: reused when already loaded, else loaded."""
         if version is None:
             if current is not None and alias == self.champion_alias:
                 # The alias was removed: keep serving rather than go dark.
-                self._note_error(alias, f"alias '{alias}' was removed from {self.model_name}; "
-                                 f"still serving version {current.version}")
+                self._note_error(
+                    alias,
+                    f"alias '{alias}' was removed from {self.model_name}; "
+                    f"still serving version {current.version}",
+                )
                 return current
             return None
         version = str(version)
@@ -290,14 +318,22 @@ class ModelRepository:
         self.last_error.pop(alias, None)
         if self.metrics is not None:
             self.metrics.model_loads.labels(alias).inc()
-        log.info("loaded %s version %s (%s) for alias %s", self.model_name, served.version,
-                 served.label, alias)
+        log.info(
+            "loaded %s version %s (%s) for alias %s",
+            self.model_name,
+            served.version,
+            served.label,
+            alias,
+        )
         return served
 
     def _weight_for(self, candidate_version: str | None) -> float:
         stored = self._registry_weight
-        if stored is not None and candidate_version is not None and \
-                stored[1] == str(candidate_version):
+        if (
+            stored is not None
+            and candidate_version is not None
+            and stored[1] == str(candidate_version)
+        ):
             return stored[0]
         return self.default_canary_weight
 
@@ -310,18 +346,25 @@ class ModelRepository:
             m = self.metrics
             m.model_ready.set(1 if new.ready else 0)
             m.canary_weight.set(new.canary_weight if new.candidate is not None else 0.0)
-            for alias, before, after in ((self.champion_alias, old.champion, new.champion),
-                                         (self.candidate_alias, old.candidate, new.candidate)):
+            for alias, before, after in (
+                (self.champion_alias, old.champion, new.champion),
+                (self.candidate_alias, old.candidate, new.candidate),
+            ):
                 if before is not None and before is not after:
                     m.model_info.labels(alias, before.version, before.label).set(0)
                 if after is not None:
                     m.model_info.labels(alias, after.version, after.label).set(1)
         if new.champion is not old.champion and new.champion is not None:
             previous = old.champion.label if old.champion else "nothing"
-            log.info("champion swapped: %s -> %s (version %s)", previous, new.champion.label,
-                     new.champion.version)
-        if self.on_swap is not None and (new.champion is not old.champion
-                                         or new.candidate is not old.candidate):
+            log.info(
+                "champion swapped: %s -> %s (version %s)",
+                previous,
+                new.champion.label,
+                new.champion.version,
+            )
+        if self.on_swap is not None and (
+            new.champion is not old.champion or new.candidate is not old.candidate
+        ):
             self.on_swap()
 
     def _note_error(self, key: str, message: str) -> None:
@@ -341,10 +384,12 @@ class ModelRepository:
                 if weight > 0:
                     raise LookupError(
                         f"{self.model_name} has no '{self.candidate_alias}' version to send "
-                        "canary traffic to (or it is the champion already)")
+                        "canary traffic to (or it is the champion already)"
+                    )
             else:
                 self.client.set_registered_model_tag(
-                    self.model_name, CANARY_TAG, json.dumps({"weight": weight, "version": version}))
+                    self.model_name, CANARY_TAG, json.dumps({"weight": weight, "version": version})
+                )
                 self._registry_weight = (weight, version)
             self._poll()
             return self.state
@@ -360,8 +405,9 @@ class ModelRepository:
     # -- watcher -------------------------------------------------------------------------------
     def start(self) -> None:
         """Load at once (in the background) and keep watching the registry."""
-        self._thread = threading.Thread(target=self._watch, name="model-registry-watcher",
-                                         daemon=True)
+        self._thread = threading.Thread(
+            target=self._watch, name="model-registry-watcher", daemon=True
+        )
         self._thread.start()
 
     def wake(self) -> None:

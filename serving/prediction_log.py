@@ -68,12 +68,20 @@ class LogBatch:
         entities = self.entity_ids if self.entity_ids is not None else [None] * len(positions)
         names = self.feature_names
         return [
-            {"request_id": f"{self.base_id}-{pos}", "ts": ts, "entity_id": entity,
-             "features": dict(zip(names, row, strict=True)), "prediction": value,
-             "model_name": self.model_name, "model_version": self.model_version,
-             "model_label": self.model_label, "role": self.role}
-            for pos, entity, row, value in zip(positions, entities, self.features.tolist(),
-                                               self.predictions.tolist(), strict=True)
+            {
+                "request_id": f"{self.base_id}-{pos}",
+                "ts": ts,
+                "entity_id": entity,
+                "features": dict(zip(names, row, strict=True)),
+                "prediction": value,
+                "model_name": self.model_name,
+                "model_version": self.model_version,
+                "model_label": self.model_label,
+                "role": self.role,
+            }
+            for pos, entity, row, value in zip(
+                positions, entities, self.features.tolist(), self.predictions.tolist(), strict=True
+            )
         ]
 
 
@@ -98,13 +106,22 @@ def write_feedback(engine, items: Sequence[tuple[str, float]]) -> None:
     statement = insert(feedback)
     statement = statement.on_conflict_do_update(
         index_elements=[feedback.c.request_id],
-        set_={"ts": statement.excluded.ts, "actual": statement.excluded.actual})
+        set_={"ts": statement.excluded.ts, "actual": statement.excluded.actual},
+    )
     with engine.begin() as conn:
         conn.execute(statement, rows)
 
 
-def _writer_main(url: str, batches, counters, batch_rows: int, flush_seconds: float,
-                 retry_seconds: float, parent_pid: int, nice: int = 0) -> None:
+def _writer_main(
+    url: str,
+    batches,
+    counters,
+    batch_rows: int,
+    flush_seconds: float,
+    retry_seconds: float,
+    parent_pid: int,
+    nice: int = 0,
+) -> None:
     """The writer process: gather batches into ``batch_rows`` rows, insert, retry, count.
 
     It ignores SIGINT and SIGTERM: an init that signals the whole process group (Ctrl-C,
@@ -118,8 +135,9 @@ def _writer_main(url: str, batches, counters, batch_rows: int, flush_seconds: fl
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if nice:
         os.nice(nice)  # when CPU is short, predictions go first; the log drops (and counts)
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s prediction-log-writer: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s prediction-log-writer: %(message)s"
+    )
     engine = make_engine(url)
     schema_ready = False
     try:  # tables exist from the start, so readers (monitoring) find them even when empty
@@ -134,8 +152,11 @@ def _writer_main(url: str, batches, counters, batch_rows: int, flush_seconds: fl
 
     def attempt_failed(state) -> None:
         add(_FAILED_ATTEMPTS, 1)
-        log.warning("prediction log write failed (attempt %d, retrying): %s",
-                    state.attempt_number, state.outcome.exception())
+        log.warning(
+            "prediction log write failed (attempt %d, retrying): %s",
+            state.attempt_number,
+            state.outcome.exception(),
+        )
 
     def write(rows: list[dict[str, Any]]) -> None:
         nonlocal schema_ready
@@ -148,14 +169,21 @@ def _writer_main(url: str, batches, counters, batch_rows: int, flush_seconds: fl
         if not rows:
             return
         try:
-            for attempt in Retrying(stop=stop_after_delay(retry_seconds),
-                                    wait=wait_exponential(multiplier=0.05, max=1.0),
-                                    after=attempt_failed, reraise=True):
+            for attempt in Retrying(
+                stop=stop_after_delay(retry_seconds),
+                wait=wait_exponential(multiplier=0.05, max=1.0),
+                after=attempt_failed,
+                reraise=True,
+            ):
                 with attempt:
                     write(rows)
         except Exception as exc:  # noqa: BLE001 - the rows are counted, the writer lives on
-            log.error("dropping %d prediction rows after retrying for %.0fs: %s", len(rows),
-                      retry_seconds, exc)
+            log.error(
+                "dropping %d prediction rows after retrying for %.0fs: %s",
+                len(rows),
+                retry_seconds,
+                exc,
+            )
             engine.dispose()
             add(_DROPPED, len(rows))
         else:
@@ -179,7 +207,7 @@ def _writer_main(url: str, batches, counters, batch_rows: int, flush_seconds: fl
                 pending.extend(batch.rows())
         if done or len(pending) >= batch_rows or time.monotonic() >= deadline:
             for start in range(0, len(pending), batch_rows):
-                flush(pending[start:start + batch_rows])
+                flush(pending[start : start + batch_rows])
             pending = []
             deadline = time.monotonic() + flush_seconds
     engine.dispose()
@@ -192,10 +220,18 @@ class PredictionLog:
     queue depth) about twice a second, so the metrics follow the writer.
     """
 
-    def __init__(self, url: str, *, queue_rows: int = 100_000, batch_rows: int = 500,
-                 flush_seconds: float = 0.25, retry_seconds: float = 10.0,
-                 handoff_seconds: float = 0.01, nice: int = 19,
-                 on_counts: Callable[[int, dict[str, int], int, int], None] | None = None):
+    def __init__(
+        self,
+        url: str,
+        *,
+        queue_rows: int = 100_000,
+        batch_rows: int = 500,
+        flush_seconds: float = 0.25,
+        retry_seconds: float = 10.0,
+        handoff_seconds: float = 0.01,
+        nice: int = 19,
+        on_counts: Callable[[int, dict[str, int], int, int], None] | None = None,
+    ):
         self.url = url
         self.queue_rows = queue_rows
         self.batch_rows = batch_rows
@@ -225,17 +261,28 @@ class PredictionLog:
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
         self._spawn()
-        self._monitor = threading.Thread(target=self._watch, name="prediction-log-monitor",
-                                         daemon=True)
+        self._monitor = threading.Thread(
+            target=self._watch, name="prediction-log-monitor", daemon=True
+        )
         self._monitor.start()
 
     def _spawn(self) -> None:
         self._queue = self._ctx.Queue()
         self._process = self._ctx.Process(
-            target=_writer_main, name="kubeloop-prediction-log",
-            args=(self.url, self._queue, self._counters, self.batch_rows, self.flush_seconds,
-                  self.retry_seconds, os.getpid(), self.nice),
-            daemon=True)
+            target=_writer_main,
+            name="kubeloop-prediction-log",
+            args=(
+                self.url,
+                self._queue,
+                self._counters,
+                self.batch_rows,
+                self.flush_seconds,
+                self.retry_seconds,
+                os.getpid(),
+                self.nice,
+            ),
+            daemon=True,
+        )
         self._process.start()
 
     def _watch(self) -> None:
@@ -245,8 +292,12 @@ class PredictionLog:
             if process is not None and not process.is_alive():
                 with self._lock:
                     lost = self.pending
-                    log.error("prediction log writer exited (code %s); %d queued rows lost, "
-                              "restarting it", process.exitcode, lost)
+                    log.error(
+                        "prediction log writer exited (code %s); %d queued rows lost, "
+                        "restarting it",
+                        process.exitcode,
+                        lost,
+                    )
                     self._lost += lost
                     self._spawn()
             self.report()
@@ -332,9 +383,13 @@ class PredictionLog:
         if self._on_counts is None:
             return
         with self._lock:
-            now = {"written": self._counters[_WRITTEN], "write_error": self._counters[_DROPPED],
-                   "failed": self._counters[_FAILED_ATTEMPTS], "queue_full": self._dropped_full,
-                   "writer_lost": self._lost}
+            now = {
+                "written": self._counters[_WRITTEN],
+                "write_error": self._counters[_DROPPED],
+                "failed": self._counters[_FAILED_ATTEMPTS],
+                "queue_full": self._dropped_full,
+                "writer_lost": self._lost,
+            }
             delta = {k: v - self._seen.get(k, 0) for k, v in now.items()}
             self._seen = now
         dropped = {k: delta[k] for k in ("write_error", "queue_full", "writer_lost")}

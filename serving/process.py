@@ -27,14 +27,24 @@ class ServerProcess:
     """``python -m serving`` in a subprocess, with ``env`` (KUBELOOP_* etc.) on top of a clean
     copy of this process's environment."""
 
-    def __init__(self, env: Mapping[str, str], *, port: int | None = None,
-                 log_path: Path | None = None, ready_timeout: float = 90.0,
-                 wait_ready: bool = True):
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        *,
+        port: int | None = None,
+        log_path: Path | None = None,
+        ready_timeout: float = 90.0,
+        wait_ready: bool = True,
+    ):
         self.port = port or free_port()
-        self.env = {k: v for k, v in os.environ.items()
-                    if not k.startswith(("KUBELOOP_", "MLFLOW_", "PROMETHEUS_MULTIPROC"))}
-        self.env.update({"PYTHONUNBUFFERED": "1", "KUBELOOP_HOST": "127.0.0.1",
-                         "KUBELOOP_PORT": str(self.port)})
+        self.env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("KUBELOOP_", "MLFLOW_", "PROMETHEUS_MULTIPROC"))
+        }
+        self.env.update(
+            {"PYTHONUNBUFFERED": "1", "KUBELOOP_HOST": "127.0.0.1", "KUBELOOP_PORT": str(self.port)}
+        )
         self.env.update(env)
         self.log_path = log_path
         self.ready_timeout = ready_timeout
@@ -48,9 +58,14 @@ class ServerProcess:
 
     def start(self) -> ServerProcess:
         self._log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.process = subprocess.Popen([sys.executable, "-m", "serving"], cwd=REPO,
-                                        env=self.env, stdout=self._log,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "serving"],
+            cwd=REPO,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         if self.wait_ready:
             self.await_ready()
         return self
@@ -62,8 +77,9 @@ class ServerProcess:
         last = "no answer"
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}: "
-                                   f"{self.log_tail()}")
+                raise RuntimeError(
+                    f"server exited with {self.process.returncode}: {self.log_tail()}"
+                )
             try:
                 response = httpx.get(self.url + path, timeout=2)
                 if response.status_code == 200:
@@ -72,8 +88,9 @@ class ServerProcess:
             except httpx.HTTPError as exc:
                 last = repr(exc)
             time.sleep(0.2)
-        raise TimeoutError(f"server not ready after {self.ready_timeout}s ({last}): "
-                           f"{self.log_tail()}")
+        raise TimeoutError(
+            f"server not ready after {self.ready_timeout}s ({last}): {self.log_tail()}"
+        )
 
     def log_tail(self, lines: int = 40) -> str:
         if not self.log_path or not self.log_path.exists():

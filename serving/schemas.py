@@ -20,11 +20,14 @@ class Record(_Strict):
     """One thing to predict: an entity id (features from the online store) or features."""
 
     entity_id: int | str | None = Field(
-        None, description="Entity id; its features are read from the Feast online store.")
+        None, description="Entity id; its features are read from the Feast online store."
+    )
     features: dict[str, float] | None = Field(
-        None, description="Every model feature by name (finite numbers; no extra names).")
+        None, description="Every model feature by name (finite numbers; no extra names)."
+    )
     key: str | None = Field(
-        None, description="Sticky routing key for canary traffic (default: the entity id).")
+        None, description="Sticky routing key for canary traffic (default: the entity id)."
+    )
 
 
 class PredictRequest(_Strict):
@@ -38,7 +41,8 @@ class PredictTable(_Strict):
     rows: list[list[float]] = Field(min_length=1, description="One list of values per row.")
     keys: list[str | int | None] | None = Field(None, description="Sticky canary key per row.")
     entity_ids: list[str | int | None] | None = Field(
-        None, description="Entity id per row (logged; default canary key).")
+        None, description="Entity id per row (logged; default canary key)."
+    )
 
 
 class PredictBody(RootModel[PredictRequest | PredictTable]):
@@ -68,8 +72,9 @@ class ErrorResponse(BaseModel):
 
 
 class FeedbackItem(_Strict):
-    request_id: str = Field(min_length=1, max_length=64,
-                            description="A prediction's request_id (from /predict).")
+    request_id: str = Field(
+        min_length=1, max_length=64, description="A prediction's request_id (from /predict)."
+    )
     actual: float = Field(allow_inf_nan=False, description="The observed ground truth.")
 
 
@@ -151,35 +156,67 @@ class V2ServerMetadata(BaseModel):
 
 
 EXAMPLE_FEATURES = {
-    "log_floor_area": 7.6, "building_age_years": 35.0, "is_office": 1.0, "is_retail": 0.0,
-    "outdoor_temp_c": 11.5, "heating_degrees": 6.5, "cooling_degrees": 0.0, "humidity_pct": 70.0,
-    "occupancy_density": 4.2, "hour_sin": 0.5, "hour_cos": -0.87, "is_weekend": 0.0,
+    "log_floor_area": 7.6,
+    "building_age_years": 35.0,
+    "is_office": 1.0,
+    "is_retail": 0.0,
+    "outdoor_temp_c": 11.5,
+    "heating_degrees": 6.5,
+    "cooling_degrees": 0.0,
+    "humidity_pct": 70.0,
+    "occupancy_density": 4.2,
+    "hour_sin": 0.5,
+    "hour_cos": -0.87,
+    "is_weekend": 0.0,
 }
 
 PREDICT_EXAMPLES = {
-    "by_entity": {"summary": "By entity id (features from the online store)",
-                  "value": {"records": [{"entity_id": 1001}, {"entity_id": 1002}]}},
-    "by_features": {"summary": "Explicit features (every model feature)",
-                    "value": {"records": [{"features": EXAMPLE_FEATURES}]}},
-    "sticky_key": {"summary": "With a sticky canary key",
-                   "value": {"records": [{"entity_id": 1001, "key": "customer-42"}]}},
-    "table": {"summary": "A table of features (batch clients)",
-              "value": {"columns": list(EXAMPLE_FEATURES),
-                        "rows": [list(EXAMPLE_FEATURES.values())] * 2}},
+    "by_entity": {
+        "summary": "By entity id (features from the online store)",
+        "value": {"records": [{"entity_id": 1001}, {"entity_id": 1002}]},
+    },
+    "by_features": {
+        "summary": "Explicit features (every model feature)",
+        "value": {"records": [{"features": EXAMPLE_FEATURES}]},
+    },
+    "sticky_key": {
+        "summary": "With a sticky canary key",
+        "value": {"records": [{"entity_id": 1001, "key": "customer-42"}]},
+    },
+    "table": {
+        "summary": "A table of features (batch clients)",
+        "value": {"columns": list(EXAMPLE_FEATURES), "rows": [list(EXAMPLE_FEATURES.values())] * 2},
+    },
 }
 
 V2_EXAMPLES = {
-    "matrix": {"summary": "One [N, F] tensor in model feature order",
-               "value": {"inputs": [{"name": "input-0", "datatype": "FP64", "shape": [1, 12],
-                                     "data": list(EXAMPLE_FEATURES.values())}]}},
+    "matrix": {
+        "summary": "One [N, F] tensor in model feature order",
+        "value": {
+            "inputs": [
+                {
+                    "name": "input-0",
+                    "datatype": "FP64",
+                    "shape": [1, 12],
+                    "data": list(EXAMPLE_FEATURES.values()),
+                }
+            ]
+        },
+    },
 }
 
 FEEDBACK_EXAMPLES = {
-    "one": {"summary": "Ground truth for one prediction",
-            "value": {"request_id": "3f2a9c0d4b1e4e5f8a7b6c5d4e3f2a1b-0", "actual": 84.2}},
-    "many": {"summary": "Several at once",
-             "value": [{"request_id": "3f2a9c0d4b1e4e5f8a7b6c5d4e3f2a1b-0", "actual": 84.2},
-                       {"request_id": "3f2a9c0d4b1e4e5f8a7b6c5d4e3f2a1b-1", "actual": 91.0}]},
+    "one": {
+        "summary": "Ground truth for one prediction",
+        "value": {"request_id": "3f2a9c0d4b1e4e5f8a7b6c5d4e3f2a1b-0", "actual": 84.2},
+    },
+    "many": {
+        "summary": "Several at once",
+        "value": [
+            {"request_id": "3f2a9c0d4b1e4e5f8a7b6c5d4e3f2a1b-0", "actual": 84.2},
+            {"request_id": "3f2a9c0d4b1e4e5f8a7b6c5d4e3f2a1b-1", "actual": 91.0},
+        ],
+    },
 }
 
 DOC_MODELS: tuple[type[BaseModel], ...] = (PredictBody, V2InferRequest, FeedbackRequest)

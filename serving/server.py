@@ -105,8 +105,9 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 
 def prepare_multiprocess_metrics(settings: ServingSettings) -> Path:
-    directory = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-                     or settings.work_dir / "prometheus-multiproc")
+    directory = Path(
+        os.environ.get("PROMETHEUS_MULTIPROC_DIR") or settings.work_dir / "prometheus-multiproc"
+    )
     if directory.exists():
         shutil.rmtree(directory)
     directory.mkdir(parents=True)
@@ -118,10 +119,18 @@ def uvicorn_config(settings: ServingSettings, **overrides: Any):
     import uvicorn
 
     options: dict[str, Any] = {
-        "host": settings.host, "port": settings.port, "workers": settings.workers,
-        "factory": True, "loop": "uvloop", "http": HTTP_PROTOCOL, "lifespan": "on",
-        "access_log": settings.access_log, "log_level": settings.log_level,
-        "server_header": False, "timeout_keep_alive": 30, "timeout_graceful_shutdown": 20,
+        "host": settings.host,
+        "port": settings.port,
+        "workers": settings.workers,
+        "factory": True,
+        "loop": "uvloop",
+        "http": HTTP_PROTOCOL,
+        "lifespan": "on",
+        "access_log": settings.access_log,
+        "log_level": settings.log_level,
+        "server_header": False,
+        "timeout_keep_alive": 30,
+        "timeout_graceful_shutdown": 20,
     }
     options.update(overrides)
     return uvicorn.Config(APP, **options)
@@ -144,8 +153,9 @@ def run(settings: ServingSettings) -> int:
     config = uvicorn_config(settings)
     if settings.workers > 1:
         sock = bind_socket(settings.host, settings.port)
-        log.info("kubeloop server: %d workers on %s:%d", settings.workers, settings.host,
-                 settings.port)
+        log.info(
+            "kubeloop server: %d workers on %s:%d", settings.workers, settings.host, settings.port
+        )
         Multiprocess(config, sockets=[sock]).run()
         return 0
     server = uvicorn.Server(config)

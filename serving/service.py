@@ -113,18 +113,26 @@ def canary_positions(keys: Sequence[str | None], weight: float, salt: str) -> li
 class Runtime:
     """One server process: the pieces, their lifecycle and the operations routes call."""
 
-    def __init__(self, settings: ServingSettings, model_name: str, metrics: Metrics,
-                 models: ModelRepository, features: OnlineFeatures | None = None,
-                 prediction_log: PredictionLog | None = None):
+    def __init__(
+        self,
+        settings: ServingSettings,
+        model_name: str,
+        metrics: Metrics,
+        models: ModelRepository,
+        features: OnlineFeatures | None = None,
+        prediction_log: PredictionLog | None = None,
+    ):
         self.settings = settings
         self.model_name = model_name
         self.metrics = metrics
         self.models = models
         self.features = features
         self.log = prediction_log
-        self.batcher = MicroBatcher(max_rows=settings.batch_max_rows,
-                                    max_wait=settings.batch_max_wait_ms / 1000.0,
-                                    on_batch=self._observe_batch)
+        self.batcher = MicroBatcher(
+            max_rows=settings.batch_max_rows,
+            max_wait=settings.batch_max_wait_ms / 1000.0,
+            on_batch=self._observe_batch,
+        )
         self._shadows: set[asyncio.Task] = set()
         self._feedback_engine: Any = None
         self._feedback_lock = threading.Lock()
@@ -147,21 +155,32 @@ class Runtime:
         def open_features():
             store = open_store(settings, spec)
             layout = read_layout(store, spec.features.service)
-            return layout, make_lookup(store, layout, settings.feast_online_store,
-                                       settings.redis_url)
+            return layout, make_lookup(
+                store, layout, settings.feast_online_store, settings.redis_url
+            )
 
         features = OnlineFeatures(open_features, metrics=metrics)
         models = ModelRepository(
-            lambda: model_store.configure(settings), spec.model_name,
-            champion_alias=settings.champion_alias, candidate_alias=settings.candidate_alias,
-            shadow=settings.shadow_enabled, canary_weight=settings.canary_weight,
-            poll_seconds=settings.registry_poll_seconds, metrics=metrics,
-            feature_check=features.check, on_swap=freeze_heap)
+            lambda: model_store.configure(settings),
+            spec.model_name,
+            champion_alias=settings.champion_alias,
+            candidate_alias=settings.candidate_alias,
+            shadow=settings.shadow_enabled,
+            canary_weight=settings.canary_weight,
+            poll_seconds=settings.registry_poll_seconds,
+            metrics=metrics,
+            feature_check=features.check,
+            on_swap=freeze_heap,
+        )
         prediction_log = PredictionLog(
-            settings.log_url, queue_rows=settings.log_queue_rows,
-            batch_rows=settings.log_batch_rows, flush_seconds=settings.log_flush_seconds,
-            retry_seconds=settings.log_retry_seconds, nice=settings.log_writer_nice,
-            on_counts=metrics_log_counts(metrics))
+            settings.log_url,
+            queue_rows=settings.log_queue_rows,
+            batch_rows=settings.log_batch_rows,
+            flush_seconds=settings.log_flush_seconds,
+            retry_seconds=settings.log_retry_seconds,
+            nice=settings.log_writer_nice,
+            on_counts=metrics_log_counts(metrics),
+        )
         return cls(settings, spec.model_name, metrics, models, features, prediction_log)
 
     def start(self) -> None:
@@ -188,8 +207,11 @@ class Runtime:
             return self.models.state.ready
         ready = await asyncio.to_thread(self.models.ready_event.wait, timeout)
         if not ready:
-            log.warning("no champion after %.0fs: accepting connections, not ready yet (%s)",
-                        timeout, "; ".join(self.models.last_error.values()) or "loading")
+            log.warning(
+                "no champion after %.0fs: accepting connections, not ready yet (%s)",
+                timeout,
+                "; ".join(self.models.last_error.values()) or "loading",
+            )
         return ready
 
     async def stop(self) -> None:
@@ -209,27 +231,30 @@ class Runtime:
         state = self.models.state
         if state.champion is None:
             reason = "; ".join(self.models.last_error.values()) or "loading"
-            raise ModelNotReady(f"no model is loaded yet ({reason}); retry shortly",
-                                field=None)
+            raise ModelNotReady(f"no model is loaded yet ({reason}); retry shortly", field=None)
         return state
 
     def _parse_entity(self, raw: Any, field: str) -> int | str:
         if self.features is None:
-            raise InvalidField("this server has no online feature store: send features",
-                               field=field)
+            raise InvalidField(
+                "this server has no online feature store: send features", field=field
+            )
         return self.features.parse_entity(raw, field)
 
     async def predict(self, body: bytes, base_id: str) -> Answer:
         """``POST /predict``: records (entity ids or explicit features) to predictions."""
         state = self.ready_state()
-        batch = parse_body(loads(body), state.input_features, self._parse_entity,
-                           self.settings.max_batch_records)
+        batch = parse_body(
+            loads(body), state.input_features, self._parse_entity, self.settings.max_batch_records
+        )
         if batch.entity_positions:
             positions = batch.entity_positions
             assert self.features is not None
             batch.X[positions] = await self.features.matrix(
-                [batch.entity_ids[i] for i in positions], state.input_features,
-                [f"records[{i}].entity_id" for i in positions])
+                [batch.entity_ids[i] for i in positions],
+                state.input_features,
+                [f"records[{i}].entity_id" for i in positions],
+            )
         entity_labels = None
         if batch.has_entity_ids:
             entity_labels = [None if e is None else str(e) for e in batch.entity_ids]
@@ -237,16 +262,26 @@ class Runtime:
         preds, labels = scored.y.tolist(), scored.labels
         ids = [base_id + suffix for suffix in _suffixes(len(preds))]
         if isinstance(labels, str):
-            items = [{"request_id": i, "prediction": p, "model_version": labels}
-                     for i, p in zip(ids, preds, strict=True)]
+            items = [
+                {"request_id": i, "prediction": p, "model_version": labels}
+                for i, p in zip(ids, preds, strict=True)
+            ]
         else:
-            items = [{"request_id": i, "prediction": p, "model_version": lab}
-                     for i, p, lab in zip(ids, preds, labels, strict=True)]
+            items = [
+                {"request_id": i, "prediction": p, "model_version": lab}
+                for i, p, lab in zip(ids, preds, labels, strict=True)
+            ]
         body_out = dumps({"request_id": base_id, "model": self.model_name, "predictions": items})
         return Answer(body_out, scored.version, scored.role)
 
-    async def _score(self, state: Snapshot, X: np.ndarray, keys: Sequence[str | None],
-                     entity_labels: list[str | None] | None, base_id: str) -> Scored:
+    async def _score(
+        self,
+        state: Snapshot,
+        X: np.ndarray,
+        keys: Sequence[str | None],
+        entity_labels: list[str | None] | None,
+        base_id: str,
+    ) -> Scored:
         """Route rows to the champion or the canary, predict, log, and shadow."""
         champion = state.champion
         assert champion is not None
@@ -254,8 +289,9 @@ class Runtime:
         candidate = state.candidate
         canary: list[int] = []
         if state.canary_active and candidate is not None:
-            canary = canary_positions(keys, state.canary_weight,
-                                      f"{candidate.name}:{candidate.version}")
+            canary = canary_positions(
+                keys, state.canary_weight, f"{candidate.name}:{candidate.version}"
+            )
         n = len(X)
         if not canary:
             y = await self._predict(champion, state.inputs_for(champion, X))
@@ -271,8 +307,10 @@ class Runtime:
         taken = set(canary)
         rest = [i for i in range(n) if i not in taken]
         Xc, Xk = X[rest], X[canary]
-        yc, yk = await asyncio.gather(self._predict(champion, state.inputs_for(champion, Xc)),
-                                      self._predict(candidate, state.inputs_for(candidate, Xk)))
+        yc, yk = await asyncio.gather(
+            self._predict(champion, state.inputs_for(champion, Xc)),
+            self._predict(candidate, state.inputs_for(candidate, Xk)),
+        )
         y = np.empty(n, dtype=np.float64)
         y[rest], y[canary] = yc, yk
         labels = [champion.label] * n
@@ -295,35 +333,69 @@ class Runtime:
             raise
         except Exception as exc:  # noqa: BLE001 - the model's own failure on valid input
             log.exception("model %s %s failed", model.name, model.label)
-            raise PredictionFailed(f"model {model.label} failed on this input "
-                                   f"({exc.__class__.__name__}: {exc})") from exc
+            raise PredictionFailed(
+                f"model {model.label} failed on this input ({exc.__class__.__name__}: {exc})"
+            ) from exc
 
-    def _record(self, state: Snapshot, model: ServedModel, role: str, X: np.ndarray,
-                y: np.ndarray, positions: list[int] | None, entity_labels: list[str | None] | None,
-                base_id: str, ts: float) -> None:
+    def _record(
+        self,
+        state: Snapshot,
+        model: ServedModel,
+        role: str,
+        X: np.ndarray,
+        y: np.ndarray,
+        positions: list[int] | None,
+        entity_labels: list[str | None] | None,
+        base_id: str,
+        ts: float,
+    ) -> None:
         """Metrics and the prediction log for one model's part of a request (never raises)."""
         self.metrics.observe_predictions(model.version, role, y)
         if self.log is not None:
-            self.log.submit(LogBatch(
-                base_id=base_id, ts=ts, positions=positions, entity_ids=entity_labels,
-                feature_names=model.features, features=state.inputs_for(model, X),
-                predictions=y, model_name=model.name, model_version=model.version,
-                model_label=model.label, role=role))
+            self.log.submit(
+                LogBatch(
+                    base_id=base_id,
+                    ts=ts,
+                    positions=positions,
+                    entity_ids=entity_labels,
+                    feature_names=model.features,
+                    features=state.inputs_for(model, X),
+                    predictions=y,
+                    model_name=model.name,
+                    model_version=model.version,
+                    model_label=model.label,
+                    role=role,
+                )
+            )
 
-    def _shadow(self, state: Snapshot, X: np.ndarray, positions: list[int] | None,
-                entity_labels: list[str | None] | None, base_id: str, ts: float) -> None:
+    def _shadow(
+        self,
+        state: Snapshot,
+        X: np.ndarray,
+        positions: list[int] | None,
+        entity_labels: list[str | None] | None,
+        base_id: str,
+        ts: float,
+    ) -> None:
         """Score the same rows with the candidate after the response; log them as 'shadow'."""
         if len(self._shadows) >= MAX_PENDING_SHADOWS:
             self.metrics.shadow_dropped.inc()
             return
         task = asyncio.get_running_loop().create_task(
-            self._run_shadow(state, X, positions, entity_labels, base_id, ts))
+            self._run_shadow(state, X, positions, entity_labels, base_id, ts)
+        )
         self._shadows.add(task)
         task.add_done_callback(self._shadows.discard)
 
-    async def _run_shadow(self, state: Snapshot, X: np.ndarray, positions: list[int] | None,
-                          entity_labels: list[str | None] | None, base_id: str, ts: float
-                          ) -> None:
+    async def _run_shadow(
+        self,
+        state: Snapshot,
+        X: np.ndarray,
+        positions: list[int] | None,
+        entity_labels: list[str | None] | None,
+        base_id: str,
+        ts: float,
+    ) -> None:
         candidate = state.candidate
         assert candidate is not None
         try:
@@ -340,12 +412,17 @@ class Runtime:
     # -- Open Inference Protocol ---------------------------------------------------------------
     def check_model_name(self, name: str, version: str | None = None) -> Snapshot:
         if name != self.model_name:
-            raise NotFound(f"no model named {name!r}; this server serves {self.model_name!r}",
-                           field="model_name")
+            raise NotFound(
+                f"no model named {name!r}; this server serves {self.model_name!r}",
+                field="model_name",
+            )
         state = self.ready_state()
         if version is not None and version not in self._versions(state):
-            raise NotFound(f"{name} has no loaded version {version!r}; loaded: "
-                           f"{', '.join(self._versions(state))}", field="model_version")
+            raise NotFound(
+                f"{name} has no loaded version {version!r}; loaded: "
+                f"{', '.join(self._versions(state))}",
+                field="model_version",
+            )
         return state
 
     @staticmethod
@@ -356,15 +433,25 @@ class Runtime:
                 out += [model.version, model.label]
         return out
 
-    async def infer(self, name: str, body: bytes, header_length: str | None, base_id: str,
-                    version: str | None = None) -> Answer:
+    async def infer(
+        self,
+        name: str,
+        body: bytes,
+        header_length: str | None,
+        base_id: str,
+        version: str | None = None,
+    ) -> Answer:
         """``POST /v2/models/{name}[/versions/{v}]/infer``."""
         state = self.check_model_name(name, version)
-        request = parse_infer(body, header_length, state.input_features,
-                              self.settings.max_batch_records)
+        request = parse_infer(
+            body, header_length, state.input_features, self.settings.max_batch_records
+        )
         pinned = None
-        if version is not None and state.candidate is not None and \
-                version in (state.candidate.version, state.candidate.label):
+        if (
+            version is not None
+            and state.candidate is not None
+            and version in (state.candidate.version, state.candidate.label)
+        ):
             pinned = state.candidate
         if pinned is not None:
             y = await self._predict(pinned, state.inputs_for(pinned, request.X))
@@ -372,8 +459,9 @@ class Runtime:
             scored = Scored(y, pinned.label, CANARY, pinned.version, pinned)
         else:
             scored = await self._score(state, request.X, [None] * len(request.X), None, base_id)
-        body_out, headers = infer_response(name, scored.version, request.id or base_id,
-                                           scored.y, request.binary_output)
+        body_out, headers = infer_response(
+            name, scored.version, request.id or base_id, scored.y, request.binary_output
+        )
         return Answer(body_out, scored.version, scored.role, headers)
 
     def v2_metadata(self, name: str, version: str | None = None) -> dict[str, Any]:
@@ -412,8 +500,10 @@ class Runtime:
             await asyncio.to_thread(write)
         except Exception as exc:  # noqa: BLE001 - database down: tell the caller to retry
             log.warning("feedback not stored: %s", exc)
-            raise Unavailable(f"the prediction log database is unavailable "
-                              f"({exc.__class__.__name__}); retry the feedback later") from exc
+            raise Unavailable(
+                f"the prediction log database is unavailable "
+                f"({exc.__class__.__name__}); retry the feedback later"
+            ) from exc
         return len(items)
 
     def status(self) -> dict[str, Any]:
@@ -426,9 +516,12 @@ class Runtime:
             "candidate": state.candidate.describe() if state.candidate else None,
             "canary_weight": state.canary_weight if state.candidate else 0.0,
             "shadow": state.shadow_active,
-            "features": {"backend": self.features.lookup.backend if self.features and
-                         self.features.lookup else None,
-                         "error": self.features.error if self.features else None},
+            "features": {
+                "backend": self.features.lookup.backend
+                if self.features and self.features.lookup
+                else None,
+                "error": self.features.error if self.features else None,
+            },
             "prediction_log": self.log.counts() if self.log is not None else None,
             "errors": dict(self.models.last_error),
             "last_registry_poll": self.models.last_poll,
@@ -442,8 +535,10 @@ class Runtime:
         except ValueError as exc:
             raise InvalidField(str(exc), field="weight") from exc
         except Exception as exc:  # noqa: BLE001 - registry down
-            raise Unavailable(f"could not store the canary weight in the registry "
-                              f"({exc.__class__.__name__}: {exc}); nothing changed") from exc
+            raise Unavailable(
+                f"could not store the canary weight in the registry "
+                f"({exc.__class__.__name__}: {exc}); nothing changed"
+            ) from exc
         return self.status()
 
     async def reload(self) -> dict[str, Any]:

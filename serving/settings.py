@@ -20,8 +20,22 @@ from kubeloop.settings import PlatformSettings
 
 DEFAULT_SPEC = Path("examples/building_energy/spec.yaml")
 # Regression outputs of the bundled example fall between a few and a few hundred kWh.
-DEFAULT_PREDICTION_BUCKETS = (0.0, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0,
-                              2500.0, 5000.0, 10000.0)
+DEFAULT_PREDICTION_BUCKETS = (
+    0.0,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    25.0,
+    50.0,
+    100.0,
+    250.0,
+    500.0,
+    1000.0,
+    2500.0,
+    5000.0,
+    10000.0,
+)
 
 
 class ServingSettings(PlatformSettings):
@@ -36,18 +50,23 @@ class ServingSettings(PlatformSettings):
     host: str = Field("0.0.0.0", description="Address to listen on.")
     port: int = Field(SERVER_PORT, ge=1, le=65535, description="Port to listen on.")
     workers: int = Field(
-        1, ge=1, le=64,
+        1,
+        ge=1,
+        le=64,
         description="uvicorn worker processes; on Kubernetes prefer 1 per pod and let the HPA "
         "add pods (each worker loads its own copy of the model).",
     )
     model_threads: int = Field(
-        1, ge=1, le=64,
+        1,
+        ge=1,
+        le=64,
         description="OpenMP/BLAS threads per predict call (OMP_NUM_THREADS). 1: the server "
         "batches requests instead, and threads contend on small batches (HistGradientBoosting "
         "predicts 3-4x slower with 2 threads on a busy 2-core node).",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
-        "info", description="Log level of the server (and uvicorn).")
+        "info", description="Log level of the server (and uvicorn)."
+    )
     access_log: bool = Field(False, description="uvicorn access log (costs ~10% throughput).")
     asgi_fast_path: bool = Field(
         True,
@@ -72,19 +91,24 @@ class ServingSettings(PlatformSettings):
         "its predictions with role 'shadow' (callers only ever get the champion's answer).",
     )
     canary_weight: float = Field(
-        0.0, ge=0.0, le=1.0,
+        0.0,
+        ge=0.0,
+        le=1.0,
         description="Share of records answered by the candidate, sticky by key. A weight set "
         "through the admin endpoint is stored on the registered model and takes precedence.",
     )
     startup_wait_seconds: float = Field(
-        60.0, ge=0,
+        60.0,
+        ge=0,
         description="How long start-up waits for the champion before accepting connections. "
         "With several workers sharing a socket this keeps a loading worker from taking "
         "requests it would answer with 503; past it, the server starts not ready and keeps "
         "trying (readiness tells). Give the liveness probe a startupProbe of this length.",
     )
     gil_switch_ms: float = Field(
-        1.0, ge=0.0, le=100.0,
+        1.0,
+        ge=0.0,
+        le=100.0,
         description="Python's GIL switch interval (sys.setswitchinterval) in the server: how "
         "long a background thread (a registry poll is ~10 ms of SQLAlchemy) may hold the GIL "
         "while the event loop waits. 0 keeps Python's 5 ms.",
@@ -100,12 +124,15 @@ class ServingSettings(PlatformSettings):
         4 * 1024 * 1024, ge=1024, description="Largest request body in bytes (else 413)."
     )
     batch_max_rows: int = Field(
-        4096, ge=1,
+        4096,
+        ge=1,
         description="Micro-batching: most rows merged into one predict call (bounds the CPU "
         "time one loop iteration spends predicting: ~4 ms for a 100-tree ensemble).",
     )
     batch_max_wait_ms: float = Field(
-        2.0, ge=0.0, le=50.0,
+        2.0,
+        ge=0.0,
+        le=50.0,
         description="Micro-batching: longest a request waits for others to share its predict "
         "call. The batcher only waits while traffic is concurrent; a lone request goes at once.",
     )
@@ -116,7 +143,9 @@ class ServingSettings(PlatformSettings):
         "SQLite at <work_dir>/predictions.db.",
     )
     log_queue_rows: int = Field(
-        100_000, ge=1, description="Rows the prediction log may hold in memory; beyond, it drops "
+        100_000,
+        ge=1,
+        description="Rows the prediction log may hold in memory; beyond, it drops "
         "(and counts) rather than slow predictions down.",
     )
     log_batch_rows: int = Field(500, ge=1, description="Rows written per database round trip.")
@@ -125,7 +154,9 @@ class ServingSettings(PlatformSettings):
         10.0, ge=0, description="How long a failed write is retried before its rows are dropped."
     )
     log_writer_nice: int = Field(
-        19, ge=0, le=19,
+        19,
+        ge=0,
+        le=19,
         description="Scheduling niceness of the log writer process: when CPU is short the "
         "server's predictions go first and the log drops rows (counted) instead.",
     )
@@ -144,7 +175,8 @@ class ServingSettings(PlatformSettings):
         if self.env != "dev" and not (self.api_token and self.api_token.get_secret_value()):
             raise ValueError(
                 f"KUBELOOP_API_TOKEN is required when KUBELOOP_ENV={self.env}: mount it from a "
-                "Kubernetes Secret (the server refuses to start unguarded outside dev)")
+                "Kubernetes Secret (the server refuses to start unguarded outside dev)"
+            )
         return self
 
     @property

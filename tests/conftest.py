@@ -24,9 +24,7 @@ def mlflow_db_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def work_dir(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_db_template: Path
-) -> Path:
+def work_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_db_template: Path) -> Path:
     """A throw-away work folder; MLflow, Feast, DVC and the prediction log all live in it."""
     work = tmp_path / "work"
     work.mkdir()

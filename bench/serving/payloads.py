@@ -56,7 +56,15 @@ def predictions(server: str, body: bytes) -> list[float]:
     return list(data["predictions"])
 
 
-PATHS = {"kubeloop": "/predict", "kubeloop-table": "/predict", "mlflow": "/invocations",
-         "kserve": f"/v1/models/{MODEL}:predict"}
-BUILDERS = {"kubeloop": kubeloop, "kubeloop-table": kubeloop_table, "mlflow": mlflow,
-            "kserve": kserve}
+PATHS = {
+    "kubeloop": "/predict",
+    "kubeloop-table": "/predict",
+    "mlflow": "/invocations",
+    "kserve": f"/v1/models/{MODEL}:predict",
+}
+BUILDERS = {
+    "kubeloop": kubeloop,
+    "kubeloop-table": kubeloop_table,
+    "mlflow": mlflow,
+    "kserve": kserve,
+}

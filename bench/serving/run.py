@@ -95,12 +95,14 @@ def ensure_kserve() -> Path:
     uv = shutil.which("uv")
     if uv:
         subprocess.run([uv, "venv", "-q", "-p", "3.11", str(KSERVE_VENV)], check=True)
-        subprocess.run([uv, "pip", "install", "-q", "-p", str(python), "-r", str(requirements)],
-                       check=True)
+        subprocess.run(
+            [uv, "pip", "install", "-q", "-p", str(python), "-r", str(requirements)], check=True
+        )
     else:
         subprocess.run([sys.executable, "-m", "venv", str(KSERVE_VENV)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "-r", str(requirements)],
-                       check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "-r", str(requirements)], check=True
+        )
     marker.write_text(requirements.read_text())
     return python
 
@@ -122,9 +124,14 @@ def prepare_models() -> dict[str, str]:
         shutil.rmtree(WORK)
     WORK.mkdir(parents=True)
     os.environ["KUBELOOP_WORK_DIR"] = str(WORK)
-    settings = PlatformSettings(**{"work_dir": WORK, "feast_online_store": "redis",
-                                   "redis_url": f"127.0.0.1:6379,db={REDIS_DB}",
-                                   "MLFLOW_TRACKING_URI": f"sqlite:///{WORK / 'mlflow.db'}"})
+    settings = PlatformSettings(
+        **{
+            "work_dir": WORK,
+            "feast_online_store": "redis",
+            "redis_url": f"127.0.0.1:6379,db={REDIS_DB}",
+            "MLFLOW_TRACKING_URI": f"sqlite:///{WORK / 'mlflow.db'}",
+        }
+    )
     spec = load_spec(HERE / "spec.yaml")
     X, y = load_diabetes(return_X_y=True)
     model = spec.model.estimator.build().fit(X, y)
@@ -134,16 +141,18 @@ def prepare_models() -> dict[str, str]:
     example = pd.DataFrame(X[:5], columns=payloads.FEATURES)
     with mlflow.start_run(experiment_id=experiment) as run:
         info = mlflow.sklearn.log_model(
-            model, name="model", input_example=example,
+            model,
+            name="model",
+            input_example=example,
             signature=mlflow.models.infer_signature(example, model.predict(X[:5])),
             serialization_format="skops",
             skops_trusted_types=model_store.trusted_types(model),
-            metadata={"features": payloads.FEATURES, "target": spec.target,
-                      "task": spec.task})
-    version = registry.register(client, spec.model_name, info.model_uri, run.info.run_id,
-                                1, 0, "bench")
-    registry.promote(client, spec.model_name, str(version.version), approve=True,
-                     approver="bench")
+            metadata={"features": payloads.FEATURES, "target": spec.target, "task": spec.task},
+        )
+    version = registry.register(
+        client, spec.model_name, info.model_uri, run.info.run_id, 1, 0, "bench"
+    )
+    registry.promote(client, spec.model_name, str(version.version), approve=True, approver="bench")
 
     kserve_dir = WORK / "kserve-model"
     kserve_dir.mkdir()
@@ -157,14 +166,25 @@ def prepare_models() -> dict[str, str]:
 
     redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB).flushdb()
     materialize_features(raw, spec, settings)
-    return {"tracking_uri": settings.tracking_uri, "model_uri": f"models:/{spec.model_name}/1",
-            "kserve_dir": str(kserve_dir), "spec": str(HERE / "spec.yaml"),
-            "entities": str(len(raw))}
+    return {
+        "tracking_uri": settings.tracking_uri,
+        "model_uri": f"models:/{spec.model_name}/1",
+        "kserve_dir": str(kserve_dir),
+        "spec": str(HERE / "spec.yaml"),
+        "entities": str(len(raw)),
+    }
 
 
 class Server:
-    def __init__(self, name: str, command: list[str], env: dict[str, str], port: int,
-                 ready_path: str, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        name: str,
+        command: list[str],
+        env: dict[str, str],
+        port: int,
+        ready_path: str,
+        headers: dict[str, str] | None = None,
+    ):
         self.name, self.command, self.port = name, command, port
         self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
         self.ready_path, self.headers = ready_path, headers or {}
@@ -174,8 +194,14 @@ class Server:
     def __enter__(self) -> Server:
         log(f"starting {self.name}: {' '.join(self.command)}")
         self._log = open(self.log_path, "wb")  # noqa: SIM115
-        self.process = subprocess.Popen(self.command, env=self.env, cwd=REPO, stdout=self._log,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(
+            self.command,
+            env=self.env,
+            cwd=REPO,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -202,8 +228,12 @@ class Server:
         return f"http://127.0.0.1:{self.port}{path}"
 
     def post(self, path: str, body: bytes) -> tuple[int, bytes]:
-        request = urllib.request.Request(self.url(path), data=body, method="POST", headers={
-            "Content-Type": "application/json", **self.headers})
+        request = urllib.request.Request(
+            self.url(path),
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/json", **self.headers},
+        )
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 return response.status, response.read()
@@ -237,17 +267,31 @@ def parse_wrk(output: str) -> tuple[float, float, float, int]:
 
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
     errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", output))
-    socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
-                       output)
+    socket = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
     if socket:
         errors += sum(int(n) for n in socket.groups())
     return rps, millis("50%"), millis("99%"), errors
 
 
-def wrk(binary: str, url: str, connections: int, seconds: float, script: str,
-        args: list[str]) -> tuple[float, float, float, int]:
-    command = [binary, "-t2", f"-c{connections}", f"-d{round(seconds)}s", "--latency", "--timeout",
-               "10s", "-s", str(HERE / script), url, "--", *args]
+def wrk(
+    binary: str, url: str, connections: int, seconds: float, script: str, args: list[str]
+) -> tuple[float, float, float, int]:
+    command = [
+        binary,
+        "-t2",
+        f"-c{connections}",
+        f"-d{round(seconds)}s",
+        "--latency",
+        "--timeout",
+        "10s",
+        "-s",
+        str(HERE / script),
+        url,
+        "--",
+        *args,
+    ]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     return parse_wrk(output)
 
@@ -282,8 +326,10 @@ def check_payloads(server: Server, name: str, model, X_by_rows) -> None:
             raise RuntimeError(f"{name} refused the {n}-row payload: {status} {body[:300]!r}")
         got = payloads.predictions(name, body)
         expected = model.predict(X).tolist()
-        if len(got) != len(expected) or max(
-                abs(a - b) for a, b in zip(got, expected, strict=True)) > 1e-6:
+        if (
+            len(got) != len(expected)
+            or max(abs(a - b) for a, b in zip(got, expected, strict=True)) > 1e-6
+        ):
             raise RuntimeError(f"{name} answered {got[:3]}..., expected {expected[:3]}...")
 
 
@@ -308,35 +354,78 @@ def run(args: argparse.Namespace) -> list[Result]:
     kubeloop_port, mlflow_port, kserve_port = free_port(), free_port(), free_port()
     servers = {
         "kubeloop": Server(
-            "kubeloop", [sys.executable, "-m", "serving"],
-            {"KUBELOOP_WORK_DIR": str(WORK), "KUBELOOP_SPEC": prepared["spec"],
-             "MLFLOW_TRACKING_URI": prepared["tracking_uri"], "KUBELOOP_API_TOKEN": TOKEN,
-             "KUBELOOP_ENV": "prod", "KUBELOOP_HOST": "127.0.0.1",
-             "KUBELOOP_PORT": str(kubeloop_port), "KUBELOOP_FEAST_ONLINE_STORE": "redis",
-             "KUBELOOP_REDIS_URL": f"127.0.0.1:6379,db={REDIS_DB}",
-             "KUBELOOP_MAX_BATCH_RECORDS": "1000"},
-            kubeloop_port, "/health/ready", {"Authorization": f"Bearer {TOKEN}"}),
+            "kubeloop",
+            [sys.executable, "-m", "serving"],
+            {
+                "KUBELOOP_WORK_DIR": str(WORK),
+                "KUBELOOP_SPEC": prepared["spec"],
+                "MLFLOW_TRACKING_URI": prepared["tracking_uri"],
+                "KUBELOOP_API_TOKEN": TOKEN,
+                "KUBELOOP_ENV": "prod",
+                "KUBELOOP_HOST": "127.0.0.1",
+                "KUBELOOP_PORT": str(kubeloop_port),
+                "KUBELOOP_FEAST_ONLINE_STORE": "redis",
+                "KUBELOOP_REDIS_URL": f"127.0.0.1:6379,db={REDIS_DB}",
+                "KUBELOOP_MAX_BATCH_RECORDS": "1000",
+            },
+            kubeloop_port,
+            "/health/ready",
+            {"Authorization": f"Bearer {TOKEN}"},
+        ),
         "mlflow": Server(
-            "mlflow", [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m",
-                       prepared["model_uri"], "--env-manager", "local", "-h", "127.0.0.1",
-                       "-p", str(mlflow_port), "-w", "1"],
-            {"MLFLOW_TRACKING_URI": prepared["tracking_uri"],
-             # mlflow runs `uvicorn` from PATH
-             "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"},
-            mlflow_port, "/ping"),
+            "mlflow",
+            [
+                str(Path(sys.executable).parent / "mlflow"),
+                "models",
+                "serve",
+                "-m",
+                prepared["model_uri"],
+                "--env-manager",
+                "local",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(mlflow_port),
+                "-w",
+                "1",
+            ],
+            {
+                "MLFLOW_TRACKING_URI": prepared["tracking_uri"],
+                # mlflow runs `uvicorn` from PATH
+                "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+            },
+            mlflow_port,
+            "/ping",
+        ),
         "kserve": Server(
-            "kserve", [str(kserve_python), str(HERE / "kserve_server.py"), "--model_name",
-                       payloads.MODEL, "--model_dir", prepared["kserve_dir"], "--http_port",
-                       str(kserve_port), "--grpc_port", str(free_port()), "--workers", "1"],
-            {}, kserve_port, f"/v1/models/{payloads.MODEL}"),
+            "kserve",
+            [
+                str(kserve_python),
+                str(HERE / "kserve_server.py"),
+                "--model_name",
+                payloads.MODEL,
+                "--model_dir",
+                prepared["kserve_dir"],
+                "--http_port",
+                str(kserve_port),
+                "--grpc_port",
+                str(free_port()),
+                "--workers",
+                "1",
+            ],
+            {},
+            kserve_port,
+            f"/v1/models/{payloads.MODEL}",
+        ),
     }
     # All servers run side by side (an idle one costs memory, not CPU) and every scenario is
     # measured on each of them in turn, so that the load of a shared machine, which drifts over
     # minutes, weighs on all of them alike.
-    scenarios = [("1 row", 1, {"kubeloop": "kubeloop", "mlflow": "mlflow", "kserve": "kserve"}),
-                 ("100 rows", 100, {"kubeloop": "kubeloop", "mlflow": "mlflow",
-                                    "kserve": "kserve"}),
-                 ("100 rows (table)", 100, {"kubeloop": "kubeloop-table"})]
+    scenarios = [
+        ("1 row", 1, {"kubeloop": "kubeloop", "mlflow": "mlflow", "kserve": "kserve"}),
+        ("100 rows", 100, {"kubeloop": "kubeloop", "mlflow": "mlflow", "kserve": "kserve"}),
+        ("100 rows (table)", 100, {"kubeloop": "kubeloop-table"}),
+    ]
     results: list[Result] = []
     with contextlib.ExitStack() as stack:
         for name, server in servers.items():
@@ -355,14 +444,18 @@ def run(args: argparse.Namespace) -> list[Result]:
                     url = server.url(payloads.PATHS[form])
                     script_args = [str(bodies[form, n]), TOKEN if name == "kubeloop" else ""]
                     wrk(binary, url, connections, args.warmup, "post.lua", script_args)
-                    rps, p50, p99, errors = wrk(binary, url, connections, args.duration,
-                                                "post.lua", script_args)
-                    result = Result(name, scenario, connections, rps, p50, p99, errors,
-                                    server.rss_mb())
+                    rps, p50, p99, errors = wrk(
+                        binary, url, connections, args.duration, "post.lua", script_args
+                    )
+                    result = Result(
+                        name, scenario, connections, rps, p50, p99, errors, server.rss_mb()
+                    )
                     results.append(result)
-                    log(f"{name} {scenario} c={connections}: {rps:,.0f} req/s, "
+                    log(
+                        f"{name} {scenario} c={connections}: {rps:,.0f} req/s, "
                         f"p50 {p50:.2f} ms, p99 {p99:.2f} ms, errors {errors}, "
-                        f"RSS {result.rss_mb:.0f} MB")
+                        f"RSS {result.rss_mb:.0f} MB"
+                    )
                     if name == "kubeloop":
                         wait_for_log(server)
         results += entity_runs(binary, servers["kubeloop"], args, int(prepared["entities"]))
@@ -372,8 +465,9 @@ def run(args: argparse.Namespace) -> list[Result]:
     return results
 
 
-def entity_runs(binary: str, server: Server, args: argparse.Namespace, entities: int
-                ) -> list[Result]:
+def entity_runs(
+    binary: str, server: Server, args: argparse.Namespace, entities: int
+) -> list[Result]:
     status, body = server.post("/predict", payloads.kubeloop_entity(7))
     if status != 200:
         raise RuntimeError(f"kubeloop refused an entity payload: {status} {body[:300]!r}")
@@ -382,15 +476,27 @@ def entity_runs(binary: str, server: Server, args: argparse.Namespace, entities:
         url = server.url("/predict")
         wrk(binary, url, connections, args.warmup, "entity.lua", [str(entities), TOKEN])
         before = scrape(server)
-        rps, p50, p99, errors = wrk(binary, url, connections, args.duration, "entity.lua",
-                                    [str(entities), TOKEN])
+        rps, p50, p99, errors = wrk(
+            binary, url, connections, args.duration, "entity.lua", [str(entities), TOKEN]
+        )
         after = scrape(server)
         lookup = quantile_from(before, after, 0.99)
-        result = Result("kubeloop", "entity id (Redis)", connections, rps, p50, p99, errors,
-                        server.rss_mb(), lookup)
+        result = Result(
+            "kubeloop",
+            "entity id (Redis)",
+            connections,
+            rps,
+            p50,
+            p99,
+            errors,
+            server.rss_mb(),
+            lookup,
+        )
         out.append(result)
-        log(f"kubeloop by entity c={connections}: {rps:,.0f} req/s, p50 {p50:.2f} ms, "
-            f"p99 {p99:.2f} ms, lookup p99 <= {lookup:.2f} ms, errors {errors}")
+        log(
+            f"kubeloop by entity c={connections}: {rps:,.0f} req/s, p50 {p50:.2f} ms, "
+            f"p99 {p99:.2f} ms, lookup p99 <= {lookup:.2f} ms, errors {errors}"
+        )
     return out
 
 
@@ -401,8 +507,9 @@ def scrape(server: Server) -> dict[float, float]:
 
 
 def log_counts(server: Server) -> dict[str, int]:
-    request = urllib.request.Request(server.url("/admin/rollout"),
-                                     headers={"Authorization": f"Bearer {TOKEN}"})
+    request = urllib.request.Request(
+        server.url("/admin/rollout"), headers={"Authorization": f"Bearer {TOKEN}"}
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())["prediction_log"]
 
@@ -418,44 +525,65 @@ def log_status(server: Server) -> None:
 
 
 def table(results: list[Result]) -> str:
-    lines = ["| server | request | connections | RPS | p50 (ms) | p99 (ms) | errors | RSS (MB) |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "| server | request | connections | RPS | p50 (ms) | p99 (ms) | errors | RSS (MB) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for r in results:
-        lookup = (f" (lookup p99 ≤ {r.lookup_p99_ms:.2f} ms)"
-                  if r.lookup_p99_ms is not None else "")
-        lines.append(f"| {r.server} | {r.scenario}{lookup} | {r.connections} | {r.rps:,.0f} | "
-                     f"{r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.errors} | {r.rss_mb:.0f} |")
+        lookup = f" (lookup p99 ≤ {r.lookup_p99_ms:.2f} ms)" if r.lookup_p99_ms is not None else ""
+        lines.append(
+            f"| {r.server} | {r.scenario}{lookup} | {r.connections} | {r.rps:,.0f} | "
+            f"{r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.errors} | {r.rss_mb:.0f} |"
+        )
     return "\n".join(lines)
 
 
 def ratios(results: list[Result]) -> str:
     """kubeloop against the best peer, per scenario."""
     lines = []
-    for scenario, peer_scenario in (("1 row", "1 row"), ("100 rows", "100 rows"),
-                                    ("100 rows (table)", "100 rows")):
+    for scenario, peer_scenario in (
+        ("1 row", "1 row"),
+        ("100 rows", "100 rows"),
+        ("100 rows (table)", "100 rows"),
+    ):
         for connections in (8, 64):
-            mine = [r for r in results if r.server == "kubeloop" and r.scenario == scenario
-                    and r.connections == connections]
-            peers = [r for r in results if r.server != "kubeloop"
-                     and r.scenario == peer_scenario and r.connections == connections]
+            mine = [
+                r
+                for r in results
+                if r.server == "kubeloop"
+                and r.scenario == scenario
+                and r.connections == connections
+            ]
+            peers = [
+                r
+                for r in results
+                if r.server != "kubeloop"
+                and r.scenario == peer_scenario
+                and r.connections == connections
+            ]
             if mine and peers:
                 best = max(peers, key=lambda r: r.rps)
-                lines.append(f"- {scenario}, {connections} connections: "
-                             f"{mine[0].rps / best.rps:.2f}x the best peer ({best.server}, "
-                             f"{best.rps:,.0f} req/s); p99 {mine[0].p99_ms:.2f} ms vs "
-                             f"{best.p99_ms:.2f} ms")
+                lines.append(
+                    f"- {scenario}, {connections} connections: "
+                    f"{mine[0].rps / best.rps:.2f}x the best peer ({best.server}, "
+                    f"{best.rps:,.0f} req/s); p99 {mine[0].p99_ms:.2f} ms vs "
+                    f"{best.p99_ms:.2f} ms"
+                )
     return "\n".join(lines)
 
 
 def write(results: list[Result], args: argparse.Namespace) -> None:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    header = (f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, wrk -t2, "
-              f"{args.duration:g} s per run, load average {args.load_before:.1f} at the start "
-              f"and {os.getloadavg()[0]:.1f} at the end")
+    header = (
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, wrk -t2, "
+        f"{args.duration:g} s per run, load average {args.load_before:.1f} at the start "
+        f"and {os.getloadavg()[0]:.1f} at the end"
+    )
     markdown = f"{header}\n\n{table(results)}\n\n{ratios(results)}\n"
     (RESULTS / f"serving-{stamp}.md").write_text(markdown)
     (RESULTS / f"serving-{stamp}.json").write_text(
-        json.dumps([asdict(r) for r in results], indent=2))
+        json.dumps([asdict(r) for r in results], indent=2)
+    )
     print("\n" + markdown)
     log(f"results in {RESULTS}/serving-{stamp}.md and .json")
 

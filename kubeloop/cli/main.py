@@ -184,4 +184,3 @@ def feature_store_yaml(spec: SpecOption = DEFAULT_SPEC) -> None:
 
 app.command("serve")(serve)
 register_monitoring(app)  # monitor, rollout, lineage
-

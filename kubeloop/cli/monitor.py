@@ -47,23 +47,30 @@ def monitor(
 
     from monitoring.job import run_monitor
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
-                        "%(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     project, settings = context(spec, MonitoringSettings)
     if window_hours is not None:
-        project = project.model_copy(update={"monitoring": project.monitoring.model_copy(
-            update={"window_hours": window_hours})})
+        project = project.model_copy(
+            update={
+                "monitoring": project.monitoring.model_copy(update={"window_hours": window_hours})
+            }
+        )
     outcome = run_monitor(project, settings, launch=launch)
     drift, quality = outcome.analysis.drift, outcome.analysis.quality
-    console.print(f"[bold]{outcome.model_name} {outcome.label}[/bold]: {outcome.rows} "
-                  f"predictions ({outcome.labelled_rows} labelled) from {outcome.start:%F %T} "
-                  f"to {outcome.end:%F %T} UTC")
-    console.print(f"drift: {drift.share:.0%} of features "
-                  f"({', '.join(drift.drifted) or 'none'})")
+    console.print(
+        f"[bold]{outcome.model_name} {outcome.label}[/bold]: {outcome.rows} "
+        f"predictions ({outcome.labelled_rows} labelled) from {outcome.start:%F %T} "
+        f"to {outcome.end:%F %T} UTC"
+    )
+    console.print(f"drift: {drift.share:.0%} of features ({', '.join(drift.drifted) or 'none'})")
     if quality.current:
         metric = quality.primary
-        console.print(f"quality: {metric} {quality.current.get(metric, float('nan')):.4g} live, "
-                      f"{quality.baseline.get(metric, float('nan')):.4g} baseline")
+        console.print(
+            f"quality: {metric} {quality.current.get(metric, float('nan')):.4g} live, "
+            f"{quality.baseline.get(metric, float('nan')):.4g} baseline"
+        )
     for note in outcome.verdict.notes:
         console.print(f"[dim]{note}[/dim]")
     if outcome.verdict.retrain:
@@ -82,8 +89,9 @@ def monitor(
         from monitoring import exporter
 
         exporter.serve(settings.metrics_path, serve_metrics, addr="0.0.0.0")
-        console.print(f"serving {settings.metrics_path}/*.prom on :{serve_metrics}/metrics "
-                      "(Ctrl-C stops)")
+        console.print(
+            f"serving {settings.metrics_path}/*.prom on :{serve_metrics}/metrics (Ctrl-C stops)"
+        )
         try:
             while True:
                 time.sleep(3600)
@@ -99,8 +107,14 @@ def _rollout(spec: Path, server_url: str | None):
     project, settings = context(spec, MonitoringSettings, server_url=server_url)
     client = model_store.configure(settings)
     server = HttpServerAdmin(settings.server_url, settings.token)
-    return Rollout(client, project, server, open_log(settings.log_url), env=settings.env,
-                   reports_dir=settings.reports_path), project
+    return Rollout(
+        client,
+        project,
+        server,
+        open_log(settings.log_url),
+        env=settings.env,
+        reports_dir=settings.reports_path,
+    ), project
 
 
 ServerOption = Annotated[
@@ -129,13 +143,18 @@ def rollout_run(
     if version is None:
         challenger = registry.by_alias(rollout.client, project.model_name, registry.CHALLENGER)
         champion = rollout.champion()
-        if challenger is None or (champion is not None
-                                  and str(champion.version) == str(challenger.version)):
-            console.print(f"{project.model_name} has no challenger besides the champion: "
-                          "nothing to roll out")
+        if challenger is None or (
+            champion is not None and str(champion.version) == str(challenger.version)
+        ):
+            console.print(
+                f"{project.model_name} has no challenger besides the champion: nothing to roll out"
+            )
             return
-    result = rollout.run(version, max_seconds=None if max_minutes is None else 60 * max_minutes,
-                         progress=lambda s: console.print(f"[{s.state}] {s.message}"))
+    result = rollout.run(
+        version,
+        max_seconds=None if max_minutes is None else 60 * max_minutes,
+        progress=lambda s: console.print(f"[{s.state}] {s.message}"),
+    )
     if result.state == "rolled_back":
         raise typer.Exit(1)
 
@@ -158,8 +177,10 @@ def rollout_approve(
     """Approve the candidate after reviewing its shadow report (recorded on the version)."""
     rollout, _ = _rollout(spec, None)
     status = rollout.approve(version, approver or "")
-    console.print(f"[green]approved {status['label']} ({status['approved_by']})[/green]; "
-                     "`kubeloop rollout run` continues with the canary")
+    console.print(
+        f"[green]approved {status['label']} ({status['approved_by']})[/green]; "
+        "`kubeloop rollout run` continues with the canary"
+    )
 
 
 @rollout_app.command("rollback")
@@ -198,21 +219,30 @@ def lineage_cmd(
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{record['model']} {record['label']} (version {record['version']})"
-                  + ("" if record["deployed"] else " - never deployed"), show_header=False)
-    data, feats, run, reg = record["data"], record["features"], record["mlflow"], \
-        record["registry"]
+    table = Table(
+        title=f"{record['model']} {record['label']} (version {record['version']})"
+        + ("" if record["deployed"] else " - never deployed"),
+        show_header=False,
+    )
+    data, feats, run, reg = record["data"], record["features"], record["mlflow"], record["registry"]
     rows = [
         ("DVC data version", data.get("dvc_md5")),
         ("DVC file", f"{data.get('dvc_path')} ({data.get('dvc_size')} bytes)"),
         ("Feast feature service", feats.get("feature_service")),
-        ("Feast materialized", f"{feats.get('materialized_from')} .. "
-                               f"{feats.get('materialized_to')}"),
-        ("MLflow run", f"{run.get('run_id')} (experiment {run.get('experiment_id')}, "
-                       f"started {run.get('started_at')})"),
+        (
+            "Feast materialized",
+            f"{feats.get('materialized_from')} .. {feats.get('materialized_to')}",
+        ),
+        (
+            "MLflow run",
+            f"{run.get('run_id')} (experiment {run.get('experiment_id')}, "
+            f"started {run.get('started_at')})",
+        ),
         ("code commit", run.get("git_commit")),
-        ("held-out metrics", ", ".join(f"{k} {v:.4g}" for k, v in
-                                       sorted(run.get("test_metrics", {}).items()))),
+        (
+            "held-out metrics",
+            ", ".join(f"{k} {v:.4g}" for k, v in sorted(run.get("test_metrics", {}).items())),
+        ),
         ("registered", reg.get("registered_at")),
         ("retrained because", reg.get("retrained_because")),
         ("approved", f"{reg.get('approved_by')} at {reg.get('approved_at')}"),

@@ -9,15 +9,18 @@ import typer
 
 
 def serve(
-    spec: Annotated[Path | None, typer.Option("--spec", "-s", envvar="KUBELOOP_SPEC",
-                                              help="Project spec YAML.")] = None,
+    spec: Annotated[
+        Path | None, typer.Option("--spec", "-s", envvar="KUBELOOP_SPEC", help="Project spec YAML.")
+    ] = None,
     host: Annotated[str | None, typer.Option(help="Address (default 0.0.0.0)")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8080)")] = None,
     workers: Annotated[int | None, typer.Option(min=1, help="uvicorn worker processes")] = None,
-    shadow: Annotated[bool | None, typer.Option("--shadow/--no-shadow",
-                                                help="Score the challenger in shadow")] = None,
-    canary_weight: Annotated[float | None, typer.Option(min=0.0, max=1.0,
-                                                        help="Share for the challenger")] = None,
+    shadow: Annotated[
+        bool | None, typer.Option("--shadow/--no-shadow", help="Score the challenger in shadow")
+    ] = None,
+    canary_weight: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="Share for the challenger")
+    ] = None,
 ) -> None:
     """Serve the champion over HTTP (predict, V2 inference, features, feedback, metrics).
 
@@ -29,8 +32,14 @@ def serve(
     from serving.server import run
     from serving.settings import ServingSettings
 
-    overrides = {"spec": spec, "host": host, "port": port, "workers": workers,
-                 "shadow_enabled": shadow, "canary_weight": canary_weight}
+    overrides = {
+        "spec": spec,
+        "host": host,
+        "port": port,
+        "workers": workers,
+        "shadow_enabled": shadow,
+        "canary_weight": canary_weight,
+    }
     try:
         settings = ServingSettings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:

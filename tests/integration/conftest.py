@@ -41,5 +41,6 @@ def exported(settings: PlatformSettings, monkeypatch: pytest.MonkeyPatch) -> Pla
 @pytest.fixture(scope="session")
 def seeded(tmp_path_factory: pytest.TempPathFactory, mlflow_db_template: Path) -> Seeded:
     """One trained champion and challenger of the example, shared by the server tests."""
-    return seed_example(tmp_path_factory.getbasetemp() / "serving-seed",
-                        mlflow_template=mlflow_db_template)
+    return seed_example(
+        tmp_path_factory.getbasetemp() / "serving-seed", mlflow_template=mlflow_db_template
+    )

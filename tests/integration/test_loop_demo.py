@@ -28,13 +28,21 @@ def clean_environment():
 
 
 def test_drift_retrains_through_the_pipeline_and_the_retrained_version_becomes_champion(
-        tmp_path: Path, clean_environment) -> None:
+    tmp_path: Path, clean_environment
+) -> None:
     from kubeloop.demo import DemoConfig, run_demo
     from monitoring.settings import MonitoringSettings
 
-    config = DemoConfig(rows=3_000, drift_rows=1_500, later_rows=1_200, after_rows=300,
-                        initial_training="steps", shadow_requests=100,
-                        canary_predictions=(10, 20, 20), hold_seconds=2.0)
+    config = DemoConfig(
+        rows=3_000,
+        drift_rows=1_500,
+        later_rows=1_200,
+        after_rows=300,
+        initial_training="steps",
+        shadow_requests=100,
+        canary_predictions=(10, 20, 20),
+        hold_seconds=2.0,
+    )
     work = tmp_path / "demo"
     result = run_demo(work, config, say=lambda *a, **k: None, section=lambda *a, **k: None)
     print("demo phases (s):", {k: round(v, 1) for k, v in result.seconds.items()})
@@ -43,11 +51,14 @@ def test_drift_retrains_through_the_pipeline_and_the_retrained_version_becomes_c
     before = result.monitor_before
     assert "drift" in {t.kind for t in before.verdict.triggers}
     assert before.analysis.drift.share >= 0.3 and before.report.exists()
-    exported = {(s.name, s.labels.get("version")): s.value
-                for f in text_string_to_metric_families(result.exported_before)
-                for s in f.samples}
+    exported = {
+        (s.name, s.labels.get("version")): s.value
+        for f in text_string_to_metric_families(result.exported_before)
+        for s in f.samples
+    }
     assert exported[("kubeloop_drift_share", "V1.0.0")] == pytest.approx(
-        before.analysis.drift.share)
+        before.analysis.drift.share
+    )
     assert exported[("kubeloop_drift_detected", "V1.0.0")] == 1.0
     assert result.metrics_file == work / "metrics" / "building-energy.prom"
 
@@ -61,16 +72,22 @@ def test_drift_retrains_through_the_pipeline_and_the_retrained_version_becomes_c
     # Shadow, approval, canary, promotion: the champion moved to the retrained version.
     assert result.rollout.state == "promoted"
     assert result.champion_after == "V1.0.1"
-    settings = MonitoringSettings(work_dir=work,
-                                  **{"MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}"})
+    settings = MonitoringSettings(
+        work_dir=work, **{"MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}"}
+    )
     client = model_store.configure(settings)
     champion = client.get_model_version_by_alias("building-energy", registry.CHAMPION)
     assert champion.tags[registry.TAG_NAME] == "V1.0.1"
     tags = champion.tags
     assert tags["kubeloop.rollout.approved_by"] == "auto"
-    assert {"kubeloop.rollout.shadow_result", "kubeloop.rollout.canary_10_result",
-            "kubeloop.rollout.canary_50_result", "kubeloop.rollout.canary_100_result",
-            "kubeloop.lineage", "kubeloop.retrained_because"} <= set(tags)
+    assert {
+        "kubeloop.rollout.shadow_result",
+        "kubeloop.rollout.canary_10_result",
+        "kubeloop.rollout.canary_50_result",
+        "kubeloop.rollout.canary_100_result",
+        "kubeloop.lineage",
+        "kubeloop.retrained_because",
+    } <= set(tags)
     assert result.shadow_report and Path(result.shadow_report).exists()
 
     # The new champion serves the drifted traffic better than the old one did.

@@ -50,13 +50,21 @@ def loop(tmp_path_factory: pytest.TempPathFactory, mlflow_db_template: Path) -> 
         settings = MonitoringSettings()
         spec = example_spec()
         estimator = spec.model.estimator.model_copy(
-            update={"params": {**spec.model.estimator.params, "max_iter": 60}})
-        spec = spec.model_copy(update={
-            "model": spec.model.model_copy(update={"estimator": estimator}),
-            "monitoring": spec.monitoring.model_copy(update={
-                "min_rows": 200, "min_labelled_rows": 50, "new_labels": 5_000,
-                "cooldown_minutes": 60}),
-        })
+            update={"params": {**spec.model.estimator.params, "max_iter": 60}}
+        )
+        spec = spec.model_copy(
+            update={
+                "model": spec.model.model_copy(update={"estimator": estimator}),
+                "monitoring": spec.monitoring.model_copy(
+                    update={
+                        "min_rows": 200,
+                        "min_labelled_rows": 50,
+                        "new_labels": 5_000,
+                        "cooldown_minutes": 60,
+                    }
+                ),
+            }
+        )
         raw = generate(GeneratorConfig(rows=3_000, **CONFIG))
         champion = train_champion(raw, spec, settings)
         yield Loop(settings, spec, champion, raw)
@@ -76,8 +84,13 @@ class FakeLauncher(Launcher):
     def launch(self, spec, *, reason, source=None) -> Launched:
         run_id = f"fake-{len(self.launches)}"
         self.launches.append(reason)
-        return Launched(run_id, finished=self.finishes, succeeded=self.finishes or None,
-                        version="", detail="fake run")
+        return Launched(
+            run_id,
+            finished=self.finishes,
+            succeeded=self.finishes or None,
+            version="",
+            detail="fake run",
+        )
 
     def status(self, run_id: str) -> Launched | None:
         return Launched(run_id, finished=run_id in self.done, succeeded=True, detail="done")
@@ -86,20 +99,32 @@ class FakeLauncher(Launcher):
 @pytest.fixture
 def env(loop: Loop, tmp_path: Path):
     """Per test: its own prediction log, reports and metrics folders."""
-    settings = loop.settings.model_copy(update={
-        "prediction_log_url": f"sqlite:///{tmp_path / 'predictions.db'}",
-        "reports_dir": tmp_path / "reports", "metrics_dir": tmp_path / "metrics"})
+    settings = loop.settings.model_copy(
+        update={
+            "prediction_log_url": f"sqlite:///{tmp_path / 'predictions.db'}",
+            "reports_dir": tmp_path / "reports",
+            "metrics_dir": tmp_path / "metrics",
+        }
+    )
     return settings, open_log(settings.log_url)
 
 
-def serve_traffic(loop: Loop, engine, raw: pd.DataFrame, *, labelled: bool = True,
-                  end: datetime = NOW) -> None:
+def serve_traffic(
+    loop: Loop, engine, raw: pd.DataFrame, *, labelled: bool = True, end: datetime = NOW
+) -> None:
     """What the server would log for these readings over the hour before ``end``, plus
     feedback."""
     rows = production_rows(raw, loop.spec, loop.champion.model, loop.champion.features)
-    ids = log_rows(engine, rows, loop.champion.features, model_name=loop.spec.model_name,
-                   version=loop.champion.version, label=loop.champion.label,
-                   start=end - timedelta(hours=1), spacing=timedelta(seconds=3600 / len(rows)))
+    ids = log_rows(
+        engine,
+        rows,
+        loop.champion.features,
+        model_name=loop.spec.model_name,
+        version=loop.champion.version,
+        label=loop.champion.label,
+        start=end - timedelta(hours=1),
+        spacing=timedelta(seconds=3600 / len(rows)),
+    )
     if labelled:
         log_feedback(engine, ids, rows["actual"].tolist(), end - timedelta(minutes=1))
 
@@ -117,8 +142,11 @@ def drifted(rows: int = 800) -> pd.DataFrame:
 
 def metrics_file(settings: MonitoringSettings, loop: Loop) -> dict[str, float]:
     text = (settings.metrics_path / f"{loop.spec.model_name}.prom").read_text()
-    return {s.name + json.dumps(s.labels, sort_keys=True): s.value
-            for f in text_string_to_metric_families(text) for s in f.samples}
+    return {
+        s.name + json.dumps(s.labels, sort_keys=True): s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+    }
 
 
 def test_drifted_traffic_is_flagged_exported_reported_and_retrained(loop: Loop, env) -> None:
@@ -133,13 +161,17 @@ def test_drifted_traffic_is_flagged_exported_reported_and_retrained(loop: Loop, 
     assert len(launcher.launches) == 1 and outcome.launched is not None
     exported = metrics_file(settings, loop)
     labels = {"model": loop.spec.model_name, "version": loop.champion.label}
-    assert exported["kubeloop_drift_share" + json.dumps(labels, sort_keys=True)] == \
-        pytest.approx(outcome.analysis.drift.share)
+    assert exported["kubeloop_drift_share" + json.dumps(labels, sort_keys=True)] == pytest.approx(
+        outcome.analysis.drift.share
+    )
     assert exported["kubeloop_retrain_launched" + json.dumps(labels, sort_keys=True)] == 1.0
     live = {**labels, "dataset": "live"}
-    assert exported["kubeloop_model_rmse" + json.dumps(live, sort_keys=True)] > \
-        exported["kubeloop_model_rmse" + json.dumps({**labels, "dataset": "baseline"},
-                                                    sort_keys=True)]
+    assert (
+        exported["kubeloop_model_rmse" + json.dumps(live, sort_keys=True)]
+        > exported[
+            "kubeloop_model_rmse" + json.dumps({**labels, "dataset": "baseline"}, sort_keys=True)
+        ]
+    )
     assert outcome.report.exists() and "<html" in outcome.report.read_text()[:2000].lower()
     summary = json.loads(outcome.summary.read_text())
     assert summary["decision"]["retrain"] and summary["launched"]["run_id"] == "fake-0"
@@ -163,8 +195,9 @@ def test_the_cooldown_stops_a_second_launch(loop: Loop, env) -> None:
     serve_traffic(loop, engine, drifted())
     launcher = FakeLauncher(settings)
     first = run_monitor(loop.spec, settings, now=NOW, launcher=launcher, engine=engine)
-    second = run_monitor(loop.spec, settings, now=NOW + timedelta(minutes=30),
-                         launcher=launcher, engine=engine)
+    second = run_monitor(
+        loop.spec, settings, now=NOW + timedelta(minutes=30), launcher=launcher, engine=engine
+    )
     assert first.launched is not None and second.launched is None
     assert second.verdict.retrain and second.claim is not None and not second.claim.granted
     assert "cooldown" in second.claim.why
@@ -176,12 +209,14 @@ def test_a_cluster_run_in_progress_is_neither_duplicated_nor_superseded(loop: Lo
     serve_traffic(loop, engine, drifted())
     launcher = FakeLauncher(settings, finishes=False)
     run_monitor(loop.spec, settings, now=NOW, launcher=launcher, engine=engine)
-    later = run_monitor(loop.spec, settings, now=NOW + timedelta(hours=2), launcher=launcher,
-                        engine=engine)
+    later = run_monitor(
+        loop.spec, settings, now=NOW + timedelta(hours=2), launcher=launcher, engine=engine
+    )
     assert later.launched is None and "fake-0 in progress" in later.claim.why
     launcher.done.add("fake-0")  # the KFP run ended: the next trigger may launch
-    after = run_monitor(loop.spec, settings, now=NOW + timedelta(hours=3), launcher=launcher,
-                        engine=engine)
+    after = run_monitor(
+        loop.spec, settings, now=NOW + timedelta(hours=3), launcher=launcher, engine=engine
+    )
     assert after.launched is not None and launcher.launches == [later.verdict.reason] * 2
     actions = [e["action"] for e in state.history(engine, loop.spec.model_name)]
     assert actions == ["launched", "in_progress", "finished", "launched"]
@@ -189,8 +224,9 @@ def test_a_cluster_run_in_progress_is_neither_duplicated_nor_superseded(loop: Lo
 
 def test_enough_new_labels_trigger_retraining_without_drift(loop: Loop, env) -> None:
     settings, engine = env
-    spec = loop.spec.model_copy(update={"monitoring": loop.spec.monitoring.model_copy(
-        update={"new_labels": 500})})
+    spec = loop.spec.model_copy(
+        update={"monitoring": loop.spec.monitoring.model_copy(update={"new_labels": 500})}
+    )
     serve_traffic(loop, engine, like_training(loop, 800, 2))
     outcome = run_monitor(spec, settings, now=NOW, launch=False, engine=engine)
     assert [t.kind for t in outcome.verdict.triggers] == ["new_labels"]
@@ -212,8 +248,9 @@ def test_lineage_links_data_features_run_and_registry_version(loop: Loop) -> Non
     assert lineage.show(client, loop.spec.model_name, "champion")["deployed"] is True
 
 
-def test_monitor_and_lineage_commands_print_their_results(loop: Loop, env, tmp_path: Path,
-                                                          monkeypatch) -> None:
+def test_monitor_and_lineage_commands_print_their_results(
+    loop: Loop, env, tmp_path: Path, monkeypatch
+) -> None:
     from kubeloop.cli.main import app
 
     settings, engine = env
@@ -222,15 +259,19 @@ def test_monitor_and_lineage_commands_print_their_results(loop: Loop, env, tmp_p
     import yaml
 
     from kubeloop.spec import dump_spec
+
     spec_file.write_text(yaml.safe_dump(dump_spec(loop.spec)))
-    for name, value in {"KUBELOOP_PREDICTION_LOG_URL": settings.log_url,
-                        "KUBELOOP_REPORTS_DIR": str(settings.reports_path),
-                        "KUBELOOP_METRICS_DIR": str(settings.metrics_path),
-                        "KUBELOOP_WORK_DIR": str(loop.settings.work_dir)}.items():
+    for name, value in {
+        "KUBELOOP_PREDICTION_LOG_URL": settings.log_url,
+        "KUBELOOP_REPORTS_DIR": str(settings.reports_path),
+        "KUBELOOP_METRICS_DIR": str(settings.metrics_path),
+        "KUBELOOP_WORK_DIR": str(loop.settings.work_dir),
+    }.items():
         monkeypatch.setenv(name, value)
     runner = CliRunner()
-    result = runner.invoke(app, ["monitor", "--spec", str(spec_file), "--no-launch",
-                                 "--window-hours", "2"])
+    result = runner.invoke(
+        app, ["monitor", "--spec", str(spec_file), "--no-launch", "--window-hours", "2"]
+    )
     assert result.exit_code == 0, result.output
     assert "retraining needed" in result.output and "report:" in result.output
     result = runner.invoke(app, ["lineage", "champion", "--spec", str(spec_file), "--json"])

@@ -33,14 +33,38 @@ def test_window_feedback_and_pairs_read_the_same_on_postgresql(engine) -> None:
     frame = pd.DataFrame(rng.normal(size=(300, 2)), columns=FEATURES)
     frame["prediction"] = frame.sum(axis=1)
     frame.loc[5, "b"] = np.nan
-    ids = log_rows(engine, frame, FEATURES, model_name="m", version="1", label="V1.0.0",
-                   start=START, spacing=timedelta(seconds=10))
-    log_rows(engine, frame, FEATURES, model_name="m", version="2", label="V1.0.1",
-             start=START, spacing=timedelta(seconds=10), role="shadow", request_ids=ids)
-    log_feedback(engine, ids[:100], frame["prediction"][:100].tolist(),
-                 START + timedelta(hours=2))
-    window = read_window(engine, "m", FEATURES, START, START + timedelta(minutes=30),
-                         model_version="1", chunk_rows=64)
+    ids = log_rows(
+        engine,
+        frame,
+        FEATURES,
+        model_name="m",
+        version="1",
+        label="V1.0.0",
+        start=START,
+        spacing=timedelta(seconds=10),
+    )
+    log_rows(
+        engine,
+        frame,
+        FEATURES,
+        model_name="m",
+        version="2",
+        label="V1.0.1",
+        start=START,
+        spacing=timedelta(seconds=10),
+        role="shadow",
+        request_ids=ids,
+    )
+    log_feedback(engine, ids[:100], frame["prediction"][:100].tolist(), START + timedelta(hours=2))
+    window = read_window(
+        engine,
+        "m",
+        FEATURES,
+        START,
+        START + timedelta(minutes=30),
+        model_version="1",
+        chunk_rows=64,
+    )
     assert window.rows == 180 and len(window.labelled) == 100
     np.testing.assert_allclose(window.frame["a"], frame["a"][:180])
     assert np.isnan(window.frame.loc[5, "b"])
@@ -57,9 +81,17 @@ def test_the_launch_slot_admits_one_of_racing_jobs_on_postgresql(engine) -> None
 
     def race() -> None:
         barrier.wait()
-        granted.append(state.claim(engine, "m", now=now, cooldown=timedelta(hours=1),
-                                   run_timeout=timedelta(hours=6), launcher="kfp",
-                                   reason="drift").granted)
+        granted.append(
+            state.claim(
+                engine,
+                "m",
+                now=now,
+                cooldown=timedelta(hours=1),
+                run_timeout=timedelta(hours=6),
+                launcher="kfp",
+                reason="drift",
+            ).granted
+        )
 
     threads = [threading.Thread(target=race) for _ in range(4)]
     for t in threads:
@@ -68,8 +100,14 @@ def test_the_launch_slot_admits_one_of_racing_jobs_on_postgresql(engine) -> None
         t.join()
     assert sorted(granted) == [False, False, False, True]
     state.finish(engine, "m", now=now + timedelta(minutes=5), outcome="registered V1.0.1")
-    later = state.claim(engine, "m", now=now + timedelta(minutes=30),
-                        cooldown=timedelta(hours=1), run_timeout=timedelta(hours=6),
-                        launcher="kfp", reason="drift")
+    later = state.claim(
+        engine,
+        "m",
+        now=now + timedelta(minutes=30),
+        cooldown=timedelta(hours=1),
+        run_timeout=timedelta(hours=6),
+        launcher="kfp",
+        reason="drift",
+    )
     assert not later.granted and "cooldown" in later.why
     assert state.read(engine, "m").launched_at == now

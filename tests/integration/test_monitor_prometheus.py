@@ -22,11 +22,18 @@ PROMETHEUS = shutil.which("prometheus")
 @pytest.mark.skipif(PROMETHEUS is None, reason="the prometheus binary is not installed")
 def test_a_local_prometheus_scrapes_the_drift_share(tmp_path: Path) -> None:
     folder = tmp_path / "metrics"
-    registry = exporter.build_registry("building-energy", "V1.0.0", [
-        Sample("kubeloop_drift_share", 0.42),
-        Sample("kubeloop_feature_drift_score", 2.1,
-               {"feature": "outdoor_temp_c", "method": "Wasserstein distance (normed)"}),
-    ])
+    registry = exporter.build_registry(
+        "building-energy",
+        "V1.0.0",
+        [
+            Sample("kubeloop_drift_share", 0.42),
+            Sample(
+                "kubeloop_feature_drift_score",
+                2.1,
+                {"feature": "outdoor_temp_c", "method": "Wasserstein distance (normed)"},
+            ),
+        ],
+    )
     exporter.publish(registry, "building-energy", pushgateway_url=None, job="j", folder=folder)
     server, _ = exporter.serve(folder, 0)
     target = f"127.0.0.1:{server.server_address[1]}"
@@ -35,11 +42,18 @@ def test_a_local_prometheus_scrapes_the_drift_share(tmp_path: Path) -> None:
     config.write_text(
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
         "scrape_configs:\n"
-        f"  - job_name: kubeloop-monitor\n    static_configs: [{{targets: ['{target}']}}]\n")
+        f"  - job_name: kubeloop-monitor\n    static_configs: [{{targets: ['{target}']}}]\n"
+    )
     proc = subprocess.Popen(
-        [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-         f"--web.listen-address=127.0.0.1:{web}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            PROMETHEUS,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{web}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         query = urllib.parse.quote('kubeloop_drift_share{model="building-energy"}')
         deadline = time.monotonic() + 30
@@ -47,7 +61,8 @@ def test_a_local_prometheus_scrapes_the_drift_share(tmp_path: Path) -> None:
         while time.monotonic() < deadline and not result:
             try:
                 with urllib.request.urlopen(
-                        f"http://127.0.0.1:{web}/api/v1/query?query={query}", timeout=2) as r:
+                    f"http://127.0.0.1:{web}/api/v1/query?query={query}", timeout=2
+                ) as r:
                     result = json.loads(r.read())["data"]["result"]
             except OSError:
                 pass

@@ -102,12 +102,22 @@ def test_every_route_answers_on_the_embedded_default(server, http, seeded):
     assert stored.json() == {"stored": 1}
     engine = create_engine(f"sqlite:///{server.log_db}")
     with engine.connect() as conn:
-        assert conn.scalar(select(feedback.c.actual).where(
-            feedback.c.request_id == a["request_id"])) == 42.0
+        assert (
+            conn.scalar(select(feedback.c.actual).where(feedback.c.request_id == a["request_id"]))
+            == 42.0
+        )
     engine.dispose()
 
-    assert wait_until(lambda: log_count(server, predictions.c.request_id == a["request_id"],
-                                        predictions.c.role == "champion") == 1)
+    assert wait_until(
+        lambda: (
+            log_count(
+                server,
+                predictions.c.request_id == a["request_id"],
+                predictions.c.role == "champion",
+            )
+            == 1
+        )
+    )
     metrics = http.get("/metrics").text
     for name in METRIC_NAMES:
         assert f"# HELP {name} " in metrics
@@ -139,8 +149,7 @@ def test_tritonclient_calls_the_v2_endpoints(server, http, seeded):
         tensor.set_data_from_numpy(X, binary_data=binary)
         output = triton.InferRequestedOutput("predict", binary_data=binary)
         # tritonclient writes into the headers it is given: pass a copy each time.
-        result = client.infer(seeded.model_name, [tensor], outputs=[output],
-                              headers=dict(AUTH))
+        result = client.infer(seeded.model_name, [tensor], outputs=[output], headers=dict(AUTH))
         got = result.as_numpy("predict").tolist()
         assert got == pytest.approx([p["prediction"] for p in expected["predictions"]])
     pinned = client.infer(seeded.model_name, [tensor], model_version="1", headers=dict(AUTH))
@@ -157,37 +166,69 @@ def test_tritonclient_calls_the_v2_endpoints(server, http, seeded):
 def test_bad_input_never_crashes_a_worker_or_loses_logged_predictions(server, http, seeded):
     pid = server.process.pid
     good = 0
-    bad_bodies = [b"{not json", b'{"records": [{"features": {"x": NaN}}]}',
-                  b'{"records": [{"entity_id": 99999999}]}', b'{"records": "all"}',
-                  b"[" * 10_000, b'{"records": [' + b'{"entity_id": 1},' * 2000 + b"{}]}",
-                  b"x" * (5 * 1024 * 1024)]
+    bad_bodies = [
+        b"{not json",
+        b'{"records": [{"features": {"x": NaN}}]}',
+        b'{"records": [{"entity_id": 99999999}]}',
+        b'{"records": "all"}',
+        b"[" * 10_000,
+        b'{"records": [' + b'{"entity_id": 1},' * 2000 + b"{}]}",
+        b"x" * (5 * 1024 * 1024),
+    ]
     for i, body in enumerate(bad_bodies * 3):
-        response = http.post("/predict", content=body,
-                             headers={"X-Request-ID": f"bad-{i}", "Content-Type": "text/plain"})
+        response = http.post(
+            "/predict",
+            content=body,
+            headers={"X-Request-ID": f"bad-{i}", "Content-Type": "text/plain"},
+        )
         assert response.status_code in (400, 404, 413, 422), response.text
         assert set(response.json()["error"]) == {"code", "message", "field"}
-        ok = http.post("/predict", json={"records": [{"entity_id": seeded.entities[2]}]},
-                       headers={"X-Request-ID": f"good-{i}"})
+        ok = http.post(
+            "/predict",
+            json={"records": [{"entity_id": seeded.entities[2]}]},
+            headers={"X-Request-ID": f"good-{i}"},
+        )
         assert ok.status_code == 200
         good += 1
     assert server.process.poll() is None and server.process.pid == pid
-    assert wait_until(lambda: log_count(server, predictions.c.request_id.like("good-%"),
-                                        predictions.c.role == "champion") == good)
+    assert wait_until(
+        lambda: (
+            log_count(
+                server, predictions.c.request_id.like("good-%"), predictions.c.role == "champion"
+            )
+            == good
+        )
+    )
     assert log_count(server, predictions.c.request_id.like("bad-%")) == 0
 
 
 def test_shadow_logs_every_request_and_never_answers(server, http, seeded):
     n = 150
     for i in range(n):
-        response = http.post("/predict", headers={"X-Request-ID": f"shadow-{i}"},
-                             json={"records": [{"entity_id": seeded.entities[i % 10]}]})
+        response = http.post(
+            "/predict",
+            headers={"X-Request-ID": f"shadow-{i}"},
+            json={"records": [{"entity_id": seeded.entities[i % 10]}]},
+        )
         assert [p["model_version"] for p in response.json()["predictions"]] == [seeded.labels[0]]
-    shadow = wait_until(lambda: log_count(server, predictions.c.request_id.like("shadow-%"),
-                                          predictions.c.role == "shadow") == n)
+    shadow = wait_until(
+        lambda: (
+            log_count(
+                server, predictions.c.request_id.like("shadow-%"), predictions.c.role == "shadow"
+            )
+            == n
+        )
+    )
     assert shadow, "not every request was shadow-scored"
-    assert log_count(server, predictions.c.request_id.like("shadow-%"),
-                     predictions.c.model_label == seeded.labels[-1],
-                     predictions.c.role == "shadow") == n
+    assert (
+        log_count(
+            server,
+            predictions.c.request_id.like("shadow-%"),
+            predictions.c.model_label == seeded.labels[-1],
+            predictions.c.role == "shadow",
+        )
+        == n
+    )
 
 
 def test_canary_at_20_percent_routes_a_fifth_of_requests_stickily(server, http, seeded):
@@ -216,7 +257,8 @@ def test_canary_at_20_percent_routes_a_fifth_of_requests_stickily(server, http, 
 
 
 def test_moving_the_champion_alias_swaps_without_restart_or_failed_requests(
-        server, http, seeded, mlflow_client):
+    server, http, seeded, mlflow_client
+):
     old, new = seeded.labels[0], seeded.labels[-1]
     body = {"records": [{"entity_id": e} for e in seeded.entities[:5]]}
 
@@ -227,15 +269,24 @@ def test_moving_the_champion_alias_swaps_without_restart_or_failed_requests(
         async def worker(client: httpx.AsyncClient) -> None:
             while not stop.is_set():
                 response = await client.post("/predict", json=body)
-                label = (response.json()["predictions"][0]["model_version"]
-                         if response.status_code == 200 else response.text)
+                label = (
+                    response.json()["predictions"][0]["model_version"]
+                    if response.status_code == 200
+                    else response.text
+                )
                 seen.append((response.status_code, label))
 
         async with httpx.AsyncClient(base_url=server.url, headers=AUTH, timeout=30) as client:
             tasks = [asyncio.create_task(worker(client)) for _ in range(8)]
             await asyncio.sleep(1.0)
-            await asyncio.to_thread(registry.promote, mlflow_client, seeded.model_name,
-                                    str(len(seeded.labels)), approve=True, approver="tests")
+            await asyncio.to_thread(
+                registry.promote,
+                mlflow_client,
+                seeded.model_name,
+                str(len(seeded.labels)),
+                approve=True,
+                approver="tests",
+            )
             deadline = time.monotonic() + 20
             while not any(label == new for _, label in seen) and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
@@ -260,23 +311,30 @@ def test_moving_the_champion_alias_swaps_without_restart_or_failed_requests(
     assert labels.count(old) - switch <= 8  # ...at most the requests already in flight
 
 
-def test_a_version_that_fails_to_load_keeps_the_old_one_serving(server, http, seeded,
-                                                                mlflow_client):
+def test_a_version_that_fails_to_load_keeps_the_old_one_serving(
+    server, http, seeded, mlflow_client
+):
     version = mlflow_client.create_model_version(
-        seeded.model_name, source=str(seeded.work_dir / "missing-model"),
-        tags={registry.TAG_NAME: "V9.9.9"})
+        seeded.model_name,
+        source=str(seeded.work_dir / "missing-model"),
+        tags={registry.TAG_NAME: "V9.9.9"},
+    )
     before = http.get("/metrics").text.count('kubeloop_model_load_failures_total{alias="champion"}')
     try:
-        mlflow_client.set_registered_model_alias(seeded.model_name, registry.CHAMPION,
-                                                 version.version)
+        mlflow_client.set_registered_model_alias(
+            seeded.model_name, registry.CHAMPION, version.version
+        )
         error = wait_until(lambda: http.get("/health/ready").json()["errors"].get("champion"))
         assert error and "failed to load" in error and "still serving version 1" in error
         response = http.post("/predict", json={"records": [{"entity_id": seeded.entities[0]}]})
         assert response.status_code == 200
         assert response.json()["predictions"][0]["model_version"] == seeded.labels[0]
         metrics = http.get("/metrics").text
-        line = [m for m in metrics.splitlines()
-                if m.startswith('kubeloop_model_load_failures_total{alias="champion"}')]
+        line = [
+            m
+            for m in metrics.splitlines()
+            if m.startswith('kubeloop_model_load_failures_total{alias="champion"}')
+        ]
         assert line and float(line[0].split()[-1]) >= 1 and before <= 1
     finally:
         mlflow_client.set_registered_model_alias(seeded.model_name, registry.CHAMPION, "1")
@@ -287,9 +345,16 @@ def test_a_version_that_fails_to_load_keeps_the_old_one_serving(server, http, se
 def test_stopping_the_server_flushes_every_answered_prediction(server, http, seeded):
     """Runs last: SIGTERM drains the queue, so every answered prediction is in the log."""
     for i in range(30):
-        response = http.post("/predict", headers={"X-Request-ID": f"final-{i}"},
-                             json={"records": [{"entity_id": e} for e in seeded.entities[:10]]})
+        response = http.post(
+            "/predict",
+            headers={"X-Request-ID": f"final-{i}"},
+            json={"records": [{"entity_id": e} for e in seeded.entities[:10]]},
+        )
         assert response.status_code == 200
     assert server.stop() in (0, -signal.SIGTERM)  # uvicorn re-raises SIGTERM once drained
-    assert log_count(server, predictions.c.request_id.like("final-%"),
-                     predictions.c.role == "champion") == 300
+    assert (
+        log_count(
+            server, predictions.c.request_id.like("final-%"), predictions.c.role == "champion"
+        )
+        == 300
+    )

@@ -86,8 +86,9 @@ def same(a, b) -> bool:
 
 
 def sdk_rows(store, service: str, join_key: str, entities: list[int]):
-    found = store.get_online_features(features=store.get_feature_service(service),
-                                      entity_rows=[{join_key: e} for e in entities]).to_dict()
+    found = store.get_online_features(
+        features=store.get_feature_service(service), entity_rows=[{join_key: e} for e in entities]
+    ).to_dict()
     return found
 
 
@@ -118,8 +119,7 @@ def test_sqlite_lookup_matches_feasts_own_sdk(seeded):
     expected = sdk_rows(store, spec.features.service, layout.join_key, entities)
     assert rows[-1] is None
     for i, row in enumerate(rows[:-1]):
-        values = [float("nan") if expected[n][i] is None else expected[n][i]
-                  for n in layout.names]
+        values = [float("nan") if expected[n][i] is None else expected[n][i] for n in layout.names]
         assert all(same(a, b) for a, b in zip(row.values, values, strict=True))
 
 
@@ -131,13 +131,18 @@ def test_every_route_answers_on_postgres_and_redis(server, http, seeded, backend
     by_values = http.post("/predict", json={"records": [{"features": features}]}).json()
     a, b = by_entity["predictions"][0], by_values["predictions"][0]
     assert a["prediction"] == pytest.approx(b["prediction"])
-    assert http.post("/feedback", json={"request_id": a["request_id"], "actual": 7.5}
-                     ).json() == {"stored": 1}
+    assert http.post("/feedback", json={"request_id": a["request_id"], "actual": 7.5}).json() == {
+        "stored": 1
+    }
     engine = create_engine(backends.log_url)
     try:
         with engine.connect() as conn:
-            assert conn.scalar(select(feedback.c.actual).where(
-                feedback.c.request_id == a["request_id"])) == 7.5
+            assert (
+                conn.scalar(
+                    select(feedback.c.actual).where(feedback.c.request_id == a["request_id"])
+                )
+                == 7.5
+            )
     finally:
         engine.dispose()
     assert http.post("/predict", json={"records": [{"entity_id": 987654}]}).status_code == 404
@@ -183,8 +188,11 @@ def test_killing_the_log_database_mid_load_loses_no_response(server, http, seede
         finally:
             engine.dispose()
         text = http.get("/metrics").text
-        return (rows, metric(text, "kubeloop_prediction_log_dropped_rows_total"),
-                metric(text, "kubeloop_prediction_log_queue_rows"))
+        return (
+            rows,
+            metric(text, "kubeloop_prediction_log_dropped_rows_total"),
+            metric(text, "kubeloop_prediction_log_queue_rows"),
+        )
 
     def settled() -> tuple[int, float]:
         """Counts once the writers are idle: nothing queued and nothing new for a second (the
@@ -207,13 +215,16 @@ def test_killing_the_log_database_mid_load_loses_no_response(server, http, seede
         with psycopg.connect(admin_url, autocommit=True) as admin:
             for _ in range(3):
                 time.sleep(0.7)
-                killed.append(admin.execute(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE datname = %s AND pid <> pg_backend_pid()", (database,)).fetchone()[0])
+                killed.append(
+                    admin.execute(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE datname = %s AND pid <> pg_backend_pid()",
+                        (database,),
+                    ).fetchone()[0]
+                )
 
     n = 3000
-    bodies = [orjson.dumps({"records": [{"entity_id": seeded.entities[i % 40]}]})
-              for i in range(n)]
+    bodies = [orjson.dumps({"records": [{"entity_id": seeded.entities[i % 40]}]}) for i in range(n)]
     killer = threading.Thread(target=kill_connections)
     killer.start()
     answers = asyncio.run(post_many(server.url, "/predict", bodies, AUTH, concurrency=16))

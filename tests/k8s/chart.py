@@ -39,13 +39,15 @@ def _rendered(values_json: str, release: str, namespace: str) -> tuple[tuple[str
     import helm_python as helm
 
     with helm.Chart.load(CHART) as chart:
-        out = chart.render(json.loads(values_json), name=release, namespace=namespace,
-                           is_install=True)
+        out = chart.render(
+            json.loads(values_json), name=release, namespace=namespace, is_install=True
+        )
     return tuple(sorted(out.items()))
 
 
-def render_files(values: dict[str, Any] | None = None, *, release: str = RELEASE,
-                 namespace: str = NAMESPACE) -> dict[str, str]:
+def render_files(
+    values: dict[str, Any] | None = None, *, release: str = RELEASE, namespace: str = NAMESPACE
+) -> dict[str, str]:
     """Template path -> rendered text (NOTES.txt included), as `helm template` would produce."""
     return dict(_rendered(json.dumps(values or {}, sort_keys=True), release, namespace))
 

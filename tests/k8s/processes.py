@@ -54,9 +54,14 @@ def _settings_classes(package: str) -> list[Any]:
 
     if package in ("serving", "monitoring"):
         module = importlib.import_module(f"{package}.settings")
-        found = [obj for obj in vars(module).values()
-                 if isinstance(obj, type) and issubclass(obj, PlatformSettings)
-                 and obj is not PlatformSettings and obj.__module__ == module.__name__]
+        found = [
+            obj
+            for obj in vars(module).values()
+            if isinstance(obj, type)
+            and issubclass(obj, PlatformSettings)
+            and obj is not PlatformSettings
+            and obj.__module__ == module.__name__
+        ]
         if not found:
             raise AssertionError(f"{package}/settings.py defines no PlatformSettings subclass")
         return found
@@ -67,8 +72,11 @@ def library_env() -> set[str]:
     """Variables MLflow reads itself (mlflow/environment_variables.py)."""
     import mlflow.environment_variables as ev
 
-    return {v.name for v in vars(ev).values() if hasattr(v, "name") and isinstance(v.name, str)
-            and v.name.isupper()}
+    return {
+        v.name
+        for v in vars(ev).values()
+        if hasattr(v, "name") and isinstance(v.name, str) and v.name.isupper()
+    }
 
 
 def _click_group(name: str):
@@ -121,14 +129,18 @@ def _script_env(source: str) -> set[str]:
     """os.environ names a Python script reads (os.environ[...], .get(...), os.getenv(...))."""
     names = set()
     for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) \
-                and re.fullmatch(r"[A-Z][A-Z0-9_]+", node.value):
+        if (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and re.fullmatch(r"[A-Z][A-Z0-9_]+", node.value)
+        ):
             names.add(node.value)
     return names
 
 
-def describe(container: dict[str, Any], pod_spec: dict[str, Any],
-             config_maps: dict[str, dict[str, str]]) -> Process:
+def describe(
+    container: dict[str, Any], pod_spec: dict[str, Any], config_maps: dict[str, dict[str, str]]
+) -> Process:
     """The process a container runs and the variables it reads."""
     argv = list(container.get("command") or []) + list(container.get("args") or [])
     if not argv:
@@ -185,8 +197,12 @@ def describe(container: dict[str, Any], pod_spec: dict[str, Any],
             import feast.repo_config
 
             assert "expandvars" in Path(feast.repo_config.__file__).read_text()
-            yaml_text = _mounted_file(Path("/etc/feast/feature_store.yaml"), container, pod_spec,
-                                      config_maps) or ""
+            yaml_text = (
+                _mounted_file(
+                    Path("/etc/feast/feature_store.yaml"), container, pod_spec, config_maps
+                )
+                or ""
+            )
             proc.env |= set(re.findall(r"\$\{(\w+)\}", yaml_text))
         return proc
 
@@ -202,8 +218,12 @@ def _s3_credentials_env() -> set[str]:
     return {EnvProvider.ACCESS_KEY, EnvProvider.SECRET_KEY}
 
 
-def _mounted_file(path: Path, container: dict[str, Any], pod_spec: dict[str, Any],
-                  config_maps: dict[str, dict[str, str]]) -> str | None:
+def _mounted_file(
+    path: Path,
+    container: dict[str, Any],
+    pod_spec: dict[str, Any],
+    config_maps: dict[str, dict[str, str]],
+) -> str | None:
     volumes = {v["name"]: v for v in pod_spec.get("volumes", [])}
     for mount in container.get("volumeMounts", []):
         if path.parent == Path(mount["mountPath"]):

@@ -53,15 +53,17 @@ def test_every_environment_variable_is_read_by_its_process(values_file: Path | N
                 continue  # reported by the command test
             for env in container.get("env", []):
                 if env["name"] not in proc.env:
-                    unread.append(f"{owner['metadata']['name']} ({proc.description}): "
-                                  f"{env['name']}")
+                    unread.append(
+                        f"{owner['metadata']['name']} ({proc.description}): {env['name']}"
+                    )
     assert unread == [], "set by the chart but read by no setting of the process"
 
 
 def test_the_process_model_catches_a_typo() -> None:
     objects = render()
-    owner, spec = next((o, s) for o, s in pod_specs(objects)
-                       if o["metadata"]["name"] == "kubeloop-server")
+    owner, spec = next(
+        (o, s) for o, s in pod_specs(objects) if o["metadata"]["name"] == "kubeloop-server"
+    )
     container = dict(spec["containers"][0])
     container["env"] = [*container["env"], {"name": "KUBELOOP_API_TOKN", "value": "x"}]
     proc = describe(container, spec, {})
@@ -86,8 +88,11 @@ def test_images_are_the_ones_components_images_names() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert chart["appVersion"] == images.VERSION
     assert values["image"]["registry"] == images.REGISTRY
-    feature_store = {"enabled": True, "registry": {"existingSecret": "r"},
-                     "redis": {"address": "r:6379"}}
+    feature_store = {
+        "enabled": True,
+        "registry": {"existingSecret": "r"},
+        "redis": {"address": "r:6379"},
+    }
     for owner, container in containers(render({"featureStore": feature_store})):
         expected = images.SERVER_IMAGE if container["name"] == "server" else images.PIPELINE_IMAGE
         assert container["image"] == expected, owner["metadata"]["name"]
@@ -130,15 +135,25 @@ def test_feature_server_config_is_what_the_code_renders() -> None:
     from kubeloop.settings import PlatformSettings
     from tests.utils.factories import example_spec
 
-    values = {"featureStore": {"enabled": True, "registry": {"existingSecret": "r"},
-                               "redis": {"address": "redis:6379"}}}
-    cm = next(c for c in kinds(render(values), "ConfigMap")
-              if c["metadata"]["name"] == "kubeloop-feast")
-    settings = PlatformSettings(feast_online_store="redis", redis_url="${KUBELOOP_REDIS_URL}",
-                                feast_registry="${KUBELOOP_FEAST_REGISTRY}")
+    values = {
+        "featureStore": {
+            "enabled": True,
+            "registry": {"existingSecret": "r"},
+            "redis": {"address": "redis:6379"},
+        }
+    }
+    cm = next(
+        c for c in kinds(render(values), "ConfigMap") if c["metadata"]["name"] == "kubeloop-feast"
+    )
+    settings = PlatformSettings(
+        feast_online_store="redis",
+        redis_url="${KUBELOOP_REDIS_URL}",
+        feast_registry="${KUBELOOP_FEAST_REGISTRY}",
+    )
     project = feast_project(example_spec())
-    assert yaml.safe_load(cm["data"]["feature_store.yaml"]) == \
-        yaml.safe_load(render_yaml(settings, project))
+    assert yaml.safe_load(cm["data"]["feature_store.yaml"]) == yaml.safe_load(
+        render_yaml(settings, project)
+    )
     defaults = yaml.safe_load((CHART / "values.yaml").read_text())
     assert defaults["featureStore"]["project"] == project
 
@@ -186,16 +201,23 @@ def _metric_families() -> set[str]:
 def test_alert_rules_use_only_metrics_the_server_exports() -> None:
     exported = _metric_families()
     rules = kinds(render({"metrics": {"prometheusRule": {"enabled": True}}}), "PrometheusRule")
-    used = {m for r in rules for g in r["spec"]["groups"] for rule in g["rules"]
-            for m in metric_names(rule["expr"])}
+    used = {
+        m
+        for r in rules
+        for g in r["spec"]["groups"]
+        for rule in g["rules"]
+        for m in metric_names(rule["expr"])
+    }
     assert used and used <= exported, used - exported
 
 
-@pytest.mark.parametrize("dashboard", sorted((CHART / "dashboards").glob("*.json")),
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "dashboard", sorted((CHART / "dashboards").glob("*.json")), ids=lambda p: p.name
+)
 def test_dashboards_use_only_metrics_the_server_exports(dashboard: Path) -> None:
-    used = {m for q in dashboard_queries(json.loads(dashboard.read_text()))
-            for m in metric_names(q)}
+    used = {
+        m for q in dashboard_queries(json.loads(dashboard.read_text())) for m in metric_names(q)
+    }
     assert used and used <= _metric_families(), used - _metric_families()
 
 
@@ -208,8 +230,16 @@ def _leaf_paths(node: Any, prefix: str = "") -> list[str]:
 
 
 # Maps whose content is free-form (resources, labels, security contexts, the spec, subcharts).
-_FREE_MAPS = ("podSecurityContext", "containerSecurityContext", "project.spec", "tests.request",
-              "postgresql", "redis", "minio", "global")
+_FREE_MAPS = (
+    "podSecurityContext",
+    "containerSecurityContext",
+    "project.spec",
+    "tests.request",
+    "postgresql",
+    "redis",
+    "minio",
+    "global",
+)
 
 
 def test_every_value_is_documented_and_typed() -> None:
@@ -219,8 +249,9 @@ def test_every_value_is_documented_and_typed() -> None:
     assert schema["$schema"].startswith("http://json-schema.org/draft-07/schema")
     missing = []
     for path in _leaf_paths(yaml.safe_load(text)):
-        if not any(path == d or path.startswith(f"{d}.") or d.startswith(f"{path}.")
-                   for d in documented):
+        if not any(
+            path == d or path.startswith(f"{d}.") or d.startswith(f"{path}.") for d in documented
+        ):
             missing.append(path)
     assert missing == [], "values.yaml keys without ## @param"
     for param in documented:
@@ -248,8 +279,11 @@ def test_pipeline_env_config_map_is_the_one_pipeline_steps_read() -> None:
     from tests.k8s.processes import library_env, settings_env
 
     objects = render_scenario(CHART / "ci" / "full-values.yaml")
-    (cm,) = [c for c in kinds(objects, "ConfigMap") if c["metadata"]["name"] ==
-             images.PIPELINE_ENV_CONFIGMAP]
+    (cm,) = [
+        c
+        for c in kinds(objects, "ConfigMap")
+        if c["metadata"]["name"] == images.PIPELINE_ENV_CONFIGMAP
+    ]
     assert cm["metadata"]["namespace"] == "ml-pipelines"  # pipelines.namespace
     assert set(cm["data"]) <= set(images.PIPELINE_ENV_KEYS)
     assert set(cm["data"]) <= settings_env(PlatformSettings) | library_env()

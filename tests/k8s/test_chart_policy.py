@@ -57,7 +57,8 @@ def test_every_container_has_requests_and_limits(values_file: Path | None) -> No
         resources = container.get("resources", {})
         for section in ("requests", "limits"):
             assert {"cpu", "memory"} <= set(resources.get(section, {})), (
-                f"{owner['metadata']['name']}/{container['name']} lacks {section}")
+                f"{owner['metadata']['name']}/{container['name']} lacks {section}"
+            )
 
 
 @SCENARIOS
@@ -91,8 +92,9 @@ def test_every_service_selects_pods_on_named_ports(values_file: Path | None) -> 
         name = service["metadata"]["name"]
         assert len(selected) == 1, f"Service {name} selects {len(selected)} workloads"
         pod_containers = selected[0]["spec"]["template"]["spec"]["containers"]
-        pod_ports = {p["name"]: p["containerPort"] for c in pod_containers
-                     for p in c.get("ports", [])}
+        pod_ports = {
+            p["name"]: p["containerPort"] for c in pod_containers for p in c.get("ports", [])
+        }
         for port in service["spec"]["ports"]:
             assert port.get("name"), f"Service {name} has an unnamed port"
             assert port["targetPort"] in pod_ports, f"Service {name}: {port['targetPort']} unknown"
@@ -134,10 +136,14 @@ def test_hpa_and_pdb_target_the_server_deployment(values_file: Path | None) -> N
         assert target["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"]
         assert hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
     for pdb in kinds(objects, "PodDisruptionBudget"):
-        selected = [d for d in deployments.values()
-                    if _matches(pdb["spec"]["selector"]["matchLabels"], pod_labels(d))]
-        assert [d["metadata"]["name"] for d in selected] == ["kubeloop-server"] or \
-            pod_labels(selected[0])["app.kubernetes.io/component"] == "server"
+        selected = [
+            d
+            for d in deployments.values()
+            if _matches(pdb["spec"]["selector"]["matchLabels"], pod_labels(d))
+        ]
+        assert [d["metadata"]["name"] for d in selected] == ["kubeloop-server"] or pod_labels(
+            selected[0]
+        )["app.kubernetes.io/component"] == "server"
 
 
 @SCENARIOS
@@ -145,8 +151,11 @@ def test_service_monitor_scrapes_the_server_service_port(values_file: Path | Non
     objects = render_scenario(values_file)
     services = kinds(objects, "Service")
     for monitor in kinds(objects, "ServiceMonitor"):
-        selected = [s for s in services if _matches(monitor["spec"]["selector"]["matchLabels"],
-                                                    s["metadata"]["labels"])]
+        selected = [
+            s
+            for s in services
+            if _matches(monitor["spec"]["selector"]["matchLabels"], s["metadata"]["labels"])
+        ]
         assert len(selected) == 1
         port_names = {p["name"] for p in selected[0]["spec"]["ports"]}
         for endpoint in monitor["spec"]["endpoints"]:
@@ -165,9 +174,14 @@ def test_secrets_are_only_referenced_never_rendered(values_file: Path | None) ->
                 continue
             # Plain values may name places, never carry credentials.
             assert "@" not in value and "password" not in value.lower(), (owner, env)
-            if env["name"] in ("KUBELOOP_API_TOKEN", "KUBELOOP_PREDICTION_LOG_URL",
-                               "KUBELOOP_FEAST_REGISTRY", "MLFLOW_BACKEND_STORE_URI",
-                               "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            if env["name"] in (
+                "KUBELOOP_API_TOKEN",
+                "KUBELOOP_PREDICTION_LOG_URL",
+                "KUBELOOP_FEAST_REGISTRY",
+                "MLFLOW_BACKEND_STORE_URI",
+                "AWS_ACCESS_KEY_ID",
+                "AWS_SECRET_ACCESS_KEY",
+            ):
                 pytest.fail(f"{env['name']} must come from a Secret, not a value")
 
 
@@ -185,11 +199,17 @@ def _grants(role: dict[str, Any], resource: str, verb: str, name: str | None = N
 
 
 FULL = {
-    "rbac": {"rawSourceSecrets": ["raw-s3"], "dataEngineers": {"groups": ["de"], "users": []},
-             "dataScientists": {"groups": ["ds"], "users": []},
-             "approvers": {"groups": ["ap"], "users": []}},
-    "featureStore": {"enabled": True, "registry": {"existingSecret": "feast-db"},
-                     "redis": {"existingSecret": "feast-redis"}},
+    "rbac": {
+        "rawSourceSecrets": ["raw-s3"],
+        "dataEngineers": {"groups": ["de"], "users": []},
+        "dataScientists": {"groups": ["ds"], "users": []},
+        "approvers": {"groups": ["ap"], "users": []},
+    },
+    "featureStore": {
+        "enabled": True,
+        "registry": {"existingSecret": "feast-db"},
+        "redis": {"existingSecret": "feast-redis"},
+    },
     "server": {"auth": {"existingSecret": "api"}},
 }
 
@@ -230,8 +250,10 @@ def test_data_scientists_reach_runs_and_registry_and_approvers_promote() -> None
     assert _grants(approver, "deployments", "patch", "kubeloop-server")  # roll out
     assert not _grants(approver, "deployments", "patch", "kubeloop-mlflow")
     assert not _grants(scientist, "deployments", "patch")
-    bindings = {(b["metadata"]["namespace"], b["metadata"]["name"]): b
-                for b in kinds(objects, "RoleBinding")}
+    bindings = {
+        (b["metadata"]["namespace"], b["metadata"]["name"]): b
+        for b in kinds(objects, "RoleBinding")
+    }
     assert bindings[("kubeloop", "kubeloop-data-engineer")]["subjects"][0]["name"] == "de"
     assert bindings[("kubeflow", "kubeloop-data-scientist")]["subjects"][0]["name"] == "ds"
 
@@ -239,8 +261,12 @@ def test_data_scientists_reach_runs_and_registry_and_approvers_promote() -> None
 def test_jobs_have_their_own_service_accounts_with_no_api_access() -> None:
     objects = render(FULL)
     accounts = {a["metadata"]["name"]: a for a in kinds(objects, "ServiceAccount")}
-    bound = {s["name"] for b in kinds(objects, "RoleBinding", "ClusterRoleBinding")
-             for s in b["subjects"] if s["kind"] == "ServiceAccount"}
+    bound = {
+        s["name"]
+        for b in kinds(objects, "RoleBinding", "ClusterRoleBinding")
+        for s in b["subjects"]
+        if s["kind"] == "ServiceAccount"
+    }
     used = {}
     for owner, spec in pod_specs(objects):
         used.setdefault(spec["serviceAccountName"], []).append(owner["metadata"]["name"])
@@ -251,19 +277,30 @@ def test_jobs_have_their_own_service_accounts_with_no_api_access() -> None:
 
 
 def test_network_policies_deny_by_default_and_open_each_flow() -> None:
-    objects = render(FULL | {"networkPolicy": {"enabled": True, "metricsNamespace": "monitoring",
-                                               "pipelinesNamespace": "kubeflow",
-                                               "serverIngressFrom": []}})
+    objects = render(
+        FULL
+        | {
+            "networkPolicy": {
+                "enabled": True,
+                "metricsNamespace": "monitoring",
+                "pipelinesNamespace": "kubeflow",
+                "serverIngressFrom": [],
+            }
+        }
+    )
     policies = {p["metadata"]["name"]: p for p in kinds(objects, "NetworkPolicy")}
     deny = policies["kubeloop-default-deny"]
     assert deny["spec"]["policyTypes"] == ["Ingress"] and "ingress" not in deny["spec"]
     workloads = [o for o, _ in pod_specs(objects)]
     for owner in workloads:
         assert _matches(deny["spec"]["podSelector"]["matchLabels"], pod_labels(owner))
-    server_pod = pod_labels(next(o for o in workloads
-                                 if o["metadata"]["name"] == "kubeloop-server"))
-    for target, label in (("kubeloop-mlflow", "kubeloop.io/mlflow-client"),
-                          ("kubeloop-feast", "kubeloop.io/feast-client")):
+    server_pod = pod_labels(
+        next(o for o in workloads if o["metadata"]["name"] == "kubeloop-server")
+    )
+    for target, label in (
+        ("kubeloop-mlflow", "kubeloop.io/mlflow-client"),
+        ("kubeloop-feast", "kubeloop.io/feast-client"),
+    ):
         sources = policies[target]["spec"]["ingress"][0]["from"]
         assert {"podSelector": {"matchLabels": {label: "true"}}} in sources
         assert server_pod.get(label) == "true", f"the server must be allowed to reach {target}"
@@ -272,15 +309,19 @@ def test_network_policies_deny_by_default_and_open_each_flow() -> None:
 def test_restricted_server_ingress_still_admits_prometheus_and_helm_test() -> None:
     peers = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress"}}}]
     objects = render({"networkPolicy": {"serverIngressFrom": peers}})
-    policy = next(p for p in kinds(objects, "NetworkPolicy")
-                  if p["metadata"]["name"] == "kubeloop-server")
+    policy = next(
+        p for p in kinds(objects, "NetworkPolicy") if p["metadata"]["name"] == "kubeloop-server"
+    )
     sources = policy["spec"]["ingress"][0]["from"]
     assert peers[0] in sources
-    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}} \
-        in sources
+    assert {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+    } in sources
     test_pod = next(o for o in kinds(objects, "Pod"))
-    assert any(_matches(s.get("podSelector", {}).get("matchLabels", {}), pod_labels(test_pod))
-               for s in sources)
+    assert any(
+        _matches(s.get("podSelector", {}).get("matchLabels", {}), pod_labels(test_pod))
+        for s in sources
+    )
 
 
 def test_dashboards_are_labelled_for_the_grafana_sidecar() -> None:

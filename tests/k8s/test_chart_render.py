@@ -28,8 +28,9 @@ def test_chart_renders_every_scenario(values_file: Path | None) -> None:
     assert objects, "nothing rendered"
     for obj in objects:
         assert obj["metadata"]["name"], obj
-        assert obj["metadata"].get("namespace") in (None, "kubeloop", "kubeflow", "ml-pipelines"), \
+        assert obj["metadata"].get("namespace") in (None, "kubeloop", "kubeflow", "ml-pipelines"), (
             obj["metadata"]
+        )
 
 
 @pytest.mark.parametrize("values_file", VALUES_FILES, ids=scenario_id)
@@ -88,17 +89,23 @@ def test_schema_rejects_bad_values_naming_the_key(values: dict, key: str) -> Non
     ("values", "key"),
     [
         ({"environment": "prod"}, "server.auth.existingSecret"),
-        ({"environment": "staging", "server": {"auth": {"existingSecret": "t"}}},
-         "server.predictionLog.existingSecret"),
+        (
+            {"environment": "staging", "server": {"auth": {"existingSecret": "t"}}},
+            "server.predictionLog.existingSecret",
+        ),
         ({"environment": "prod"}, "mlflow.backendStore.existingSecret"),
         ({"environment": "prod"}, "mlflow.artifacts.destination"),
         ({"mlflow": {"replicas": 2}}, "mlflow.replicas"),
         ({"mlflow": {"enabled": False}}, "mlflow.externalTrackingUri"),
         ({"featureStore": {"enabled": True}}, "featureStore.registry.existingSecret"),
-        ({"featureStore": {"enabled": True, "registry": {"existingSecret": "r"}}},
-         "featureStore.redis.address"),
-        ({"server": {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}},
-         "server.autoscaling.minReplicas"),
+        (
+            {"featureStore": {"enabled": True, "registry": {"existingSecret": "r"}}},
+            "featureStore.redis.address",
+        ),
+        (
+            {"server": {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}},
+            "server.autoscaling.minReplicas",
+        ),
         ({"server": {"ingress": {"enabled": True, "host": ""}}}, "server.ingress.host"),
     ],
 )

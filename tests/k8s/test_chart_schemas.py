@@ -26,8 +26,9 @@ from tests.k8s.validation import (
 
 @pytest.mark.parametrize("version", KUBE_VERSIONS)
 @pytest.mark.parametrize("values_file", VALUES_FILES, ids=scenario_id)
-def test_objects_validate_strictly_against_kubernetes(values_file: Path | None,
-                                                      version: str) -> None:
+def test_objects_validate_strictly_against_kubernetes(
+    values_file: Path | None, version: str
+) -> None:
     assert kubernetes_errors(render_scenario(values_file), version) == []
 
 
@@ -40,7 +41,8 @@ def test_kubernetes_validation_catches_an_unknown_field() -> None:
 
 @pytest.mark.parametrize("values_file", VALUES_FILES, ids=scenario_id)
 def test_custom_resources_validate_against_prometheus_operator_crds(
-        values_file: Path | None, crd_validator: list[str]) -> None:
+    values_file: Path | None, crd_validator: list[str]
+) -> None:
     assert custom_resource_errors(render_scenario(values_file), crd_validator) == []
 
 
@@ -59,8 +61,9 @@ def test_every_custom_resource_kind_is_covered(crd_validator: list[str]) -> None
 
 
 @pytest.mark.parametrize("values_file", VALUES_FILES, ids=scenario_id)
-def test_rendered_alert_rules_pass_promtool(values_file: Path | None, promtool: str,
-                                            tmp_path: Path) -> None:
+def test_rendered_alert_rules_pass_promtool(
+    values_file: Path | None, promtool: str, tmp_path: Path
+) -> None:
     for rule in kinds(render_scenario(values_file), "PrometheusRule"):
         promtool_check(promtool, rule["spec"]["groups"], tmp_path)
 
@@ -71,8 +74,9 @@ def test_promtool_rejects_broken_promql(promtool: str, tmp_path: Path) -> None:
         promtool_check(promtool, broken, tmp_path)
 
 
-@pytest.mark.parametrize("dashboard", sorted((CHART / "dashboards").glob("*.json")),
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "dashboard", sorted((CHART / "dashboards").glob("*.json")), ids=lambda p: p.name
+)
 def test_dashboard_queries_pass_promtool(dashboard: Path, promtool: str, tmp_path: Path) -> None:
     queries = dashboard_queries(json.loads(dashboard.read_text()))
     assert queries, f"{dashboard.name} has no PromQL"

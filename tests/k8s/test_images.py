@@ -53,15 +53,17 @@ def _run(cmd: list[str], timeout: int, **kw) -> subprocess.CompletedProcess:
 def container_tools() -> dict[str, str]:
     if os.geteuid() != 0:
         pytest.skip("rootful buildah/podman and debootstrap need root")
-    return {name: require_command(name)
-            for name in ("debootstrap", "buildah", "podman", "runc")}
+    return {name: require_command(name) for name in ("debootstrap", "buildah", "podman", "runc")}
 
 
 @pytest.fixture(scope="session")
 def base_image(container_tools: dict[str, str]) -> str:
     started = time.monotonic()
-    proc = _run(["bash", str(REPO / "docker" / "bookworm-base.sh")], timeout=1200,
-                env={**os.environ, "BASE_IMAGE": BASE_IMAGE, "KUBELOOP_CACHE": str(CACHE)})
+    proc = _run(
+        ["bash", str(REPO / "docker" / "bookworm-base.sh")],
+        timeout=1200,
+        env={**os.environ, "BASE_IMAGE": BASE_IMAGE, "KUBELOOP_CACHE": str(CACHE)},
+    )
     _log_time("bookworm-base", time.monotonic() - started)
     return proc.stdout.strip().splitlines()[-1]
 
@@ -73,9 +75,17 @@ def build(target: str, base: str) -> str:
     """docker/build.sh with buildah on the debootstrap base; returns the image name."""
     if target not in _built:
         started = time.monotonic()
-        proc = _run(["bash", str(REPO / "docker" / "build.sh"), target], timeout=1800,
-                    cwd=REPO, env={**os.environ, "BUILDER": "buildah", "BASE_IMAGE": base,
-                                   "PYTHON": str(Path(os.sys.executable))})
+        proc = _run(
+            ["bash", str(REPO / "docker" / "build.sh"), target],
+            timeout=1800,
+            cwd=REPO,
+            env={
+                **os.environ,
+                "BUILDER": "buildah",
+                "BASE_IMAGE": base,
+                "PYTHON": str(Path(os.sys.executable)),
+            },
+        )
         _log_time(f"build {target}", time.monotonic() - started)
         _built[target] = proc.stdout.strip().splitlines()[-1]
     return _built[target]
@@ -92,19 +102,57 @@ def test_image_builds_runs_as_non_root_with_its_entrypoint(target: str, base_ima
     module = {"server": "serving", "pipeline": "kubeloop"}[target]
     assert config["Entrypoint"] == ["python", "-m", module]
     # The entry point's module imports in the image, as the chart's user, on a read-only root.
-    probe = {"server": "import serving.__main__, serving.app",
-             "pipeline": "import kubeloop.cli.main, mlflow.cli, feast.cli.cli, monitoring"}[target]
-    _run(["podman", "run", "--rm", *RUNTIME, "--network", "none", "--read-only",
-          "--tmpfs", "/tmp", "--entrypoint", "python", image, "-c", probe], timeout=300)
+    probe = {
+        "server": "import serving.__main__, serving.app",
+        "pipeline": "import kubeloop.cli.main, mlflow.cli, feast.cli.cli, monitoring",
+    }[target]
+    _run(
+        [
+            "podman",
+            "run",
+            "--rm",
+            *RUNTIME,
+            "--network",
+            "none",
+            "--read-only",
+            "--tmpfs",
+            "/tmp",
+            "--entrypoint",
+            "python",
+            image,
+            "-c",
+            probe,
+        ],
+        timeout=300,
+    )
 
 
 def test_pipeline_image_provides_the_charts_commands(base_image: str) -> None:
     image = build("pipeline", base_image)
-    commands = (["kubeloop", "--help"], ["mlflow", "server", "--help"],
-                ["feast", "serve", "--help"])
+    commands = (
+        ["kubeloop", "--help"],
+        ["mlflow", "server", "--help"],
+        ["feast", "serve", "--help"],
+    )
     for argv in commands:
-        _run(["podman", "run", "--rm", *RUNTIME, "--network", "none", "--read-only",
-              "--tmpfs", "/tmp", "--entrypoint", argv[0], image, *argv[1:]], timeout=300)
+        _run(
+            [
+                "podman",
+                "run",
+                "--rm",
+                *RUNTIME,
+                "--network",
+                "none",
+                "--read-only",
+                "--tmpfs",
+                "/tmp",
+                "--entrypoint",
+                argv[0],
+                image,
+                *argv[1:],
+            ],
+            timeout=300,
+        )
 
 
 @pytest.fixture
@@ -126,8 +174,9 @@ def champion_store(container_tools: dict[str, str]) -> Iterator[Path]:
 
 def _get(url: str, body: bytes | None = None) -> tuple[int, bytes]:
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {API_TOKEN}"}
-    request = urllib.request.Request(url, data=body, headers=headers,
-                                     method="POST" if body else "GET")
+    request = urllib.request.Request(
+        url, data=body, headers=headers, method="POST" if body else "GET"
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, response.read()
@@ -135,8 +184,9 @@ def _get(url: str, body: bytes | None = None) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
-def test_server_container_is_ready_and_predicts(base_image: str, champion_store: Path,
-                                                tmp_path: Path) -> None:
+def test_server_container_is_ready_and_predicts(
+    base_image: str, champion_store: Path, tmp_path: Path
+) -> None:
     image = build("server", base_image)
     port = free_port()
     name = f"kubeloop-server-test-{uuid.uuid4().hex[:8]}"
@@ -150,10 +200,27 @@ def test_server_container_is_ready_and_predicts(base_image: str, champion_store:
         "KUBELOOP_WORK_DIR": "/tmp/kubeloop",
         "MLFLOW_TRACKING_URI": f"sqlite:///{champion_store}/mlflow.db",
     }
-    cmd = ["podman", "run", "-d", "--name", name, *RUNTIME, "--network", "host", "--read-only",
-           "--tmpfs", "/tmp:rw,size=512m", "--user", "10001:10001", "--cap-drop", "ALL",
-           "--security-opt", "no-new-privileges",
-           "-v", f"{champion_store}:{champion_store}"]
+    cmd = [
+        "podman",
+        "run",
+        "-d",
+        "--name",
+        name,
+        *RUNTIME,
+        "--network",
+        "host",
+        "--read-only",
+        "--tmpfs",
+        "/tmp:rw,size=512m",
+        "--user",
+        "10001:10001",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges",
+        "-v",
+        f"{champion_store}:{champion_store}",
+    ]
     for key, value in env.items():
         cmd += ["-e", f"{key}={value}"]
     _run([*cmd, image], timeout=120)
@@ -172,9 +239,14 @@ def test_server_container_is_ready_and_predicts(base_image: str, champion_store:
             if running.stdout.strip() != "true":
                 break
             time.sleep(1)
-        logs = subprocess.run(["podman", "logs", name], capture_output=True, text=True,
-                              timeout=30).stdout + subprocess.run(
-            ["podman", "logs", name], capture_output=True, text=True, timeout=30).stderr
+        logs = (
+            subprocess.run(
+                ["podman", "logs", name], capture_output=True, text=True, timeout=30
+            ).stdout
+            + subprocess.run(
+                ["podman", "logs", name], capture_output=True, text=True, timeout=30
+            ).stderr
+        )
         assert status == 200, f"/health/ready: {status}\n{logs[-4000:]}"
         assert _get(f"{base}/health/live")[0] == 200
         # The helm test's request (values.yaml tests.request), with the token.
@@ -197,9 +269,14 @@ def test_server_container_is_ready_and_predicts(base_image: str, champion_store:
         smoke.mkdir()
         shutil.copy(CHART / "files" / "smoke_test.py", smoke / "smoke_test.py")
         (smoke / "request.json").write_text(json.dumps(request))
-        proc = subprocess.run([os.sys.executable, str(smoke / "smoke_test.py"), base],
-                              capture_output=True, text=True, timeout=180, check=False,
-                              env={**os.environ, "KUBELOOP_API_TOKEN": API_TOKEN})
+        proc = subprocess.run(
+            [os.sys.executable, str(smoke / "smoke_test.py"), base],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+            env={**os.environ, "KUBELOOP_API_TOKEN": API_TOKEN},
+        )
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert "ok: POST /predict" in proc.stdout
     finally:
@@ -234,8 +311,9 @@ def _argv_on(container: dict, port: int) -> list[str]:
     return [*out, "--host", "127.0.0.1", "--port", str(port)]
 
 
-def _wait_http(url: str, name: str, headers: dict[str, str] | None = None,
-               timeout: float = 180) -> int:
+def _wait_http(
+    url: str, name: str, headers: dict[str, str] | None = None, timeout: float = 180
+) -> int:
     deadline = time.monotonic() + timeout
     status: int | str = "no answer"
     while time.monotonic() < deadline:
@@ -247,8 +325,12 @@ def _wait_http(url: str, name: str, headers: dict[str, str] | None = None,
             return exc.code
         except OSError as exc:
             status = str(exc)
-        running = subprocess.run(["podman", "inspect", "-f", "{{.State.Running}}", name],
-                                 capture_output=True, text=True, timeout=30).stdout.strip()
+        running = subprocess.run(
+            ["podman", "inspect", "-f", "{{.State.Running}}", name],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.strip()
         if running != "true":
             break
         time.sleep(1)
@@ -256,11 +338,28 @@ def _wait_http(url: str, name: str, headers: dict[str, str] | None = None,
     raise AssertionError(f"{url}: {status}\n{(logs.stdout + logs.stderr)[-4000:]}")
 
 
-def _start(image: str, name: str, argv: list[str], env: dict[str, str],
-           mounts: list[str]) -> None:
-    cmd = ["podman", "run", "-d", "--name", name, *RUNTIME, "--network", "host", "--read-only",
-           "--tmpfs", "/tmp:rw,size=512m", "--user", "10001:10001", "--cap-drop", "ALL",
-           "--security-opt", "no-new-privileges", "--entrypoint", argv[0]]
+def _start(image: str, name: str, argv: list[str], env: dict[str, str], mounts: list[str]) -> None:
+    cmd = [
+        "podman",
+        "run",
+        "-d",
+        "--name",
+        name,
+        *RUNTIME,
+        "--network",
+        "host",
+        "--read-only",
+        "--tmpfs",
+        "/tmp:rw,size=512m",
+        "--user",
+        "10001:10001",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges",
+        "--entrypoint",
+        argv[0],
+    ]
     for mount in mounts:
         cmd += ["-v", mount]
     for key, value in env.items():
@@ -268,15 +367,23 @@ def _start(image: str, name: str, argv: list[str], env: dict[str, str],
     _run([*cmd, image, *argv[1:]], timeout=120)
 
 
-def test_pipeline_image_runs_the_charts_mlflow_and_feast_servers(base_image: str,
-                                                                tmp_path: Path) -> None:
+def test_pipeline_image_runs_the_charts_mlflow_and_feast_servers(
+    base_image: str, tmp_path: Path
+) -> None:
     """The chart's MLflow and Feast containers, as rendered, start from the image and answer."""
     from tests.k8s.chart import render
     from tests.utils import services
 
     image = build("pipeline", base_image)
-    objects = render({"featureStore": {"enabled": True, "registry": {"existingSecret": "r"},
-                                       "redis": {"existingSecret": "s"}}})
+    objects = render(
+        {
+            "featureStore": {
+                "enabled": True,
+                "registry": {"existingSecret": "r"},
+                "redis": {"existingSecret": "s"},
+            }
+        }
+    )
     names = []
     try:
         # MLflow: the chart's args (SQLite store on /tmp without a backend Secret).
@@ -295,8 +402,11 @@ def test_pipeline_image_runs_the_charts_mlflow_and_feast_servers(base_image: str
         # Feast: the chart's feature_store.yaml, read-only, with the registry and Redis from the
         # environment (here the machine's PostgreSQL and Redis instead of the Secrets).
         feast, _ = _chart_container(objects, "feast")
-        config = next(o for o in objects if o["kind"] == "ConfigMap"
-                      and o["metadata"]["name"] == "kubeloop-feast")
+        config = next(
+            o
+            for o in objects
+            if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "kubeloop-feast"
+        )
         folder = tmp_path / "feast"
         folder.mkdir()
         (folder / "feature_store.yaml").write_text(config["data"]["feature_store.yaml"])
@@ -305,9 +415,13 @@ def test_pipeline_image_runs_the_charts_mlflow_and_feast_servers(base_image: str
             port = free_port()
             name = f"kubeloop-feast-test-{uuid.uuid4().hex[:8]}"
             names.append(name)
-            _start(image, name, _argv_on(feast, port),
-                   {"KUBELOOP_FEAST_REGISTRY": registry, "KUBELOOP_REDIS_URL": redis_url},
-                   [f"{folder}:/etc/feast:ro"])
+            _start(
+                image,
+                name,
+                _argv_on(feast, port),
+                {"KUBELOOP_FEAST_REGISTRY": registry, "KUBELOOP_REDIS_URL": redis_url},
+                [f"{folder}:/etc/feast:ro"],
+            )
             assert _wait_http(f"http://127.0.0.1:{port}/health", name) == 200
     finally:
         for name in names:

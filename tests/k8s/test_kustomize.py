@@ -19,8 +19,13 @@ _cache: dict[str, list[dict[str, Any]]] = {}
 def build(kubectl: str, overlay: str) -> list[dict[str, Any]]:
     if overlay not in _cache:
         folder = REPO / "manifests" / "overlays" / overlay
-        proc = subprocess.run([kubectl, "kustomize", str(folder)],
-                              capture_output=True, text=True, timeout=120, check=False)
+        proc = subprocess.run(
+            [kubectl, "kustomize", str(folder)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert proc.returncode == 0, proc.stderr
         _cache[overlay] = [d for d in yaml.safe_load_all(proc.stdout) if d]
     return _cache[overlay]
@@ -40,12 +45,14 @@ def _by(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
 def test_base_is_the_chart_rendered_with_its_values() -> None:
     committed = (BASE / "kubeloop.yaml").read_text()
     assert committed == render_base(), (
-        "manifests/base/kubeloop.yaml is stale: run `.venv/bin/python -m tests.k8s.manifests`")
+        "manifests/base/kubeloop.yaml is stale: run `.venv/bin/python -m tests.k8s.manifests`"
+    )
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_overlay_renders_and_validates(kubectl: str, crd_validator: list[str],
-                                       overlay: str) -> None:
+def test_overlay_renders_and_validates(
+    kubectl: str, crd_validator: list[str], overlay: str
+) -> None:
     objects = build(kubectl, overlay)
     assert {o["metadata"].get("namespace", "kubeloop") for o in objects} == {"kubeloop"}
     for version in KUBE_VERSIONS:
@@ -72,8 +79,10 @@ def test_overlays_set_each_environment(kubectl: str) -> None:
             assert _env(objects, owner)["KUBELOOP_ENV"] == env, (env, owner)
     assert _env(staging, "kubeloop-server")["KUBELOOP_SHADOW_ENABLED"] == "true"
     assert "KUBELOOP_SHADOW_ENABLED" not in _env(prod, "kubeloop-server")
-    hpa = {o: _by(build(kubectl, o), "HorizontalPodAutoscaler", "kubeloop-server")["spec"]
-           for o in OVERLAYS}
+    hpa = {
+        o: _by(build(kubectl, o), "HorizontalPodAutoscaler", "kubeloop-server")["spec"]
+        for o in OVERLAYS
+    }
     assert [(h["minReplicas"], h["maxReplicas"]) for h in hpa.values()] == [(1, 2), (2, 4), (3, 12)]
     assert _by(prod, "Deployment", "kubeloop-mlflow")["spec"]["replicas"] == 2
 
@@ -94,6 +103,8 @@ def test_eks_overlays_use_irsa_instead_of_static_s3_keys(kubectl: str) -> None:
 def test_every_patch_file_is_used() -> None:
     for overlay in OVERLAYS:
         folder = REPO / "manifests" / "overlays" / overlay
-        used = {p["path"] for p in yaml.safe_load((folder / "kustomization.yaml").read_text())
-                ["patches"]}
+        used = {
+            p["path"]
+            for p in yaml.safe_load((folder / "kustomization.yaml").read_text())["patches"]
+        }
         assert used == {p.name for p in folder.glob("*_patch.yaml")}, overlay

@@ -35,8 +35,15 @@ def main(folder: Path) -> None:
     features = list(importlib.import_module(spec.features.definitions).FEATURES)
     run_id, model_uri, _ = fit_and_log(frame, features, spec, settings, {"md5": "container-test"})
     client = model_store.configure(settings)
-    version = registry.register(client, spec.model_name, model_uri, run_id, spec.model.tag,
-                                spec.model.manual_revision, "container-test")
+    version = registry.register(
+        client,
+        spec.model_name,
+        model_uri,
+        run_id,
+        spec.model.tag,
+        spec.model.manual_revision,
+        "container-test",
+    )
     registry.promote(client, spec.model_name, str(version.version), approve=True, approver="tests")
     print(f"{spec.model_name} version {version.version} is champion")
 

@@ -48,8 +48,9 @@ def custom_resource_errors(objects: list[dict[str, Any]], validator: list[str]) 
     custom = [o for o in objects if is_custom_resource(o)]
     if not custom:
         return []
-    proc = subprocess.run(validator, input=json.dumps(custom), capture_output=True, text=True,
-                          timeout=120, check=True)
+    proc = subprocess.run(
+        validator, input=json.dumps(custom), capture_output=True, text=True, timeout=120, check=True
+    )
     results = json.loads(proc.stdout)
     assert len(results) == len(custom)
     return [f"{r['kind']}/{r['name']}: {e}" for r in results for e in r["errors"]]
@@ -59,8 +60,13 @@ def promtool_check(promtool: str, groups: list[dict[str, Any]], workdir: Path) -
     """`promtool check rules` on rule groups; raises AssertionError with promtool's words."""
     path = workdir / f"rules-{abs(hash(json.dumps(groups, sort_keys=True)))}.yaml"
     path.write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
-    proc = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True,
-                          timeout=60, check=False)
+    proc = subprocess.run(
+        [promtool, "check", "rules", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 

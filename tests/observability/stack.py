@@ -59,8 +59,9 @@ def wait_ready(service: Service, path: str, timeout: float = 30.0) -> None:
     last = "no answer"
     while time.monotonic() < deadline:
         if service.process.poll() is not None:
-            raise RuntimeError(f"{service.name} exited with {service.process.returncode}:\n"
-                               f"{service.log_tail()}")
+            raise RuntimeError(
+                f"{service.name} exited with {service.process.returncode}:\n{service.log_tail()}"
+            )
         try:
             response = httpx.get(service.url + path, timeout=2)
             if response.status_code == 200:
@@ -69,19 +70,20 @@ def wait_ready(service: Service, path: str, timeout: float = 30.0) -> None:
         except httpx.HTTPError as exc:
             last = repr(exc)
         time.sleep(0.1)
-    raise TimeoutError(f"{service.name} not ready after {timeout}s ({last}):\n"
-                       f"{service.log_tail()}")
+    raise TimeoutError(f"{service.name} not ready after {timeout}s ({last}):\n{service.log_tail()}")
 
 
 @contextmanager
-def running(name: str, argv: Sequence[str], port: int, folder: Path,
-            ready_path: str = "/-/ready") -> Iterator[Service]:
+def running(
+    name: str, argv: Sequence[str], port: int, folder: Path, ready_path: str = "/-/ready"
+) -> Iterator[Service]:
     """Start ``argv`` (already listening on ``port``), wait until ``ready_path`` answers 200,
     stop it on exit."""
     log = folder / f"{name}.log"
     with open(log, "ab") as out:
-        process = subprocess.Popen(list(argv), stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True, cwd=folder)
+        process = subprocess.Popen(
+            list(argv), stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=folder
+        )
     service = Service(name, port, process, log)
     try:
         wait_ready(service, ready_path)
@@ -91,9 +93,14 @@ def running(name: str, argv: Sequence[str], port: int, folder: Path,
 
 
 def prometheus_argv(binary: str, config: Path, storage: Path, port: int) -> list[str]:
-    return [binary, f"--config.file={config}", f"--storage.tsdb.path={storage}",
-            f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn",
-            "--storage.tsdb.retention.time=1h"]
+    return [
+        binary,
+        f"--config.file={config}",
+        f"--storage.tsdb.path={storage}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--log.level=warn",
+        "--storage.tsdb.retention.time=1h",
+    ]
 
 
 def pushgateway_argv(binary: str, port: int) -> list[str]:
@@ -102,9 +109,14 @@ def pushgateway_argv(binary: str, port: int) -> list[str]:
 
 def alertmanager_argv(binary: str, config: Path, storage: Path, port: int) -> list[str]:
     # An empty cluster address turns off the HA gossip (it would listen on 0.0.0.0:9094).
-    return [binary, f"--config.file={config}", f"--storage.path={storage}",
-            f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=",
-            "--log.level=warn"]
+    return [
+        binary,
+        f"--config.file={config}",
+        f"--storage.path={storage}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--cluster.listen-address=",
+        "--log.level=warn",
+    ]
 
 
 def write_yaml(path: Path, data: Any) -> Path:
@@ -148,8 +160,12 @@ class Prometheus:
     def rule_health(self) -> list[tuple[str, str, str]]:
         """(rule name, health, last error) of every rule that is not ok."""
         groups = self._get("/api/v1/rules")["groups"]
-        return [(r["name"], r["health"], r.get("lastError", ""))
-                for g in groups for r in g["rules"] if r["health"] not in ("ok", "unknown")]
+        return [
+            (r["name"], r["health"], r.get("lastError", ""))
+            for g in groups
+            for r in g["rules"]
+            if r["health"] not in ("ok", "unknown")
+        ]
 
 
 def finite(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -249,6 +265,18 @@ def kfp_api() -> Iterator[tuple[str, list[dict[str, Any]]]]:
         yield url, runs
 
 
-__all__ = ["Prometheus", "Received", "Service", "alertmanager_argv", "eventually", "finite",
-           "free_port", "kfp_api", "prometheus_argv", "pushgateway_argv", "running",
-           "webhook_receiver", "write_yaml"]
+__all__ = [
+    "Prometheus",
+    "Received",
+    "Service",
+    "alertmanager_argv",
+    "eventually",
+    "finite",
+    "free_port",
+    "kfp_api",
+    "prometheus_argv",
+    "pushgateway_argv",
+    "running",
+    "webhook_receiver",
+    "write_yaml",
+]

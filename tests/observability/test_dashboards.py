@@ -25,11 +25,13 @@ BY_NAME = pytest.mark.parametrize("name", sorted(DASHBOARDS))
 # Exported families no dashboard shows, and why. Everything else must appear in a panel.
 LEFT_OUT = {
     "kubeloop_drifted_features": "the count behind kubeloop_drift_share; the quality dashboard "
-                                 "shows the share (what the spec's threshold applies to) and "
-                                 "each feature's verdict",
-    **{f"kubeloop_model_{m}": "classification metrics: the bundled example is a regression; a "
-                              "classification project copies the RMSE panel for its metric"
-       for m in ("accuracy", "f1", "roc_auc", "log_loss")},
+    "shows the share (what the spec's threshold applies to) and "
+    "each feature's verdict",
+    **{
+        f"kubeloop_model_{m}": "classification metrics: the bundled example is a regression; a "
+        "classification project copies the RMSE panel for its metric"
+        for m in ("accuracy", "f1", "roc_auc", "log_loss")
+    },
 }
 
 
@@ -39,8 +41,10 @@ def _validator() -> jsonschema.Draft7Validator:
 
 
 def _schema_errors(dashboard: dict[str, Any]) -> list[str]:
-    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
-            for e in _validator().iter_errors(dashboard)]
+    return [
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+        for e in _validator().iter_errors(dashboard)
+    ]
 
 
 @BY_NAME
@@ -48,14 +52,19 @@ def test_dashboard_matches_the_projects_schema(name: str) -> None:
     assert _schema_errors(DASHBOARDS[name]) == []
 
 
-@pytest.mark.parametrize("breakage", [
-    lambda d: d["panels"][1].update(gridpos=d["panels"][1].pop("gridPos")),
-    lambda d: d["panels"][1]["targets"][0].update(datasource={"type": "prometheus",
-                                                              "uid": "prometheus"}),
-    lambda d: d["panels"][1]["fieldConfig"]["defaults"].pop("unit"),
-    lambda d: d["panels"][1].update(type="graph"),
-    lambda d: d["panels"][1]["gridPos"].update(w=25),
-], ids=["typo", "fixed-datasource", "no-unit", "old-panel-type", "too-wide"])
+@pytest.mark.parametrize(
+    "breakage",
+    [
+        lambda d: d["panels"][1].update(gridpos=d["panels"][1].pop("gridPos")),
+        lambda d: d["panels"][1]["targets"][0].update(
+            datasource={"type": "prometheus", "uid": "prometheus"}
+        ),
+        lambda d: d["panels"][1]["fieldConfig"]["defaults"].pop("unit"),
+        lambda d: d["panels"][1].update(type="graph"),
+        lambda d: d["panels"][1]["gridPos"].update(w=25),
+    ],
+    ids=["typo", "fixed-datasource", "no-unit", "old-panel-type", "too-wide"],
+)
 def test_schema_refuses_a_broken_dashboard(breakage) -> None:
     broken = copy.deepcopy(DASHBOARDS["serving"])
     breakage(broken)
@@ -76,8 +85,11 @@ def test_panels_tile_the_grid_without_overlap(name: str) -> None:
     for panel in items:
         pos = panel["gridPos"]
         assert pos["x"] + pos["w"] <= 24, panel["title"]
-        cells = {(x, y) for x in range(pos["x"], pos["x"] + pos["w"])
-                 for y in range(pos["y"], pos["y"] + pos["h"])}
+        cells = {
+            (x, y)
+            for x in range(pos["x"], pos["x"] + pos["w"])
+            for y in range(pos["y"], pos["y"] + pos["h"])
+        }
         assert not cells & taken, f"{panel['title']} overlaps another panel"
         taken |= cells
 
@@ -103,8 +115,9 @@ def test_panels_are_readable_without_knowing_the_metric_names(name: str) -> None
         for target in panel["targets"]:
             table = target.get("format") == "table"
             assert table or target["legendFormat"], f"{panel['title']}: no legend"
-            assert "{{" not in target["legendFormat"] or "by (" in target["expr"], \
+            assert "{{" not in target["legendFormat"] or "by (" in target["expr"], (
                 f"{panel['title']}: legend label the query does not keep"
+            )
 
 
 @BY_NAME
@@ -135,11 +148,17 @@ def test_every_metric_used_is_exported_by_the_code() -> None:
 
 
 def test_every_exported_metric_is_on_a_dashboard_or_left_out_on_purpose() -> None:
-    used = {n for d in DASHBOARDS.values() for p in obs.panels(d) for t in p["targets"]
-            for n in obs.metric_names(t["expr"])}
+    used = {
+        n
+        for d in DASHBOARDS.values()
+        for p in obs.panels(d)
+        for t in p["targets"]
+        for n in obs.metric_names(t["expr"])
+    }
     families = obs.exported_families()
-    missing = sorted(f for f, (_, series) in families.items()
-                     if not series & used and f not in LEFT_OUT)
+    missing = sorted(
+        f for f, (_, series) in families.items() if not series & used and f not in LEFT_OUT
+    )
     assert missing == [], "exported but on no dashboard and not in LEFT_OUT"
     shown_anyway = sorted(f for f in LEFT_OUT if families[f][1] & used)
     assert shown_anyway == [], "in LEFT_OUT but on a dashboard"
@@ -147,17 +166,24 @@ def test_every_exported_metric_is_on_a_dashboard_or_left_out_on_purpose() -> Non
 
 
 def test_metric_names_reads_promql_as_written() -> None:
-    expr = ('sum by (le, role) (rate(a_bucket{x="y", role!~"b|c"}[5m])) / on (role) '
-            'group_left (v) max without (i) (b) or vector(0) > 1e3 and time() - c offset 5m')
+    expr = (
+        'sum by (le, role) (rate(a_bucket{x="y", role!~"b|c"}[5m])) / on (role) '
+        "group_left (v) max without (i) (b) or vector(0) > 1e3 and time() - c offset 5m"
+    )
     assert obs.metric_names(expr) == {"a_bucket", "b", "c"}
-    assert obs.label_values('label_values(kubeloop_model_ready{namespace="$namespace"}, job)') \
-        == ('kubeloop_model_ready{namespace="$namespace"}', "job")
+    assert obs.label_values('label_values(kubeloop_model_ready{namespace="$namespace"}, job)') == (
+        'kubeloop_model_ready{namespace="$namespace"}',
+        "job",
+    )
 
 
 def test_dashboards_render_into_the_charts_config_maps() -> None:
     from tests.k8s.chart import kinds, render
 
-    maps = {c["metadata"]["name"]: c["data"] for c in kinds(render(), "ConfigMap")
-            if c["metadata"]["labels"].get("app.kubernetes.io/component") == "dashboards"}
+    maps = {
+        c["metadata"]["name"]: c["data"]
+        for c in kinds(render(), "ConfigMap")
+        if c["metadata"]["labels"].get("app.kubernetes.io/component") == "dashboards"
+    }
     shipped = {key: json.loads(text) for data in maps.values() for key, text in data.items()}
     assert shipped == {f"kubeloop-{name}.json": d for name, d in DASHBOARDS.items()}

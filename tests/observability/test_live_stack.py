@@ -41,10 +41,14 @@ SERVER_JOB = obs.SERVER_JOB
 REQUESTS = 500  # the bounded load: requests of 1-3 records
 # Panels that read kube-state-metrics: no source here, their queries must still parse.
 CLUSTER_PANELS = {
-    ("kubeloop-serving", "Replicas and autoscaler (kube-state-metrics)"):
-        "Deployment and HorizontalPodAutoscaler state comes from kube-state-metrics",
-    ("kubeloop-serving", "Autoscaler CPU target"):
-        "the HorizontalPodAutoscaler's target comes from kube-state-metrics",
+    (
+        "kubeloop-serving",
+        "Replicas and autoscaler (kube-state-metrics)",
+    ): "Deployment and HorizontalPodAutoscaler state comes from kube-state-metrics",
+    (
+        "kubeloop-serving",
+        "Autoscaler CPU target",
+    ): "the HorizontalPodAutoscaler's target comes from kube-state-metrics",
 }
 # Grafana's built-in variables, as it would set them for a 15-minute view of a 1 s scrape.
 BUILTINS = {"__rate_interval": "1m", "__interval": "15s", "__range": "15m"}
@@ -76,28 +80,49 @@ def _alertmanager_config(folder: Path, webhook: str) -> Path:
     example = json.loads(json.dumps(obs.chart_defaults()["metrics"]["alertmanager"]))
     example["receiver"]["webhookUrl"] = webhook
     example["route"].update(groupWait="1s", groupInterval="1s")
-    return stack.write_yaml(folder / "alertmanager.yml",
-                            obs.alertmanager_config(example, namespace=NAMESPACE))
+    return stack.write_yaml(
+        folder / "alertmanager.yml", obs.alertmanager_config(example, namespace=NAMESPACE)
+    )
 
 
 def _prometheus_config(folder: Path, server: int, pushgateway: int, alertmanager: int) -> Path:
-    return stack.write_yaml(folder / "prometheus.yml", {
-        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(_chart_rules(folder))],
-        "alerting": {"alertmanagers": [
-            {"static_configs": [{"targets": [f"127.0.0.1:{alertmanager}"]}]}]},
-        "scrape_configs": [
-            {"job_name": SERVER_JOB, "static_configs": [
-                {"targets": [f"127.0.0.1:{server}"], "labels": {"namespace": NAMESPACE}}]},
-            {"job_name": "pushgateway", "honor_labels": True, "static_configs": [
-                {"targets": [f"127.0.0.1:{pushgateway}"],
-                 "labels": {"namespace": PUSHGATEWAY_NAMESPACE}}]},
-        ],
-    })
+    return stack.write_yaml(
+        folder / "prometheus.yml",
+        {
+            "global": {
+                "scrape_interval": "1s",
+                "scrape_timeout": "1s",
+                "evaluation_interval": "1s",
+            },
+            "rule_files": [str(_chart_rules(folder))],
+            "alerting": {
+                "alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{alertmanager}"]}]}]
+            },
+            "scrape_configs": [
+                {
+                    "job_name": SERVER_JOB,
+                    "static_configs": [
+                        {"targets": [f"127.0.0.1:{server}"], "labels": {"namespace": NAMESPACE}}
+                    ],
+                },
+                {
+                    "job_name": "pushgateway",
+                    "honor_labels": True,
+                    "static_configs": [
+                        {
+                            "targets": [f"127.0.0.1:{pushgateway}"],
+                            "labels": {"namespace": PUSHGATEWAY_NAMESPACE},
+                        }
+                    ],
+                },
+            ],
+        },
+    )
 
 
-def _bodies(frame, features: list[str], target: str, entities: list[int], count: int
-            ) -> tuple[list[bytes], list[list[float | None]]]:
+def _bodies(
+    frame, features: list[str], target: str, entities: list[int], count: int
+) -> tuple[list[bytes], list[list[float | None]]]:
     """Prediction requests of 1-3 records: explicit (drifted) features, every fifth by entity
     id (an online feature lookup); with each record's ground truth (None for entity records)."""
     rows = frame[features].to_dict("records")
@@ -116,8 +141,9 @@ def _bodies(frame, features: list[str], target: str, entities: list[int], count:
     return bodies, actuals
 
 
-def _post_feedback(url: str, responses: list[tuple[int, bytes]],
-                   actuals: list[list[float | None]]) -> int:
+def _post_feedback(
+    url: str, responses: list[tuple[int, bytes]], actuals: list[list[float | None]]
+) -> int:
     """Ground truth for every answered record whose actual value we know."""
     items = []
     for (status, body), known in zip(responses, actuals, strict=True):
@@ -128,7 +154,7 @@ def _post_feedback(url: str, responses: list[tuple[int, bytes]],
                 items.append({"request_id": prediction["request_id"], "actual": actual})
     with httpx.Client(base_url=url, timeout=30) as client:
         for start in range(0, len(items), 200):
-            answer = client.post("/feedback", json=items[start:start + 200])
+            answer = client.post("/feedback", json=items[start : start + 200])
             assert answer.status_code == 200, answer.text
     return len(items)
 
@@ -138,8 +164,11 @@ def _trickle(url: str, bodies: list[bytes], stop: threading.Event) -> None:
     with httpx.Client(base_url=url, timeout=10) as client:
         i = 0
         while not stop.wait(0.2):
-            client.post("/predict", content=bodies[i % len(bodies)],
-                        headers={"Content-Type": "application/json"})
+            client.post(
+                "/predict",
+                content=bodies[i % len(bodies)],
+                headers={"Content-Type": "application/json"},
+            )
             i += 1
 
 
@@ -150,54 +179,87 @@ def _logged_rows(db: Path) -> int:
     engine = create_engine(f"sqlite:///{db}")
     try:
         with engine.connect() as conn:
-            return conn.scalar(select(func.count()).select_from(predictions)
-                               .where(predictions.c.role != "shadow")) or 0
+            return (
+                conn.scalar(
+                    select(func.count())
+                    .select_from(predictions)
+                    .where(predictions.c.role != "shadow")
+                )
+                or 0
+            )
     finally:
         engine.dispose()
 
 
 @pytest.fixture(scope="module")
-def loop(tmp_path_factory: pytest.TempPathFactory, mlflow_db_template: Path, prometheus_bin: str,
-         pushgateway_bin: str, alertmanager_bin: str) -> Iterator[Loop]:
+def loop(
+    tmp_path_factory: pytest.TempPathFactory,
+    mlflow_db_template: Path,
+    prometheus_bin: str,
+    pushgateway_bin: str,
+    alertmanager_bin: str,
+) -> Iterator[Loop]:
     from kubeloop.sample_data import GeneratorConfig, generate
     from serving.process import ServerProcess
     from tests.utils.monitoring import feature_frame
     from tests.utils.serving import post_many, seed_example
 
     root = tmp_path_factory.mktemp("observability")
-    seeded = seed_example(root / "seed", rows=1_500, buildings=30,
-                          mlflow_template=mlflow_db_template)
+    seeded = seed_example(
+        root / "seed", rows=1_500, buildings=30, mlflow_template=mlflow_db_template
+    )
     spec = seeded.spec()
     log_db = root / "predictions.db"
     ports = {name: stack.free_port() for name in ("prometheus", "pushgateway", "alertmanager")}
     server_env = {
-        "KUBELOOP_WORK_DIR": str(seeded.work_dir), "KUBELOOP_SPEC": str(seeded.spec_path),
+        "KUBELOOP_WORK_DIR": str(seeded.work_dir),
+        "KUBELOOP_SPEC": str(seeded.spec_path),
         "MLFLOW_TRACKING_URI": seeded.tracking_uri,
         "KUBELOOP_PREDICTION_LOG_URL": f"sqlite:///{log_db}",
-        "KUBELOOP_SHADOW_ENABLED": "true", "KUBELOOP_CANARY_WEIGHT": "0.2",
+        "KUBELOOP_SHADOW_ENABLED": "true",
+        "KUBELOOP_CANARY_WEIGHT": "0.2",
         "KUBELOOP_LOG_FLUSH_SECONDS": "0.1",
     }
     stop = threading.Event()
     with (
         stack.webhook_receiver() as (webhook, received),
         stack.kfp_api() as (kfp_url, kfp_runs),
-        stack.running("pushgateway", stack.pushgateway_argv(pushgateway_bin, ports["pushgateway"]),
-                      ports["pushgateway"], root),
-        stack.running("alertmanager", stack.alertmanager_argv(
-            alertmanager_bin, _alertmanager_config(root, webhook), root / "am-data",
-            ports["alertmanager"]), ports["alertmanager"], root) as alertmanager,
+        stack.running(
+            "pushgateway",
+            stack.pushgateway_argv(pushgateway_bin, ports["pushgateway"]),
+            ports["pushgateway"],
+            root,
+        ),
+        stack.running(
+            "alertmanager",
+            stack.alertmanager_argv(
+                alertmanager_bin,
+                _alertmanager_config(root, webhook),
+                root / "am-data",
+                ports["alertmanager"],
+            ),
+            ports["alertmanager"],
+            root,
+        ) as alertmanager,
         ServerProcess(server_env, log_path=root / "server.log") as server,
-        stack.running("prometheus", stack.prometheus_argv(
-            prometheus_bin, _prometheus_config(root, server.port, ports["pushgateway"],
-                                               ports["alertmanager"]),
-            root / "prom-data", ports["prometheus"]), ports["prometheus"], root) as prom,
+        stack.running(
+            "prometheus",
+            stack.prometheus_argv(
+                prometheus_bin,
+                _prometheus_config(root, server.port, ports["pushgateway"], ports["alertmanager"]),
+                root / "prom-data",
+                ports["prometheus"],
+            ),
+            ports["prometheus"],
+            root,
+        ) as prom,
     ):
         # The bounded load: drifted readings (the generator's "both" drift), with ground truth.
-        raw = generate(GeneratorConfig(rows=600, seed=11, buildings=30, drift="both",
-                                       strength=1.0))
+        raw = generate(GeneratorConfig(rows=600, seed=11, buildings=30, drift="both", strength=1.0))
         frame = feature_frame(raw, spec)
-        features = [c for c in frame.columns
-                    if c not in (spec.entity_key, spec.timestamp, spec.target)]
+        features = [
+            c for c in frame.columns if c not in (spec.entity_key, spec.timestamp, spec.target)
+        ]
         bodies, actuals = _bodies(frame, features, spec.target, seeded.entities, REQUESTS)
         responses = asyncio.run(post_many(server.url, "/predict", bodies, concurrency=8))
         assert {s for s, _ in responses} == {200}, responses[:3]
@@ -208,26 +270,50 @@ def loop(tmp_path_factory: pytest.TempPathFactory, mlflow_db_template: Path, pro
         eventually(lambda: _logged_rows(log_db) >= rows, 30, what="prediction log flushed")
 
         # The monitoring job, as the CronJob runs it, launching on the cluster launcher.
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("KUBELOOP_", "MLFLOW_", "PROMETHEUS_MULTIPROC"))}
-        env.update({
-            "KUBELOOP_WORK_DIR": str(seeded.work_dir), "KUBELOOP_SPEC": str(seeded.spec_path),
-            "MLFLOW_TRACKING_URI": seeded.tracking_uri,
-            "KUBELOOP_PREDICTION_LOG_URL": f"sqlite:///{log_db}",
-            "KUBELOOP_PUSHGATEWAY_URL": f"http://127.0.0.1:{ports['pushgateway']}",
-            "KUBELOOP_LAUNCHER": "kfp", "KUBELOOP_KFP_HOST": kfp_url,
-            "KUBELOOP_REPORTS_DIR": str(root / "reports"),
-        })
-        job = subprocess.run([sys.executable, "-m", "monitoring"], cwd=obs.REPO, env=env,
-                             capture_output=True, text=True, timeout=180, check=False)
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("KUBELOOP_", "MLFLOW_", "PROMETHEUS_MULTIPROC"))
+        }
+        env.update(
+            {
+                "KUBELOOP_WORK_DIR": str(seeded.work_dir),
+                "KUBELOOP_SPEC": str(seeded.spec_path),
+                "MLFLOW_TRACKING_URI": seeded.tracking_uri,
+                "KUBELOOP_PREDICTION_LOG_URL": f"sqlite:///{log_db}",
+                "KUBELOOP_PUSHGATEWAY_URL": f"http://127.0.0.1:{ports['pushgateway']}",
+                "KUBELOOP_LAUNCHER": "kfp",
+                "KUBELOOP_KFP_HOST": kfp_url,
+                "KUBELOOP_REPORTS_DIR": str(root / "reports"),
+            }
+        )
+        job = subprocess.run(
+            [sys.executable, "-m", "monitoring"],
+            cwd=obs.REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
         assert job.returncode == 0, job.stdout + job.stderr
         assert labelled > 0
         prometheus = Prometheus(prom.url)
-        eventually(lambda: prometheus.query("kubeloop_retrain_launched == 1"), 20,
-                   what="the monitoring job's figures scraped from the Pushgateway")
+        eventually(
+            lambda: prometheus.query("kubeloop_retrain_launched == 1"),
+            20,
+            what="the monitoring job's figures scraped from the Pushgateway",
+        )
         try:
-            yield Loop(prometheus, alertmanager.url, received, server.url, kfp_runs,
-                       job.stdout + job.stderr, spec.model_name)
+            yield Loop(
+                prometheus,
+                alertmanager.url,
+                received,
+                server.url,
+                kfp_runs,
+                job.stdout + job.stderr,
+                spec.model_name,
+            )
         finally:
             stop.set()
             trickle.join(5)
@@ -270,8 +356,9 @@ def test_every_panel_query_returns_data(loop: Loop, dashboards) -> None:
                 expr = obs.substitute(target["expr"], values)
                 checked += 1
                 if not finite(loop.prometheus.query(expr)):
-                    empty.append(f"{dashboard['uid']} / {panel['title']} / "
-                                 f"{target['refId']}: {expr}")
+                    empty.append(
+                        f"{dashboard['uid']} / {panel['title']} / {target['refId']}: {expr}"
+                    )
     assert checked > 50
     assert empty == [], "panel queries without data:\n" + "\n".join(empty)
 
@@ -302,24 +389,38 @@ def test_drift_alert_reaches_alertmanager_and_the_webhook(loop: Loop) -> None:
         return [a for a in alerts if a["labels"]["alertname"] == "KubeloopDataDrift"]
 
     (alert,) = eventually(firing_in_alertmanager, 30, what="KubeloopDataDrift in Alertmanager")
-    assert alert["labels"] == {"alertname": "KubeloopDataDrift", "model": loop.model,
-                               "version": alert["labels"]["version"], "namespace": NAMESPACE,
-                               "severity": "warning"}
+    assert alert["labels"] == {
+        "alertname": "KubeloopDataDrift",
+        "model": loop.model,
+        "version": alert["labels"]["version"],
+        "namespace": NAMESPACE,
+        "severity": "warning",
+    }
     assert alert["annotations"]["summary"].startswith(f"{loop.model} V")
     assert "docs/observability.md#kubeloopdatadrift" in alert["annotations"]["runbook"]
     assert [r["name"] for r in alert["receivers"]] != ["null"]
 
-    notified = eventually(lambda: [a for a in loop.received.alerts()
-                                   if a["labels"]["alertname"] == "KubeloopDataDrift"], 30,
-                          what="KubeloopDataDrift delivered to the webhook")
+    notified = eventually(
+        lambda: [
+            a for a in loop.received.alerts() if a["labels"]["alertname"] == "KubeloopDataDrift"
+        ],
+        30,
+        what="KubeloopDataDrift delivered to the webhook",
+    )
     assert notified[0]["labels"]["model"] == loop.model
 
 
 def test_a_healthy_server_raises_no_serving_alert(loop: Loop) -> None:
     # Latency alerts are left out: on a shared 2-core machine p99 is not ours to promise.
-    quiet = {"KubeloopServerNoModel", "KubeloopModelLoadFailing", "KubeloopServerErrorRatioHigh",
-             "KubeloopModelErrorRateHigh", "KubeloopPredictionLogDropping",
-             "KubeloopMonitoringStale", "KubeloopModelTooOld"}
+    quiet = {
+        "KubeloopServerNoModel",
+        "KubeloopModelLoadFailing",
+        "KubeloopServerErrorRatioHigh",
+        "KubeloopModelErrorRateHigh",
+        "KubeloopPredictionLogDropping",
+        "KubeloopMonitoringStale",
+        "KubeloopModelTooOld",
+    }
     firing = {a["labels"]["alertname"] for a in loop.prometheus.alerts()}
     assert "KubeloopDataDrift" in firing or loop.received.alerts()
     assert firing & quiet == set()

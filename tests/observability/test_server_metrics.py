@@ -40,8 +40,9 @@ def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
             monkeypatch.delenv(name)
     probe = Probe()
     settings = ServingSettings(work_dir=tmp_path / "work", registry_poll_seconds=60)
-    registry = FakeRegistry("demo", {"1": loaded_model(probe, FEATURES, version="1")},
-                            {"champion": "1"})
+    registry = FakeRegistry(
+        "demo", {"1": loaded_model(probe, FEATURES, version="1")}, {"champion": "1"}
+    )
     runtime = fake_runtime(registry, settings)
     probe.registry = runtime.metrics.registry
     with TestClient(create_app(settings, runtime)) as client:
@@ -73,11 +74,29 @@ def test_in_flight_counts_requests_being_handled_not_scrapes_or_probes(server) -
 
 def test_request_latency_is_labelled_by_model_version_and_role(server) -> None:
     server.client.post("/predict", json={"records": [{"features": {"a": 1, "b": 2}}]})
-    assert sample(server, "kubeloop_request_duration_seconds_count", route="/predict",
-                  method="POST", model_version="1", role="champion") == 1
+    assert (
+        sample(
+            server,
+            "kubeloop_request_duration_seconds_count",
+            route="/predict",
+            method="POST",
+            model_version="1",
+            role="champion",
+        )
+        == 1
+    )
     server.client.post("/predict", json={"records": [{"features": {"a": "x"}}]})  # 422
-    assert sample(server, "kubeloop_request_duration_seconds_count", route="/predict",
-                  method="POST", model_version="", role="") == 1
+    assert (
+        sample(
+            server,
+            "kubeloop_request_duration_seconds_count",
+            route="/predict",
+            method="POST",
+            model_version="",
+            role="",
+        )
+        == 1
+    )
 
 
 class FakeClient:
@@ -102,28 +121,41 @@ class FakeClient:
 
 
 def _version(number: str, label: str, created: float, **tags: str):
-    return SimpleNamespace(version=number, creation_timestamp=int(created * 1000),
-                           tags={"kubeloop.version": label, **tags})
+    return SimpleNamespace(
+        version=number,
+        creation_timestamp=int(created * 1000),
+        tags={"kubeloop.version": label, **tags},
+    )
 
 
 def test_registry_samples_name_champion_challenger_and_their_times() -> None:
     from monitoring.job import registry_samples
 
     promoted = {"kubeloop.champion_since": "2026-01-01T00:00:00+00:00"}
-    client = FakeClient([_version("1", "V1.0.0", 1_000.0, **promoted),
-                         _version("2", "V1.0.1", 2_000.0)],
-                        {"champion": "1", "challenger": "2"})
-    got = {(s.name, tuple(sorted(s.labels.items()))): s.value
-           for s in registry_samples(client, "demo")}
+    client = FakeClient(
+        [_version("1", "V1.0.0", 1_000.0, **promoted), _version("2", "V1.0.1", 2_000.0)],
+        {"champion": "1", "challenger": "2"},
+    )
+    got = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value for s in registry_samples(client, "demo")
+    }
     assert got == {
-        ("kubeloop_registry_alias_info",
-         (("alias", "champion"), ("model_label", "V1.0.0"), ("model_version", "1"))): 1.0,
-        ("kubeloop_registry_alias_info",
-         (("alias", "challenger"), ("model_label", "V1.0.1"), ("model_version", "2"))): 1.0,
-        ("kubeloop_registry_alias_since_timestamp_seconds", (("alias", "champion"),)):
-            1767225600.0,  # the promotion's tag
-        ("kubeloop_registry_alias_since_timestamp_seconds", (("alias", "challenger"),)):
-            2_000.0,  # registration (register() sets the challenger alias)
+        (
+            "kubeloop_registry_alias_info",
+            (("alias", "champion"), ("model_label", "V1.0.0"), ("model_version", "1")),
+        ): 1.0,
+        (
+            "kubeloop_registry_alias_info",
+            (("alias", "challenger"), ("model_label", "V1.0.1"), ("model_version", "2")),
+        ): 1.0,
+        (
+            "kubeloop_registry_alias_since_timestamp_seconds",
+            (("alias", "champion"),),
+        ): 1767225600.0,  # the promotion's tag
+        (
+            "kubeloop_registry_alias_since_timestamp_seconds",
+            (("alias", "challenger"),),
+        ): 2_000.0,  # registration (register() sets the challenger alias)
         ("kubeloop_registry_latest_version_timestamp_seconds", ()): 2_000.0,
     }
 

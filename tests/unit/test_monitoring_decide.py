@@ -13,14 +13,27 @@ from kubeloop.spec import MonitoringSpec
 from monitoring import state
 from monitoring.decide import decide
 
-SPEC = MonitoringSpec(min_rows=100, drift_share=0.3, quality_loss=0.2, min_labelled_rows=50,
-                      new_labels=1_000, cooldown_minutes=60)
+SPEC = MonitoringSpec(
+    min_rows=100,
+    drift_share=0.3,
+    quality_loss=0.2,
+    min_labelled_rows=50,
+    new_labels=1_000,
+    cooldown_minutes=60,
+)
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
 
 def verdict(**changes):
-    figures = dict(window_rows=500, drift_share=0.0, drifted=[], labelled_rows=200,
-                   quality_loss=0.0, primary_metric="rmse", new_labels=0)
+    figures = dict(
+        window_rows=500,
+        drift_share=0.0,
+        drifted=[],
+        labelled_rows=200,
+        quality_loss=0.0,
+        primary_metric="rmse",
+        new_labels=0,
+    )
     return decide(SPEC, **{**figures, **changes})
 
 
@@ -42,9 +55,16 @@ def test_quality_loss_beyond_the_threshold_triggers_retraining() -> None:
 
 def test_enough_new_labels_trigger_retraining() -> None:
     assert [t.kind for t in verdict(new_labels=1_000).triggers] == ["new_labels"]
-    never = decide(SPEC.model_copy(update={"new_labels": None}), window_rows=500,
-                   drift_share=0, drifted=[], labelled_rows=0, quality_loss=None,
-                   primary_metric="rmse", new_labels=10**9)
+    never = decide(
+        SPEC.model_copy(update={"new_labels": None}),
+        window_rows=500,
+        drift_share=0,
+        drifted=[],
+        labelled_rows=0,
+        quality_loss=None,
+        primary_metric="rmse",
+        new_labels=10**9,
+    )
     assert not never.retrain
 
 
@@ -65,8 +85,15 @@ def engine(tmp_path: Path):
 
 
 def take(engine, now: datetime, cooldown: float = 60, timeout: float = 6 * 60):
-    return state.claim(engine, "m", now=now, cooldown=timedelta(minutes=cooldown),
-                       run_timeout=timedelta(minutes=timeout), launcher="local", reason="drift")
+    return state.claim(
+        engine,
+        "m",
+        now=now,
+        cooldown=timedelta(minutes=cooldown),
+        run_timeout=timedelta(minutes=timeout),
+        launcher="local",
+        reason="drift",
+    )
 
 
 def test_first_trigger_gets_the_launch_slot(engine) -> None:
@@ -101,8 +128,7 @@ def test_a_lost_run_stops_blocking_after_the_run_timeout(engine) -> None:
 def test_every_decision_is_recorded(engine) -> None:
     take(engine, NOW)
     take(engine, NOW + timedelta(minutes=1))
-    state.finish(engine, "m", now=NOW + timedelta(minutes=2), outcome="failed: boom",
-                 failed=True)
+    state.finish(engine, "m", now=NOW + timedelta(minutes=2), outcome="failed: boom", failed=True)
     take(engine, NOW + timedelta(minutes=3))
     actions = [e["action"] for e in state.history(engine, "m")]
     assert actions == ["launched", "in_progress", "failed", "cooldown"]

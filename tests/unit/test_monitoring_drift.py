@@ -21,8 +21,9 @@ TARGET = SPEC.target
 def readings(rows: int, **drift) -> pd.DataFrame:
     """Engineered features of generated readings (seed fixed: the same buildings every time),
     with a 'prediction' that a decent model would make and the actual value."""
-    frame = feature_frame(generate(GeneratorConfig(rows=rows, seed=11, buildings=200, **drift)),
-                          SPEC)
+    frame = feature_frame(
+        generate(GeneratorConfig(rows=rows, seed=11, buildings=200, **drift)), SPEC
+    )
     rng = np.random.default_rng(5)
     frame["prediction"] = frame[TARGET] * rng.normal(1.0, 0.05, len(frame))
     return frame
@@ -37,11 +38,22 @@ def window(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.rename(columns={TARGET: "actual"})
 
 
-def run(reference: pd.DataFrame, current: pd.DataFrame, spec: MonitoringSpec | None = None,
-        baseline: dict | None = None):
-    return analyze(reference, current, FEATURES, TARGET, task="regression",
-                   spec=spec or SPEC.monitoring, primary_metric="rmse",
-                   baseline_metrics=baseline or {})
+def run(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    spec: MonitoringSpec | None = None,
+    baseline: dict | None = None,
+):
+    return analyze(
+        reference,
+        current,
+        FEATURES,
+        TARGET,
+        task="regression",
+        spec=spec or SPEC.monitoring,
+        primary_metric="rmse",
+        baseline_metrics=baseline or {},
+    )
 
 
 def test_same_distribution_traffic_is_not_flagged(reference: pd.DataFrame) -> None:
@@ -58,7 +70,8 @@ def test_shifted_traffic_is_flagged_on_the_shifted_features(reference: pd.DataFr
     result = run(reference, shifted)
     # A heatwave with more people: weather and occupancy move, building attributes do not.
     assert {"outdoor_temp_c", "cooling_degrees", "humidity_pct", "occupancy_density"} <= set(
-        result.drift.drifted)
+        result.drift.drifted
+    )
     assert "log_floor_area" not in result.drift.drifted
     assert result.drift.share >= SPEC.monitoring.drift_share
     assert result.drift.prediction is not None and result.drift.prediction.drifted
@@ -83,7 +96,8 @@ def test_quality_figures_equal_scikit_learn_on_the_labelled_rows(reference) -> N
     assert result.quality.rows == len(labelled) == 1_000
     assert result.quality.current["mse"] == pytest.approx(mean_squared_error(y, p), rel=1e-12)
     assert result.quality.current["rmse"] == pytest.approx(
-        np.sqrt(mean_squared_error(y, p)), rel=1e-12)
+        np.sqrt(mean_squared_error(y, p)), rel=1e-12
+    )
     assert result.quality.current["mae"] == pytest.approx(mean_absolute_error(y, p), rel=1e-12)
     assert result.quality.current["r2"] == pytest.approx(r2_score(y, p), rel=1e-12)
     # Evidently's own figures in the report agree.
@@ -107,13 +121,20 @@ def test_quality_loss_is_relative_and_signed_by_metric_direction() -> None:
     assert Quality(10, {}, {"rmse": 10.0}, "rmse").loss is None
 
 
-def test_a_large_window_reaches_evidently_as_a_sample_but_quality_uses_every_row(
-        reference) -> None:
+def test_a_large_window_reaches_evidently_as_a_sample_but_quality_uses_every_row(reference) -> None:
     current = window(readings(3_000, drift="covariate", strength=1.0))
     full = run(reference, current)
-    sampled = analyze(reference, current, FEATURES, TARGET, task="regression",
-                      spec=SPEC.monitoring, primary_metric="rmse", baseline_metrics={},
-                      sample_rows=1_000)
+    sampled = analyze(
+        reference,
+        current,
+        FEATURES,
+        TARGET,
+        task="regression",
+        spec=SPEC.monitoring,
+        primary_metric="rmse",
+        baseline_metrics={},
+        sample_rows=1_000,
+    )
     assert sampled.compared_rows == 1_000 and full.compared_rows == 3_000
     assert sampled.drift.drifted == full.drift.drifted
     assert sampled.quality.rows == 3_000

@@ -58,8 +58,7 @@ def test_local_launcher_reports_the_registered_version(work_dir: Path, monkeypat
     assert launched.run_id.startswith("local:building-energy-retrain-")
 
 
-def test_local_launcher_reports_a_gate_rejection_and_a_failure(work_dir: Path,
-                                                               monkeypatch) -> None:
+def test_local_launcher_reports_a_gate_rejection_and_a_failure(work_dir: Path, monkeypatch) -> None:
     monkeypatch.setattr("pipelines.runner.run_local", lambda *a, **k: LocalRun(version=""))
     rejected = LocalLauncher(settings()).launch(SPEC, reason="drift")
     assert rejected.succeeded and rejected.version == "" and "gate" in rejected.detail
@@ -95,9 +94,12 @@ def kfp_server() -> Iterator[tuple[str, FakeKfp]]:
 
         def _record(self) -> dict:
             length = int(self.headers.get("Content-Length") or 0)
-            entry = {"method": self.command, "path": self.path,
-                     "headers": {k.lower(): v for k, v in self.headers.items()},
-                     "body": self.rfile.read(length)}
+            entry = {
+                "method": self.command,
+                "path": self.path,
+                "headers": {k.lower(): v for k, v in self.headers.items()},
+                "body": self.rfile.read(length),
+            }
             fake.requests.append(entry)
             return entry
 
@@ -144,26 +146,32 @@ def as_model(body: bytes, model: str):
 
 
 def test_cluster_launcher_sends_the_compiled_pipeline_and_parameters(
-        work_dir: Path, tmp_path: Path, kfp_server) -> None:
+    work_dir: Path, tmp_path: Path, kfp_server
+) -> None:
     from pipelines.runner import compile_pipeline
 
     host, fake = kfp_server
-    launcher = KfpLauncher(settings(kfp_host=host, kfp_experiment="retraining",
-                                    kfp_token="s3cret"))
+    launcher = KfpLauncher(settings(kfp_host=host, kfp_experiment="retraining", kfp_token="s3cret"))
     launched = launcher.launch(SPEC, reason="drift", source="s3://drops/2026-11.parquet")
     assert launched.run_id == "run-42" and not launched.finished
 
-    [experiment] = [r for r in fake.requests
-                    if r["method"] == "POST" and r["path"] == "/apis/v2beta1/experiments"]
+    [experiment] = [
+        r
+        for r in fake.requests
+        if r["method"] == "POST" and r["path"] == "/apis/v2beta1/experiments"
+    ]
     assert as_model(experiment["body"], "V2beta1Experiment").display_name == "retraining"
-    [run_request] = [r for r in fake.requests
-                     if r["method"] == "POST" and r["path"] == "/apis/v2beta1/runs"]
+    [run_request] = [
+        r for r in fake.requests if r["method"] == "POST" and r["path"] == "/apis/v2beta1/runs"
+    ]
     assert run_request["headers"]["authorization"] == "Bearer s3cret"
     run = as_model(run_request["body"], "V2beta1Run")
     assert run.experiment_id == "exp-7"
     assert run.display_name.startswith("building-energy-retrain-")
     assert run.runtime_config.parameters == {
-        "spec": json.dumps(dump_spec(SPEC)), "source": "s3://drops/2026-11.parquet"}
+        "spec": json.dumps(dump_spec(SPEC)),
+        "source": "s3://drops/2026-11.parquet",
+    }
     # The compiled IR: the pipeline spec, then (kfp-kubernetes) the platform spec.
     compiled = list(yaml.safe_load_all(compile_pipeline(tmp_path / "ir.yaml").read_text()))
     sent = run.pipeline_spec

@@ -60,8 +60,10 @@ class FakeServer(ServerAdmin):
         self.totals = {"champion": Counts(), "candidate": Counts()}
 
     def status(self) -> dict:
-        return {"shadow": self.shadow, "candidate": {"version": self.candidate_version,
-                                                     "label": "V1.0.1"}}
+        return {
+            "shadow": self.shadow,
+            "candidate": {"version": self.candidate_version, "label": "V1.0.1"},
+        }
 
     def set_canary_weight(self, weight: float) -> None:
         self.weights.append(weight)
@@ -77,24 +79,34 @@ class FakeServer(ServerAdmin):
 class World:
     """Registry with a champion (version 1) and a challenger (version 2), log, server, clock."""
 
-    def __init__(self, settings: PlatformSettings, tmp: Path, rollout: RolloutSpec,
-                 env: str = "dev") -> None:
+    def __init__(
+        self, settings: PlatformSettings, tmp: Path, rollout: RolloutSpec, env: str = "dev"
+    ) -> None:
         self.client = model_store.configure(settings)
         self.spec = example_spec().model_copy(update={"rollout": rollout})
         self.name = self.spec.model_name
         self.client.create_registered_model(self.name)
         for auto in (0, 1):
             self.client.create_model_version(
-                self.name, source=str(tmp / f"model-{auto}"),
-                tags={registry.TAG_NAME: f"V1.0.{auto}"})
+                self.name,
+                source=str(tmp / f"model-{auto}"),
+                tags={registry.TAG_NAME: f"V1.0.{auto}"},
+            )
         registry.promote(self.client, self.name, "1", approve=True, approver="tests")
         self.client.set_registered_model_alias(self.name, registry.CHALLENGER, "2")
         self.engine = open_log(f"sqlite:///{tmp / 'predictions.db'}")
         self.server = FakeServer()
         self.clock = Clock()
         self.rng = np.random.default_rng(0)
-        self.rollout = Rollout(self.client, self.spec, self.server, self.engine, env=env,
-                               reports_dir=tmp / "reports", clock=self.clock)
+        self.rollout = Rollout(
+            self.client,
+            self.spec,
+            self.server,
+            self.engine,
+            env=env,
+            reports_dir=tmp / "reports",
+            clock=self.clock,
+        )
         self.requests = 0
 
     def champion(self) -> str:
@@ -103,16 +115,32 @@ class World:
     def tags(self, version: str = "2") -> dict[str, str]:
         return self.client.get_model_version(self.name, version).tags
 
-    def _log(self, n: int, role: str, version: str, noise: float,
-             ids: list[str] | None = None, actual: np.ndarray | None = None) -> list[str]:
+    def _log(
+        self,
+        n: int,
+        role: str,
+        version: str,
+        noise: float,
+        ids: list[str] | None = None,
+        actual: np.ndarray | None = None,
+    ) -> list[str]:
         """Log n predictions of one model; feedback too unless the requests have it already."""
         labelled = actual is not None
         actual = actual if labelled else self.rng.normal(100, 10, n)
         frame = pd.DataFrame({"x": actual, "prediction": actual + self.rng.normal(0, noise, n)})
         ids = ids or [f"r{self.requests + i}" for i in range(n)]
-        log_rows(self.engine, frame, FEATURES, model_name=self.name, version=version,
-                 label=f"V1.0.{int(version) - 1}", start=self.clock.now, role=role,
-                 spacing=timedelta(milliseconds=1), request_ids=ids)
+        log_rows(
+            self.engine,
+            frame,
+            FEATURES,
+            model_name=self.name,
+            version=version,
+            label=f"V1.0.{int(version) - 1}",
+            start=self.clock.now,
+            role=role,
+            spacing=timedelta(milliseconds=1),
+            request_ids=ids,
+        )
         if not labelled:
             log_feedback(self.engine, ids, actual.tolist(), self.clock.now)
         self.last_actual = actual
@@ -124,8 +152,9 @@ class World:
         self.requests += n
         self.server.served("champion", n)
 
-    def canary_traffic(self, n: int, weight: float, *, errors: float = 0.0,
-                       candidate_noise: float = 4.0) -> None:
+    def canary_traffic(
+        self, n: int, weight: float, *, errors: float = 0.0, candidate_noise: float = 4.0
+    ) -> None:
         k = int(n * weight)
         failed = int(k * errors)
         self._log(n - k, "champion", "1", 5.0)
@@ -137,15 +166,22 @@ class World:
         self.server.served("candidate", k, failed)
 
 
-STEPS = (CanaryStep(weight=0.1, hold_minutes=1, min_requests=20),
-         CanaryStep(weight=0.5, hold_minutes=1, min_requests=20),
-         CanaryStep(weight=1.0, hold_minutes=1, min_requests=20))
+STEPS = (
+    CanaryStep(weight=0.1, hold_minutes=1, min_requests=20),
+    CanaryStep(weight=0.5, hold_minutes=1, min_requests=20),
+    CanaryStep(weight=1.0, hold_minutes=1, min_requests=20),
+)
 
 
 @pytest.fixture
 def world(settings: PlatformSettings, tmp_path: Path) -> World:
-    return World(settings, tmp_path, RolloutSpec(shadow_min_requests=50, steps=STEPS,
-                                                 auto_approve_dev=False, timeout_minutes=30))
+    return World(
+        settings,
+        tmp_path,
+        RolloutSpec(
+            shadow_min_requests=50, steps=STEPS, auto_approve_dev=False, timeout_minutes=30
+        ),
+    )
 
 
 def through_shadow(world: World) -> None:
@@ -177,15 +213,21 @@ def test_a_good_candidate_walks_through_shadow_approval_and_canary_to_champion(w
     tags = world.tags()
     assert tags["kubeloop.rollout.state"] == PROMOTED
     assert tags["kubeloop.approved_by"] == "alice"  # promote() records the rollout's approver
-    assert {"kubeloop.rollout.shadow_started_at", "kubeloop.rollout.canary_started_at",
-            "kubeloop.rollout.canary_10_result", "kubeloop.rollout.canary_100_result",
-            "kubeloop.champion_since", "kubeloop.lineage"} <= set(tags)
+    assert {
+        "kubeloop.rollout.shadow_started_at",
+        "kubeloop.rollout.canary_started_at",
+        "kubeloop.rollout.canary_10_result",
+        "kubeloop.rollout.canary_100_result",
+        "kubeloop.champion_since",
+        "kubeloop.lineage",
+    } <= set(tags)
     assert Path(tags["kubeloop.rollout.shadow_report"]).exists()
     assert "kubeloop.retired_at" in world.tags("1")
 
 
 def test_a_canary_whose_candidate_returns_errors_is_rolled_back_and_the_champion_never_moved(
-        world) -> None:
+    world,
+) -> None:
     through_shadow(world)
     world.rollout.approve(approver="alice")
     champions = []

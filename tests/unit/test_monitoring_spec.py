@@ -28,14 +28,17 @@ def test_the_example_spec_sets_thresholds_cooldown_and_steps() -> None:
     assert spec.rollout.auto_approve_dev and len(spec.rollout.steps) == 3
 
 
-@pytest.mark.parametrize("sections, key", [
-    ({"monitoring": {"cooldown_minuts": 5}}, "monitoring.cooldown_minuts"),
-    ({"monitoring": {"drift_method": "wassersten"}}, "monitoring.drift_method"),
-    ({"monitoring": {"drift_share": 1.5}}, "monitoring.drift_share"),
-    ({"rollout": {"steps": [{"weight": 0.5}, {"weight": 0.1}]}}, "rollout"),
-    ({"rollout": {"steps": [{"weight": 0.1, "hold": 5}]}}, "rollout.steps.0.hold"),
-    ({"rollout": {"steps": []}}, "rollout.steps"),
-])
+@pytest.mark.parametrize(
+    "sections, key",
+    [
+        ({"monitoring": {"cooldown_minuts": 5}}, "monitoring.cooldown_minuts"),
+        ({"monitoring": {"drift_method": "wassersten"}}, "monitoring.drift_method"),
+        ({"monitoring": {"drift_share": 1.5}}, "monitoring.drift_share"),
+        ({"rollout": {"steps": [{"weight": 0.5}, {"weight": 0.1}]}}, "rollout"),
+        ({"rollout": {"steps": [{"weight": 0.1, "hold": 5}]}}, "rollout.steps.0.hold"),
+        ({"rollout": {"steps": []}}, "rollout.steps"),
+    ],
+)
 def test_a_typo_or_bad_value_names_the_key(sections: dict, key: str) -> None:
     with pytest.raises(SpecError) as error:
         parse_spec(raw_spec(**sections))

@@ -36,8 +36,9 @@ def log(engine, rows: int, **kw) -> list[str]:
 def test_window_holds_the_rows_between_start_and_end_with_their_feedback(engine) -> None:
     ids = log(engine, 100, spacing=timedelta(minutes=1))  # 100 minutes of traffic
     log_feedback(engine, ids[:30], [float(i) for i in range(30)], START + timedelta(hours=3))
-    window = read_window(engine, "m", FEATURES, START + timedelta(minutes=10),
-                         START + timedelta(minutes=60))
+    window = read_window(
+        engine, "m", FEATURES, START + timedelta(minutes=10), START + timedelta(minutes=60)
+    )
     assert window.rows == 50
     assert len(window.labelled) == 20  # minutes 10..29 got feedback
     expected = frame(100).iloc[10:60].reset_index(drop=True)
@@ -50,8 +51,7 @@ def test_window_keeps_the_champion_version_and_leaves_shadow_rows_out(engine) ->
     log(engine, 40, role="shadow", version="2", label="V1.0.1", request_ids=ids, seed=1)
     log(engine, 10, version="0", label="V0.0.0", prefix="old", seed=2)
     log(engine, 10, model_name="other", prefix="o")
-    window = read_window(engine, "m", FEATURES, START, START + timedelta(days=1),
-                         model_version="1")
+    window = read_window(engine, "m", FEATURES, START, START + timedelta(days=1), model_version="1")
     assert window.rows == 40
     every_version = read_window(engine, "m", FEATURES, START, START + timedelta(days=1))
     assert every_version.rows == 50
@@ -68,8 +68,9 @@ def test_missing_and_null_features_become_nan(engine) -> None:
 
 def test_empty_window_is_an_empty_frame_with_the_columns(engine) -> None:
     log(engine, 5)
-    window = read_window(engine, "m", FEATURES, START - timedelta(days=2),
-                         START - timedelta(days=1))
+    window = read_window(
+        engine, "m", FEATURES, START - timedelta(days=2), START - timedelta(days=1)
+    )
     assert window.rows == 0 and list(window.frame.columns) == [*FEATURES, "prediction", "actual"]
 
 

@@ -31,18 +31,25 @@ def constant(value: float, version: str):
 
 def linear(version: str = "3"):
     X = np.array([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [1.0, 1.0, 1.0]])
-    return loaded_model(LinearRegression().fit(X, X @ [1.0, 10.0, 100.0]), FEATURES,
-                        version=version)
+    return loaded_model(
+        LinearRegression().fit(X, X @ [1.0, 10.0, 100.0]), FEATURES, version=version
+    )
 
 
 class Server:
     def __init__(self, work_dir: Path, aliases=None, **options):
-        self.settings = ServingSettings(work_dir=work_dir, max_batch_records=50,
-                                        max_body_bytes=4096, registry_poll_seconds=60, **options)
-        self.registry = FakeRegistry("demo", {"1": constant(1.0, "1"), "2": constant(2.0, "2"),
-                                              "3": linear("3")},
-                                     aliases if aliases is not None
-                                     else {"champion": "1", "challenger": "2"})
+        self.settings = ServingSettings(
+            work_dir=work_dir,
+            max_batch_records=50,
+            max_body_bytes=4096,
+            registry_poll_seconds=60,
+            **options,
+        )
+        self.registry = FakeRegistry(
+            "demo",
+            {"1": constant(1.0, "1"), "2": constant(2.0, "2"), "3": linear("3")},
+            aliases if aliases is not None else {"champion": "1", "challenger": "2"},
+        )
         self.features = static_features(FEATURES, {1001: [1.0, 1.0, 1.0], 1002: [0.0, 0.0, 2.0]})
         self.runtime = fake_runtime(self.registry, self.settings, features=self.features)
         self.client = TestClient(create_app(self.settings, self.runtime))
@@ -55,8 +62,9 @@ class Server:
         self.client.__exit__(*exc)
 
     def predict(self, records, headers=None, **kw):
-        return self.client.post("/predict", json={"records": records},
-                                headers={**AUTH, **(headers or {})}, **kw)
+        return self.client.post(
+            "/predict", json={"records": records}, headers={**AUTH, **(headers or {})}, **kw
+        )
 
 
 @pytest.fixture
@@ -92,7 +100,8 @@ def test_predict_answers_each_record_with_prediction_version_and_request_id(serv
     assert [p["prediction"] for p in body["predictions"]] == [1.0, 1.0, 1.0]
     assert {p["model_version"] for p in body["predictions"]} == {"V1.0.0"}
     assert [p["request_id"] for p in body["predictions"]] == [
-        f"{body['request_id']}-{i}" for i in range(3)]
+        f"{body['request_id']}-{i}" for i in range(3)
+    ]
     assert response.headers["x-request-id"] == body["request_id"]
 
 
@@ -103,8 +112,9 @@ def test_predict_uses_the_callers_request_id(server):
 
 def test_predict_requires_the_bearer_token(server):
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
-        response = server.client.post("/predict", json={"records": [{"features": ROW}]},
-                                      headers=headers)
+        response = server.client.post(
+            "/predict", json={"records": [{"features": ROW}]}, headers=headers
+        )
         assert response.status_code == 401
         assert error_of(response)["code"] == "unauthorized"
         assert response.headers["www-authenticate"] == "Bearer"
@@ -115,8 +125,16 @@ def test_predict_requires_the_bearer_token(server):
 
 
 def test_health_metrics_and_docs_need_no_token(server):
-    for path in ("/health/live", "/health/ready", "/metrics", "/docs", "/openapi.json",
-                 "/v2/health/live", "/v2/health/ready", "/v2/models/demo"):
+    for path in (
+        "/health/live",
+        "/health/ready",
+        "/metrics",
+        "/docs",
+        "/openapi.json",
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/v2/models/demo",
+    ):
         assert server.client.get(path).status_code == 200, path
 
 
@@ -148,11 +166,14 @@ def test_unknown_entity_is_404_naming_it(server):
     assert "4242" in error["message"]
 
 
-@pytest.mark.parametrize(("record", "field"), [
-    ({"features": {"a": 1.0, "b": 2.0}}, "records[0].features.c"),
-    ({"features": {**ROW, "d": 1.0}}, "records[0].features.d"),
-    ({"features": {**ROW, "b": "2"}}, "records[0].features.b"),
-])
+@pytest.mark.parametrize(
+    ("record", "field"),
+    [
+        ({"features": {"a": 1.0, "b": 2.0}}, "records[0].features.c"),
+        ({"features": {**ROW, "d": 1.0}}, "records[0].features.d"),
+        ({"features": {**ROW, "b": "2"}}, "records[0].features.b"),
+    ],
+)
 def test_predict_rejects_bad_features_with_422_naming_the_field(server, record, field):
     response = server.predict([record])
     assert response.status_code == 422
@@ -213,7 +234,8 @@ def test_logged_rows_hold_features_entity_version_and_role(server):
     assert rows[0]["entity_id"] == "1002" and rows[1]["entity_id"] is None
     assert rows[0]["features"] == {"a": 0.0, "b": 0.0, "c": 2.0}
     assert {(r["model_version"], r["model_label"], r["role"]) for r in rows} == {
-        ("1", "V1.0.0", "champion")}
+        ("1", "V1.0.0", "champion")
+    }
 
 
 def test_shadow_predictions_are_logged_but_never_returned(work_dir):
@@ -233,12 +255,16 @@ def test_shadow_predictions_are_logged_but_never_returned(work_dir):
 
 
 def test_canary_at_20_percent_is_proportional_and_sticky(server):
-    assert server.client.put("/admin/canary", json={"weight": 0.2}, headers=AUTH).json()[
-        "canary_weight"] == 0.2
+    assert (
+        server.client.put("/admin/canary", json={"weight": 0.2}, headers=AUTH).json()[
+            "canary_weight"
+        ]
+        == 0.2
+    )
     records = [{"features": ROW, "key": f"user-{i}"} for i in range(5000)]
     first = []
     for start in range(0, 5000, 50):
-        response = server.predict(records[start:start + 50])
+        response = server.predict(records[start : start + 50])
         first += [p["model_version"] for p in response.json()["predictions"]]
     share = first.count("V1.0.1") / len(first)
     assert 0.17 <= share <= 0.23
@@ -284,33 +310,41 @@ def test_feedback_is_stored_and_replaced(server):
 
     from kubeloop.log_store import feedback
 
-    assert server.client.post("/feedback", json={"request_id": "r-0", "actual": 1.5},
-                              headers=AUTH).json() == {"stored": 1}
-    assert server.client.post("/feedback", json=[{"request_id": "r-0", "actual": 2.5},
-                                                 {"request_id": "r-1", "actual": 3.0}],
-                              headers=AUTH).json() == {"stored": 2}
+    assert server.client.post(
+        "/feedback", json={"request_id": "r-0", "actual": 1.5}, headers=AUTH
+    ).json() == {"stored": 1}
+    assert server.client.post(
+        "/feedback",
+        json=[{"request_id": "r-0", "actual": 2.5}, {"request_id": "r-1", "actual": 3.0}],
+        headers=AUTH,
+    ).json() == {"stored": 2}
     with server.runtime._engine().connect() as conn:
         stored = dict(conn.execute(select(feedback.c.request_id, feedback.c.actual)).all())
     assert stored == {"r-0": 2.5, "r-1": 3.0}
 
 
 def test_feedback_rejects_nan_and_missing_fields_naming_them(server):
-    response = server.client.post("/feedback", content=b'{"request_id": "r", "actual": NaN}',
-                                  headers={**AUTH, "Content-Type": "application/json"})
+    response = server.client.post(
+        "/feedback",
+        content=b'{"request_id": "r", "actual": NaN}',
+        headers={**AUTH, "Content-Type": "application/json"},
+    )
     assert response.status_code == 422
     response = server.client.post("/feedback", json={"actual": 1.0}, headers=AUTH)
     assert response.status_code == 422 and error_of(response)["field"] == "request_id"
 
 
 def test_v2_infer_in_process(server):
-    body = {"inputs": [{"name": "input-0", "shape": [2, 3], "datatype": "FP64",
-                        "data": [1, 2, 3, 4, 5, 6]}]}
+    body = {
+        "inputs": [
+            {"name": "input-0", "shape": [2, 3], "datatype": "FP64", "data": [1, 2, 3, 4, 5, 6]}
+        ]
+    }
     response = server.client.post("/v2/models/demo/infer", json=body, headers=AUTH)
     assert response.status_code == 200
     out = response.json()["outputs"][0]
     assert out["name"] == "predict" and out["shape"] == [2] and out["data"] == [1.0, 1.0]
-    assert server.client.post("/v2/models/other/infer", json=body,
-                              headers=AUTH).status_code == 404
+    assert server.client.post("/v2/models/other/infer", json=body, headers=AUTH).status_code == 404
     metadata = server.client.get("/v2/models/demo").json()
     assert metadata["inputs"][0]["shape"] == [-1, 3]
     assert metadata["inputs"][0]["parameters"]["features"] == FEATURES
@@ -323,10 +357,13 @@ def test_metrics_export_every_metric_family(server):
     text = server.client.get("/metrics").text
     for name in METRIC_NAMES:
         assert f"# HELP {name} " in text, name
-    assert ('kubeloop_requests_total{method="POST",model_version="1",role="champion",'
-            'route="/predict",status="200"}') in text
-    assert ('kubeloop_model_info{alias="champion",model_label="V1.0.0",model_version="1"} 1.0'
-            in text)
+    assert (
+        'kubeloop_requests_total{method="POST",model_version="1",role="champion",'
+        'route="/predict",status="200"}'
+    ) in text
+    assert (
+        'kubeloop_model_info{alias="champion",model_label="V1.0.0",model_version="1"} 1.0' in text
+    )
     assert 'route="/predict",status="422"' in text
 
 
@@ -338,8 +375,17 @@ def test_openapi_documents_the_predict_body_with_examples(server):
     assert {"Record", "PredictRequest", "PredictTable"} <= set(spec["components"]["schemas"])
     assert "422" in spec["paths"]["/predict"]["post"]["responses"]
     assert "/v2/models/{name}/infer" in spec["paths"]
-    secured = {(m, p) for p, ops in spec["paths"].items() for m, op in ops.items()
-               if op.get("security") == [{"bearer": []}]}
-    assert {("post", "/predict"), ("post", "/feedback"), ("get", "/features/{entity_id}"),
-            ("put", "/admin/canary"), ("post", "/v2/models/{name}/infer")} <= secured
+    secured = {
+        (m, p)
+        for p, ops in spec["paths"].items()
+        for m, op in ops.items()
+        if op.get("security") == [{"bearer": []}]
+    }
+    assert {
+        ("post", "/predict"),
+        ("post", "/feedback"),
+        ("get", "/features/{entity_id}"),
+        ("put", "/admin/canary"),
+        ("post", "/v2/models/{name}/infer"),
+    } <= secured
     assert ("get", "/health/ready") not in secured

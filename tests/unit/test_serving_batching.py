@@ -29,8 +29,9 @@ def rows(*values: float) -> np.ndarray:
 
 
 async def gather(batcher: MicroBatcher, model, inputs):
-    return await asyncio.gather(*(batcher.predict(model, x) for x in inputs),
-                                return_exceptions=True)
+    return await asyncio.gather(
+        *(batcher.predict(model, x) for x in inputs), return_exceptions=True
+    )
 
 
 def test_concurrent_requests_share_one_predict_call():
@@ -76,8 +77,9 @@ def test_models_are_batched_separately():
     batcher = MicroBatcher(max_rows=100, max_wait=0.0)
 
     async def both():
-        return await asyncio.gather(batcher.predict(a, rows(1)), batcher.predict(b, rows(2)),
-                                    batcher.predict(a, rows(3)))
+        return await asyncio.gather(
+            batcher.predict(a, rows(1)), batcher.predict(b, rows(2)), batcher.predict(a, rows(3))
+        )
 
     out = asyncio.run(both())
     assert [o.tolist() for o in out] == [[2.0], [4.0], [6.0]]

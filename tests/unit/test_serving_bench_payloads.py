@@ -35,12 +35,15 @@ def bench(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     payloads = load_payloads()
     X, y = load_diabetes(return_X_y=True)
     model = GradientBoostingRegressor(n_estimators=100, max_depth=3, random_state=0).fit(X, y)
-    registry = FakeRegistry(payloads.MODEL, {"1": loaded_model(model, payloads.FEATURES,
-                                                               name=payloads.MODEL)},
-                            {"champion": "1"})
+    registry = FakeRegistry(
+        payloads.MODEL,
+        {"1": loaded_model(model, payloads.FEATURES, name=payloads.MODEL)},
+        {"champion": "1"},
+    )
     features = static_features(payloads.FEATURES, {i: row for i, row in enumerate(X.tolist())})
-    settings = ServingSettings(work_dir=tmp_path / "work", env="prod", api_token=TOKEN,
-                               max_batch_records=1000)
+    settings = ServingSettings(
+        work_dir=tmp_path / "work", env="prod", api_token=TOKEN, max_batch_records=1000
+    )
     runtime = fake_runtime(registry, settings, features=features)
     with TestClient(create_app(settings, runtime)) as client:
         yield payloads, client, model, X
@@ -51,9 +54,11 @@ def bench(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 def test_bench_payloads_are_accepted_with_the_models_predictions(bench, rows, form):
     payloads, client, model, _ = bench
     X = payloads.rows(rows)
-    response = client.post(payloads.PATHS[form], content=payloads.BUILDERS[form](X),
-                           headers={"Authorization": f"Bearer {TOKEN}",
-                                    "Content-Type": "application/json"})
+    response = client.post(
+        payloads.PATHS[form],
+        content=payloads.BUILDERS[form](X),
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+    )
     assert response.status_code == 200, response.text
     got = payloads.predictions("kubeloop", response.content)
     assert got == pytest.approx(model.predict(X).tolist())
@@ -61,11 +66,15 @@ def test_bench_payloads_are_accepted_with_the_models_predictions(bench, rows, fo
 
 def test_bench_entity_payload_is_accepted(bench):
     payloads, client, model, X = bench
-    response = client.post("/predict", content=payloads.kubeloop_entity(7),
-                           headers={"Authorization": f"Bearer {TOKEN}"})
+    response = client.post(
+        "/predict",
+        content=payloads.kubeloop_entity(7),
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
     assert response.status_code == 200, response.text
     assert payloads.predictions("kubeloop", response.content) == pytest.approx(
-        model.predict(X[7:8]).tolist())
+        model.predict(X[7:8]).tolist()
+    )
 
 
 def test_peer_payloads_carry_the_same_rows(bench):

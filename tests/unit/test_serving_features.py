@@ -17,8 +17,13 @@ from serving.features import (
 )
 
 NAMES = ("a", "b", "c")
-LAYOUT = FeatureLayout(project="p", join_key="id", value_type="INT64",
-                       views=(("v1", ("a", "b")), ("v2", ("c",))), serialization_version=3)
+LAYOUT = FeatureLayout(
+    project="p",
+    join_key="id",
+    value_type="INT64",
+    views=(("v1", ("a", "b")), ("v2", ("c",))),
+    serialization_version=3,
+)
 
 
 class SlowStore(OnlineLookup):
@@ -35,8 +40,7 @@ class SlowStore(OnlineLookup):
         self.gate.wait(2)
         if self.fail:
             raise TimeoutError("store down")
-        return [EntityRow([e, e * 10.0, e * 100.0], None) if e < 100 else None
-                for e in entities]
+        return [EntityRow([e, e * 10.0, e * 100.0], None) if e < 100 else None for e in entities]
 
 
 def features_over(store: SlowStore) -> OnlineFeatures:
@@ -97,8 +101,9 @@ def test_matrix_follows_the_requested_order_and_names_unknown_entities():
     X = asyncio.run(features.matrix([7, 8, 7], ("c", "a"), ["r0", "r1", "r2"]))
     assert X.tolist() == [[700.0, 7.0], [800.0, 8.0], [700.0, 7.0]]
     with pytest.raises(EntityNotFound) as err:
-        asyncio.run(features.matrix([1, 123], NAMES, ["records[0].entity_id",
-                                                      "records[1].entity_id"]))
+        asyncio.run(
+            features.matrix([1, 123], NAMES, ["records[0].entity_id", "records[1].entity_id"])
+        )
     assert err.value.field == "records[1].entity_id" and "123" in err.value.message
 
 
@@ -120,16 +125,24 @@ def test_a_store_that_never_opened_is_a_503_that_says_so():
         features.parse_entity(1, "records[0].entity_id")
 
 
-@pytest.mark.parametrize(("raw", "kind", "expected"), [
-    (7, "INT64", 7), ("7", "INT64", 7), ("-3", "INT32", -3), ("abc", "STRING", "abc"),
-    (12, "STRING", "12"),
-])
+@pytest.mark.parametrize(
+    ("raw", "kind", "expected"),
+    [
+        (7, "INT64", 7),
+        ("7", "INT64", 7),
+        ("-3", "INT32", -3),
+        ("abc", "STRING", "abc"),
+        (12, "STRING", "12"),
+    ],
+)
 def test_entity_ids_take_the_join_keys_type(raw, kind, expected):
     assert parse_entity_id(raw, kind, "f") == expected
 
 
-@pytest.mark.parametrize(("raw", "kind"), [("x1", "INT64"), (1.5, "INT64"), (None, "STRING"),
-                                           ([1], "STRING"), (True, "INT64")])
+@pytest.mark.parametrize(
+    ("raw", "kind"),
+    [("x1", "INT64"), (1.5, "INT64"), (None, "STRING"), ([1], "STRING"), (True, "INT64")],
+)
 def test_bad_entity_ids_are_422(raw, kind):
     with pytest.raises(InvalidField):
         parse_entity_id(raw, kind, "records[0].entity_id")

@@ -30,8 +30,14 @@ def features(**values):
 
 
 def test_parse_records_builds_float64_matrix_in_model_order():
-    body = orjson.dumps({"records": [{"features": {"c": 3, "a": 1.5, "b": 2.0}},
-                                     {"features": {"b": 0, "c": 0, "a": -1}}]})
+    body = orjson.dumps(
+        {
+            "records": [
+                {"features": {"c": 3, "a": 1.5, "b": 2.0}},
+                {"features": {"b": 0, "c": 0, "a": -1}},
+            ]
+        }
+    )
     batch = parse(body)
     assert batch.X.dtype == np.float64
     assert batch.X.tolist() == [[1.5, 2.0, 3.0], [-1.0, 0.0, 0.0]]
@@ -39,8 +45,15 @@ def test_parse_records_builds_float64_matrix_in_model_order():
 
 
 def test_records_by_entity_leave_rows_for_the_lookup_and_key_by_entity():
-    body = orjson.dumps({"records": [{"entity_id": 7}, {"features": {"a": 1, "b": 2, "c": 3}},
-                                     {"entity_id": 8, "key": "user-1"}]})
+    body = orjson.dumps(
+        {
+            "records": [
+                {"entity_id": 7},
+                {"features": {"a": 1, "b": 2, "c": 3}},
+                {"entity_id": 8, "key": "user-1"},
+            ]
+        }
+    )
     batch = parse(body)
     assert batch.entity_positions == [0, 2]
     assert batch.entity_ids == [7, None, 8]
@@ -48,12 +61,15 @@ def test_records_by_entity_leave_rows_for_the_lookup_and_key_by_entity():
     assert batch.X[1].tolist() == [1.0, 2.0, 3.0]
 
 
-@pytest.mark.parametrize(("body", "field"), [
-    (features(b=None), "records[0].features.b"),
-    (features(b="2.0"), "records[0].features.b"),
-    (features(c=True), "records[0].features.c"),
-    (features(a=[1.0]), "records[0].features.a"),
-])
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (features(b=None), "records[0].features.b"),
+        (features(b="2.0"), "records[0].features.b"),
+        (features(c=True), "records[0].features.c"),
+        (features(a=[1.0]), "records[0].features.a"),
+    ],
+)
 def test_predict_rejects_wrong_typed_feature(body, field):
     with pytest.raises(InvalidFeature) as err:
         parse(orjson.dumps(body))
@@ -72,8 +88,7 @@ def test_predict_rejects_nan_feature():
 
 @pytest.mark.parametrize("literal", ["Infinity", "-Infinity", "1e999"])
 def test_predict_rejects_infinite_feature(literal):
-    body = '{"records": [{"features": {"a": 1, "b": LITERAL, "c": 2}}]}'.replace("LITERAL",
-                                                                              literal)
+    body = '{"records": [{"features": {"a": 1, "b": LITERAL, "c": 2}}]}'.replace("LITERAL", literal)
     with pytest.raises(InvalidFeature) as err:
         parse(body)
     assert err.value.field == "records[0].features.b"
@@ -87,8 +102,12 @@ def test_predict_rejects_missing_feature_naming_it():
 
 
 def test_predict_rejects_unknown_feature_naming_it():
-    body = {"records": [{"features": {"a": 1, "b": 2, "c": 3}},
-                        {"features": {"a": 1, "b": 2, "c": 3, "zzz": 4}}]}
+    body = {
+        "records": [
+            {"features": {"a": 1, "b": 2, "c": 3}},
+            {"features": {"a": 1, "b": 2, "c": 3, "zzz": 4}},
+        ]
+    }
     with pytest.raises(InvalidFeature) as err:
         parse(orjson.dumps(body))
     assert err.value.field == "records[1].features.zzz"
@@ -119,8 +138,17 @@ def test_batch_over_the_limit_is_413():
     assert err.value.status_code == 413
 
 
-@pytest.mark.parametrize("body", [b"not json", b"[1, 2]", b'{"records": {}}', b'{"records": []}',
-                                  b'{"records": [1], "extra": 1}', b"[" * 100_000])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b"[1, 2]",
+        b'{"records": {}}',
+        b'{"records": []}',
+        b'{"records": [1], "extra": 1}',
+        b"[" * 100_000,
+    ],
+)
 def test_malformed_bodies_are_client_errors(body):
     with pytest.raises((InvalidRequest, InvalidField)) as err:
         parse(body)
@@ -133,8 +161,7 @@ def test_single_feature_models_are_supported():
 
 
 def test_huge_integer_is_refused_not_overflowed():
-    body = '{"records": [{"features": {"a": 1, "b": HUGE, "c": 2}}]}'.replace("HUGE",
-                                                                           str(10 ** 400))
+    body = '{"records": [{"features": {"a": 1, "b": HUGE, "c": 2}}]}'.replace("HUGE", str(10**400))
     with pytest.raises((InvalidFeature, InvalidRequest)):
         parse(body)
 
@@ -151,17 +178,20 @@ def test_a_table_body_is_reordered_into_model_order():
     assert batch.entity_positions == []
 
 
-@pytest.mark.parametrize(("changes", "field"), [
-    ({"columns": ["a", "b"]}, "columns.c"),
-    ({"columns": ["a", "b", "c", "d"], "rows": [[1, 2, 3, 4]]}, "columns.d"),
-    ({"columns": ["a", "a", "c"]}, "columns.a"),
-    ({"rows": [[1, 2, 3], [1, 2]]}, "rows[1]"),
-    ({"rows": [[1, 2, 3], [1, "x", 3]]}, "rows[1].a"),
-    ({"rows": [[1, 2, None]]}, "rows[0].b"),
-    ({"rows": [[1, True, 3]]}, "rows[0].a"),
-    ({"keys": ["only-one"]}, "keys"),
-    ({"extra": 1}, "extra"),
-])
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"columns": ["a", "b"]}, "columns.c"),
+        ({"columns": ["a", "b", "c", "d"], "rows": [[1, 2, 3, 4]]}, "columns.d"),
+        ({"columns": ["a", "a", "c"]}, "columns.a"),
+        ({"rows": [[1, 2, 3], [1, 2]]}, "rows[1]"),
+        ({"rows": [[1, 2, 3], [1, "x", 3]]}, "rows[1].a"),
+        ({"rows": [[1, 2, None]]}, "rows[0].b"),
+        ({"rows": [[1, True, 3]]}, "rows[0].a"),
+        ({"keys": ["only-one"]}, "keys"),
+        ({"extra": 1}, "extra"),
+    ],
+)
 def test_a_bad_table_is_refused_naming_the_field(changes, field):
     with pytest.raises((InvalidFeature, InvalidField)) as err:
         table(**changes)
@@ -181,8 +211,12 @@ def test_a_table_over_the_limit_is_413():
 
 
 def test_booleans_hidden_among_zeros_and_ones_are_found():
-    body = {"records": [{"features": {"a": 0.0, "b": 1.0, "c": 1}},
-                        {"features": {"a": 1, "b": 0, "c": False}}]}
+    body = {
+        "records": [
+            {"features": {"a": 0.0, "b": 1.0, "c": 1}},
+            {"features": {"a": 1, "b": 0, "c": False}},
+        ]
+    }
     with pytest.raises(InvalidFeature) as err:
         parse(orjson.dumps(body))
     assert err.value.field == "records[1].features.c"

@@ -24,14 +24,17 @@ FEATURES = ["a", "b", "c"]
 
 def constant(value: float, features=FEATURES, version: str = "1"):
     model = DummyRegressor(strategy="constant", constant=value).fit(
-        np.zeros((2, len(features))), [0.0, 0.0])
+        np.zeros((2, len(features))), [0.0, 0.0]
+    )
     return loaded_model(model, features, version=version)
 
 
 def registry(**aliases) -> FakeRegistry:
-    return FakeRegistry("demo", {"1": constant(1.0), "2": constant(2.0, version="2"),
-                                 "3": constant(3.0, version="3")},
-                        aliases or {"champion": "1", "challenger": "2"})
+    return FakeRegistry(
+        "demo",
+        {"1": constant(1.0), "2": constant(2.0, version="2"), "3": constant(3.0, version="3")},
+        aliases or {"champion": "1", "challenger": "2"},
+    )
 
 
 def repository(reg: FakeRegistry, **options) -> ModelRepository:
@@ -95,8 +98,9 @@ def test_a_model_without_its_feature_list_is_refused():
 
 def test_a_model_needing_features_the_store_lacks_is_refused():
     with pytest.raises(ModelLoadError, match="lacks"):
-        check_model(ServedModel(constant(1.0), "champion"),
-                    lambda names: "the feature service lacks ['c']")
+        check_model(
+            ServedModel(constant(1.0), "champion"), lambda names: "the feature service lacks ['c']"
+        )
 
 
 def test_shadow_loads_the_challenger_as_candidate():

@@ -18,9 +18,19 @@ UNREACHABLE = "postgresql+psycopg://postgres@127.0.0.1:9/nowhere"
 
 def batch(base: str, n: int, role: str = "champion", entities=None) -> LogBatch:
     X = np.arange(n * 2, dtype=np.float64).reshape(n, 2)
-    return LogBatch(base_id=base, ts=time.time(), positions=None, entity_ids=entities,
-                    feature_names=NAMES, features=X, predictions=X[:, 0] * 10.0,
-                    model_name="demo", model_version="3", model_label="V1.0.2", role=role)
+    return LogBatch(
+        base_id=base,
+        ts=time.time(),
+        positions=None,
+        entity_ids=entities,
+        feature_names=NAMES,
+        features=X,
+        predictions=X[:, 0] * 10.0,
+        model_name="demo",
+        model_version="3",
+        model_label="V1.0.2",
+        role=role,
+    )
 
 
 def wait_for(condition, timeout: float = 20.0) -> None:
@@ -72,8 +82,14 @@ def test_log_writes_every_row_with_its_features_in_batches(tmp_path: Path, count
 
 def test_failed_writes_are_retried_then_counted_as_dropped(counted):
     totals, on_counts = counted
-    log = PredictionLog(UNREACHABLE, queue_rows=30, batch_rows=10, flush_seconds=0.05,
-                        retry_seconds=1.0, on_counts=on_counts)
+    log = PredictionLog(
+        UNREACHABLE,
+        queue_rows=30,
+        batch_rows=10,
+        flush_seconds=0.05,
+        retry_seconds=1.0,
+        on_counts=on_counts,
+    )
     log.start()
     try:
         assert log.submit(batch("a", 20))
@@ -91,8 +107,9 @@ def test_failed_writes_are_retried_then_counted_as_dropped(counted):
 
 def test_a_dead_writer_is_restarted_and_its_rows_counted(counted):
     totals, on_counts = counted
-    log = PredictionLog(UNREACHABLE, batch_rows=10, flush_seconds=0.05, retry_seconds=60,
-                        on_counts=on_counts)
+    log = PredictionLog(
+        UNREACHABLE, batch_rows=10, flush_seconds=0.05, retry_seconds=60, on_counts=on_counts
+    )
     log.start()
     try:
         assert log.submit(batch("a", 7))

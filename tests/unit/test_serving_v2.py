@@ -15,8 +15,9 @@ FEATURES = ("a", "b", "c")
 
 
 def triton_body(inputs, outputs=None):
-    body, json_size = _get_inference_request(inputs, "req-1", outputs, 0, False, False, 0, None,
-                                             None)
+    body, json_size = _get_inference_request(
+        inputs, "req-1", outputs, 0, False, False, 0, None, None
+    )
     return body, (str(json_size) if json_size is not None else None)
 
 
@@ -45,23 +46,46 @@ def test_parse_infer_reads_json_tensors_per_feature():
 
 
 def test_parse_infer_accepts_nested_json_data_and_ints():
-    body = orjson.dumps({"inputs": [{"name": "x", "shape": [2, 3], "datatype": "INT64",
-                                     "data": [[1, 2, 3], [4, 5, 6]]}]})
+    body = orjson.dumps(
+        {
+            "inputs": [
+                {"name": "x", "shape": [2, 3], "datatype": "INT64", "data": [[1, 2, 3], [4, 5, 6]]}
+            ]
+        }
+    )
     assert parse_infer(body, None, FEATURES, 10).X.tolist() == [[1, 2, 3], [4, 5, 6]]
 
 
-@pytest.mark.parametrize(("tensor", "error", "field"), [
-    ({"name": "x", "shape": [1, 2], "datatype": "FP64", "data": [1, 2]}, InvalidFeature,
-     "inputs[0].shape"),
-    ({"name": "x", "shape": [1, 3], "datatype": "FP64", "data": [1, 2]}, InvalidField,
-     "inputs[0].shape"),
-    ({"name": "x", "shape": [1, 3], "datatype": "BYTES", "data": ["a", "b", "c"]}, InvalidField,
-     "inputs[0].datatype"),
-    ({"name": "x", "shape": [1, 3], "datatype": "FP64", "data": [1, "2", 3]}, InvalidFeature,
-     "inputs[0].data"),
-    ({"name": "zzz", "shape": [1], "datatype": "FP64", "data": [1]}, InvalidFeature,
-     "inputs[0].name"),
-])
+@pytest.mark.parametrize(
+    ("tensor", "error", "field"),
+    [
+        (
+            {"name": "x", "shape": [1, 2], "datatype": "FP64", "data": [1, 2]},
+            InvalidFeature,
+            "inputs[0].shape",
+        ),
+        (
+            {"name": "x", "shape": [1, 3], "datatype": "FP64", "data": [1, 2]},
+            InvalidField,
+            "inputs[0].shape",
+        ),
+        (
+            {"name": "x", "shape": [1, 3], "datatype": "BYTES", "data": ["a", "b", "c"]},
+            InvalidField,
+            "inputs[0].datatype",
+        ),
+        (
+            {"name": "x", "shape": [1, 3], "datatype": "FP64", "data": [1, "2", 3]},
+            InvalidFeature,
+            "inputs[0].data",
+        ),
+        (
+            {"name": "zzz", "shape": [1], "datatype": "FP64", "data": [1]},
+            InvalidFeature,
+            "inputs[0].name",
+        ),
+    ],
+)
 def test_parse_infer_rejects_bad_tensors_naming_the_field(tensor, error, field):
     with pytest.raises(error) as err:
         parse_infer(orjson.dumps({"inputs": [tensor]}), None, FEATURES, 10)
@@ -79,15 +103,20 @@ def test_parse_infer_rejects_nan_feature():
 
 
 def test_parse_infer_enforces_the_batch_limit():
-    body = orjson.dumps({"inputs": [{"name": "x", "shape": [3, 3], "datatype": "FP64",
-                                     "data": [0.0] * 9}]})
+    body = orjson.dumps(
+        {"inputs": [{"name": "x", "shape": [3, 3], "datatype": "FP64", "data": [0.0] * 9}]}
+    )
     with pytest.raises(PayloadTooLarge):
         parse_infer(body, None, FEATURES, 2)
 
 
 def test_parse_infer_rejects_unknown_output():
-    body = orjson.dumps({"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP64",
-                                     "data": [1, 2, 3]}], "outputs": [{"name": "proba"}]})
+    body = orjson.dumps(
+        {
+            "inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP64", "data": [1, 2, 3]}],
+            "outputs": [{"name": "proba"}],
+        }
+    )
     with pytest.raises(InvalidField) as err:
         parse_infer(body, None, FEATURES, 10)
     assert err.value.field == "outputs[0].name"
@@ -110,7 +139,7 @@ def test_binary_response_is_what_tritonclient_decodes():
         def read(self, length=-1):
             start = self.offset
             self.offset = len(body) if length == -1 else start + length
-            return body[start:self.offset]
+            return body[start : self.offset]
 
     result = InferResult(Response(), verbose=False)
     assert result.as_numpy("predict").tolist() == y.tolist()

@@ -46,28 +46,40 @@ def train_champion(
     from kubeloop.metrics import score
 
     frame = feature_frame(raw, spec)
-    features = [c for c in frame.columns if c not in (spec.entity_key, spec.timestamp,
-                                                      spec.target)]
+    features = [c for c in frame.columns if c not in (spec.entity_key, spec.timestamp, spec.target)]
     train, test = time_split(frame, spec)
     run_id, model_uri, model = fit_and_log(
-        train, features, spec, settings, {"md5": data_version, "pointer": "",
-                                          "materialized": "test/test"})
+        train,
+        features,
+        spec,
+        settings,
+        {"md5": data_version, "pointer": "", "materialized": "test/test"},
+    )
     client = model_store.configure(settings)
-    held_out = score(spec.task, model, test[features].to_numpy(dtype="float64"),
-                     test[spec.target].to_numpy())
+    held_out = score(
+        spec.task, model, test[features].to_numpy(dtype="float64"), test[spec.target].to_numpy()
+    )
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics({f"test_{k}": v for k, v in held_out.items()})
-    version = registry.register(client, spec.model_name, model_uri, run_id, spec.model.tag,
-                                spec.model.manual_revision, data_version)
+    version = registry.register(
+        client,
+        spec.model_name,
+        model_uri,
+        run_id,
+        spec.model.tag,
+        spec.model.manual_revision,
+        data_version,
+    )
     if promote:
-        registry.promote(client, spec.model_name, str(version.version), approve=True,
-                         approver="tests")
-    return Champion(str(version.version), version.tags[registry.TAG_NAME], run_id, features,
-                    model)
+        registry.promote(
+            client, spec.model_name, str(version.version), approve=True, approver="tests"
+        )
+    return Champion(str(version.version), version.tags[registry.TAG_NAME], run_id, features, model)
 
 
-def production_rows(raw: pd.DataFrame, spec: ProjectSpec, model, features: Sequence[str]
-                    ) -> pd.DataFrame:
+def production_rows(
+    raw: pd.DataFrame, spec: ProjectSpec, model, features: Sequence[str]
+) -> pd.DataFrame:
     """Readings as the server logs them: features, the model's prediction, the actual value."""
     frame = feature_frame(raw, spec)
     out = frame[list(features)].copy()
@@ -95,33 +107,48 @@ def log_rows(
     from kubeloop.log_store import create_all, predictions
 
     create_all(engine)
-    ids = list(request_ids) if request_ids is not None else [
-        f"{prefix}-{i}" for i in range(len(frame))]
+    ids = (
+        list(request_ids)
+        if request_ids is not None
+        else [f"{prefix}-{i}" for i in range(len(frame))]
+    )
     X = frame[list(features)].to_numpy(dtype="float64")
     entities = frame["entity_id"].tolist() if "entity_id" in frame else [None] * len(frame)
     rows = [
-        {"request_id": rid, "ts": start + i * spacing, "entity_id": entity,
-         "features": {f: (None if np.isnan(v) else float(v)) for f, v in zip(features, x,
-                                                                             strict=True)},
-         "prediction": float(pred), "model_name": model_name, "model_version": str(version),
-         "model_label": label, "role": role}
-        for i, (rid, entity, x, pred) in enumerate(zip(ids, entities, X, frame["prediction"],
-                                                       strict=True))
+        {
+            "request_id": rid,
+            "ts": start + i * spacing,
+            "entity_id": entity,
+            "features": {
+                f: (None if np.isnan(v) else float(v)) for f, v in zip(features, x, strict=True)
+            },
+            "prediction": float(pred),
+            "model_name": model_name,
+            "model_version": str(version),
+            "model_label": label,
+            "role": role,
+        }
+        for i, (rid, entity, x, pred) in enumerate(
+            zip(ids, entities, X, frame["prediction"], strict=True)
+        )
     ]
     with engine.begin() as conn:
         for chunk in range(0, len(rows), 5_000):
-            conn.execute(predictions.insert(), rows[chunk:chunk + 5_000])
+            conn.execute(predictions.insert(), rows[chunk : chunk + 5_000])
     return ids
 
 
-def log_feedback(engine, request_ids: Sequence[str], actuals: Sequence[float], ts: datetime
-                 ) -> None:
+def log_feedback(
+    engine, request_ids: Sequence[str], actuals: Sequence[float], ts: datetime
+) -> None:
     """Insert ground truth for request ids."""
     from kubeloop.log_store import create_all, feedback
 
     create_all(engine)
-    rows = [{"request_id": rid, "ts": ts, "actual": float(a)}
-            for rid, a in zip(request_ids, actuals, strict=True)]
+    rows = [
+        {"request_id": rid, "ts": ts, "actual": float(a)}
+        for rid, a in zip(request_ids, actuals, strict=True)
+    ]
     with engine.begin() as conn:
         for chunk in range(0, len(rows), 5_000):
-            conn.execute(feedback.insert(), rows[chunk:chunk + 5_000])
+            conn.execute(feedback.insert(), rows[chunk : chunk + 5_000])

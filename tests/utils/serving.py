@@ -33,8 +33,12 @@ def materialize(raw, spec: ProjectSpec, settings: PlatformSettings) -> None:
     materialize_features(raw, spec, settings)
 
 
-def train_models(raw, spec: ProjectSpec, settings: PlatformSettings,
-                 variants: Sequence[Mapping[str, Any]] = ({}, {})) -> list[TrainedModel]:
+def train_models(
+    raw,
+    spec: ProjectSpec,
+    settings: PlatformSettings,
+    variants: Sequence[Mapping[str, Any]] = ({}, {}),
+) -> list[TrainedModel]:
     """Fit and log one model per variant (estimator parameters over the spec's, e.g. fewer
     iterations), on the features the spec's transform makes from ``raw``."""
     from components.train.core import fit_and_log
@@ -45,17 +49,21 @@ def train_models(raw, spec: ProjectSpec, settings: PlatformSettings,
     out = []
     for i, params in enumerate(variants):
         estimator = spec.model.estimator.model_copy(
-            update={"params": {**spec.model.estimator.params, **params}})
-        variant = spec.model_copy(update={"model": spec.model.model_copy(
-            update={"estimator": estimator})})
-        run_id, model_uri, _ = fit_and_log(frame, names, variant, settings,
-                                           {"md5": f"seed-{i}", "pointer": ""})
+            update={"params": {**spec.model.estimator.params, **params}}
+        )
+        variant = spec.model_copy(
+            update={"model": spec.model.model_copy(update={"estimator": estimator})}
+        )
+        run_id, model_uri, _ = fit_and_log(
+            frame, names, variant, settings, {"md5": f"seed-{i}", "pointer": ""}
+        )
         out.append(TrainedModel(run_id, model_uri, names))
     return out
 
 
-def register_versions(client: Any, name: str, models: Sequence[TrainedModel],
-                      champion: int | None = 1) -> list[str]:
+def register_versions(
+    client: Any, name: str, models: Sequence[TrainedModel], champion: int | None = 1
+) -> list[str]:
     """Register the models as versions 1..n of ``name`` (the last is ``challenger``) and move
     ``champion`` to version ``champion``; returns the V-names."""
     from kubeloop import registry
@@ -98,8 +106,9 @@ class Seeded:
         return f"sqlite:///{self.work_dir / 'mlflow.db'}"
 
     def settings(self, **changes: Any) -> PlatformSettings:
-        return PlatformSettings(**{"work_dir": self.work_dir,
-                                   "MLFLOW_TRACKING_URI": self.tracking_uri, **changes})
+        return PlatformSettings(
+            **{"work_dir": self.work_dir, "MLFLOW_TRACKING_URI": self.tracking_uri, **changes}
+        )
 
     def raw(self):
         import pandas as pd
@@ -112,9 +121,14 @@ class Seeded:
         return load_spec(self.spec_path)
 
 
-def seed_example(work_dir: Path, *, rows: int = 2_000, buildings: int = 40,
-                 variants: Sequence[Mapping[str, Any]] = ({"max_iter": 20}, {"max_iter": 40}),
-                 mlflow_template: Path | None = None) -> Seeded:
+def seed_example(
+    work_dir: Path,
+    *,
+    rows: int = 2_000,
+    buildings: int = 40,
+    variants: Sequence[Mapping[str, Any]] = ({"max_iter": 20}, {"max_iter": 40}),
+    mlflow_template: Path | None = None,
+) -> Seeded:
     """Seed ``work_dir`` once (later calls reuse it): sample data, features materialized into
     the SQLite online store, one model per variant registered (version 1 champion, the last
     challenger). ``mlflow_template`` is an empty migrated MLflow store to copy (faster)."""
@@ -128,9 +142,13 @@ def seed_example(work_dir: Path, *, rows: int = 2_000, buildings: int = 40,
     marker = work_dir / "seeded.json"
     if marker.exists():
         data = json.loads(marker.read_text())
-        return Seeded(work_dir=Path(data["work_dir"]), spec_path=Path(data["spec_path"]),
-                      model_name=data["model_name"], labels=data["labels"],
-                      entities=data["entities"])
+        return Seeded(
+            work_dir=Path(data["work_dir"]),
+            spec_path=Path(data["spec_path"]),
+            model_name=data["model_name"],
+            labels=data["labels"],
+            entities=data["entities"],
+        )
     work_dir.mkdir(parents=True, exist_ok=True)
     if mlflow_template is not None and not (work_dir / "mlflow.db").exists():
         shutil.copyfile(mlflow_template, work_dir / "mlflow.db")
@@ -145,15 +163,27 @@ def seed_example(work_dir: Path, *, rows: int = 2_000, buildings: int = 40,
     labels = register_versions(model_store.configure(settings), spec.model_name, models)
     entities = sorted(int(e) for e in raw[spec.entity_key].unique())
     seeded = Seeded(work_dir, spec_path, spec.model_name, labels, entities)
-    marker.write_text(json.dumps({"work_dir": str(work_dir), "spec_path": str(spec_path),
-                                  "model_name": spec.model_name, "labels": labels,
-                                  "entities": entities}))
+    marker.write_text(
+        json.dumps(
+            {
+                "work_dir": str(work_dir),
+                "spec_path": str(spec_path),
+                "model_name": spec.model_name,
+                "labels": labels,
+                "entities": entities,
+            }
+        )
+    )
     return seeded
 
 
-async def post_many(url: str, path: str, bodies: Sequence[bytes],
-                    headers: Mapping[str, str] | None = None, concurrency: int = 32
-                    ) -> list[tuple[int, bytes]]:
+async def post_many(
+    url: str,
+    path: str,
+    bodies: Sequence[bytes],
+    headers: Mapping[str, str] | None = None,
+    concurrency: int = 32,
+) -> list[tuple[int, bytes]]:
     """POST each body over ``concurrency`` keep-alive connections; (status, body) in order.
 
     A minimal HTTP/1.1 client (the server always sends Content-Length): sending thousands of
@@ -162,9 +192,11 @@ async def post_many(url: str, path: str, bodies: Sequence[bytes],
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
-    head = (f"POST {path} HTTP/1.1\r\nHost: {parts.hostname}:{parts.port}\r\n"
-            "Content-Type: application/json\r\n"
-            + "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())).encode()
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {parts.hostname}:{parts.port}\r\n"
+        "Content-Type: application/json\r\n"
+        + "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+    ).encode()
     results: list[tuple[int, bytes]] = [(0, b"")] * len(bodies)
     pending = iter(range(len(bodies)))
 
@@ -176,8 +208,11 @@ async def post_many(url: str, path: str, bodies: Sequence[bytes],
                 writer.write(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
                 raw = await reader.readuntil(b"\r\n\r\n")
                 lines = raw.decode("latin-1").split("\r\n")
-                length = next(int(line.split(":", 1)[1]) for line in lines
-                              if line.lower().startswith("content-length:"))
+                length = next(
+                    int(line.split(":", 1)[1])
+                    for line in lines
+                    if line.lower().startswith("content-length:")
+                )
                 results[i] = (int(lines[0].split()[1]), await reader.readexactly(length))
         finally:
             writer.close()
@@ -194,8 +229,13 @@ class FakeRegistry:
     load. Pass ``registry.load`` as the repository's ``loader``.
     """
 
-    def __init__(self, name: str, models: Mapping[str, Any], aliases: Mapping[str, str],
-                 broken: Sequence[str] = ()):
+    def __init__(
+        self,
+        name: str,
+        models: Mapping[str, Any],
+        aliases: Mapping[str, str],
+        broken: Sequence[str] = (),
+    ):
         self.name = name
         self.models = dict(models)
         self.aliases = dict(aliases)
@@ -256,17 +296,32 @@ class RecordingLog:
         return [row for b in self.batches for row in b.rows() if role in (None, row["role"])]
 
 
-def loaded_model(model: Any, features: Sequence[str], version: str = "1",
-                 name: str = "demo", label: str | None = None) -> Any:
+def loaded_model(
+    model: Any,
+    features: Sequence[str],
+    version: str = "1",
+    name: str = "demo",
+    label: str | None = None,
+) -> Any:
     """A ``LoadedModel`` around any fitted estimator."""
     from kubeloop.registry import LoadedModel
 
-    return LoadedModel(name=name, version=version, label=label or f"V1.0.{int(version) - 1}",
-                       model=model, metadata_features=list(features))
+    return LoadedModel(
+        name=name,
+        version=version,
+        label=label or f"V1.0.{int(version) - 1}",
+        model=model,
+        metadata_features=list(features),
+    )
 
 
-def fake_runtime(registry: FakeRegistry, settings: Any = None, features: Any = None,
-                 prediction_log: Any = None, poll: bool = True) -> Any:
+def fake_runtime(
+    registry: FakeRegistry,
+    settings: Any = None,
+    features: Any = None,
+    prediction_log: Any = None,
+    poll: bool = True,
+) -> Any:
     """A ``Runtime`` over a ``FakeRegistry`` (polled once, so it is ready when it returns)."""
     from serving.metrics import Metrics
     from serving.models import ModelRepository
@@ -276,27 +331,48 @@ def fake_runtime(registry: FakeRegistry, settings: Any = None, features: Any = N
     settings = settings or ServingSettings()
     metrics = Metrics(settings.prediction_buckets)
     models = ModelRepository(
-        lambda: registry, registry.name, champion_alias=settings.champion_alias,
-        candidate_alias=settings.candidate_alias, shadow=settings.shadow_enabled,
-        canary_weight=settings.canary_weight, poll_seconds=settings.registry_poll_seconds,
-        metrics=metrics, loader=registry.load,
-        feature_check=features.check if features is not None else None)
-    runtime = Runtime(settings, registry.name, metrics, models, features,
-                      prediction_log if prediction_log is not None else RecordingLog())
+        lambda: registry,
+        registry.name,
+        champion_alias=settings.champion_alias,
+        candidate_alias=settings.candidate_alias,
+        shadow=settings.shadow_enabled,
+        canary_weight=settings.canary_weight,
+        poll_seconds=settings.registry_poll_seconds,
+        metrics=metrics,
+        loader=registry.load,
+        feature_check=features.check if features is not None else None,
+    )
+    runtime = Runtime(
+        settings,
+        registry.name,
+        metrics,
+        models,
+        features,
+        prediction_log if prediction_log is not None else RecordingLog(),
+    )
     if poll:
         models.poll_once()
     return runtime
 
 
-def static_features(names: Sequence[str], rows: Mapping[int | str, Sequence[float]],
-                    join_key: str = "entity_id", value_type: str = "INT64") -> Any:
+def static_features(
+    names: Sequence[str],
+    rows: Mapping[int | str, Sequence[float]],
+    join_key: str = "entity_id",
+    value_type: str = "INT64",
+) -> Any:
     """``OnlineFeatures`` over an in-memory table (entity -> values in ``names`` order)."""
     from datetime import UTC, datetime
 
     from serving.features import EntityRow, FeatureLayout, OnlineFeatures, OnlineLookup
 
-    layout = FeatureLayout(project="test", join_key=join_key, value_type=value_type,
-                           views=(("view", tuple(names)),), serialization_version=3)
+    layout = FeatureLayout(
+        project="test",
+        join_key=join_key,
+        value_type=value_type,
+        views=(("view", tuple(names)),),
+        serialization_version=3,
+    )
 
     class StaticLookup(OnlineLookup):
         backend = "static"

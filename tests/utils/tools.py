@@ -30,8 +30,9 @@ def run_installer(script: Path, *args: str) -> str:
     """Run an install script once per session (per arguments); returns how it ended."""
     key = (str(script), *args)
     if key not in _attempts:
-        proc = subprocess.run(["bash", str(script), *args], capture_output=True, text=True,
-                              timeout=900, check=False)
+        proc = subprocess.run(
+            ["bash", str(script), *args], capture_output=True, text=True, timeout=900, check=False
+        )
         _attempts[key] = f"exit {proc.returncode}: {proc.stderr[-2000:]}"
     return _attempts[key]
 
@@ -43,8 +44,10 @@ def require_command(name: str, script: Path, *args: str) -> str:
         detail = run_installer(script, *args)
         found = shutil.which(name)
         if found is None:
-            unavailable(f"`{name}` is missing and {script.relative_to(REPO)} could not install "
-                        f"it ({detail})")
+            unavailable(
+                f"`{name}` is missing and {script.relative_to(REPO)} could not install "
+                f"it ({detail})"
+            )
     return found
 
 
