@@ -19,6 +19,8 @@ CLI_GROUPS = {
     "mlflow": ("mlflow.cli", "cli"),
     "feast": ("feast.cli.cli", "cli"),
 }
+# kubeloop/cli/ command modules -> the package whose settings their process reads.
+CLI_PACKAGES = {"kubeloop.cli.monitor": "monitoring", "kubeloop.cli.serve": "serving"}
 
 
 @dataclass
@@ -186,7 +188,9 @@ def describe(
             package = command.callback.__module__.split(".")[0] if command.callback else ""
             # typer wraps callbacks; the original function keeps the module.
             original = getattr(command.callback, "__wrapped__", command.callback)
-            package = getattr(original, "__module__", package).split(".")[0]
+            module = getattr(original, "__module__", package)
+            # The command modules of kubeloop/cli/ adapt one package each.
+            package = CLI_PACKAGES.get(module, module.split(".")[0])
             for cls in _settings_classes(package):
                 proc.env |= settings_env(cls)
             proc.env |= library_env()
