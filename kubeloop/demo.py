@@ -217,7 +217,7 @@ def run_demo(
     # The embedded default whatever the shell says: MLflow in the demo's own folder.
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work_dir / 'mlflow.db'}"
     settings = MonitoringSettings(work_dir=work_dir, retrain_source=str(recent))
-    os.environ.update(settings.export())
+    settings.export_to_environment()
     spec = demo_spec(load_spec(SPEC), config)
     clock: dict[str, float] = {}
     started = time.perf_counter()

@@ -13,6 +13,7 @@ SQLite store in the work folder.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -94,3 +95,12 @@ class PlatformSettings(BaseSettings):
             # JSON for everything but plain strings: what pydantic-settings parses back.
             env[f"KUBELOOP_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
         return env
+
+    def export_to_environment(self) -> None:
+        """Put ``export()`` into this process's environment, for the processes it starts.
+
+        kfp.local's subprocess steps and uvicorn's worker processes inherit the environment and
+        offer no other channel; command-line overrides reach them this way. Secrets follow the
+        rule of ``export()``: children inherit them unchanged.
+        """
+        os.environ.update(self.export())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import warnings
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ def run_local(spec: ProjectSpec, settings: PlatformSettings, source: str | None 
 
     from pipelines.training import training_pipeline
 
-    os.environ.update(settings.export())
+    settings.export_to_environment()
     root = settings.work_dir / "kfp"
     root.mkdir(parents=True, exist_ok=True)
     local.init(

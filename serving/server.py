@@ -17,7 +17,6 @@ Choices that matter under load (see docs/serving.md):
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -25,7 +24,6 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from pydantic import SecretStr
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from serving.settings import ServingSettings
@@ -80,20 +78,6 @@ class HttpProtocol(HttpToolsProtocol):
         super().connection_made(CoalescingTransport(transport, self.loop))
 
 
-def export_env(settings: ServingSettings) -> dict[str, str]:
-    """Environment that makes each worker build these same settings (secrets included)."""
-    env = {"MLFLOW_TRACKING_URI": settings.tracking_uri}
-    for name, value in settings.model_dump(exclude={"mlflow_tracking_uri"}).items():
-        if value is None:
-            continue
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        elif isinstance(value, tuple | list | dict):
-            value = json.dumps(value)
-        env[f"KUBELOOP_{name.upper()}"] = str(value)
-    return env
-
-
 def bind_socket(host: str, port: int) -> socket.socket:
     """A listening TCP socket whose accepted connections get TCP_NODELAY."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -144,7 +128,7 @@ def run(settings: ServingSettings) -> int:
     from serving.app import configure_logging
 
     configure_logging(settings.log_level)
-    os.environ.update(export_env(settings))
+    settings.export_to_environment()  # the workers build the same settings
     # Read by OpenMP and BLAS when they load (with scikit-learn, after this point).
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[name] = str(settings.model_threads)

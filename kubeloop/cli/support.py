@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar, overload
@@ -56,5 +55,5 @@ def context(
     environment; the settings are exported so child processes (pipeline steps) see them too.
     """
     settings = settings_cls(**{k: v for k, v in overrides.items() if v is not None})
-    os.environ.update(settings.export())
+    settings.export_to_environment()
     return load_spec(spec_path), settings
