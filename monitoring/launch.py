@@ -119,7 +119,7 @@ class KfpLauncher(Launcher):
                     run_name=name,
                     experiment_name=self.settings.kfp_experiment,
                 )
-        except Exception as exc:  # noqa: BLE001 - unreachable server, auth, bad request
+        except Exception as exc:
             raise LaunchError(
                 f"could not submit the retraining run to {self.settings.kfp_host}: {exc}"
             ) from exc

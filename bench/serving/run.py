@@ -193,7 +193,7 @@ class Server:
 
     def __enter__(self) -> Server:
         log(f"starting {self.name}: {' '.join(self.command)}")
-        self._log = open(self.log_path, "wb")  # noqa: SIM115
+        self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
             self.command,
             env=self.env,

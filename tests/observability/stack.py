@@ -212,7 +212,7 @@ def http_stub(handle) -> Iterator[str]:
             self.end_headers()
             self.wfile.write(data)
 
-        do_GET = do_POST = _serve  # noqa: N815
+        do_GET = do_POST = _serve
 
         def log_message(self, *args: Any) -> None:
             pass

@@ -82,7 +82,7 @@ def test_without_pushgateway_the_figures_go_to_a_textfile(tmp_path: Path) -> Non
 class Recorder(BaseHTTPRequestHandler):
     requests: list[tuple[str, str, bytes]] = []
 
-    def do_PUT(self) -> None:  # noqa: N802 - http.server's naming
+    def do_PUT(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         Recorder.requests.append(("PUT", self.path, body))
         self.send_response(200)

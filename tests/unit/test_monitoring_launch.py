@@ -103,7 +103,7 @@ def kfp_server() -> Iterator[tuple[str, FakeKfp]]:
             fake.requests.append(entry)
             return entry
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             self._record()
             if self.path.startswith("/apis/v2beta1/healthz"):
                 self._answer({"multi_user": False})
@@ -114,7 +114,7 @@ def kfp_server() -> Iterator[tuple[str, FakeKfp]]:
             else:
                 self.send_error(404)
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             entry = self._record()
             if self.path == "/apis/v2beta1/experiments":
                 sent = json.loads(entry["body"])
