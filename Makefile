@@ -1,4 +1,4 @@
-# kubeloop developer entry points. `make help` lists them; `make test` is what CI runs.
+# kubeloop developer entry points. `make help` lists them; `make ci` (lint and tests) is what CI runs.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PYTHON ?= python3
@@ -33,9 +33,18 @@ test-fast: setup ## Unit tests only
 demo: setup ## Run the whole loop on the embedded default, with progress
 	$(BIN)/python -m kubeloop.demo
 
-lint: setup ## Ruff and mypy
-	$(BIN)/ruff check components pipelines serving monitoring feature_repo tests bench
-	$(BIN)/mypy components pipelines --ignore-missing-imports
+PACKAGES := kubeloop components pipelines serving monitoring feature_repo
+
+lint: setup ## Ruff (lint and format) over all Python, mypy over every package
+	$(BIN)/ruff check $(PACKAGES) tests bench
+	$(BIN)/ruff format --check $(PACKAGES) tests bench
+	$(BIN)/mypy $(PACKAGES)
+
+format: setup ## Apply ruff's formatting and safe fixes
+	$(BIN)/ruff format $(PACKAGES) tests bench
+	$(BIN)/ruff check --fix $(PACKAGES) tests bench
+
+ci: lint test ## What CI runs (.ci/run): lint, then the whole test suite
 
 bench: setup ## Benchmarks (figures go to docs/benchmarks.md by hand)
 	$(BIN)/python bench/pipeline.py
@@ -59,7 +68,7 @@ observability-test: setup ## Dashboards and alerts against a real Prometheus, Pu
 	bash tests/observability/install_tools.sh
 	$(BIN)/pytest tests/observability $(PYTEST_ARGS)
 
-.PHONY: help setup test test-fast demo lint bench compile lock clean alert-rules observability-test
+.PHONY: help setup test test-fast demo lint format ci bench compile lock clean alert-rules observability-test
 
 # --- Kubernetes: chart, manifests, images, kind (docs/kubernetes.md) ---
 KIND_CLUSTER ?= kubeloop

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -32,7 +32,7 @@ def serve(
     from serving.server import run
     from serving.settings import ServingSettings
 
-    overrides = {
+    overrides: dict[str, Any] = {
         "spec": spec,
         "host": host,
         "port": port,
