@@ -51,6 +51,14 @@ def all_versions(client, name: str) -> list[Any]:
     return list(client.search_model_versions(f"name = '{name}'"))
 
 
+def aliases_by_version(client, name: str) -> dict[str, list[str]]:
+    """Registry version number -> its aliases (a version search leaves aliases empty)."""
+    out: dict[str, list[str]] = {}
+    for alias, version in client.get_registered_model(name).aliases.items():
+        out.setdefault(str(version), []).append(alias)
+    return out
+
+
 def by_alias(client, name: str, alias: str):
     """The model version behind an alias, or None."""
     from mlflow.exceptions import MlflowException

@@ -147,14 +147,17 @@ def versions_cmd(spec: SpecOption = DEFAULT_SPEC) -> None:
 
     project, settings = context(spec)
     client = model_store.configure(settings)
+    versions = registry.all_versions(client, project.model_name)
+    if not versions:
+        console.print(f"{project.model_name} has no registered versions yet")
+        return
     table = Table("version", "name", "aliases", "data", "run")
-    for v in sorted(
-        registry.all_versions(client, project.model_name), key=lambda v: int(v.version)
-    ):
+    aliases = registry.aliases_by_version(client, project.model_name)
+    for v in sorted(versions, key=lambda v: int(v.version)):
         table.add_row(
-            v.version,
+            str(v.version),
             v.tags.get(registry.TAG_NAME, ""),
-            ",".join(v.aliases),
+            ",".join(aliases.get(str(v.version), [])),
             v.tags.get(registry.TAG_DATA, "")[:12],
             v.run_id or "",
         )
