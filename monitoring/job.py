@@ -19,7 +19,7 @@ from typing import Any
 
 from kubeloop import model_store
 from kubeloop.spec import ProjectSpec
-from monitoring import exporter, state
+from monitoring import exporter, report, state
 from monitoring.decide import Verdict, decide
 from monitoring.drift import Analysis, analyze
 from monitoring.errors import LaunchError
@@ -216,9 +216,39 @@ def registry_samples(client, model_name: str) -> list[exporter.Sample]:
 
 def _write_report(outcome: MonitorOutcome, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    outcome.report.write_text(outcome.analysis.html())
+    outcome.report.write_text(report.with_summary(outcome.analysis.html(), _summary(outcome)))
     latest = folder / "latest.html"
     latest.write_text(outcome.report.read_text())
+
+
+def _summary(outcome: MonitorOutcome) -> str:
+    """What this run compared and decided, for the top of its HTML report."""
+    drift, quality, verdict = outcome.analysis.drift, outcome.analysis.quality, outcome.verdict
+    metric = quality.primary
+    live, baseline = quality.current.get(metric), quality.baseline.get(metric)
+    facts: list[tuple[str, object]] = [
+        ("model", f"{outcome.model_name} {outcome.label} (registry version {outcome.version})"),
+        ("compared", "the champion's recent predictions with its training reference"),
+        ("window", f"{outcome.start:%Y-%m-%d %H:%M} to {outcome.end:%Y-%m-%d %H:%M} UTC"),
+        ("predictions in the window", outcome.rows),
+        ("of them labelled", outcome.labelled_rows),
+        ("features drifted", f"{len(drift.drifted)} of {len(drift.features)} ({drift.share:.0%})"),
+        ("drifted features", ", ".join(drift.drifted) or "none"),
+        (f"{metric} live / baseline", f"{_number(live)} / {_number(baseline)}"),
+    ]
+    if verdict.retrain:
+        tone, title = "fail", "Retraining needed"
+        reasons = [t.detail for t in verdict.triggers] + list(verdict.notes)
+    else:
+        tone, title = "ok", "No retraining needed"
+        reasons = list(verdict.notes) or ["no drift or quality threshold of the spec was crossed"]
+    return report.summary_html(
+        f"Monitoring {outcome.model_name} {outcome.label}", title, tone, reasons, facts
+    )
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
 
 
 def _log_to_mlflow(client, run_id: str, outcome: MonitorOutcome, stamp: str) -> None:

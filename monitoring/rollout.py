@@ -47,7 +47,7 @@ import pandas as pd
 
 from kubeloop import registry
 from kubeloop.spec import LOWER_IS_BETTER, ProjectSpec
-from monitoring import lineage
+from monitoring import lineage, report
 from monitoring.drift import live_quality
 from monitoring.errors import RolloutError
 from monitoring.window import ACTUAL, PREDICTION, read_paired
@@ -259,8 +259,17 @@ def compare_served(
     )
 
 
-def shadow_report(joined: pd.DataFrame, path: Path, task: str) -> Path:
-    """Evidently report: the champion's answers as reference, the candidate's as current."""
+def shadow_report(
+    joined: pd.DataFrame,
+    path: Path,
+    task: str,
+    comparison: Comparison,
+    title: str,
+    verdict: tuple[str, str, list[str]],
+) -> Path:
+    """Evidently report (the champion's answers as reference, the candidate's as current)
+    under a summary: ``title`` names the two versions, ``verdict`` is (what was decided, its
+    tone ok/warn/fail, why), then the request and label counts and the quality of each."""
     import warnings
 
     from evidently import DataDefinition, Dataset, Regression, Report
@@ -288,8 +297,27 @@ def shadow_report(joined: pd.DataFrame, path: Path, task: str) -> Path:
             Dataset.from_pandas(frame("candidate"), data_definition=definition),
             Dataset.from_pandas(frame("champion"), data_definition=definition),
         )
+    decided, tone, reasons = verdict
+    if comparison.pairs and not comparison.max_abs_diff:
+        reasons = [*reasons, "the two models gave identical predictions on every request"]
+    facts: list[tuple[str, object]] = [
+        ("requests both answered", comparison.pairs),
+        ("of them labelled", comparison.labelled),
+        (
+            "mean / max absolute difference",
+            f"{comparison.mean_abs_diff} / {comparison.max_abs_diff}",
+        ),
+        *[
+            (
+                f"{name}: candidate / champion",
+                f"{value:.4g} / {comparison.champion.get(name, float('nan')):.4g}",
+            )
+            for name, value in sorted(comparison.candidate.items())
+        ],
+    ]
+    summary = report.summary_html(title, decided, tone, reasons, facts)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(snapshot.get_html_str(as_iframe=False))
+    path.write_text(report.with_summary(snapshot.get_html_str(as_iframe=False), summary))
     return path
 
 
@@ -509,19 +537,37 @@ class Rollout:
                 comparison.to_dict(),
             )
         stamp = now.strftime("%Y%m%d-%H%M%S")
-        report = shadow_report(
-            joined,
-            self.reports_dir
-            / self.name
-            / f"shadow-{version.tags.get(registry.TAG_NAME)}-{stamp}.html",
-            self.spec.task,
+        label, champion_label = (
+            version.tags.get(registry.TAG_NAME),
+            champion.tags.get(registry.TAG_NAME),
         )
-        self._log_artifact(version, report)
-        self._tag(version, shadow_result=comparison.to_dict(), shadow_report=str(report))
-        if (
+        worse = (
             comparison.quality_loss is not None
             and comparison.quality_loss > rollout.max_quality_loss
-        ):
+        )
+        if worse:
+            verdict = ("Rolled back", "fail", [f"{metric} {comparison.quality_loss:.0%} worse"])
+        elif comparison.quality_loss is None:
+            verdict = (
+                "Shadow passed: ready for approval",
+                "warn",
+                [f"fewer than {MIN_LABELLED} labelled requests: quality not judged"],
+            )
+        else:
+            verdict = ("Shadow passed: ready for approval", "ok", [])
+        shadow_file = shadow_report(
+            joined,
+            self.reports_dir / self.name / f"shadow-{label}-{stamp}.html",
+            self.spec.task,
+            comparison,
+            f"Shadow of {self.name}: candidate {label} (version {version.version}) against "
+            f"champion {champion_label} (version {champion.version}), "
+            f"{since:%Y-%m-%d %H:%M} to {now:%Y-%m-%d %H:%M} UTC",
+            verdict,
+        )
+        self._log_artifact(version, shadow_file)
+        self._tag(version, shadow_result=comparison.to_dict(), shadow_report=str(shadow_file))
+        if worse:
             return self.rollback(
                 version,
                 f"shadow: {metric} {comparison.quality_loss:.0%} worse "

@@ -172,7 +172,14 @@ def test_drifted_traffic_is_flagged_exported_reported_and_retrained(loop: Loop, 
             "kubeloop_model_rmse" + json.dumps({**labels, "dataset": "baseline"}, sort_keys=True)
         ]
     )
-    assert outcome.report.exists() and "<html" in outcome.report.read_text()[:2000].lower()
+    html = outcome.report.read_text()
+    assert outcome.report.exists() and "<html" in html[:2000].lower()
+    # The report opens with what was compared and decided, before Evidently's plots.
+    summary_at = html.index("kubeloop-summary")
+    summary_block = html[summary_at : html.index("</section>", summary_at)]
+    assert summary_at < html.index("<script", summary_at)
+    assert "Retraining needed" in summary_block and loop.champion.label in summary_block
+    assert f"{outcome.rows:,}" in summary_block and "drifted features" in summary_block
     summary = json.loads(outcome.summary.read_text())
     assert summary["decision"]["retrain"] and summary["launched"]["run_id"] == "fake-0"
     client = model_store.configure(settings)

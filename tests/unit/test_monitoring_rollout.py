@@ -221,7 +221,10 @@ def test_a_good_candidate_walks_through_shadow_approval_and_canary_to_champion(w
         "kubeloop.champion_since",
         "kubeloop.lineage",
     } <= set(tags)
-    assert Path(tags["kubeloop.rollout.shadow_report"]).exists()
+    shadow_html = Path(tags["kubeloop.rollout.shadow_report"]).read_text()
+    summary = shadow_html[shadow_html.index("kubeloop-summary") :].split("</section>")[0]
+    assert "candidate V1.0.1 (version 2) against champion V1.0.0 (version 1)" in summary
+    assert "Shadow passed: ready for approval" in summary and "requests both answered" in summary
     assert "kubeloop.retired_at" in world.tags("1")
 
 
