@@ -13,8 +13,13 @@ from kubeloop.spec import ProjectSpec
 
 
 def load_transform(spec: ProjectSpec) -> Callable[[pd.DataFrame], pd.DataFrame]:
-    """The spec's feature-engineering function (``module:function``)."""
-    module_name, _, func_name = spec.features.transform.partition(":")
+    """The spec's feature-engineering function: generated from ``features.declared``, or the
+    ``module:function`` of ``features.transform``."""
+    if spec.features.declared is not None:
+        from kubeloop.declared_features import transform
+
+        return transform(spec)
+    module_name, _, func_name = (spec.features.transform or "").partition(":")
     try:
         return getattr(importlib.import_module(module_name), func_name)
     except (ImportError, AttributeError) as exc:

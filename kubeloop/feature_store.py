@@ -70,7 +70,8 @@ def open_store(settings: PlatformSettings, spec: ProjectSpec):
 
 
 def definitions(spec: ProjectSpec, settings: PlatformSettings) -> list[Any]:
-    """Every Feast object (entities, sources, views, services) in the spec's definitions module.
+    """Every Feast object (entities, sources, views, services) of the spec: generated from its
+    declared features, or found in its definitions module.
 
     Relative file-source paths are made absolute under the repo path (DuckDB reads them from the
     process's working directory otherwise). The module's objects are copied, not changed, so
@@ -79,9 +80,14 @@ def definitions(spec: ProjectSpec, settings: PlatformSettings) -> list[Any]:
     from feast import Entity, FeatureService, FeatureView, FileSource
     from feast.data_source import DataSource
 
-    module = importlib.import_module(spec.features.definitions)
-    kinds = (Entity, DataSource, FeatureView, FeatureService)
-    objects = copy.deepcopy([obj for obj in vars(module).values() if isinstance(obj, kinds)])
+    if spec.features.declared is not None:
+        from kubeloop.declared_features import feast_objects
+
+        objects = feast_objects(spec)
+    else:
+        module = importlib.import_module(spec.features.definitions or "")
+        kinds = (Entity, DataSource, FeatureView, FeatureService)
+        objects = copy.deepcopy([obj for obj in vars(module).values() if isinstance(obj, kinds)])
     root = repo_path(settings)
     sources = [o for o in objects if isinstance(o, FileSource)]
     sources += [

@@ -40,12 +40,74 @@ class DataSpec(_Strict):
     min_rows: int = Field(100, ge=1)
 
 
-class FeatureSpec(_Strict):
-    """The Feast side: definitions, the feature service the model consumes, the transform."""
+DatePart = Literal["hour", "hour_sin", "hour_cos", "dayofweek", "is_weekend", "month"]
 
-    definitions: str = Field(description="Module holding the Feast objects (feature_repo.<name>).")
-    service: str = Field(description="Name of the Feast feature service the model consumes.")
-    transform: str = Field(description="'module:function' turning raw rows into feature rows.")
+
+class DeclaredFeature(_Strict):
+    """One model feature made from raw columns, declared instead of programmed.
+
+    ``raw`` passes a numeric (or bool) column through, ``log`` takes ``log1p`` of it,
+    ``one_hot`` makes one 0/1 feature per category of a string column (categories fixed in the
+    spec, so training and serving agree; ``kubeloop init`` fills them from the data), ``ratio``
+    divides the column by ``denominator``, ``date_parts`` takes calendar parts of a datetime.
+    """
+
+    column: str = Field(description="The raw column (declared in data.columns).")
+    encode: Literal["raw", "log", "one_hot", "ratio", "date_parts"] = "raw"
+    name: str | None = Field(
+        None, description="Feature name (raw, log, ratio); default: derived from the column."
+    )
+    categories: list[str] | None = Field(None, description="one_hot: the column's categories.")
+    denominator: str | None = Field(None, description="ratio: the column to divide by.")
+    parts: list[DatePart] | None = Field(None, description="date_parts: which parts.")
+
+    @model_validator(mode="after")
+    def _options_fit_the_encoding(self) -> DeclaredFeature:
+        needs = {"one_hot": "categories", "ratio": "denominator", "date_parts": "parts"}
+        for option in ("categories", "denominator", "parts"):
+            given = getattr(self, option) is not None
+            if given != (needs.get(self.encode) == option):
+                state = "needs" if not given else "does not take"
+                raise ValueError(f"encode '{self.encode}' {state} '{option}'")
+        if self.name is not None and self.encode in ("one_hot", "date_parts"):
+            raise ValueError(f"encode '{self.encode}' makes several features: no 'name'")
+        return self
+
+
+GENERATED_SERVICE = "model_inputs"
+
+
+class FeatureSpec(_Strict):
+    """The Feast side: either declared features (the platform writes the transform and the
+    Feast definitions) or a definitions module, a feature service and a transform function."""
+
+    declared: list[DeclaredFeature] | None = Field(
+        None, min_length=1, description="Features made from raw columns, in model order."
+    )
+    ttl_days: float = Field(
+        7.0, gt=0, description="Declared features: how long an entity's features stay fresh."
+    )
+    definitions: str | None = Field(
+        None, description="Module holding the Feast objects (feature_repo.<name>)."
+    )
+    service: str = Field(
+        GENERATED_SERVICE, description="Name of the Feast feature service the model consumes."
+    )
+    transform: str | None = Field(
+        None, description="'module:function' turning raw rows into feature rows."
+    )
+
+    @model_validator(mode="after")
+    def _one_way_to_features(self) -> FeatureSpec:
+        custom = [k for k in ("definitions", "transform") if getattr(self, k) is not None]
+        if self.declared is not None and custom:
+            raise ValueError(f"declared features leave out {' and '.join(custom)}")
+        if self.declared is None and len(custom) < 2:
+            raise ValueError(
+                "declare the features (features.declared) or give definitions, service and "
+                "transform"
+            )
+        return self
 
 
 class EstimatorSpec(_Strict):
@@ -87,6 +149,10 @@ class ModelSpec(_Strict):
 
 Metric = Literal["mse", "rmse", "mae", "r2", "accuracy", "f1", "roc_auc", "log_loss"]
 LOWER_IS_BETTER = {"mse", "rmse", "mae", "log_loss"}
+TASK_METRICS = {
+    "regression": {"mse", "rmse", "mae", "r2"},
+    "classification": {"accuracy", "f1", "roc_auc", "log_loss"},
+}
 
 
 class Threshold(_Strict):
@@ -235,12 +301,45 @@ class ProjectSpec(_Strict):
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
     rollout: RolloutSpec = Field(default_factory=RolloutSpec)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _primary_metric_defaults_to_the_task(cls, data: Any) -> Any:
+        """RMSE for regression, weighted F1 for classification, unless the spec names one."""
+        if isinstance(data, dict) and data.get("task") == "classification":
+            evaluation = data.get("evaluation")
+            if evaluation is None or (
+                isinstance(evaluation, dict) and "primary_metric" not in evaluation
+            ):
+                data = {**data, "evaluation": {**(evaluation or {}), "primary_metric": "f1"}}
+        return data
+
     @model_validator(mode="after")
     def _columns_cover_keys(self) -> ProjectSpec:
         for role in ("entity_key", "timestamp", "target"):
             column = getattr(self, role)
             if column not in self.data.columns:
                 raise ValueError(f"{role} '{column}' is not declared in data.columns")
+        for i, feature in enumerate(self.features.declared or []):
+            for column in (feature.column, feature.denominator):
+                if column is not None and column not in self.data.columns:
+                    raise ValueError(
+                        f"features.declared.{i}: column '{column}' is not declared in data.columns"
+                    )
+            if feature.column == self.target:
+                raise ValueError(f"features.declared.{i}: the target cannot be a feature")
+        return self
+
+    @model_validator(mode="after")
+    def _metrics_fit_the_task(self) -> ProjectSpec:
+        allowed = TASK_METRICS[self.task]
+        used = {"evaluation.primary_metric": self.evaluation.primary_metric}
+        used |= {f"evaluation.thresholds.{m}": m for m in self.evaluation.thresholds}
+        for where, metric in used.items():
+            if metric not in allowed:
+                raise ValueError(
+                    f"{where}: '{metric}' is not a {self.task} metric "
+                    f"(choose from {', '.join(sorted(allowed))})"
+                )
         return self
 
     @property
