@@ -25,22 +25,22 @@ OWNER = "kubeloop"
 
 def _slug(value: str) -> str:
     """A category or column as part of a feature name (letters, digits, underscores)."""
-    return re.sub(r"[^0-9a-zA-Z]+", "_", str(value)).strip("_").lower() or "blank"
+    return re.sub(r"[^0-9a-zA-Z_]+", "_", str(value)).strip("_").lower() or "blank"
 
 
 def names_of(feature: DeclaredFeature) -> list[str]:
     """The feature names one declaration makes, in model order."""
     if feature.encode == "one_hot":
-        return [f"{feature.column}_is_{_slug(c)}" for c in feature.categories or []]
+        return [f"{_slug(feature.column)}_is_{_slug(c)}" for c in feature.categories or []]
     if feature.encode == "date_parts":
-        return [f"{feature.column}_{part}" for part in feature.parts or []]
+        return [f"{_slug(feature.column)}_{part}" for part in feature.parts or []]
     if feature.name:
         return [feature.name]
     if feature.encode == "log":
-        return [f"log_{feature.column}"]
+        return [f"log_{_slug(feature.column)}"]
     if feature.encode == "ratio":
-        return [f"{feature.column}_per_{feature.denominator}"]
-    return [feature.column]
+        return [f"{_slug(feature.column)}_per_{_slug(feature.denominator or '')}"]
+    return [feature.column if feature.column.isidentifier() else _slug(feature.column)]
 
 
 def feature_names(spec: ProjectSpec) -> list[str]:

@@ -104,6 +104,45 @@ def run_training(
         raise typer.Exit(1)
 
 
+@app.command("init")
+@friendly
+def init_cmd(
+    name: Annotated[str, typer.Argument(help="Project name: lower case, digits, - and _")],
+    data: Annotated[Path, typer.Option(help="A CSV or Parquet file of your data")],
+    target: Annotated[str, typer.Option(help="The column the model predicts")],
+    entity: Annotated[
+        str | None, typer.Option(help="Entity id column (default: the first *_id column)")
+    ] = None,
+    timestamp: Annotated[
+        str | None, typer.Option(help="Event time column (default: the first datetime column)")
+    ] = None,
+    task: Annotated[
+        str | None, typer.Option(help="regression or classification (default: from the target)")
+    ] = None,
+    folder: Annotated[
+        Path | None, typer.Option(help="Where the project goes (default: ./NAME)")
+    ] = None,
+) -> None:
+    """Scaffold a project from a data file: infer types, rules and features, write the spec."""
+    import os
+
+    from kubeloop.scaffold import infer, read_table, write_project
+
+    folder = folder or Path(name)
+    frame = read_table(data)
+    source = os.path.relpath(data.resolve(), folder.resolve())
+    inference = infer(frame, name, source, target, entity=entity, timestamp=timestamp, task=task)
+    path = write_project(folder, inference)
+    console.print(f"[green]wrote {path}[/green] from {len(frame):,} rows of {data}")
+    console.print("[bold]inferred[/bold]")
+    for line in inference.inferred:
+        console.print(f"  {line}", highlight=False, soft_wrap=True)
+    console.print("[bold]check[/bold]")
+    for line in inference.check:
+        console.print(f"  {line}", highlight=False, soft_wrap=True)
+    console.print(f"next: kubeloop run training --spec {path}", highlight=False)
+
+
 @app.command("compile")
 @friendly
 def compile_cmd(
