@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
@@ -22,6 +21,7 @@ from sklearn.preprocessing import StandardScaler
 from components.features.core import service_views
 from kubeloop import model_store
 from kubeloop.feature_store import open_store
+from kubeloop.metrics import score
 from kubeloop.settings import PlatformSettings
 from kubeloop.spec import ProjectSpec
 
@@ -128,8 +128,7 @@ def fit_and_log(
             }
         )
         pipeline.fit(X, y)
-        train_pred = pipeline.predict(X)
-        mlflow.log_metric("train_rmse", float(np.sqrt(np.mean((train_pred - y) ** 2))))
+        mlflow.log_metrics({f"train_{k}": v for k, v in score(spec.task, pipeline, X, y).items()})
         example = train[features].head(5)
         info = mlflow.sklearn.log_model(
             pipeline,

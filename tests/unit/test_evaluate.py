@@ -86,3 +86,19 @@ def test_champion_with_unknown_features_is_not_compared(data):
     decision = evaluate(model, test, FEATURES, example_spec("/x"), champion=other)
     assert decision.passed and decision.champion is None
     assert "not compared" in decision.notes[0]
+
+
+def test_classification_metrics_cover_string_labels_and_several_classes() -> None:
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    from kubeloop.metrics import score
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 2))
+    y = np.where(X[:, 0] > 0.5, "high", np.where(X[:, 0] < -0.5, "low", "mid"))
+    metrics = score("classification", LogisticRegression().fit(X, y), X, y)
+    assert set(metrics) == {"accuracy", "f1", "roc_auc", "log_loss"}
+    assert metrics["accuracy"] > 0.9 and metrics["roc_auc"] > 0.9 and metrics["log_loss"] < 0.5
+    binary = np.where(X[:, 1] > 0, "yes", "no")
+    assert score("classification", LogisticRegression().fit(X, binary), X, binary)["roc_auc"] > 0.9
