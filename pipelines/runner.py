@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +15,7 @@ from typing import Any
 from kubeloop.errors import KubeloopError
 from kubeloop.settings import PlatformSettings
 from kubeloop.spec import ProjectSpec, dump_spec
+from pipelines.progress import StepLog
 
 EXPERIMENT = "kubeloop"
 
@@ -19,6 +23,7 @@ EXPERIMENT = "kubeloop"
 @dataclass(frozen=True)
 class LocalRun:
     version: str  # V-name of the registered version, '' when the gate rejected the model
+    log: Path | None = None  # kfp.local's full output, when it went to a file
 
     @property
     def registered(self) -> bool:
@@ -29,10 +34,18 @@ def arguments(spec: ProjectSpec, source: str | None = None) -> dict[str, Any]:
     return {"spec": json.dumps(dump_spec(spec)), "source": source or ""}
 
 
-def run_local(spec: ProjectSpec, settings: PlatformSettings, source: str | None = None) -> LocalRun:
+def run_local(
+    spec: ProjectSpec,
+    settings: PlatformSettings,
+    source: str | None = None,
+    *,
+    progress: Callable[[str], None] | None = None,
+) -> LocalRun:
     """Run the pipeline with kfp.local's subprocess runner in this environment (no Docker).
 
-    The steps run in child processes, so the settings travel as environment variables.
+    The steps run in child processes, so the settings travel as environment variables. With
+    ``progress``, kfp.local's output goes to a log file under the work folder and ``progress``
+    gets one line per step start and end; without it, everything is printed (notebooks).
     """
     from kfp import local
 
@@ -44,30 +57,44 @@ def run_local(spec: ProjectSpec, settings: PlatformSettings, source: str | None 
     local.init(
         runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True
     )
-    with warnings.catch_warnings():
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    steps = (
+        StepLog(settings.work_dir / "logs" / f"training-{stamp}.log", progress)
+        if progress
+        else None
+    )
+    with warnings.catch_warnings(), contextlib.ExitStack() as stack:
         # The steps use kubeloop's own image on a cluster; here they run in this environment.
         warnings.filterwarnings("ignore", message=".*non-Python base image.*")
+        if steps is not None:
+            stack.enter_context(contextlib.closing(steps))
+            stack.enter_context(contextlib.redirect_stdout(steps))
         try:
             task = training_pipeline(**arguments(spec, source))
         except RuntimeError as exc:
-            raise PipelineFailed(_failure_message(str(exc), spec, settings)) from None
-    return LocalRun(version=task.output or "")
+            raise PipelineFailed(_failure_message(str(exc), spec, settings, steps)) from None
+    return LocalRun(version=task.output or "", log=steps.path if steps else None)
 
 
 class PipelineFailed(KubeloopError):
     """A pipeline step failed; its log is above, its report (if any) on disk."""
 
 
-def _failure_message(raw: str, spec: ProjectSpec, settings: PlatformSettings) -> str:
+def _failure_message(
+    raw: str, spec: ProjectSpec, settings: PlatformSettings, steps: StepLog | None
+) -> str:
     from components.ingest.core import report_path
 
     text = re.sub(r"\x1b\[[0-9;]*m", "", raw)
-    step = re.search(r"Inner task failed: '([^']+)'", text)
-    message = f"the training pipeline failed at step '{step.group(1) if step else '?'}'"
+    found = re.search(r"Inner task failed: '([^']+)'", text)
+    step = steps.failed_step if steps and steps.failed_step else found.group(1) if found else "?"
+    message = f"the training pipeline failed at step '{step}'"
     report = report_path(settings, spec)
-    if step and step.group(1) == "ingest" and report.exists():
+    if step == "ingest" and report.exists():
         message += f"; data-quality report: {report}"
-    return message + " (the step's log is above)"
+    if steps is None:
+        return message + " (the step's log is above)"
+    return f"{message}; full log: {steps.path}\n{steps.failure or 'the step gave no message'}"
 
 
 def compile_pipeline(path: str | Path) -> Path:

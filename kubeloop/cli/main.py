@@ -81,6 +81,9 @@ def run_training(
     token: Annotated[
         str | None, typer.Option(envvar="KFP_TOKEN", help="Bearer token for the KFP API")
     ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Print every step's log (kfp.local)")
+    ] = False,
 ) -> None:
     """Run the training pipeline locally (kfp.local) or submit it to a KFP server (--host)."""
     from pipelines import runner
@@ -94,7 +97,14 @@ def run_training(
         f"running [bold]{project.name}[/bold] training locally (kfp.local); "
         f"state in {settings.work_dir}"
     )
-    result = runner.run_local(project, settings, source)
+    result = runner.run_local(
+        project,
+        settings,
+        source,
+        progress=None if verbose else lambda line: console.print(f"  {line}", highlight=False),
+    )
+    if result.log:
+        console.print(f"full log: {result.log}", highlight=False)
     if result.registered:
         console.print(
             f"[green]registered {project.model_name} {result.version}[/green] (alias challenger)"

@@ -9,6 +9,7 @@ from typing import Annotated, Any, TypeVar, overload
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from kubeloop.errors import KubeloopError
 from kubeloop.settings import PlatformSettings
@@ -30,7 +31,9 @@ def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return func(*args, **kwargs)
         except KubeloopError as exc:
-            console.print(f"[red]error:[/red] {exc.message}", highlight=False)
+            console.print(
+                f"[red]error:[/red] {escape(exc.message)}", highlight=False, soft_wrap=True
+            )
             raise typer.Exit(2) from None
 
     return wrapper
