@@ -65,7 +65,7 @@ def run_once(rows: int) -> dict[str, float]:
         )
         start = time.perf_counter()
         proc = subprocess.run(
-            [*kubeloop, "run", "training", "--spec", str(SPEC)],
+            [*kubeloop, "run", "training", "--verbose", "--spec", str(SPEC)],
             env=env,
             cwd=REPO,
             capture_output=True,
