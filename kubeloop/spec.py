@@ -243,6 +243,67 @@ class CanaryStep(_Strict):
     min_requests: int = Field(
         20, ge=0, description="Candidate predictions needed before the step can pass."
     )
+    min_labelled: int = Field(
+        20,
+        ge=0,
+        description="Labelled rows each side needs before the step can pass: the step waits "
+        "for late labels up to rollout.timeout_minutes (then rolls back), never skips the "
+        "quality check; 0: this step does not judge quality.",
+    )
+
+
+# PromQL over every replica (Prometheus sums the pods). $version is the registry version,
+# $window the step's age ("93s"). Only samples a model answered carry a version: requests
+# that never reached one are labelled model_version="none" and fall out of every query.
+PREDICT_ROUTES = 'route=~"/predict|/v2/models/.+"'
+REQUESTS_QUERY = (
+    f'sum(increase(kubeloop_requests_total{{{PREDICT_ROUTES},model_version="$version"}}[$window]))'
+)
+ERRORS_QUERY = (
+    "sum(increase(kubeloop_requests_total"
+    f'{{{PREDICT_ROUTES},model_version="$version",status=~"5.."}}[$window]))'
+)
+LATENCY_QUERY = (
+    "histogram_quantile(0.99, sum by (le) (rate(kubeloop_request_duration_seconds_bucket"
+    f'{{{PREDICT_ROUTES},model_version="$version"}}[$window])))'
+)
+
+
+class AnalysisSpec(_Strict):
+    """Canary analysis, as Argo Rollouts and Flagger do it: success rate and p99 latency per
+    model version over the step, from Prometheus (these queries) or, without one, from every
+    replica's /metrics summed by the controller."""
+
+    requests_query: str = Field(REQUESTS_QUERY, description="PromQL: requests of $version.")
+    errors_query: str = Field(ERRORS_QUERY, description="PromQL: 5xx a model caused.")
+    latency_query: str = Field(LATENCY_QUERY, description="PromQL: p99 seconds of $version.")
+    max_p99_latency_ms: float | None = Field(
+        None, gt=0, description="Roll back when the candidate's p99 exceeds this; unset: no cap."
+    )
+    max_latency_increase: float = Field(
+        0.5,
+        ge=0,
+        description="Roll back when the candidate's p99 exceeds the champion's by more than "
+        "this share (0.5 = 50% slower) plus latency_slack_ms.",
+    )
+    latency_slack_ms: float = Field(
+        5, ge=0, description="Absolute p99 difference always tolerated (sub-ms noise)."
+    )
+
+
+class StressSpec(_Strict):
+    """A bounded load test against the candidate before it takes any traffic (it replays
+    logged requests through the server's pinned-version route); missing it rolls back."""
+
+    enabled: bool = True
+    rps: float = Field(20, gt=0, le=5000, description="Target requests per second.")
+    duration_seconds: float = Field(10, gt=0, le=600, description="How long the load lasts.")
+    max_in_flight: int = Field(64, ge=1, le=1024, description="Concurrent requests at most.")
+    max_p99_ms: float = Field(250, gt=0, description="Fail when p99 latency is above this.")
+    max_error_rate: float = Field(0.01, ge=0, le=1, description="Fail above this error share.")
+    min_achieved_share: float = Field(
+        0.9, gt=0, le=1, description="Fail when fewer than this share of the target were served."
+    )
 
 
 def _default_steps() -> tuple[CanaryStep, ...]:
@@ -275,8 +336,12 @@ class RolloutSpec(_Strict):
         "the champion's on the same window (relative).",
     )
     timeout_minutes: float = Field(
-        60, gt=0, description="A step that never gathers its requests in this time rolls back."
+        60,
+        gt=0,
+        description="A step that never gathers its requests or labels in this time rolls back.",
     )
+    analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
+    stress: StressSpec = Field(default_factory=StressSpec)
 
     @model_validator(mode="after")
     def _weights_rise(self) -> RolloutSpec:

@@ -1,0 +1,163 @@
+"""Canary analysis and the stress gate: figures per model version, verdicts, the bounded load.
+
+The exposition text below is what the server emits once every request sample carries the role
+and the version that answered (``none`` when no model did); ``tests/integration/
+test_rollout_replicas.py`` reads the same series from real server processes and Prometheus.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import UTC, datetime
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from kubeloop.spec import AnalysisSpec, StressSpec
+from monitoring.canary import (
+    Tally,
+    VersionStats,
+    expand_replicas,
+    judge,
+    quantile_from_buckets,
+    tally_metrics,
+)
+from monitoring.stress import Load, judge_load, run_load
+from tests.observability.stack import http_stub
+
+EXPOSITION = """# TYPE kubeloop_requests_total counter
+kubeloop_requests_total{route="/predict",method="POST",status="200",model_version="1",role="champion"} 90
+kubeloop_requests_total{route="/predict",method="POST",status="500",model_version="1",role="champion"} 10
+kubeloop_requests_total{route="/v2/models/{name}/infer",method="POST",status="200",model_version="2",role="canary"} 8
+kubeloop_requests_total{route="/predict",method="POST",status="503",model_version="none",role="none"} 40
+kubeloop_requests_total{route="/predict",method="POST",status="422",model_version="none",role="none"} 5
+kubeloop_requests_total{route="/health/ready",method="GET",status="503",model_version="",role=""} 7
+# TYPE kubeloop_request_duration_seconds histogram
+kubeloop_request_duration_seconds_bucket{route="/predict",method="POST",model_version="1",role="champion",le="0.01"} 50
+kubeloop_request_duration_seconds_bucket{route="/predict",method="POST",model_version="1",role="champion",le="0.1"} 100
+kubeloop_request_duration_seconds_bucket{route="/predict",method="POST",model_version="1",role="champion",le="+Inf"} 100
+kubeloop_request_duration_seconds_count{route="/predict",method="POST",model_version="1",role="champion"} 100
+kubeloop_request_duration_seconds_sum{route="/predict",method="POST",model_version="1",role="champion"} 2.0
+"""  # noqa: E501
+
+
+def test_only_outcomes_a_model_caused_are_tallied_per_version() -> None:
+    tallies = tally_metrics(text_string_to_metric_families(EXPOSITION))
+    # The 40 feature-store 503s and the 422s reached no model: nobody is charged with them.
+    assert set(tallies) == {"1", "2"}
+    assert (tallies["1"].requests, tallies["1"].errors) == (100, 10)
+    assert (tallies["2"].requests, tallies["2"].errors) == (8, 0)
+    assert tallies["1"].buckets == {0.01: 50, 0.1: 100, float("inf"): 100}
+
+
+def test_p99_from_buckets_interpolates_as_prometheus_does() -> None:
+    buckets = {0.01: 50.0, 0.1: 100.0, float("inf"): 100.0}
+    assert quantile_from_buckets(0.5, buckets) == pytest.approx(0.01)
+    assert quantile_from_buckets(0.99, buckets) == pytest.approx(0.01 + 0.09 * 49 / 50)
+    assert quantile_from_buckets(0.99, {0.01: 1.0, float("inf"): 100.0}) == 0.01
+    assert quantile_from_buckets(0.99, {}) is None
+
+
+def test_a_restarted_replica_counts_from_zero() -> None:
+    before = Tally(100, 5, {0.1: 100.0, float("inf"): 100.0})
+    after = Tally(130, 6, {0.1: 128.0, float("inf"): 130.0})
+    assert after.since(before) == Tally(30, 1, {0.1: 28.0, float("inf"): 30.0})
+    restarted = Tally(12, 0, {0.1: 12.0, float("inf"): 12.0})
+    assert restarted.since(before) == restarted
+    assert Tally.from_json(json.loads(json.dumps(before.to_json()))) == before
+
+
+def test_judging_errors_and_latency() -> None:
+    analysis = AnalysisSpec(max_latency_increase=0.5, latency_slack_ms=5)
+    champion = VersionStats(1000, 10, 0.020)
+    healthy = VersionStats(100, 1, 0.024)
+    failing = VersionStats(100, 9, 0.020)
+    slow = VersionStats(100, 0, 0.080)
+    verdict = judge(
+        healthy, champion, max_error_rate_increase=0.01, analysis=analysis, judge_latency=True
+    )
+    assert verdict.errors is None and verdict.latency is None
+    verdict = judge(
+        failing, champion, max_error_rate_increase=0.01, analysis=analysis, judge_latency=True
+    )
+    assert verdict.errors == "error rate 9.0% against the champion's 1.0% (9 of 100)"
+    verdict = judge(
+        slow, champion, max_error_rate_increase=0.01, analysis=analysis, judge_latency=True
+    )
+    assert "p99 latency 80.0 ms against the champion's 20.0 ms (at most 35.0 ms)" in str(
+        verdict.latency
+    )
+    assert (
+        judge(
+            slow, champion, max_error_rate_increase=0.01, analysis=analysis, judge_latency=False
+        ).latency
+        is None
+    )
+    capped = AnalysisSpec(max_p99_latency_ms=10)
+    verdict = judge(
+        healthy, champion, max_error_rate_increase=0.01, analysis=capped, judge_latency=True
+    )
+    assert verdict.latency == "p99 latency 24.0 ms above the limit of 10 ms"
+    # A champion that fails more than the candidate does not make the candidate fail.
+    worse_champion = VersionStats(1000, 300, 0.020)
+    assert (
+        judge(
+            healthy,
+            worse_champion,
+            max_error_rate_increase=0.01,
+            analysis=analysis,
+            judge_latency=True,
+        ).errors
+        is None
+    )
+
+
+def test_a_single_address_stays_one_replica() -> None:
+    assert expand_replicas(["http://127.0.0.1:8080/", "http://127.0.0.1:8081"]) == [
+        "http://127.0.0.1:8080",
+        "http://127.0.0.1:8081",
+    ]
+
+
+def test_the_stress_load_is_bounded_and_judged_against_the_limits() -> None:
+    seen: list[float] = []
+    lock = threading.Lock()
+
+    def handle(method: str, path: str, body: bytes):
+        with lock:
+            seen.append(time.monotonic())
+            n = len(seen)
+        time.sleep(0.03)
+        return (200, {}) if n % 10 else (500, {})
+
+    spec = StressSpec(rps=40, duration_seconds=1.0, max_p99_ms=20, max_error_rate=0.05)
+    with http_stub(handle) as url:
+        started = time.monotonic()
+        load = run_load(url + "/infer", [b"{}"], "secret", spec)
+        elapsed = time.monotonic() - started
+    assert load.sent == 40 and load.skipped == 0 and len(seen) == 40
+    assert elapsed < 3  # stops by itself: 1 s of load and the last answers
+    assert load.errors == 4 and len(load.latencies) == 36
+    result = judge_load(load, spec, url=url, version="2", at=datetime.now(UTC).isoformat())
+    assert not result.passed
+    assert result.p99_ms is not None and result.p99_ms >= 30
+    assert any("p99" in r for r in result.reasons)
+    assert any("4 errors" in r for r in result.reasons)
+
+
+def test_requests_beyond_max_in_flight_are_not_sent_and_count_against_the_candidate() -> None:
+    load = Load(sent=50, latencies=[0.01] * 50, errors=0, skipped=50, seconds=1.0)
+    spec = StressSpec(rps=100, duration_seconds=1.0)
+    result = judge_load(load, spec, url="u", version="2", at="t")
+    assert not result.passed and result.error_rate == 0.5
+    assert "served 50.0 rps of the 100 targeted" in result.reasons
+    ok = judge_load(
+        Load(sent=100, latencies=[0.01] * 100, errors=0, skipped=0, seconds=1.0),
+        spec,
+        url="u",
+        version="2",
+        at="t",
+    )
+    assert ok.passed and ok.p99_ms == 10.0
