@@ -256,7 +256,7 @@ def run_demo(
         if config.initial_training == "pipeline":
             from pipelines.runner import run_local
 
-            version = run_local(spec, settings).version
+            version = run_local(spec, settings, progress=say).version
         else:
             from pipelines.steps import run_steps
 

@@ -73,7 +73,7 @@ class LocalLauncher(Launcher):
         handle = f"local:{run_name(spec)}"
         log.info("launching %s (%s)", handle, reason)
         try:
-            result = run_local(spec, self.settings, source)
+            result = run_local(spec, self.settings, source, progress=log.info)
         except Exception as exc:  # noqa: BLE001 - any pipeline failure is the run's outcome
             return Launched(handle, finished=True, succeeded=False, detail=f"failed: {exc}")
         detail = (
