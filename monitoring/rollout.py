@@ -34,14 +34,13 @@ import abc
 import json
 import logging
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pandas as pd
 
@@ -122,23 +121,20 @@ class HttpServerAdmin(ServerAdmin):
         self.timeout = timeout
 
     def _call(self, method: str, path: str, body: dict | None = None) -> bytes:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.url + path, data=data, method=method)
-        if data is not None:
-            request.add_header("Content-Type", "application/json")
-        if self.token:
-            request.add_header("Authorization", f"Bearer {self.token}")
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return response.read()
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode(errors="replace")[:300]
-            raise RolloutError(f"{method} {self.url}{path}: HTTP {exc.code} {detail}") from exc
-        except OSError as exc:
+            response = httpx.request(
+                method, self.url + path, json=body, headers=headers, timeout=self.timeout
+            )
+        except httpx.HTTPError as exc:
             raise RolloutError(
                 f"the model server at {self.url} is unreachable ({exc}); set "
                 "KUBELOOP_SERVER_URL and KUBELOOP_API_TOKEN"
             ) from exc
+        if response.is_error:
+            detail = response.text[:300]
+            raise RolloutError(f"{method} {self.url}{path}: HTTP {response.status_code} {detail}")
+        return response.content
 
     def status(self) -> dict[str, Any]:
         return json.loads(self._call("GET", "/admin/rollout"))
