@@ -1,6 +1,6 @@
 """Errors of the model server and the one JSON shape every error response takes.
 
-Business logic raises these (never ``HTTPException``); one handler in ``serving.app`` turns any
+Business logic raises these (never ``HTTPException``); ``serving.responses`` turns any
 of them, and FastAPI's own validation and routing errors, into::
 
     {"error": {"code": "invalid_feature", "message": "...", "field": "records[0].features.x"}}
@@ -104,7 +104,13 @@ def field_path(loc: tuple[Any, ...] | list[Any]) -> str | None:
 
 
 class PredictionFailed(ServingError):
-    """The model raised on this input (the input passed validation)."""
+    """The model raised on this input (the input passed validation); the error belongs to that
+    model (its registry version and role label the response and its metrics)."""
 
     status_code = 500
     code = "prediction_failed"
+
+    def __init__(self, message: str, *, model_version: str, role: str) -> None:
+        super().__init__(message)
+        self.model_version = model_version
+        self.role = role

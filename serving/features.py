@@ -73,7 +73,9 @@ def read_layout(store: Any, service_name: str) -> FeatureLayout:
     versioning = bool(
         getattr(store.config.registry, "enable_online_feature_view_versioning", False)
     )
-    views, objects, join_keys = [], [], []
+    views: list[tuple[str, tuple[str, ...]]] = []
+    objects: list[Any] = []
+    join_keys: list[str] = []
     for projection in service.feature_view_projections:
         view = store.get_feature_view(projection.name)
         views.append(
@@ -523,7 +525,7 @@ class OnlineFeatures:
         lookup = self._require()
         try:
             rows, seconds = await lookup.read(entities)
-        except Exception as exc:  # noqa: BLE001 - a store outage is a 503, not a crash
+        except Exception as exc:  # reported to every waiting request
             if self.metrics is not None:
                 self.metrics.lookup_failures.labels(lookup.backend).inc()
             raise Unavailable(

@@ -104,7 +104,10 @@ def parse_table(payload: dict[str, Any], names: tuple[str, ...], max_records: in
     keys = _optional_list(payload, "keys", n)
     entities = _optional_list(payload, "entity_ids", n)
     entity_ids: list[int | str | None] = [None if e is None else str(e) for e in entities]
-    routing = [str(k) if k is not None else e for k, e in zip(keys, entity_ids, strict=True)]
+    routing: list[str | None] = [
+        str(k) if k is not None else (None if e is None else str(e))
+        for k, e in zip(keys, entity_ids, strict=True)
+    ]
     return Batch(
         X=X,
         entity_positions=[],

@@ -144,7 +144,7 @@ def check_model(
             raise ModelLoadError(problem)
     try:
         out = model.predict(np.zeros((2, len(model.features)), dtype=np.float64))
-    except Exception as exc:  # noqa: BLE001 - any failure means "cannot serve"
+    except Exception as exc:  # any failure means "cannot serve"
         raise ModelLoadError(f"predict failed on a test row: {exc!r}") from exc
     if out.shape != (2,) or not np.isfinite(out).all():
         raise ModelLoadError(f"predict returned {out!r} for 2 test rows; expected 2 finite values")
@@ -225,7 +225,7 @@ class ModelRepository:
             served = ServedModel(loaded=self._load(version), alias=alias)
         except ModelLoadError:
             raise
-        except Exception as exc:  # noqa: BLE001 - MLflow, skops and the model's own errors
+        except Exception as exc:  # MLflow, skops and the model's own errors
             raise ModelLoadError(
                 f"cannot load {self.model_name} version {version_number}: "
                 f"{exc.__class__.__name__}: {exc}"
@@ -418,7 +418,7 @@ class ModelRepository:
         while not self._stop.is_set():
             try:
                 self.poll_once()
-            except Exception:  # noqa: BLE001 - the watcher must survive anything
+            except Exception:  # the watcher must survive anything
                 log.exception("registry poll failed")
             delay = self.poll_seconds if self.state.ready else min(self.poll_seconds, 2.0)
             self._wake.wait(delay)

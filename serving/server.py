@@ -17,12 +17,13 @@ Choices that matter under load (see docs/serving.md):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import shutil
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -75,7 +76,7 @@ class HttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, writing each response in one piece."""
 
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
-        super().connection_made(CoalescingTransport(transport, self.loop))
+        super().connection_made(cast(asyncio.Transport, CoalescingTransport(transport, self.loop)))
 
 
 def bind_socket(host: str, port: int) -> socket.socket:

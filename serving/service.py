@@ -42,6 +42,8 @@ from serving.v2 import infer_response, model_metadata, parse_infer
 log = logging.getLogger(__name__)
 
 CHAMPION, CANARY, SHADOW = "champion", "canary", "shadow"
+# Role and version of a request whose records the champion and the canary shared.
+MIXED = "mixed"
 BUCKETS = 10_000
 MAX_PENDING_SHADOWS = 2_000
 
@@ -51,8 +53,8 @@ class Answer:
     """A response body and what the request metrics need to know about it."""
 
     body: bytes
-    model_version: str = ""  # registry version number ('' when several models answered)
-    role: str = ""
+    model_version: str  # registry version number (MIXED when both models answered)
+    role: str  # CHAMPION, CANARY or MIXED
     headers: dict[str, str] | None = None
 
 
@@ -63,7 +65,7 @@ class Scored:
     y: np.ndarray
     labels: str | list[str]  # V-name of the model, or one per row when the canary took some
     role: str  # champion, canary, or mixed
-    version: str  # registry version number of the one model ('' when mixed)
+    version: str  # registry version number of the one model (MIXED when mixed)
     model: ServedModel | None
 
 
@@ -251,7 +253,7 @@ class Runtime:
             positions = batch.entity_positions
             assert self.features is not None
             batch.X[positions] = await self.features.matrix(
-                [batch.entity_ids[i] for i in positions],
+                [entity for i in positions if (entity := batch.entity_ids[i]) is not None],
                 state.input_features,
                 [f"records[{i}].entity_id" for i in positions],
             )
@@ -294,22 +296,22 @@ class Runtime:
             )
         n = len(X)
         if not canary:
-            y = await self._predict(champion, state.inputs_for(champion, X))
+            y = await self._predict(champion, CHAMPION, state.inputs_for(champion, X))
             self._record(state, champion, CHAMPION, X, y, None, entity_labels, base_id, ts)
             if state.shadow_active:
                 self._shadow(state, X, None, entity_labels, base_id, ts)
             return Scored(y, champion.label, CHAMPION, champion.version, champion)
         assert candidate is not None
         if len(canary) == n:
-            y = await self._predict(candidate, state.inputs_for(candidate, X))
+            y = await self._predict(candidate, CANARY, state.inputs_for(candidate, X))
             self._record(state, candidate, CANARY, X, y, None, entity_labels, base_id, ts)
             return Scored(y, candidate.label, CANARY, candidate.version, candidate)
         taken = set(canary)
         rest = [i for i in range(n) if i not in taken]
         Xc, Xk = X[rest], X[canary]
         yc, yk = await asyncio.gather(
-            self._predict(champion, state.inputs_for(champion, Xc)),
-            self._predict(candidate, state.inputs_for(candidate, Xk)),
+            self._predict(champion, CHAMPION, state.inputs_for(champion, Xc)),
+            self._predict(candidate, CANARY, state.inputs_for(candidate, Xk)),
         )
         y = np.empty(n, dtype=np.float64)
         y[rest], y[canary] = yc, yk
@@ -324,17 +326,19 @@ class Runtime:
         self._record(state, candidate, CANARY, Xk, yk, canary, sub(canary), base_id, ts)
         if state.shadow_active:
             self._shadow(state, Xc, rest, sub(rest), base_id, ts)
-        return Scored(y, labels, "mixed", "", None)
+        return Scored(y, labels, MIXED, MIXED, None)
 
-    async def _predict(self, model: ServedModel, X: np.ndarray) -> np.ndarray:
+    async def _predict(self, model: ServedModel, role: str, X: np.ndarray) -> np.ndarray:
         try:
             return await self.batcher.predict(model, X)
         except ServingError:
             raise
-        except Exception as exc:  # noqa: BLE001 - the model's own failure on valid input
+        except Exception as exc:  # the model's own failure on valid input
             log.exception("model %s %s failed", model.name, model.label)
             raise PredictionFailed(
-                f"model {model.label} failed on this input ({exc.__class__.__name__}: {exc})"
+                f"model {model.label} failed on this input ({exc.__class__.__name__}: {exc})",
+                model_version=model.version,
+                role=role,
             ) from exc
 
     def _record(
@@ -454,7 +458,7 @@ class Runtime:
         ):
             pinned = state.candidate
         if pinned is not None:
-            y = await self._predict(pinned, state.inputs_for(pinned, request.X))
+            y = await self._predict(pinned, CANARY, state.inputs_for(pinned, request.X))
             self._record(state, pinned, CANARY, request.X, y, None, None, base_id, time.time())
             scored = Scored(y, pinned.label, CANARY, pinned.version, pinned)
         else:
@@ -498,7 +502,7 @@ class Runtime:
 
         try:
             await asyncio.to_thread(write)
-        except Exception as exc:  # noqa: BLE001 - database down: tell the caller to retry
+        except Exception as exc:  # a failing shadow never affects callers
             log.warning("feedback not stored: %s", exc)
             raise Unavailable(
                 f"the prediction log database is unavailable "
@@ -534,7 +538,7 @@ class Runtime:
             raise InvalidField(str(exc), field="weight") from exc
         except ValueError as exc:
             raise InvalidField(str(exc), field="weight") from exc
-        except Exception as exc:  # noqa: BLE001 - registry down
+        except Exception as exc:  # database down: tell the caller to retry
             raise Unavailable(
                 f"could not store the canary weight in the registry "
                 f"({exc.__class__.__name__}: {exc}); nothing changed"

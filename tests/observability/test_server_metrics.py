@@ -92,8 +92,8 @@ def test_request_latency_is_labelled_by_model_version_and_role(server) -> None:
             "kubeloop_request_duration_seconds_count",
             route="/predict",
             method="POST",
-            model_version="",
-            role="",
+            model_version="none",
+            role="none",
         )
         == 1
     )

@@ -389,3 +389,48 @@ def test_openapi_documents_the_predict_body_with_examples(server):
         ("post", "/v2/models/{name}/infer"),
     } <= secured
     assert ("get", "/health/ready") not in secured
+
+
+def test_a_client_that_hangs_up_mid_body_is_499_answered_by_no_model(server):
+    """Both ways of serving a hot route treat it alike (they share one handler)."""
+    import asyncio
+
+    sent: list[dict] = []
+    messages = iter(
+        [
+            {"type": "http.request", "body": b'{"records": [', "more_body": True},
+            {"type": "http.disconnect"},
+        ]
+    )
+
+    async def receive():
+        return next(messages)
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/predict",
+        "raw_path": b"/predict",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"authorization", AUTH["Authorization"].encode())],
+        "client": ("127.0.0.1", 40000),
+        "server": ("127.0.0.1", 8000),
+    }
+    asyncio.run(server.client.app(scope, receive, send))
+    start = sent[0]
+    assert start["status"] == 499
+    assert (b"x-model-role", b"none") in start["headers"]
+    registry = server.runtime.metrics.registry
+    labels = {"route": "/predict", "method": "POST", "status": "499"}
+    assert (
+        registry.get_sample_value(
+            "kubeloop_requests_total", {**labels, "model_version": "none", "role": "none"}
+        )
+        == 1
+    )

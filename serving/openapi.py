@@ -1,0 +1,139 @@
+"""The server's OpenAPI document: FastAPI's, plus what FastAPI cannot see.
+
+The hot routes (``serving.inference``) and ``/feedback`` parse their bodies without pydantic, so
+their request schemas are added here, and the hot routes' operations are written here: they
+are plain ASGI, documented without a second implementation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
+
+from serving import schemas
+from serving.responses import JSON
+from serving.routes import ERRORS, GUARDED, body_doc
+
+BEARER: dict[str, Any] = {"security": [{"bearer": []}]}
+DOCUMENTED_MODELS: tuple[type[BaseModel], ...] = (
+    *schemas.DOC_MODELS,
+    schemas.PredictResponse,
+    schemas.V2InferResponse,
+    schemas.ErrorResponse,
+)
+
+
+def _ref(model: type) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _responses(answer: type) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "200": {"description": "Successful Response", "content": {JSON: {"schema": _ref(answer)}}}
+    }
+    for status, doc in ERRORS.items():
+        out[str(status)] = {
+            "description": doc["description"],
+            "content": {JSON: {"schema": _ref(doc["model"])}},
+        }
+    return out
+
+
+def _path_parameter(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": {"type": "string", "title": name.title()},
+    }
+
+
+def hot_operations() -> dict[str, dict[str, Any]]:
+    """The OpenAPI path items of ``POST /predict`` and V2 infer."""
+    name = _path_parameter("name", "Registered model name")
+    version = _path_parameter("version", "Registry version number or V-name")
+    infer_body = body_doc("V2InferRequest", schemas.V2_EXAMPLES)
+    return {
+        "/predict": {
+            "post": {
+                "tags": ["predict"],
+                "summary": "Predict",
+                "operationId": "predict",
+                "description": "Predict a batch of records, each by entity id (online "
+                "features) or explicit features.",
+                **body_doc("PredictBody", schemas.PREDICT_EXAMPLES),
+                "responses": _responses(schemas.PredictResponse),
+                **BEARER,
+            }
+        },
+        "/v2/models/{name}/infer": {
+            "post": {
+                "tags": ["open inference protocol (v2)"],
+                "summary": "V2 Infer",
+                "operationId": "v2_infer",
+                "description": "Inference (JSON or binary tensors); routed, logged and batched "
+                "like /predict.",
+                "parameters": [name],
+                **infer_body,
+                "responses": _responses(schemas.V2InferResponse),
+                **BEARER,
+            }
+        },
+        "/v2/models/{name}/versions/{version}/infer": {
+            "post": {
+                "tags": ["open inference protocol (v2)"],
+                "summary": "V2 Infer Version",
+                "operationId": "v2_infer_version",
+                "description": "Inference pinned to a loaded version (the champion, or the "
+                "candidate).",
+                "parameters": [name, version],
+                **infer_body,
+                "responses": _responses(schemas.V2InferResponse),
+                **BEARER,
+            }
+        },
+    }
+
+
+def openapi_builder(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """``app.openapi``: built once, then cached on the app."""
+
+    def build() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        spec = get_openapi(
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=app.routes,
+            tags=app.openapi_tags,
+        )
+        components = spec.setdefault("components", {}).setdefault("schemas", {})
+        for model in DOCUMENTED_MODELS:
+            schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(schema.pop("$defs", {}))
+            components[model.__name__] = schema
+        spec["components"]["securitySchemes"] = {
+            "bearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "KUBELOOP_API_TOKEN (required when the server has one)",
+            }
+        }
+        paths = spec.setdefault("paths", {})
+        for router in GUARDED:
+            for route in router.routes:
+                for method in getattr(route, "methods", ()):
+                    operation = paths.get(getattr(route, "path", ""), {}).get(method.lower())
+                    if operation is not None:
+                        operation.update(BEARER)
+        paths.update(hot_operations())
+        app.openapi_schema = spec
+        return spec
+
+    return build
