@@ -14,7 +14,7 @@ from kubeloop.cli.support import DEFAULT_SPEC, SpecOption, console, context, fri
 from kubeloop.sample_data import Drift
 
 app = typer.Typer(help="kubeloop: the closed ML loop on Kubernetes.", no_args_is_help=True)
-data_app = typer.Typer(help="Sample data.", no_args_is_help=True)
+data_app = typer.Typer(help="Sample data and dataset versions.", no_args_is_help=True)
 run_app = typer.Typer(help="Run pipelines locally or on a KFP cluster.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(run_app, name="run")
@@ -48,6 +48,31 @@ def data_generate(
         bar = progress.add_task("generating rows", total=rows)
         write(cfg, out, progress=lambda n: progress.advance(bar, n))
     console.print(f"wrote {rows:,} rows to {out}")
+
+
+@data_app.command("example")
+@friendly
+def data_example(
+    name: Annotated[str, typer.Argument(help="diabetes (regression) or wine (classification)")],
+    out: Annotated[Path, typer.Option(help="Output .csv or .parquet")] = Path("example.csv"),
+) -> None:
+    """Write a dataset scikit-learn ships, with an id and a time column: data to try init on."""
+    from kubeloop.errors import SpecError
+    from kubeloop.example_data import EXAMPLES, example_table
+
+    if name not in EXAMPLES:
+        raise SpecError(f"no example named '{name}': choose {' or '.join(EXAMPLES)}")
+    frame = example_table(name)  # type: ignore[arg-type]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".parquet":
+        frame.to_parquet(out, index=False)
+    else:
+        frame.to_csv(out, index=False)
+    _, id_column, time_column, target = EXAMPLES[name]
+    console.print(
+        f"wrote {len(frame)} rows to {out} (id {id_column}, time {time_column}, target {target})",
+        highlight=False,
+    )
 
 
 @data_app.command("restore")
