@@ -191,6 +191,7 @@ def demo_spec(spec: ProjectSpec, config: DemoConfig) -> ProjectSpec:
             "shadow_hold_minutes": 0,
             "auto_approve_dev": True,
             "timeout_minutes": 3,
+            "stress": spec.rollout.stress.model_copy(update={"duration_seconds": 3}),
         }
     )
     return spec.model_copy(update={"rollout": rollout})
@@ -203,9 +204,12 @@ def run_demo(
     section: Callable[[str], None] = console.rule,
 ) -> DemoResult:
     """Run the loop in ``work_dir`` (emptied first); returns what happened."""
+    from pydantic import SecretStr
+
+    from monitoring import controller
     from monitoring.job import run_monitor
     from monitoring.launch import LocalLauncher
-    from monitoring.rollout import HttpServerAdmin, Rollout
+    from monitoring.rollout import HttpServerAdmin
     from monitoring.settings import MonitoringSettings
     from monitoring.window import open_log
     from serving.process import ServerProcess
@@ -340,8 +344,9 @@ def run_demo(
             lambda: (admin.status().get("candidate") or {}).get("label") == challenger,
             f"the server to load {challenger}",
         )
-        rollout = Rollout(
-            client, spec, admin, engine, env=settings.env, reports_dir=settings.reports_path
+        rollout = controller.build(
+            settings.model_copy(update={"server_url": server.url, "api_token": SecretStr(TOKEN)}),
+            spec,
         )
         live, live_actuals = records(readings.iloc[config.drift_rows :], spec)
         with Traffic(server.url, live, live_actuals):

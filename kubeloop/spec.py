@@ -340,6 +340,12 @@ class RolloutSpec(_Strict):
         gt=0,
         description="A step that never gathers its requests or labels in this time rolls back.",
     )
+    baseline_minutes: float = Field(
+        60,
+        gt=0,
+        description="The 100% step, where the champion answers nothing, compares the "
+        "candidate's quality with the champion's rows of this many minutes before the canary.",
+    )
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
     stress: StressSpec = Field(default_factory=StressSpec)
 

@@ -77,7 +77,7 @@ class MetricsSource(abc.ABC):
     """Per-version request, error and latency figures over a step."""
 
     @abc.abstractmethod
-    def baseline(self) -> dict[str, Any]:
+    def baseline(self, versions: Sequence[str]) -> dict[str, Any]:
         """What ``measure`` needs later, taken when a step starts (JSON; may be empty)."""
 
     @abc.abstractmethod
@@ -96,7 +96,7 @@ class PrometheusSource(MetricsSource):
         self.analysis = analysis
         self.timeout = timeout
 
-    def baseline(self) -> dict[str, Any]:
+    def baseline(self, versions: Sequence[str]) -> dict[str, Any]:
         return {}  # Prometheus keeps the history
 
     def query(self, expr: str, at: datetime) -> float | None:
@@ -270,9 +270,10 @@ class ReplicaScrape(MetricsSource):
                 total.setdefault(version, Tally()).add(tally)
         return total, replicas
 
-    def baseline(self) -> dict[str, Any]:
+    def baseline(self, versions: Sequence[str]) -> dict[str, Any]:
         total, replicas = self.read()
-        return {"replicas": replicas, "versions": {v: t.to_json() for v, t in total.items()}}
+        kept = {v: total[v].to_json() for v in versions if v in total}
+        return {"replicas": replicas, "versions": kept}
 
     def measure(
         self, baseline: Mapping[str, Any], since: datetime, now: datetime, versions: Sequence[str]

@@ -31,6 +31,7 @@ TRAFFIC_TAGS = {
     "rolled_back_at": "kubeloop.rollout.rolled_back_at",
     "retired_at": "kubeloop.retired_at",
 }
+STRESS_TAG = "kubeloop.rollout.stress_result"  # monitoring.stress, before any traffic
 
 
 def _iso_ms(millis: int | None) -> str | None:
@@ -104,6 +105,7 @@ def build(client, name: str, ref: str) -> dict[str, Any]:
             "retrained_because": tags.get(RETRAIN_REASON_TAG),
         },
         "traffic": {key: tags.get(tag) for key, tag in TRAFFIC_TAGS.items()},
+        "stress_test": json.loads(tags[STRESS_TAG]) if STRESS_TAG in tags else None,
         "rollout_state": tags.get("kubeloop.rollout.state"),
     }
 

@@ -16,16 +16,21 @@ it (``kubeloop rollout run``, a Job, a notebook) and leaves an audit trail.
   than the champion on labelled requests is rolled back here.
 - **approval**: ``kubeloop rollout approve`` records who approved; in the dev environment the
   spec may allow auto-approval (``rollout.auto_approve_dev``).
+- **stress**: once shadow passes, a bounded load test against the candidate
+  (``monitoring.stress``, ``rollout.stress``); a candidate that misses it never takes traffic.
+  The result is a tag on the version and part of its lineage.
 - **canary**: for each step the candidate answers ``weight`` of the records for ``hold_minutes``
-  (and at least ``min_requests``); then its error rate and live quality are compared with the
-  champion's over the same period. Worse beyond ``max_error_rate_increase`` or
-  ``max_quality_loss`` -> automatic rollback: weight 0, ``challenger`` alias removed, the
-  champion untouched.
+  (and at least ``min_requests``); then its error rate and p99 latency across every replica
+  (``monitoring.canary``: Prometheus or each replica's ``/metrics``, outcomes a model caused
+  only) and its live quality are compared with the champion's over the same period. A step
+  that needs quality waits for late labels up to ``timeout_minutes``; the 100% step compares
+  with the champion's rows from before the canary began. Worse beyond the spec's limits ->
+  automatic rollback: weight 0, ``challenger`` alias removed, the champion untouched.
 - **promoted**: ``kubeloop.registry.promote`` moves ``champion`` (approval recorded), the
   lineage record is frozen, the previous champion is marked retired.
 
-The server is driven and observed through ``ServerAdmin`` (the admin endpoint and ``/metrics``
-of the model server); the prediction log gives the paired predictions and the feedback.
+The server is driven through ``ServerAdmin`` (its admin endpoint) and observed through a
+``canary.MetricsSource``; the prediction log gives the paired predictions and the feedback.
 """
 
 from __future__ import annotations
@@ -47,8 +52,10 @@ import pandas as pd
 from kubeloop import registry
 from kubeloop.spec import LOWER_IS_BETTER, ProjectSpec
 from monitoring import lineage, report
+from monitoring.canary import MetricsSource, VersionStats, judge
 from monitoring.drift import live_quality
 from monitoring.errors import RolloutError
+from monitoring.stress import StressResult
 from monitoring.window import ACTUAL, PREDICTION, read_paired
 
 log = logging.getLogger(__name__)
@@ -58,7 +65,6 @@ STATE_TAG = P + "state"
 SHADOW, AWAITING, APPROVED, CANARY = "shadow", "awaiting_approval", "approved", "canary"
 PROMOTED, ROLLED_BACK = "promoted", "rolled_back"
 TERMINAL = (PROMOTED, ROLLED_BACK)
-PREDICT_ROUTES = ("/predict", "/v2/models")  # route templates whose 5xx count as model errors
 
 
 def _now() -> datetime:
@@ -74,24 +80,6 @@ def _parse(value: str | None) -> datetime | None:
 
 
 # -- the server ------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Counts:
-    """Cumulative requests and 5xx answers of one side of the split."""
-
-    requests: int = 0
-    errors: int = 0
-
-    def __sub__(self, other: Counts) -> Counts:
-        # A restarted server resets its counters: count from zero rather than go negative.
-        if self.requests < other.requests or self.errors < other.errors:
-            return self
-        return Counts(self.requests - other.requests, self.errors - other.errors)
-
-    @property
-    def error_rate(self) -> float:
-        return self.errors / self.requests if self.requests else 0.0
-
-
 class ServerAdmin(abc.ABC):
     """What the rollout needs from the model server."""
 
@@ -102,11 +90,6 @@ class ServerAdmin(abc.ABC):
     @abc.abstractmethod
     def set_canary_weight(self, weight: float) -> None:
         """Route ``weight`` of the records to the candidate (0: none)."""
-
-    @abc.abstractmethod
-    def counts(self) -> dict[str, Counts]:
-        """Cumulative request counts: ``champion`` and ``candidate`` (canary, mixed and 5xx
-        answers that name no model, which during a canary are blamed on the candidate)."""
 
     def reload(self) -> None:  # noqa: B027 - optional: servers also poll the registry
         """Ask the server to re-read the registry now."""
@@ -145,38 +128,6 @@ class HttpServerAdmin(ServerAdmin):
     def reload(self) -> None:
         self._call("POST", "/admin/reload")
 
-    def counts(self) -> dict[str, Counts]:
-        from prometheus_client.parser import text_string_to_metric_families
-
-        text = self._call("GET", "/metrics").decode()
-        return counts_from_metrics(text_string_to_metric_families(text))
-
-
-def counts_from_metrics(families) -> dict[str, Counts]:
-    """Champion and candidate request counts from ``kubeloop_requests_total`` samples."""
-    totals = {"champion": [0.0, 0.0], "candidate": [0.0, 0.0]}
-    for family in families:
-        if family.name != "kubeloop_requests":
-            continue
-        for sample in family.samples:
-            if not sample.name.endswith("_total"):
-                continue
-            labels = sample.labels
-            if not labels.get("route", "").startswith(PREDICT_ROUTES):
-                continue
-            error = labels.get("status", "").startswith("5")
-            role = labels.get("role", "")
-            side = (
-                "champion"
-                if role == "champion"
-                else ("candidate" if role in ("canary", "mixed") or (error and not role) else None)
-            )
-            if side is None:
-                continue
-            totals[side][0] += sample.value
-            totals[side][1] += sample.value if error else 0.0
-    return {k: Counts(int(v[0]), int(v[1])) for k, v in totals.items()}
-
 
 # -- verdicts ---------------------------------------------------------------------------------
 def relative_loss(candidate: float, champion: float, metric: str) -> float:
@@ -198,12 +149,14 @@ class Comparison:
     mean_abs_diff: float | None = None
     max_abs_diff: float | None = None
     quality_loss: float | None = None
+    champion_labelled: int | None = None
+    source: str | None = None  # where the rows came from (prediction log windows)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
 
 
-MIN_LABELLED = 20  # fewer labelled rows on either side: quality is reported, not judged
+MIN_LABELLED = 20  # shadow: fewer labelled requests and quality is reported, not judged
 
 
 def compare_shadow(
@@ -237,21 +190,36 @@ def compare_shadow(
 
 
 def compare_served(
-    rows: pd.DataFrame, candidate_version: str, champion_version: str, task: str, metric: str
+    rows: pd.DataFrame,
+    candidate_version: str,
+    champion_version: str,
+    task: str,
+    metric: str,
+    *,
+    min_labelled: int = MIN_LABELLED,
+    champion_rows: pd.DataFrame | None = None,
+    source: str | None = None,
 ) -> Comparison:
-    """Live quality of the rows each model answered during a canary step."""
+    """Live quality of the rows each model answered during a canary step; the champion's from
+    ``champion_rows`` instead when given (the 100% step, where it answers nothing)."""
+    champion_rows = rows if champion_rows is None else champion_rows
     cand = rows[(rows.role == "canary") & (rows.model_version == candidate_version)]
-    champ = rows[(rows.role == "champion") & (rows.model_version == champion_version)]
+    champ = champion_rows[
+        (champion_rows.role == "champion") & (champion_rows.model_version == champion_version)
+    ]
     cl, hl = cand[cand[ACTUAL].notna()], champ[champ[ACTUAL].notna()]
     cq = live_quality(task, cl[ACTUAL].to_numpy(), cl[PREDICTION].to_numpy())
     hq = live_quality(task, hl[ACTUAL].to_numpy(), hl[PREDICTION].to_numpy())
-    judged = min(len(cl), len(hl)) >= MIN_LABELLED and metric in cq and metric in hq
+    enough = min(len(cl), len(hl)) >= max(1, min_labelled)
+    judged = enough and metric in cq and metric in hq
     return Comparison(
         pairs=len(cand),
         labelled=len(cl),
         candidate=cq,
         champion=hq,
         quality_loss=relative_loss(cq[metric], hq[metric], metric) if judged else None,
+        champion_labelled=len(hl),
+        source=source,
     )
 
 
@@ -338,8 +306,11 @@ class Rollout:
     Args:
         client: MLflow client (registry).
         spec: The project spec (``rollout`` section, model name, primary metric).
-        server: The model server (admin endpoint, request counts).
+        server: The model server (admin endpoint).
         engine: SQLAlchemy engine on the prediction log.
+        metrics: Per-version requests, errors and latency across every replica.
+        stress: Runs the stress gate's load against a candidate version (``None``: the gate
+            must be off in the spec).
         env: Deployment environment (auto-approval only in ``dev``).
         reports_dir: Where shadow reports are written.
         clock: Current time (tests pass a fake clock).
@@ -354,6 +325,8 @@ class Rollout:
         *,
         env: str,
         reports_dir: Path,
+        metrics: MetricsSource,
+        stress: Callable[[str, datetime], StressResult] | None = None,
         clock: Callable[[], datetime] = _now,
     ) -> None:
         self.client = client
@@ -363,6 +336,8 @@ class Rollout:
         self.engine = engine
         self.env = env
         self.reports_dir = reports_dir
+        self.metrics = metrics
+        self.stress = stress
         self.clock = clock
 
     # registry helpers
@@ -569,6 +544,9 @@ class Rollout:
                 f"shadow: {metric} {comparison.quality_loss:.0%} worse "
                 f"than the champion on {comparison.labelled} labelled requests",
             )
+        failed = self._stress_gate(version)
+        if failed is not None:
+            return failed
         if self.env == "dev" and rollout.auto_approve_dev:
             self._tag(version, state=APPROVED, approved_by="auto", approved_at=_iso(now))
             return Step(APPROVED, "shadow passed; auto-approved (dev)", 0.0, comparison.to_dict())
@@ -590,16 +568,34 @@ class Rollout:
         except Exception as exc:  # noqa: BLE001 - the report is on disk already
             log.warning("could not log %s to MLflow: %s", path.name, exc)
 
+    def _stress_gate(self, version) -> Step | None:
+        """The bounded load test before any traffic; a rollback Step when the candidate
+        misses it, None when it passes (or the gate is off)."""
+        if not self.spec.rollout.stress.enabled:
+            return None
+        if self.stress is None:
+            raise RolloutError(
+                "rollout.stress is enabled but this controller has no load runner: set "
+                "KUBELOOP_SERVER_URL (or turn the gate off in the spec)"
+            )
+        result = self.stress(str(version.version), self.clock())
+        self._tag(version, stress_result=result.to_dict())
+        log.info("stress test of version %s: %s", version.version, result.summary)
+        if not result.passed:
+            return self.rollback(version, f"stress test: {'; '.join(result.reasons)}")
+        return None
+
     def _start_canary(self, version, index: int) -> Step:
         step = self.spec.rollout.steps[index]
-        now = self.clock()
         self.server.set_canary_weight(step.weight)
-        counts = self.server.counts()
+        now = self.clock()
+        champion = self.champion()
+        versions = [str(version.version), str(champion.version) if champion else ""]
         values: dict[str, Any] = {
             "state": CANARY,
             "step": str(index),
             "step_started_at": _iso(now),
-            "step_counts": {k: [c.requests, c.errors] for k, c in counts.items()},
+            "step_baseline": self.metrics.baseline(versions),
             f"canary_{round(step.weight * 100)}_started_at": _iso(now),
         }
         if index == 0:
@@ -611,16 +607,19 @@ class Rollout:
             max(1.0, 60 * step.hold_minutes),
         )
 
-    def _judge_canary(self, version, champion, tags: dict[str, str]) -> Step:
-        rollout = self.spec.rollout
-        index = int(tags[P + "step"])
-        step = rollout.steps[index]
-        now = self.clock()
-        since = _parse(tags[P + "step_started_at"]) or now
-        start = {k: Counts(*v) for k, v in json.loads(tags[P + "step_counts"]).items()}
-        counts = self.server.counts()
-        seen = {k: counts.get(k, Counts()) - start.get(k, Counts()) for k in counts}
-        cand, champ = seen.get("candidate", Counts()), seen.get("champion", Counts())
+    def _earlier_champion(self, tags: dict[str, str], index: int) -> tuple[VersionStats, str]:
+        """The champion's figures from the last step it answered (the 100% step has none)."""
+        for earlier in reversed(self.spec.rollout.steps[:index]):
+            name = f"canary {earlier.weight:.0%} step"
+            result = json.loads(tags.get(f"{P}canary_{round(earlier.weight * 100)}_result", "{}"))
+            stats = VersionStats.from_dict(result.get("analysis", {}).get("champion", {}))
+            if stats.requests:
+                return stats, name
+        return VersionStats(), "no step in which the champion answered"
+
+    def _served_quality(self, version, champion, since, now, step, tags) -> Comparison:
+        """Quality of the step's rows; at 100% the champion's rows come from the window of
+        ``rollout.baseline_minutes`` before the canary began."""
         rows = read_paired(
             self.engine,
             self.name,
@@ -628,55 +627,96 @@ class Rollout:
             now + timedelta(seconds=1),
             ["champion", "canary"],
         )
-        metric = self.spec.evaluation.primary_metric
-        quality = compare_served(
-            rows, str(version.version), str(champion.version), self.spec.task, metric
+        champion_rows, source = None, f"prediction log {_iso(since)} to {_iso(now)}"
+        began = _parse(tags.get(P + "canary_started_at"))
+        if step.weight >= 1.0 and began is not None:
+            start = began - timedelta(minutes=self.spec.rollout.baseline_minutes)
+            champion_rows = read_paired(self.engine, self.name, start, began, ["champion"])
+            source += f"; champion: {_iso(start)} to {_iso(began)}, before the canary began"
+        return compare_served(
+            rows,
+            str(version.version),
+            str(champion.version),
+            self.spec.task,
+            self.spec.evaluation.primary_metric,
+            min_labelled=step.min_labelled,
+            champion_rows=champion_rows,
+            source=source,
         )
+
+    def _judge_canary(self, version, champion, tags: dict[str, str]) -> Step:
+        rollout = self.spec.rollout
+        index = int(tags[P + "step"])
+        step = rollout.steps[index]
+        now = self.clock()
+        since = _parse(tags[P + "step_started_at"]) or now
+        name = f"canary {step.weight:.0%}"
+        cand_v, champ_v = str(version.version), str(champion.version)
+        baseline = json.loads(tags.get(P + "step_baseline", "{}"))
+        measured = self.metrics.measure(baseline, since, now, [cand_v, champ_v])
+        champ, champion_from = measured[champ_v], "this step"
+        if not champ.requests:
+            champ, champion_from = self._earlier_champion(tags, index)
+        verdict = judge(
+            measured[cand_v],
+            champ,
+            max_error_rate_increase=rollout.max_error_rate_increase,
+            analysis=rollout.analysis,
+            judge_latency=measured[cand_v].requests >= max(1, step.min_requests),
+            champion_from=champion_from,
+        )
+        quality = self._served_quality(version, champion, since, now, step, tags)
         result = {
             "weight": step.weight,
-            "candidate_requests": cand.requests,
-            "candidate_errors": cand.errors,
-            "champion_requests": champ.requests,
-            "champion_errors": champ.errors,
+            "analysis": verdict.to_dict(),
             "quality": quality.to_dict(),
         }
-        key = f"canary_{round(step.weight * 100)}_result"
-        # Errors roll back at once: waiting for the hold time only exposes more callers.
-        if cand.requests and cand.error_rate > champ.error_rate + rollout.max_error_rate_increase:
-            self._tag(version, **{key: result})
-            return self.rollback(
-                version,
-                f"canary {step.weight:.0%}: error rate "
-                f"{cand.error_rate:.1%} against the champion's "
-                f"{champ.error_rate:.1%} ({cand.errors} of {cand.requests})",
-            )
+        # The latest judgement is recorded at every look, so `rollout status` shows progress.
+        self._tag(version, **{f"canary_{round(step.weight * 100)}_result": result})
+        # Errors and latency roll back at once: waiting only exposes more callers.
+        for problem in (verdict.errors, verdict.latency):
+            if problem:
+                return self.rollback(version, f"{name}: {problem}")
+        metric = self.spec.evaluation.primary_metric
         if quality.quality_loss is not None and quality.quality_loss > rollout.max_quality_loss:
-            self._tag(version, **{key: result})
             return self.rollback(
                 version,
-                f"canary {step.weight:.0%}: {metric} "
-                f"{quality.quality_loss:.0%} worse than the champion on "
+                f"{name}: {metric} {quality.quality_loss:.0%} worse than the champion on "
                 f"{quality.labelled} labelled rows",
             )
-        held = now - since >= timedelta(minutes=step.hold_minutes)
-        if not held or quality.pairs < step.min_requests:
+        remaining = (since + timedelta(minutes=step.hold_minutes) - now).total_seconds()
+        if remaining > 0 or quality.pairs < step.min_requests:
             if self._timed_out(since, now):
-                self._tag(version, **{key: result})
                 return self.rollback(
                     version,
-                    f"canary {step.weight:.0%}: only "
-                    f"{quality.pairs} candidate predictions in "
+                    f"{name}: only {quality.pairs} candidate predictions in "
                     f"{rollout.timeout_minutes:g} minutes",
                 )
-            remaining = (since + timedelta(minutes=step.hold_minutes) - now).total_seconds()
             return Step(
                 CANARY,
-                f"canary {step.weight:.0%}: {quality.pairs}/{step.min_requests}"
-                f" candidate predictions, {max(0.0, remaining):.0f}s to hold",
+                f"{name}: {quality.pairs}/{step.min_requests} candidate predictions, "
+                f"{max(0.0, remaining):.0f}s to hold",
                 max(1.0, min(remaining, self._poll_seconds())),
                 result,
             )
-        self._tag(version, **{key: result})
+        if step.min_labelled and quality.quality_loss is None:
+            labels = (
+                f"{quality.labelled}/{step.min_labelled} labelled candidate rows, "
+                f"{quality.champion_labelled}/{step.min_labelled} champion rows"
+            )
+            if self._timed_out(since, now):
+                return self.rollback(
+                    version,
+                    f"{name}: quality could not be judged, only {labels} in "
+                    f"{rollout.timeout_minutes:g} minutes",
+                )
+            left = (since + timedelta(minutes=rollout.timeout_minutes) - now).total_seconds()
+            return Step(
+                CANARY,
+                f"{name}: waiting for labels ({labels}; up to {left:.0f}s more)",
+                self._poll_seconds(),
+                result,
+            )
         if index + 1 < len(rollout.steps):
             return self._start_canary(version, index + 1)
         return self._promote(version, champion, tags)

@@ -75,6 +75,18 @@ class MonitoringSettings(PlatformSettings):
         "http://127.0.0.1:8080",
         description="Model server the rollout controller drives (canary weight, health).",
     )
+    server_replica_urls: str | None = Field(
+        None,
+        description="Every server replica the canary analysis reads /metrics from, comma "
+        "separated; a name with several addresses (the server's headless Service) counts "
+        "each address. Default: KUBELOOP_SERVER_URL. Ignored when KUBELOOP_PROMETHEUS_URL "
+        "is set.",
+    )
+    prometheus_url: str | None = Field(
+        None,
+        description="Prometheus that scrapes every server replica: the canary analysis runs "
+        "the spec's PromQL (rollout.analysis) there; default: none, read the replicas.",
+    )
     api_token: SecretStr | None = Field(
         None,
         description="Bearer token of the model server's admin routes (the server's "
@@ -99,6 +111,11 @@ class MonitoringSettings(PlatformSettings):
         if self.launcher != "auto":
             return self.launcher
         return "kfp" if self.kfp_host else "local"
+
+    @property
+    def replica_urls(self) -> list[str]:
+        given = [u.strip() for u in (self.server_replica_urls or "").split(",") if u.strip()]
+        return given or [self.server_url]
 
     @property
     def token(self) -> str | None:

@@ -100,21 +100,10 @@ def monitor(
 
 
 def _rollout(spec: Path, server_url: str | None):
-    from kubeloop import model_store
-    from monitoring.rollout import HttpServerAdmin, Rollout
-    from monitoring.window import open_log
+    from monitoring import controller
 
     project, settings = context(spec, MonitoringSettings, server_url=server_url)
-    client = model_store.configure(settings)
-    server = HttpServerAdmin(settings.server_url, settings.token)
-    return Rollout(
-        client,
-        project,
-        server,
-        open_log(settings.log_url),
-        env=settings.env,
-        reports_dir=settings.reports_path,
-    ), project
+    return controller.build(settings, project), project
 
 
 ServerOption = Annotated[

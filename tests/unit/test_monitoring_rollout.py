@@ -1,23 +1,28 @@
-"""The rollout state machine: shadow, approval, canary steps, promotion and automatic rollback.
+"""The rollout state machine: shadow, stress gate, approval, canary steps, promotion and
+automatic rollback.
 
 The registry is a real MLflow store (SQLite in the test's work folder, versions without
-artifacts); the model server is a fake that records the weights it is given and counts the
-requests the test says it served; the prediction log is SQLite.
+artifacts); the model server is a fake that records the weights it is given, the metrics source
+a fake that counts what the test says each version served (the real sources are tested in
+test_monitoring_canary.py and, across two real replicas and Prometheus, in
+tests/integration/test_rollout_replicas.py); the prediction log is SQLite.
 """
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from kubeloop import model_store, registry
 from kubeloop.settings import PlatformSettings
 from kubeloop.spec import CanaryStep, RolloutSpec
+from monitoring import lineage
+from monitoring.canary import MetricsSource, VersionStats
 from monitoring.errors import RolloutError
 from monitoring.rollout import (
     APPROVED,
@@ -26,11 +31,10 @@ from monitoring.rollout import (
     PROMOTED,
     ROLLED_BACK,
     SHADOW,
-    Counts,
     Rollout,
     ServerAdmin,
-    counts_from_metrics,
 )
+from monitoring.stress import StressResult
 from monitoring.window import open_log
 from tests.utils.factories import example_spec
 from tests.utils.monitoring import log_feedback, log_rows
@@ -51,13 +55,12 @@ class Clock:
 
 
 class FakeServer(ServerAdmin):
-    """Records the weights it is given; counts what the test says it served."""
+    """Records the weights it is given."""
 
     def __init__(self, shadow: bool = True) -> None:
         self.shadow = shadow
         self.candidate_version = "2"
         self.weights: list[float] = []
-        self.totals = {"champion": Counts(), "candidate": Counts()}
 
     def status(self) -> dict:
         return {
@@ -68,12 +71,60 @@ class FakeServer(ServerAdmin):
     def set_canary_weight(self, weight: float) -> None:
         self.weights.append(weight)
 
-    def counts(self) -> dict[str, Counts]:
-        return dict(self.totals)
 
-    def served(self, side: str, requests: int, errors: int = 0) -> None:
-        old = self.totals[side]
-        self.totals[side] = Counts(old.requests + requests, old.errors + errors)
+class FakeMetrics(MetricsSource):
+    """Cumulative requests and errors per version as the test says they were served; the p99
+    of each version is whatever the test sets."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, list[float]] = {}
+        self.p99 = {"1": 0.010, "2": 0.011}
+
+    def served(self, version: str, requests: int, errors: int = 0) -> None:
+        total = self.totals.setdefault(version, [0, 0])
+        total[0] += requests
+        total[1] += errors
+
+    def baseline(self, versions) -> dict:
+        return {v: list(self.totals.get(v, [0, 0])) for v in versions}
+
+    def measure(self, baseline, since, now, versions) -> dict[str, VersionStats]:
+        out = {}
+        for v in versions:
+            now_r, now_e = self.totals.get(v, [0, 0])
+            was_r, was_e = baseline.get(v, [0, 0])
+            seen = now_r - was_r
+            out[v] = VersionStats(seen, now_e - was_e, self.p99[v] if seen else None, "fake")
+        return out
+
+
+class FakeStress:
+    """The stress gate's load runner: passes unless told to fail."""
+
+    def __init__(self) -> None:
+        self.passes = True
+        self.calls: list[str] = []
+
+    def __call__(self, version: str, now: datetime) -> StressResult:
+        self.calls.append(version)
+        reasons = [] if self.passes else ["p99 900.0 ms above 250 ms"]
+        return StressResult(
+            url="http://127.0.0.1/v2/models/m/versions/2/infer",
+            version=version,
+            target_rps=20,
+            duration_seconds=10,
+            sent=200,
+            answered=200,
+            errors=0,
+            skipped=0,
+            achieved_rps=20.0,
+            p50_ms=3.0,
+            p99_ms=9.0 if self.passes else 900.0,
+            error_rate=0.0,
+            passed=self.passes,
+            reasons=reasons,
+            at=now.isoformat(),
+        )
 
 
 class World:
@@ -96,6 +147,8 @@ class World:
         self.client.set_registered_model_alias(self.name, registry.CHALLENGER, "2")
         self.engine = open_log(f"sqlite:///{tmp / 'predictions.db'}")
         self.server = FakeServer()
+        self.metrics = FakeMetrics()
+        self.stress = FakeStress()
         self.clock = Clock()
         self.rng = np.random.default_rng(0)
         self.rollout = Rollout(
@@ -105,6 +158,8 @@ class World:
             self.engine,
             env=env,
             reports_dir=tmp / "reports",
+            metrics=self.metrics,
+            stress=self.stress,
             clock=self.clock,
         )
         self.requests = 0
@@ -123,8 +178,10 @@ class World:
         noise: float,
         ids: list[str] | None = None,
         actual: np.ndarray | None = None,
+        label: bool = True,
     ) -> list[str]:
-        """Log n predictions of one model; feedback too unless the requests have it already."""
+        """Log n predictions of one model; feedback too (when ``label``) unless the requests
+        have it already."""
         labelled = actual is not None
         actual = actual if labelled else self.rng.normal(100, 10, n)
         frame = pd.DataFrame({"x": actual, "prediction": actual + self.rng.normal(0, noise, n)})
@@ -141,7 +198,7 @@ class World:
             spacing=timedelta(milliseconds=1),
             request_ids=ids,
         )
-        if not labelled:
+        if not labelled and label:
             log_feedback(self.engine, ids, actual.tolist(), self.clock.now)
         self.last_actual = actual
         return ids
@@ -150,20 +207,33 @@ class World:
         ids = self._log(n, "champion", "1", 5.0)
         self._log(n, "shadow", "2", candidate_noise, ids=ids, actual=self.last_actual)
         self.requests += n
-        self.server.served("champion", n)
+        self.metrics.served("1", n)
 
     def canary_traffic(
-        self, n: int, weight: float, *, errors: float = 0.0, candidate_noise: float = 4.0
-    ) -> None:
+        self,
+        n: int,
+        weight: float,
+        *,
+        errors: float = 0.0,
+        champion_errors: float = 0.0,
+        candidate_noise: float = 4.0,
+        label: bool = True,
+    ) -> list[str]:
+        """n records split by weight; returns the candidate's request ids (whose labels come
+        later when not ``label``)."""
         k = int(n * weight)
         failed = int(k * errors)
-        self._log(n - k, "champion", "1", 5.0)
-        self.requests += n - k
+        champion_failed = int((n - k) * champion_errors)
+        if n - k - champion_failed:
+            self._log(n - k - champion_failed, "champion", "1", 5.0)
+            self.requests += n - k - champion_failed
+        ids: list[str] = []
         if k - failed:
-            self._log(k - failed, "canary", "2", candidate_noise)
+            ids = self._log(k - failed, "canary", "2", candidate_noise, label=label)
             self.requests += k - failed
-        self.server.served("champion", n - k)
-        self.server.served("candidate", k, failed)
+        self.metrics.served("1", n - k, champion_failed)
+        self.metrics.served("2", k, failed)
+        return ids
 
 
 STEPS = (
@@ -325,18 +395,92 @@ def test_run_drives_the_steps_until_a_person_is_needed(world) -> None:
     assert result.state == AWAITING and seen[0] == SHADOW and seen[-1] == AWAITING
 
 
-def test_request_counts_come_from_the_servers_metrics() -> None:
-    text = """# TYPE kubeloop_requests_total counter
-kubeloop_requests_total{route="/predict",method="POST",status="200",model_version="1",role="champion"} 90
-kubeloop_requests_total{route="/predict",method="POST",status="500",model_version="1",role="champion"} 1
-kubeloop_requests_total{route="/predict",method="POST",status="200",model_version="2",role="canary"} 8
-kubeloop_requests_total{route="/predict",method="POST",status="500",model_version="",role=""} 2
-kubeloop_requests_total{route="/predict",method="POST",status="422",model_version="",role=""} 5
-kubeloop_requests_total{route="/health/ready",method="GET",status="503",model_version="",role=""} 7
-"""  # noqa: E501
-    counts = counts_from_metrics(text_string_to_metric_families(text))
-    # 5xx that name no model are blamed on the candidate: the only thing that changed.
-    assert counts["champion"] == Counts(91, 1)
-    assert counts["candidate"] == Counts(10, 2)
-    assert Counts(10, 2) - Counts(4, 0) == Counts(6, 2)
-    assert Counts(3, 0) - Counts(10, 2) == Counts(3, 0)  # the server restarted
+def into_canary(world: World) -> None:
+    through_shadow(world)
+    world.rollout.approve(approver="alice")
+    world.rollout.step()  # approved
+    assert world.rollout.step().state == CANARY
+
+
+def test_a_failing_champion_is_not_blamed_on_the_candidate(world) -> None:
+    into_canary(world)
+    world.canary_traffic(400, 0.1, champion_errors=0.3)  # the champion fails 108 times
+    world.clock.advance(seconds=61)
+    result = world.rollout.step()
+    assert result.state == CANARY and world.server.weights == [0.1, 0.5]
+    judged = json.loads(world.tags()["kubeloop.rollout.canary_10_result"])["analysis"]
+    assert judged["candidate"]["errors"] == 0 and judged["champion"]["errors"] == 108
+    assert judged["errors"] is None
+
+
+def test_a_slow_candidate_is_rolled_back_on_latency(world) -> None:
+    into_canary(world)
+    world.metrics.p99["2"] = 0.200  # 200 ms against the champion's 10 ms
+    world.canary_traffic(400, 0.1)
+    world.clock.advance(seconds=10)
+    result = world.rollout.step()
+    assert result.state == ROLLED_BACK
+    assert "p99 latency 200.0 ms against the champion's 10.0 ms" in result.message
+    assert world.server.weights == [0.1, 0.0] and world.champion() == "1"
+
+
+def test_a_candidate_that_misses_the_stress_test_never_takes_traffic(world) -> None:
+    world.stress.passes = False
+    through_shadow(world)
+    result = world.rollout.step()
+    assert result.state == ROLLED_BACK and "stress test: p99 900.0 ms" in result.message
+    assert world.stress.calls == ["2"] and world.server.weights == [0.0]
+    recorded = json.loads(world.tags()["kubeloop.rollout.stress_result"])
+    assert recorded["passed"] is False and recorded["p99_ms"] == 900.0
+    assert lineage.build(world.client, world.name, "2")["stress_test"]["passed"] is False
+
+
+def test_the_stress_result_of_a_promoted_version_is_frozen_in_its_lineage(world) -> None:
+    through_shadow(world)
+    world.rollout.approve(approver="alice")
+    while (result := world.rollout.step()).state != PROMOTED:
+        assert result.state not in (ROLLED_BACK, AWAITING), result.message
+        if result.state == CANARY:
+            world.canary_traffic(200, world.server.weights[-1])
+            world.clock.advance(seconds=61)
+    frozen = json.loads(world.tags()[lineage.LINEAGE_TAG])
+    assert frozen["stress_test"]["passed"] is True and frozen["stress_test"]["target_rps"] == 20
+
+
+def test_late_labels_are_waited_for_and_the_wait_is_reported(world) -> None:
+    into_canary(world)
+    ids = world.canary_traffic(400, 0.1, label=False)  # 40 candidate rows, no labels yet
+    actual = world.last_actual
+    world.clock.advance(seconds=61)
+    waiting = world.rollout.step()
+    assert waiting.state == CANARY and "waiting for labels" in waiting.message
+    assert "0/20 labelled candidate rows" in waiting.message
+    assert world.server.weights == [0.1]  # not skipped: the step does not move on
+    log_feedback(world.engine, ids, actual.tolist(), world.clock.now)
+    world.clock.advance(seconds=5)
+    assert world.rollout.step().state == CANARY and world.server.weights == [0.1, 0.5]
+
+
+def test_labels_that_never_come_roll_back_at_the_timeout(world) -> None:
+    into_canary(world)
+    world.canary_traffic(400, 0.1, label=False)
+    world.clock.advance(minutes=31)
+    result = world.rollout.step()
+    assert result.state == ROLLED_BACK and "quality could not be judged" in result.message
+
+
+def test_the_full_step_compares_with_the_champion_before_the_canary_began(world) -> None:
+    into_canary(world)
+    for weight in (0.1, 0.5):
+        world.canary_traffic(200, weight)
+        world.clock.advance(seconds=61)
+        assert world.rollout.step().state == CANARY
+    world.canary_traffic(200, 1.0, candidate_noise=25.0)  # the champion answers nothing
+    world.clock.advance(seconds=61)
+    result = world.rollout.step()
+    assert result.state == ROLLED_BACK and "rmse" in result.message
+    quality = json.loads(world.tags()["kubeloop.rollout.canary_100_result"])["quality"]
+    assert quality["champion_labelled"] == 60  # the shadow period's champion rows
+    assert "before the canary began" in quality["source"]
+    analysis = json.loads(world.tags()["kubeloop.rollout.canary_100_result"])["analysis"]
+    assert analysis["champion_from"] == "canary 50% step"
