@@ -147,7 +147,8 @@ class Runtime:
         from kubeloop import model_store
         from kubeloop.feature_store import open_store
         from kubeloop.spec import load_spec
-        from serving.features import make_lookup, read_layout
+        from serving.feature_layout import read_layout
+        from serving.online_lookup import make_lookup
 
         # The spec may hold ${KUBELOOP_WORK_DIR}; the CLI exports settings the same way.
         os.environ.setdefault("KUBELOOP_WORK_DIR", str(settings.work_dir))

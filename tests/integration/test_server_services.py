@@ -21,8 +21,10 @@ from sqlalchemy import create_engine, func, select
 
 from kubeloop.feature_store import open_store
 from kubeloop.log_store import feedback, predictions
-from serving.features import OnlineStoreLookup, RedisLookup, read_layout
+from serving.feature_layout import read_layout
+from serving.online_lookup import OnlineStoreLookup
 from serving.process import ServerProcess
+from serving.redis_lookup import RedisLookup
 from tests.utils import services
 from tests.utils.serving import Seeded, materialize, post_many
 
@@ -98,8 +100,14 @@ def test_redis_lookup_matches_feasts_own_sdk(seeded, backends):
     layout = read_layout(store, spec.features.service)
     entities = seeded.entities[:25] + [987654]
     lookup = RedisLookup(layout, backends.redis_url)
-    rows = lookup.read_sync(entities)
-    asyncio.run(lookup.close())
+
+    async def read():
+        try:
+            return await lookup.read_rows(entities)
+        finally:
+            await lookup.close()
+
+    rows = asyncio.run(read())
     expected = sdk_rows(store, spec.features.service, layout.join_key, entities)
     assert rows[-1] is None and all(expected[n][-1] is None for n in layout.names)
     for i, row in enumerate(rows[:-1]):

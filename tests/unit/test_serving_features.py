@@ -1,20 +1,20 @@
-"""Online feature lookups: batched store reads, arrays in model order, clear errors."""
+"""Online feature lookups: batched store reads that never block the event loop, arrays in
+model order, clear errors."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
+import time
 
 import pytest
 
 from serving.errors import EntityNotFound, InvalidField, Unavailable
-from serving.features import (
-    EntityRow,
-    FeatureLayout,
-    OnlineFeatures,
-    OnlineLookup,
-    parse_entity_id,
-)
+from serving.feature_layout import EntityRow, FeatureLayout, parse_entity_id
+from serving.features import OnlineFeatures
+from serving.online_lookup import OnlineLookup, ThreadedLookup
+from serving.redis_lookup import RedisLookup, field_hash, parse_connection_string
 
 NAMES = ("a", "b", "c")
 LAYOUT = FeatureLayout(
@@ -26,7 +26,13 @@ LAYOUT = FeatureLayout(
 )
 
 
-class SlowStore(OnlineLookup):
+def row(e: int) -> EntityRow | None:
+    return EntityRow([e, e * 10.0, e * 100.0], None) if e < 100 else None
+
+
+class SlowStore(ThreadedLookup):
+    """A blocking store client (read on the lookup's thread) that waits for ``gate``."""
+
     backend = "test"
 
     def __init__(self, fail: bool = False):
@@ -40,10 +46,31 @@ class SlowStore(OnlineLookup):
         self.gate.wait(2)
         if self.fail:
             raise TimeoutError("store down")
-        return [EntityRow([e, e * 10.0, e * 100.0], None) if e < 100 else None for e in entities]
+        return [row(e) for e in entities]
 
 
-def features_over(store: SlowStore) -> OnlineFeatures:
+class AsyncStore(OnlineLookup):
+    """An asynchronous store client (read on the event loop, as Redis is)."""
+
+    backend = "test"
+
+    def __init__(self, fail: bool = False):
+        super().__init__(LAYOUT)
+        self.calls: list[list[int]] = []
+        self.fail = fail
+
+    async def read_rows(self, entities):
+        self.calls.append(list(entities))
+        await asyncio.sleep(0.01)
+        if self.fail:
+            raise TimeoutError("store down")
+        return [row(e) for e in entities]
+
+    async def close(self) -> None:
+        pass
+
+
+def features_over(store: OnlineLookup) -> OnlineFeatures:
     features = OnlineFeatures(lambda: (LAYOUT, store))
     assert features.open()
     return features
@@ -67,13 +94,8 @@ def test_concurrent_lookups_share_store_reads():
     assert [[row.values[0] for row in rows] for rows in rest] == [[3, 2], [4, 2], [5, 2]]
 
 
-class InlineStore(SlowStore):
-    inline = True
-
-
-def test_inline_stores_serve_each_loop_iteration_with_one_read():
-    store = InlineStore()
-    store.gate.set()
+def test_requests_of_one_loop_iteration_share_one_read():
+    store = AsyncStore()
     features = features_over(store)
 
     async def many():
@@ -84,14 +106,62 @@ def test_inline_stores_serve_each_loop_iteration_with_one_read():
     assert [r[0].values[0] for r in rows] == [1, 2, 3]
 
 
-def test_an_inline_store_that_fails_is_not_asked_again_at_once():
-    store = InlineStore(fail=True)
-    store.gate.set()
+def test_a_store_that_times_out_is_not_asked_again_at_once():
+    store = AsyncStore(fail=True)
     features = features_over(store)
     for _ in range(3):
         with pytest.raises(Unavailable, match="store down"):
             asyncio.run(features.read([1]))
     assert len(store.calls) == 1  # backed off: the next requests failed fast
+
+
+def test_a_hung_redis_never_blocks_the_event_loop():
+    """A real socket that accepts and never answers: the read times out after its timeout
+    while the loop keeps serving everything else."""
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(8)
+        port = hung.getsockname()[1]
+        features = features_over(RedisLookup(LAYOUT, f"127.0.0.1:{port}", timeout=0.5))
+
+        async def read_while_ticking():
+            ticks = 0
+
+            async def tick():
+                nonlocal ticks
+                while True:
+                    await asyncio.sleep(0.01)
+                    ticks += 1
+
+            ticker = asyncio.create_task(tick())
+            started = time.monotonic()
+            with pytest.raises(Unavailable, match="Timeout"):
+                await features.read([1])
+            waited = time.monotonic() - started
+            ticker.cancel()
+            await features.close()
+            return ticks, waited
+
+        ticks, waited = asyncio.run(read_while_ticking())
+    assert 0.4 < waited < 3
+    assert ticks >= waited / 0.01 / 3  # the loop ran all along (a blocked loop ticks ~0 times)
+
+
+def test_redis_connection_strings_are_read_as_feast_writes_them():
+    assert parse_connection_string("redis:6379,db=14,password=pw") == (
+        "redis",
+        6379,
+        {"db": "14", "password": "pw"},
+    )
+    for unsupported in ("a:1,b:2", "redis:6379,ssl=true", "redis"):
+        with pytest.raises(ValueError, match="Redis"):
+            parse_connection_string(unsupported)
+
+
+def test_field_hashes_are_feasts():
+    from feast.infra.online_stores.helpers import _mmh3  # only to check the public mmh3 use
+
+    assert field_hash("view", "feature") == _mmh3("view:feature")
 
 
 def test_matrix_follows_the_requested_order_and_names_unknown_entities():

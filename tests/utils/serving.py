@@ -364,7 +364,9 @@ def static_features(
     """``OnlineFeatures`` over an in-memory table (entity -> values in ``names`` order)."""
     from datetime import UTC, datetime
 
-    from serving.features import EntityRow, FeatureLayout, OnlineFeatures, OnlineLookup
+    from serving.feature_layout import EntityRow, FeatureLayout
+    from serving.features import OnlineFeatures
+    from serving.online_lookup import OnlineLookup
 
     layout = FeatureLayout(
         project="test",
@@ -377,9 +379,12 @@ def static_features(
     class StaticLookup(OnlineLookup):
         backend = "static"
 
-        def read_sync(self, entities):
+        async def read_rows(self, entities):
             now = datetime.now(UTC)
             return [EntityRow(list(rows[e]), now) if e in rows else None for e in entities]
+
+        async def close(self) -> None:
+            pass
 
     features = OnlineFeatures(lambda: (layout, StaticLookup(layout)))
     features.open()
