@@ -22,6 +22,11 @@ What it does, all on 127.0.0.1 and with nothing downloaded but packages:
    for kubeloop's prediction log writer to catch up, so it does not run during a peer's turn.
 4. Prints RPS, p50, p99 and the RSS of the server's process tree, and writes the results as
    JSON and as a Markdown table under ``bench/results/``.
+
+``--before CHECKOUT`` adds a "kubeloop (before)" server: the same ``python -m serving`` run
+from another checkout of the repository (e.g. ``git worktree add ../before <commit>``), measured
+in every kubeloop scenario right beside the current code, for before/after comparisons in one
+run.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ RESULTS = REPO / "bench" / "results"
 WORK = RESULTS / "serving-work"
 KSERVE_VENV = RESULTS / "venv-kserve"
 TOKEN = "bench-token"
+BEFORE = "kubeloop (before)"
 REDIS_DB = 14
 
 
@@ -184,11 +190,12 @@ class Server:
         port: int,
         ready_path: str,
         headers: dict[str, str] | None = None,
+        cwd: Path = REPO,
     ):
-        self.name, self.command, self.port = name, command, port
+        self.name, self.command, self.port, self.cwd = name, command, port, cwd
         self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
         self.ready_path, self.headers = ready_path, headers or {}
-        self.log_path = RESULTS / f"serving-{name}.log"
+        self.log_path = RESULTS / f"serving-{name.replace(' ', '-').strip('()')}.log"
         self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> Server:
@@ -197,7 +204,7 @@ class Server:
         self.process = subprocess.Popen(
             self.command,
             env=self.env,
-            cwd=REPO,
+            cwd=self.cwd,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -351,27 +358,9 @@ def run(args: argparse.Namespace) -> list[Result]:
             path.write_bytes(build(X))
             bodies[name, n] = path
 
-    kubeloop_port, mlflow_port, kserve_port = free_port(), free_port(), free_port()
+    mlflow_port, kserve_port = free_port(), free_port()
     servers = {
-        "kubeloop": Server(
-            "kubeloop",
-            [sys.executable, "-m", "serving"],
-            {
-                "KUBELOOP_WORK_DIR": str(WORK),
-                "KUBELOOP_SPEC": prepared["spec"],
-                "MLFLOW_TRACKING_URI": prepared["tracking_uri"],
-                "KUBELOOP_API_TOKEN": TOKEN,
-                "KUBELOOP_ENV": "prod",
-                "KUBELOOP_HOST": "127.0.0.1",
-                "KUBELOOP_PORT": str(kubeloop_port),
-                "KUBELOOP_FEAST_ONLINE_STORE": "redis",
-                "KUBELOOP_REDIS_URL": f"127.0.0.1:6379,db={REDIS_DB}",
-                "KUBELOOP_MAX_BATCH_RECORDS": "1000",
-            },
-            kubeloop_port,
-            "/health/ready",
-            {"Authorization": f"Bearer {TOKEN}"},
-        ),
+        "kubeloop": kubeloop_server("kubeloop", prepared, REPO, "predictions"),
         "mlflow": Server(
             "mlflow",
             [
@@ -418,13 +407,21 @@ def run(args: argparse.Namespace) -> list[Result]:
             f"/v1/models/{payloads.MODEL}",
         ),
     }
+    kubeloops = ["kubeloop"]
+    if args.before is not None:
+        servers[BEFORE] = kubeloop_server(
+            BEFORE, prepared, args.before.resolve(), "predictions-before"
+        )
+        kubeloops.append(BEFORE)
     # All servers run side by side (an idle one costs memory, not CPU) and every scenario is
     # measured on each of them in turn, so that the load of a shared machine, which drifts over
     # minutes, weighs on all of them alike.
+    peers = {"mlflow": "mlflow", "kserve": "kserve"}
+    records = {name: "kubeloop" for name in kubeloops}
     scenarios = [
-        ("1 row", 1, {"kubeloop": "kubeloop", "mlflow": "mlflow", "kserve": "kserve"}),
-        ("100 rows", 100, {"kubeloop": "kubeloop", "mlflow": "mlflow", "kserve": "kserve"}),
-        ("100 rows (table)", 100, {"kubeloop": "kubeloop-table"}),
+        ("1 row", 1, {**records, **peers}),
+        ("100 rows", 100, {**records, **peers}),
+        ("100 rows (table)", 100, {name: "kubeloop-table" for name in kubeloops}),
     ]
     results: list[Result] = []
     with contextlib.ExitStack() as stack:
@@ -442,7 +439,8 @@ def run(args: argparse.Namespace) -> list[Result]:
                 for name, form in order:
                     server = servers[name]
                     url = server.url(payloads.PATHS[form])
-                    script_args = [str(bodies[form, n]), TOKEN if name == "kubeloop" else ""]
+                    token = TOKEN if name in kubeloops else ""
+                    script_args = [str(bodies[form, n]), token]
                     wrk(binary, url, connections, args.warmup, "post.lua", script_args)
                     rps, p50, p99, errors = wrk(
                         binary, url, connections, args.duration, "post.lua", script_args
@@ -456,48 +454,81 @@ def run(args: argparse.Namespace) -> list[Result]:
                         f"p50 {p50:.2f} ms, p99 {p99:.2f} ms, errors {errors}, "
                         f"RSS {result.rss_mb:.0f} MB"
                     )
-                    if name == "kubeloop":
+                    if name in kubeloops:
                         wait_for_log(server)
-        results += entity_runs(binary, servers["kubeloop"], args, int(prepared["entities"]))
-        log_status(servers["kubeloop"])
-    results.sort(key=lambda r: ("kubeloop", "mlflow", "kserve").index(r.server))
+        results += entity_runs(
+            binary, [servers[name] for name in kubeloops], args, int(prepared["entities"])
+        )
+        for name in kubeloops:
+            log_status(servers[name])
+    results.sort(key=lambda r: ("kubeloop", BEFORE, "mlflow", "kserve").index(r.server))
     write(results, args)
     return results
 
 
+def kubeloop_server(name: str, prepared: dict[str, str], checkout: Path, log: str) -> Server:
+    """``python -m serving`` from ``checkout`` on the prepared registry and online store, with
+    its own prediction log (``<log>.db`` in the work folder)."""
+    port = free_port()
+    env = {
+        "KUBELOOP_WORK_DIR": str(WORK),
+        "KUBELOOP_PREDICTION_LOG_URL": f"sqlite:///{WORK / log}.db",
+        "KUBELOOP_SPEC": prepared["spec"],
+        "MLFLOW_TRACKING_URI": prepared["tracking_uri"],
+        "KUBELOOP_API_TOKEN": TOKEN,
+        "KUBELOOP_ENV": "prod",
+        "KUBELOOP_HOST": "127.0.0.1",
+        "KUBELOOP_PORT": str(port),
+        "KUBELOOP_FEAST_ONLINE_STORE": "redis",
+        "KUBELOOP_REDIS_URL": f"127.0.0.1:6379,db={REDIS_DB}",
+        "KUBELOOP_MAX_BATCH_RECORDS": "1000",
+    }
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    command = [sys.executable, "-m", "serving"]
+    return Server(name, command, env, port, "/health/ready", headers, cwd=checkout)
+
+
 def entity_runs(
-    binary: str, server: Server, args: argparse.Namespace, entities: int
+    binary: str, servers: list[Server], args: argparse.Namespace, entities: int
 ) -> list[Result]:
-    status, body = server.post("/predict", payloads.kubeloop_entity(7))
-    if status != 200:
-        raise RuntimeError(f"kubeloop refused an entity payload: {status} {body[:300]!r}")
+    for server in servers:
+        status, body = server.post("/predict", payloads.kubeloop_entity(7))
+        if status != 200:
+            raise RuntimeError(f"{server.name} refused an entity payload: {status} {body[:300]!r}")
     out = []
     for connections in (8, 64):
-        url = server.url("/predict")
-        wrk(binary, url, connections, args.warmup, "entity.lua", [str(entities), TOKEN])
-        before = scrape(server)
-        rps, p50, p99, errors = wrk(
-            binary, url, connections, args.duration, "entity.lua", [str(entities), TOKEN]
-        )
-        after = scrape(server)
-        lookup = quantile_from(before, after, 0.99)
-        result = Result(
-            "kubeloop",
-            "entity id (Redis)",
-            connections,
-            rps,
-            p50,
-            p99,
-            errors,
-            server.rss_mb(),
-            lookup,
-        )
-        out.append(result)
-        log(
-            f"kubeloop by entity c={connections}: {rps:,.0f} req/s, p50 {p50:.2f} ms, "
-            f"p99 {p99:.2f} ms, lookup p99 <= {lookup:.2f} ms, errors {errors}"
-        )
+        for server in servers if connections == 8 else servers[::-1]:
+            out.append(entity_run(binary, server, args, entities, connections))
     return out
+
+
+def entity_run(
+    binary: str, server: Server, args: argparse.Namespace, entities: int, connections: int
+) -> Result:
+    url = server.url("/predict")
+    wrk(binary, url, connections, args.warmup, "entity.lua", [str(entities), TOKEN])
+    before = scrape(server)
+    rps, p50, p99, errors = wrk(
+        binary, url, connections, args.duration, "entity.lua", [str(entities), TOKEN]
+    )
+    after = scrape(server)
+    lookup = quantile_from(before, after, 0.99)
+    result = Result(
+        server.name,
+        "entity id (Redis)",
+        connections,
+        rps,
+        p50,
+        p99,
+        errors,
+        server.rss_mb(),
+        lookup,
+    )
+    log(
+        f"{server.name} by entity c={connections}: {rps:,.0f} req/s, p50 {p50:.2f} ms, "
+        f"p99 {p99:.2f} ms, lookup p99 <= {lookup:.2f} ms, errors {errors}"
+    )
+    return result
 
 
 def scrape(server: Server) -> dict[float, float]:
@@ -557,7 +588,7 @@ def ratios(results: list[Result]) -> str:
             peers = [
                 r
                 for r in results
-                if r.server != "kubeloop"
+                if r.server in ("mlflow", "kserve")
                 and r.scenario == peer_scenario
                 and r.connections == connections
             ]
@@ -592,6 +623,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per wrk run")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of warm-up per run")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="another checkout of the repository whose server runs beside as 'kubeloop (before)'",
+    )
     run(parser.parse_args())
 
 
