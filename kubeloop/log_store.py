@@ -2,8 +2,11 @@
 reads.
 
 ``predictions`` holds every prediction (champion, canary and shadow alike, told apart by
-``role``); ``feedback`` holds ground truth sent later for a request id. Both live in SQLite on
-the embedded default and in PostgreSQL on a cluster (``KUBELOOP_PREDICTION_LOG_URL``).
+``role``); ``feedback`` holds ground truth sent later for a request id; ``log_segments`` names
+the server's spool segments already stored (written in the same transaction as their rows, so
+a segment shipped twice, after a crash between commit and delete, is recognised and skipped).
+All live in SQLite on the embedded default and in PostgreSQL on a cluster
+(``KUBELOOP_PREDICTION_LOG_URL``).
 """
 
 from __future__ import annotations
@@ -53,6 +56,27 @@ feedback = Table(
     Column("request_id", String(64), primary_key=True),
     Column("ts", DateTime(timezone=True), nullable=False),
     Column("actual", Float, nullable=False),
+)
+
+log_segments = Table(
+    "log_segments",
+    metadata,
+    Column("name", String(255), primary_key=True),  # <run id>/<segment file>
+    Column("rows", Integer, nullable=False),
+    Column("shipped_at", DateTime(timezone=True), nullable=False, index=True),
+)
+
+# The columns the server's shipper fills, in this order (COPY and executemany alike).
+PREDICTION_COLUMNS = (
+    "request_id",
+    "ts",
+    "entity_id",
+    "features",
+    "prediction",
+    "model_name",
+    "model_version",
+    "model_label",
+    "role",
 )
 
 

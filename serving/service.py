@@ -177,10 +177,11 @@ class Runtime:
         )
         prediction_log = PredictionLog(
             settings.log_url,
-            queue_rows=settings.log_queue_rows,
+            settings.spool_dir,
+            spool_max_bytes=settings.log_spool_max_bytes,
             batch_rows=settings.log_batch_rows,
             flush_seconds=settings.log_flush_seconds,
-            retry_seconds=settings.log_retry_seconds,
+            drain_seconds=settings.log_drain_seconds,
             nice=settings.log_writer_nice,
             on_counts=metrics_log_counts(metrics),
         )

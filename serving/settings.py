@@ -142,23 +142,40 @@ class ServingSettings(PlatformSettings):
         description="SQLAlchemy URL of the prediction log (postgresql+psycopg://...); default: "
         "SQLite at <work_dir>/predictions.db.",
     )
-    log_queue_rows: int = Field(
-        100_000,
-        ge=1,
-        description="Rows the prediction log may hold in memory; beyond, it drops "
-        "(and counts) rather than slow predictions down.",
+    log_spool_dir: Path | None = Field(
+        None,
+        description="Where predictions wait on local disk (Arrow IPC segments) before they are "
+        "stored in the log database; default: <work_dir>/prediction-spool. On Kubernetes a "
+        "volume that outlives the container (emptyDir), so a restarted server ships what the "
+        "killed one spooled.",
     )
-    log_batch_rows: int = Field(500, ge=1, description="Rows written per database round trip.")
-    log_flush_seconds: float = Field(0.25, gt=0, description="Longest a row waits to be written.")
-    log_retry_seconds: float = Field(
-        10.0, ge=0, description="How long a failed write is retried before its rows are dropped."
+    log_spool_max_bytes: int = Field(
+        2 * 2**30,
+        ge=1,
+        description="Disk budget of the spool; when it is full (the database has been down "
+        "long enough) new rows are dropped and counted.",
+    )
+    log_batch_rows: int = Field(
+        50_000, ge=1, description="Rows stored per database transaction (one COPY)."
+    )
+    log_flush_seconds: float = Field(
+        0.25,
+        gt=0,
+        description="How often buffered predictions are written to the spool: the most a "
+        "SIGKILL can lose.",
+    )
+    log_drain_seconds: float = Field(
+        15.0,
+        ge=0,
+        description="On SIGTERM, how long the server keeps storing spooled rows before it exits "
+        "(what is left waits on the spool for the next server).",
     )
     log_writer_nice: int = Field(
         19,
         ge=0,
         le=19,
-        description="Scheduling niceness of the log writer process: when CPU is short the "
-        "server's predictions go first and the log drops rows (counted) instead.",
+        description="Scheduling niceness of the log shipper process: when CPU is short the "
+        "server's predictions go first and the spool grows instead.",
     )
     prediction_buckets: tuple[float, ...] = Field(
         DEFAULT_PREDICTION_BUCKETS, description="Histogram buckets of predicted values."
@@ -183,6 +200,20 @@ class ServingSettings(PlatformSettings):
     def log_url(self) -> str:
         """The prediction log's SQLAlchemy URL."""
         return self.prediction_log_url or f"sqlite:///{self.work_dir / 'predictions.db'}"
+
+    @property
+    def spool_dir(self) -> Path:
+        """Where the prediction log spools rows before storing them."""
+        return self.log_spool_dir or self.work_dir / "prediction-spool"
+
+    @model_validator(mode="after")
+    def _admin_token_differs(self) -> ServingSettings:
+        if self.admin_token is not None and self.admin_token == self.api_token:
+            raise ValueError(
+                "KUBELOOP_ADMIN_TOKEN must differ from KUBELOOP_API_TOKEN: whoever may predict "
+                "must not be able to move the canary"
+            )
+        return self
 
     @property
     def token(self) -> str | None:

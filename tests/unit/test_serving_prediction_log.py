@@ -1,4 +1,5 @@
-"""The prediction log writer: batched writes, a bounded queue, retries, counted drops."""
+"""The prediction log: spooled to disk, shipped in bulk, exactly once; drops only when the
+spool's disk budget is full; a dead server's spool is adopted and its lost rows counted."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import numpy as np
 import pytest
 from sqlalchemy import create_engine, func, select
 
-from kubeloop.log_store import predictions
+from kubeloop.log_store import ensure_schema, make_engine, predictions
+from serving import shipper, spool
 from serving.prediction_log import LogBatch, PredictionLog
+from tests.utils import services
 
 NAMES = ("a", "b")
 UNREACHABLE = "postgresql+psycopg://postgres@127.0.0.1:9/nowhere"
@@ -56,10 +59,23 @@ def counted():
     return totals, on_counts
 
 
-def test_log_writes_every_row_with_its_features_in_batches(tmp_path: Path, counted):
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'log' / 'predictions.db'}"
+
+
+def stored(url: str) -> list[str]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return list(conn.scalars(select(predictions.c.request_id)))
+    finally:
+        engine.dispose()
+
+
+def test_log_spools_then_stores_every_row_with_its_features(tmp_path: Path, counted):
     totals, on_counts = counted
-    url = f"sqlite:///{tmp_path / 'log' / 'predictions.db'}"
-    log = PredictionLog(url, batch_rows=50, flush_seconds=0.05, on_counts=on_counts)
+    url = sqlite_url(tmp_path)
+    log = PredictionLog(url, tmp_path / "spool", flush_seconds=0.05, on_counts=on_counts)
     log.start()
     try:
         assert log.submit(batch("r1", 1, entities=["1001"]))
@@ -72,57 +88,147 @@ def test_log_writes_every_row_with_its_features_in_batches(tmp_path: Path, count
     with engine.connect() as conn:
         assert conn.scalar(select(func.count()).select_from(predictions)) == 126
         row = conn.execute(select(predictions).where(predictions.c.request_id == "r2-7")).one()
+        first = conn.execute(select(predictions).where(predictions.c.request_id == "r1-0")).one()
         shadow = conn.scalar(select(func.count()).where(predictions.c.role == "shadow"))
     assert row.features == {"a": 14.0, "b": 15.0} and row.prediction == 140.0
     assert (row.model_version, row.model_label, row.role) == ("3", "V1.0.2", "champion")
+    assert first.entity_id == "1001" and row.entity_id is None
+    assert abs(row.ts.timestamp() - time.time()) < 60
     assert shadow == 5
     assert totals["written"] == 126 and totals["queued"] == 0
     assert log.counts()["written"] == 126
+    assert list((tmp_path / "spool").iterdir()) == []  # shipped and cleaned up
 
 
-def test_failed_writes_are_retried_then_counted_as_dropped(counted):
+def test_canary_positions_keep_their_request_ids(tmp_path: Path):
+    part = batch("mix", 3)
+    part = LogBatch(**{**part.__dict__, "positions": [4, 0, 9]})
+    table = shipper.store_table(spool.to_table([batch("whole", 2), part]))
+    assert table["request_id"].to_pylist() == ["whole-0", "whole-1", "mix-4", "mix-0", "mix-9"]
+
+
+def test_database_down_rows_wait_on_disk_and_the_next_server_ships_them(tmp_path, counted):
+    totals, on_counts = counted
+    root = tmp_path / "spool"
+    down = PredictionLog(UNREACHABLE, root, flush_seconds=0.05, drain_seconds=0.5)
+    down.start()
+    try:
+        for i in range(20):
+            assert down.submit(batch(f"d{i}", 10))
+        down.flush()
+        wait_for(lambda: down.counts()["failed_attempts"] >= 2)
+    finally:
+        down.close()
+    counts = down.counts()
+    assert counts["written"] == 0 and counts["queued"] == 200
+    assert counts["dropped_queue_full"] == counts["dropped_write_error"] == 0
+    assert sum(len(spool.segments(d)) for d in spool.run_dirs(root)) >= 1
+
+    url = sqlite_url(tmp_path)
+    up = PredictionLog(url, root, flush_seconds=0.05, on_counts=on_counts)
+    up.start()
+    try:
+        wait_for(
+            lambda: (
+                totals["written"] + up.counts()["written"] >= 200 and not spool.run_dirs(root)[1:]
+            )
+        )
+    finally:
+        up.close()
+    assert sorted(stored(url)) == sorted(f"d{i}-{j}" for i in range(20) for j in range(10))
+    assert spool.run_dirs(root) == []
+
+
+def test_full_spool_drops_and_counts(tmp_path: Path, counted):
     totals, on_counts = counted
     log = PredictionLog(
         UNREACHABLE,
-        queue_rows=30,
-        batch_rows=10,
+        tmp_path / "spool",
+        spool_max_bytes=20 * (16 + spool.ROW_OVERHEAD),
         flush_seconds=0.05,
-        retry_seconds=1.0,
+        drain_seconds=0.2,
         on_counts=on_counts,
     )
     log.start()
     try:
         assert log.submit(batch("a", 20))
-        assert not log.submit(batch("b", 20))  # 20 queued + 20 > 30: dropped at once
-        wait_for(lambda: log.pending == 0)
+        assert not log.submit(batch("b", 20))  # over the disk budget: dropped at once
         log.report()
     finally:
-        log.close(timeout=5)
+        log.close()
     counts = log.counts()
-    assert counts["dropped_queue_full"] == 20
-    assert counts["dropped_write_error"] == 20 and counts["written"] == 0
-    assert counts["failed_attempts"] >= 2  # retried before giving up
-    assert totals["dropped"] == {"queue_full": 20, "write_error": 20, "writer_lost": 0}
+    assert counts["dropped_queue_full"] == 20 and counts["accepted"] == 40
+    assert totals["dropped"]["queue_full"] == 20
 
 
-def test_a_dead_writer_is_restarted_and_its_rows_counted(counted):
-    totals, on_counts = counted
-    log = PredictionLog(
-        UNREACHABLE, batch_rows=10, flush_seconds=0.05, retry_seconds=60, on_counts=on_counts
-    )
-    log.start()
-    try:
-        assert log.submit(batch("a", 7))
-        first = log._process
-        first.kill()
-        wait_for(lambda: log._process is not first and log._process.is_alive())
-        assert log.counts()["dropped_writer_lost"] == 7 and log.pending == 0
-        assert log.submit(batch("b", 3))  # the new writer takes rows again
-    finally:
-        log.close(timeout=3)
+def test_rows_a_killed_server_never_spooled_are_counted(tmp_path: Path):
+    root = tmp_path / "spool"
+    dead = spool.SpoolWriter(root, max_bytes=2**30, flush_seconds=60)
+    dead.open()
+    dead.submit(batch("kept", 4))
+    dead.flush()  # spooled
+    dead.submit(batch("lost", 3))  # still in memory when the process "dies"
+    dead.counts.base.flush()
+    dead_dir = dead.run_dir
+    import os
+
+    os.close(dead._fd)  # the lock of a dead process is free
+
+    url = sqlite_url(tmp_path)
+    engine = make_engine(url)
+    counters = PredictionLog(url, root)._counters
+    own = root / "own"
+    own.mkdir(parents=True)
+    ship = shipper.Shipper(engine, root, own, counters, batch_rows=1000)
+    assert ship.step() == 4
+    assert ship.step() == 0  # finishes the adopted run: counts what never reached the spool
+    assert counters[shipper.LOST] == 3 and counters[shipper.WRITTEN] == 4
+    assert not dead_dir.exists()
+    assert sorted(stored(url)) == [f"kept-{i}" for i in range(4)]
 
 
-def test_submit_never_raises_even_when_closed():
-    log = PredictionLog("sqlite://", queue_rows=10)
-    assert not log.submit(batch("x", 2))  # never started: counted, not raised
-    assert log.counts()["dropped_queue_full"] == 2
+def test_a_segment_stored_twice_is_skipped(tmp_path: Path):
+    engine = make_engine(sqlite_url(tmp_path))
+    ensure_schema(engine)
+    table = spool.to_table([batch("once", 5)])
+    assert shipper.store_segments(engine, [("run/seg-1.arrow", table)]) == 5
+    # stored, then the process died before deleting the file: the next ship skips it
+    assert shipper.store_segments(engine, [("run/seg-1.arrow", table)]) == 0
+    assert len(stored(str(engine.url))) == 5
+
+
+def test_postgres_copy_stores_rows_and_refuses_bad_segments_alone(tmp_path: Path):
+    with services.postgres_database() as url:
+        engine = make_engine(url)
+        root = tmp_path / "spool"
+        writer = spool.SpoolWriter(root, max_bytes=2**30, flush_seconds=60)
+        writer.open()
+        writer.submit(batch("good", 50, entities=[str(i) for i in range(50)]))
+        writer.flush()
+        writer.submit(batch("x" * 100, 2))  # request id longer than the column: refused
+        writer.flush()
+        writer.submit(batch("after", 3))
+        writer.flush()
+        counters = PredictionLog(url, root)._counters
+        ship = shipper.Shipper(engine, root, writer.run_dir, counters, batch_rows=10_000)
+        with pytest.raises(Exception, match="too long"):
+            ship.step()  # several segments in one transaction: refused together
+        ship.step_one_by_one()  # the good one
+        ship.step_one_by_one()  # the bad one, moved aside
+        ship.step()
+        assert counters[shipper.REJECTED] == 2 and counters[shipper.WRITTEN] == 53
+        assert len(list((writer.run_dir / spool.REJECTED).iterdir())) == 1
+        with engine.connect() as conn:
+            row = conn.execute(
+                select(predictions).where(predictions.c.request_id == "good-7")
+            ).one()
+        assert row.features == {"a": 14.0, "b": 15.0} and row.entity_id == "7"
+        assert row.ts.tzinfo is not None and abs(row.ts.timestamp() - time.time()) < 60
+        writer.close()
+        writer.release()
+        engine.dispose()
+
+
+def test_submit_never_raises_even_when_not_started(tmp_path: Path):
+    log = PredictionLog("sqlite://", tmp_path / "spool")
+    assert log.submit(batch("x", 2))  # buffered; never raises

@@ -293,7 +293,16 @@ class RecordingLog:
         return {"written": sum(len(b) for b in self.batches)}
 
     def rows(self, role: str | None = None) -> list[dict[str, Any]]:
-        return [row for b in self.batches for row in b.rows() if role in (None, row["role"])]
+        """The rows the log would store, converted as the spool and the shipper convert them."""
+        import orjson
+
+        from serving.shipper import store_table
+        from serving.spool import to_table
+
+        rows = [row for b in self.batches for row in store_table(to_table([b])).to_pylist()]
+        for row in rows:
+            row["features"] = orjson.loads(row["features"])
+        return [row for row in rows if role in (None, row["role"])]
 
 
 def loaded_model(
