@@ -18,8 +18,9 @@ What it does, all on 127.0.0.1 and with nothing downloaded but packages:
    machine's drifting load weighs on all alike), runs wrk (2 threads) for 1-row and 100-row
    requests at 8 and 64 connections, and, for kubeloop, 100 rows as a table (``columns`` +
    ``rows``, the same information as MLflow's ``dataframe_split``) and 1-row requests by entity
-   id. Each run follows a short warm-up; after a kubeloop run the next waits (at most 30 s)
-   for kubeloop's prediction log writer to catch up, so it does not run during a peer's turn.
+   id. Each run follows a short warm-up; after a kubeloop run the next waits until kubeloop's
+   prediction log has stored every row it answered (PostgreSQL by default, ``--log-store``),
+   so shipping does not run during a peer's turn, and counts the rows in the store.
 4. Prints RPS, p50, p99 and the RSS of the server's process tree, and writes the results as
    JSON and as a Markdown table under ``bench/results/``.
 
@@ -72,6 +73,13 @@ class Result:
     errors: int
     rss_mb: float
     lookup_p99_ms: float | None = None
+    # kubeloop only: rows answered (warm-up included), rows found in the log store after the
+    # run (counted there, not from the server's counters), the difference, and how long the
+    # log took after the run to hold them all.
+    rows_answered: int | None = None
+    rows_logged: int | None = None
+    rows_dropped: int | None = None
+    log_drain_seconds: float | None = None
 
 
 def log(message: str) -> None:
@@ -191,8 +199,10 @@ class Server:
         ready_path: str,
         headers: dict[str, str] | None = None,
         cwd: Path = REPO,
+        log_url: str | None = None,
     ):
         self.name, self.command, self.port, self.cwd = name, command, port, cwd
+        self.log_url = log_url  # the prediction log store (kubeloop)
         self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
         self.ready_path, self.headers = ready_path, headers or {}
         self.log_path = RESULTS / f"serving-{name.replace(' ', '-').strip('()')}.log"
@@ -264,7 +274,9 @@ class Server:
         return total / 1024
 
 
-def parse_wrk(output: str) -> tuple[float, float, float, int]:
+def parse_wrk(output: str) -> tuple[float, float, float, int, int]:
+    """RPS, p50 and p99 (ms), errors, and the requests answered with a 2xx."""
+
     def millis(label: str) -> float:
         match = re.search(rf"^\s*{label}\s+([\d.]+)(us|ms|s)\s*$", output, re.M)
         if not match:
@@ -273,18 +285,21 @@ def parse_wrk(output: str) -> tuple[float, float, float, int]:
         return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
-    errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", output))
+    non_2xx = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", output))
+    done = re.search(r"(\d+) requests in", output)
+    answered = (int(done.group(1)) if done else 0) - non_2xx
+    errors = non_2xx
     socket = re.search(
         r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
     )
     if socket:
         errors += sum(int(n) for n in socket.groups())
-    return rps, millis("50%"), millis("99%"), errors
+    return rps, millis("50%"), millis("99%"), errors, answered
 
 
 def wrk(
     binary: str, url: str, connections: int, seconds: float, script: str, args: list[str]
-) -> tuple[float, float, float, int]:
+) -> tuple[float, float, float, int, int]:
     command = [
         binary,
         "-t2",
@@ -360,7 +375,7 @@ def run(args: argparse.Namespace) -> list[Result]:
 
     mlflow_port, kserve_port = free_port(), free_port()
     servers = {
-        "kubeloop": kubeloop_server("kubeloop", prepared, REPO, "predictions"),
+        "kubeloop": kubeloop_server("kubeloop", prepared, REPO, log_store(args, "predictions")),
         "mlflow": Server(
             "mlflow",
             [
@@ -410,7 +425,7 @@ def run(args: argparse.Namespace) -> list[Result]:
     kubeloops = ["kubeloop"]
     if args.before is not None:
         servers[BEFORE] = kubeloop_server(
-            BEFORE, prepared, args.before.resolve(), "predictions-before"
+            BEFORE, prepared, args.before.resolve(), log_store(args, "predictions-before")
         )
         kubeloops.append(BEFORE)
     # All servers run side by side (an idle one costs memory, not CPU) and every scenario is
@@ -441,8 +456,9 @@ def run(args: argparse.Namespace) -> list[Result]:
                     url = server.url(payloads.PATHS[form])
                     token = TOKEN if name in kubeloops else ""
                     script_args = [str(bodies[form, n]), token]
-                    wrk(binary, url, connections, args.warmup, "post.lua", script_args)
-                    rps, p50, p99, errors = wrk(
+                    rows_before = stored_rows(server)
+                    warm = wrk(binary, url, connections, args.warmup, "post.lua", script_args)
+                    rps, p50, p99, errors, answered = wrk(
                         binary, url, connections, args.duration, "post.lua", script_args
                     )
                     result = Result(
@@ -455,7 +471,7 @@ def run(args: argparse.Namespace) -> list[Result]:
                         f"RSS {result.rss_mb:.0f} MB"
                     )
                     if name in kubeloops:
-                        wait_for_log(server)
+                        account(result, server, rows_before, (warm[4] + answered) * n, args)
         results += entity_runs(
             binary, [servers[name] for name in kubeloops], args, int(prepared["entities"])
         )
@@ -466,13 +482,64 @@ def run(args: argparse.Namespace) -> list[Result]:
     return results
 
 
-def kubeloop_server(name: str, prepared: dict[str, str], checkout: Path, log: str) -> Server:
+def log_store(args: argparse.Namespace, name: str) -> str:
+    """A fresh, empty prediction log store for one server: a PostgreSQL database ``<name>``
+    (dropped and created on ``--postgres``) or ``<name>.db`` (SQLite) in the work folder."""
+    if args.log_store == "sqlite":
+        return f"sqlite:///{WORK / name}.db"
+    import psycopg
+
+    database = "kubeloop_bench_" + re.sub(r"\W", "_", name)
+    with psycopg.connect(args.postgres, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{database}"')
+    base = args.postgres.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+    return f"{base}/{database}"
+
+
+def stored_rows(server: Server) -> int:
+    """Rows in the server's prediction log store (0 before its tables exist)."""
+    if server.log_url is None:
+        return 0
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    engine = create_engine(server.log_url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(text("SELECT count(*) FROM predictions")).scalar_one())
+    except SQLAlchemyError:
+        return 0
+    finally:
+        engine.dispose()
+
+
+def account(
+    result: Result, server: Server, rows_before: int, answered: int, args: argparse.Namespace
+) -> None:
+    """Wait until the server's log has stored what it answered (at most ``--drain-timeout``),
+    then count the rows in the store."""
+    started = time.monotonic()
+    wait_for_log(server, args.drain_timeout)
+    result.log_drain_seconds = time.monotonic() - started
+    result.rows_answered = answered
+    result.rows_logged = stored_rows(server) - rows_before
+    result.rows_dropped = answered - result.rows_logged
+    log(
+        f"{server.name} log: {answered:,} rows answered, {result.rows_logged:,} in the store "
+        f"{result.log_drain_seconds:.0f}s after the run, {result.rows_dropped:,} missing"
+    )
+
+
+def kubeloop_server(name: str, prepared: dict[str, str], checkout: Path, log_url: str) -> Server:
     """``python -m serving`` from ``checkout`` on the prepared registry and online store, with
-    its own prediction log (``<log>.db`` in the work folder)."""
+    its own prediction log store and spool."""
     port = free_port()
+    spool = WORK / ("spool-" + re.sub(r"\W", "_", name))
     env = {
         "KUBELOOP_WORK_DIR": str(WORK),
-        "KUBELOOP_PREDICTION_LOG_URL": f"sqlite:///{WORK / log}.db",
+        "KUBELOOP_PREDICTION_LOG_URL": log_url,
+        "KUBELOOP_LOG_SPOOL_DIR": str(spool),
         "KUBELOOP_SPEC": prepared["spec"],
         "MLFLOW_TRACKING_URI": prepared["tracking_uri"],
         "KUBELOOP_API_TOKEN": TOKEN,
@@ -485,7 +552,7 @@ def kubeloop_server(name: str, prepared: dict[str, str], checkout: Path, log: st
     }
     headers = {"Authorization": f"Bearer {TOKEN}"}
     command = [sys.executable, "-m", "serving"]
-    return Server(name, command, env, port, "/health/ready", headers, cwd=checkout)
+    return Server(name, command, env, port, "/health/ready", headers, cwd=checkout, log_url=log_url)
 
 
 def entity_runs(
@@ -506,9 +573,10 @@ def entity_run(
     binary: str, server: Server, args: argparse.Namespace, entities: int, connections: int
 ) -> Result:
     url = server.url("/predict")
-    wrk(binary, url, connections, args.warmup, "entity.lua", [str(entities), TOKEN])
+    rows_before = stored_rows(server)
+    warm = wrk(binary, url, connections, args.warmup, "entity.lua", [str(entities), TOKEN])
     before = scrape(server)
-    rps, p50, p99, errors = wrk(
+    rps, p50, p99, errors, answered = wrk(
         binary, url, connections, args.duration, "entity.lua", [str(entities), TOKEN]
     )
     after = scrape(server)
@@ -528,6 +596,7 @@ def entity_run(
         f"{server.name} by entity c={connections}: {rps:,.0f} req/s, p50 {p50:.2f} ms, "
         f"p99 {p99:.2f} ms, lookup p99 <= {lookup:.2f} ms, errors {errors}"
     )
+    account(result, server, rows_before, warm[4] + answered, args)
     return result
 
 
@@ -545,7 +614,7 @@ def log_counts(server: Server) -> dict[str, int]:
         return json.loads(response.read())["prediction_log"]
 
 
-def wait_for_log(server: Server, timeout: float = 30.0) -> None:
+def wait_for_log(server: Server, timeout: float) -> None:
     end = time.monotonic() + timeout
     while log_counts(server)["queued"] > 0 and time.monotonic() < end:
         time.sleep(0.5)
@@ -557,14 +626,22 @@ def log_status(server: Server) -> None:
 
 def table(results: list[Result]) -> str:
     lines = [
-        "| server | request | connections | RPS | p50 (ms) | p99 (ms) | errors | RSS (MB) |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| server | request | connections | RPS | p50 (ms) | p99 (ms) | errors | RSS (MB) "
+        "| rows answered | rows logged (in the store) | rows dropped | log drained after (s) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
+
+    def count(value: int | None) -> str:
+        return "-" if value is None else f"{value:,}"
+
     for r in results:
         lookup = f" (lookup p99 ≤ {r.lookup_p99_ms:.2f} ms)" if r.lookup_p99_ms is not None else ""
+        drain = "-" if r.log_drain_seconds is None else f"{r.log_drain_seconds:.0f}"
         lines.append(
             f"| {r.server} | {r.scenario}{lookup} | {r.connections} | {r.rps:,.0f} | "
-            f"{r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.errors} | {r.rss_mb:.0f} |"
+            f"{r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.errors} | {r.rss_mb:.0f} | "
+            f"{count(r.rows_answered)} | {count(r.rows_logged)} | {count(r.rows_dropped)} | "
+            f"{drain} |"
         )
     return "\n".join(lines)
 
@@ -627,6 +704,25 @@ def main() -> None:
         "--before",
         type=Path,
         help="another checkout of the repository whose server runs beside as 'kubeloop (before)'",
+    )
+    parser.add_argument(
+        "--log-store",
+        choices=("postgresql", "sqlite"),
+        default="postgresql",
+        help="where kubeloop's prediction log stores rows (a fresh database per server)",
+    )
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get(
+            "KUBELOOP_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
+        ),
+        help="PostgreSQL admin URL the log databases are created on",
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=900.0,
+        help="after each kubeloop run, how long to wait for its log to store every row",
     )
     run(parser.parse_args())
 
