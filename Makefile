@@ -61,8 +61,8 @@ lock: ## Refresh uv.lock after editing pyproject.toml
 clean: ## Remove local state (the work folder) and build leftovers
 	rm -rf .kubeloop .pytest_cache
 
-alert-rules: setup ## Regenerate monitoring/alerts/kubeloop-monitoring.rules.yaml from helm/kubeloop/rules
-	$(BIN)/python -m monitoring.observability rules
+alert-rules: setup ## Regenerate monitoring/alerts/kubeloop-monitoring.rules.yaml: the chart's PrometheusRule as Helm renders it
+	$(BIN)/python -m tests.utils.alert_rules
 
 observability-test: setup ## Dashboards and alerts against a real Prometheus, Pushgateway, Alertmanager (docs/observability.md)
 	bash tests/observability/install_tools.sh

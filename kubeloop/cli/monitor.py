@@ -1,4 +1,4 @@
-"""``kubeloop monitor``, ``kubeloop rollout ...`` and ``kubeloop lineage``: thin typer commands.
+"""``kubeloop monitor``, ``rollout ...``, ``lineage`` and ``metrics serve``: thin typer commands.
 
 Registered in ``kubeloop/cli/main.py`` with one line (``register(app)``); ``python -m monitoring``
 runs ``monitor`` alone (the CronJob's entry point). The work is in ``monitoring.job``,
@@ -21,6 +21,7 @@ rollout_app = typer.Typer(
     help="Release the challenger: shadow, approval, canary steps, promotion or rollback.",
     no_args_is_help=True,
 )
+metrics_app = typer.Typer(help="The monitoring job's Prometheus figures.", no_args_is_help=True)
 
 
 @friendly
@@ -86,17 +87,39 @@ def monitor(
         console.print(f"[red]launch failed:[/red] {outcome.launch_error}")
         raise typer.Exit(1)
     if serve_metrics:
-        from monitoring import exporter
+        serve_until_interrupted(settings.metrics_path, serve_metrics, "0.0.0.0")
 
-        exporter.serve(settings.metrics_path, serve_metrics, addr="0.0.0.0")
-        console.print(
-            f"serving {settings.metrics_path}/*.prom on :{serve_metrics}/metrics (Ctrl-C stops)"
-        )
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
+
+def serve_until_interrupted(folder: Path, port: int, addr: str) -> None:
+    """Serve the monitoring textfiles of ``folder`` on ``addr:port/metrics`` until Ctrl-C."""
+    from monitoring import exporter
+
+    try:
+        exporter.serve(folder, port, addr=addr)
+    except OSError as exc:
+        console.print(f"[red]error:[/red] cannot listen on {addr}:{port}: {exc.strerror}")
+        raise typer.Exit(2) from None
+    console.print(f"serving {folder}/*.prom on http://{addr}:{port}/metrics (Ctrl-C stops)")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+
+
+@metrics_app.command("serve")
+def metrics_serve(
+    folder: Annotated[
+        Path,
+        typer.Argument(
+            exists=True, file_okay=False, help="Folder of the monitoring job's *.prom textfiles"
+        ),
+    ],
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 9108,
+    addr: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+) -> None:
+    """Serve a monitoring run's figures to Prometheus (the demo's metrics, a copied folder)."""
+    serve_until_interrupted(folder, port, addr)
 
 
 def _rollout(spec: Path, server_url: str | None):
@@ -249,6 +272,7 @@ def register(app: typer.Typer) -> None:
     app.command("monitor")(monitor)
     app.add_typer(rollout_app, name="rollout")
     app.command("lineage")(lineage_cmd)
+    app.add_typer(metrics_app, name="metrics")
 
 
 def main() -> None:

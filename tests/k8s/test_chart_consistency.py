@@ -183,16 +183,15 @@ def test_bundled_spec_path_is_in_the_images() -> None:
 
 def _metric_families() -> set[str]:
     """Every series kubeloop exports: the server's /metrics and the monitoring job's pushes
-    (each exporter's METRIC_NAMES), and the derived series monitoring/observability.py lists."""
+    (each exporter's METRIC_NAMES), and the derived series tests/utils/series.py lists."""
     import importlib
-    import importlib.util
+
+    from tests.utils.series import exported_series
 
     names: set[str] = set()
     for module in ("serving.metrics", "monitoring.exporter"):
         names |= set(importlib.import_module(module).METRIC_NAMES)
-    families = set(names)
-    if importlib.util.find_spec("monitoring.observability") is not None:
-        families |= set(importlib.import_module("monitoring.observability").exported_series())
+    families = set(names) | set(exported_series())
     for name in names:  # histogram series and counters without their suffix
         families |= {f"{name}_bucket", f"{name}_sum", f"{name}_count", name.removesuffix("_total")}
     return families

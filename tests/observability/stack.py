@@ -24,8 +24,6 @@ from typing import Any
 import httpx
 import yaml
 
-from serving.process import free_port
-
 
 @dataclass
 class Service:
@@ -272,7 +270,6 @@ __all__ = [
     "alertmanager_argv",
     "eventually",
     "finite",
-    "free_port",
     "kfp_api",
     "prometheus_argv",
     "pushgateway_argv",

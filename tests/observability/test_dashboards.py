@@ -16,10 +16,10 @@ from typing import Any
 import jsonschema
 import pytest
 
-from monitoring import observability as obs
+from tests.utils import series
 
 SCHEMA = json.loads((Path(__file__).with_name("grafana-dashboard.schema.json")).read_text())
-DASHBOARDS = obs.load_dashboards()
+DASHBOARDS = series.load_dashboards()
 BY_NAME = pytest.mark.parametrize("name", sorted(DASHBOARDS))
 
 # Exported families no dashboard shows, and why. Everything else must appear in a panel.
@@ -100,7 +100,7 @@ def test_datasource_and_namespace_are_variables(name: str) -> None:
     assert variables["datasource"]["type"] == "datasource"
     assert variables["datasource"]["query"] == "prometheus"
     assert "namespace" in variables
-    for expr in (t["expr"] for p in obs.panels(DASHBOARDS[name]) for t in p["targets"]):
+    for expr in (t["expr"] for p in series.panels(DASHBOARDS[name]) for t in p["targets"]):
         # Variables used must be defined (or Grafana's own).
         for var in re.findall(r"\$\{?(\w+)", expr):
             assert var in variables or var.startswith("__"), f"${var} undefined: {expr}"
@@ -108,7 +108,7 @@ def test_datasource_and_namespace_are_variables(name: str) -> None:
 
 @BY_NAME
 def test_panels_are_readable_without_knowing_the_metric_names(name: str) -> None:
-    for panel in obs.panels(DASHBOARDS[name]):
+    for panel in series.panels(DASHBOARDS[name]):
         text = panel["title"] + " " + panel["description"]
         assert not re.search(r"\b(kubeloop|kube)_\w+", text), panel["title"]
         assert panel["description"].rstrip().endswith("."), panel["title"]
@@ -122,7 +122,7 @@ def test_panels_are_readable_without_knowing_the_metric_names(name: str) -> None
 
 @BY_NAME
 def test_units_and_thresholds_are_set(name: str) -> None:
-    for panel in obs.panels(DASHBOARDS[name]):
+    for panel in series.panels(DASHBOARDS[name]):
         defaults = panel["fieldConfig"]["defaults"]
         steps = defaults["thresholds"]["steps"]
         assert steps[0]["value"] is None, f"{panel['title']}: the base step has no value"
@@ -134,28 +134,28 @@ def test_units_and_thresholds_are_set(name: str) -> None:
 
 
 def test_every_metric_used_is_exported_by_the_code() -> None:
-    exported = set(obs.exported_series())
-    allowed = exported | obs.CLUSTER_SERIES | obs.PROMETHEUS_SERIES
+    exported = set(series.exported_series())
+    allowed = exported | series.CLUSTER_SERIES | series.PROMETHEUS_SERIES
     for dashboard in DASHBOARDS.values():
-        for panel in obs.panels(dashboard):
+        for panel in series.panels(dashboard):
             for target in panel["targets"]:
-                names = obs.metric_names(target["expr"])
+                names = series.metric_names(target["expr"])
                 assert names, f"{panel['title']}: no metric in {target['expr']}"
                 assert names <= allowed, f"{panel['title']}: {names - allowed}"
-        for query in obs.variable_queries(dashboard).values():
-            selector, _ = obs.label_values(query)
-            assert obs.metric_names(selector) <= exported
+        for query in series.variable_queries(dashboard).values():
+            selector, _ = series.label_values(query)
+            assert series.metric_names(selector) <= exported
 
 
 def test_every_exported_metric_is_on_a_dashboard_or_left_out_on_purpose() -> None:
     used = {
         n
         for d in DASHBOARDS.values()
-        for p in obs.panels(d)
+        for p in series.panels(d)
         for t in p["targets"]
-        for n in obs.metric_names(t["expr"])
+        for n in series.metric_names(t["expr"])
     }
-    families = obs.exported_families()
+    families = series.exported_families()
     missing = sorted(
         f for f, (_, series) in families.items() if not series & used and f not in LEFT_OUT
     )
@@ -170,8 +170,10 @@ def test_metric_names_reads_promql_as_written() -> None:
         'sum by (le, role) (rate(a_bucket{x="y", role!~"b|c"}[5m])) / on (role) '
         "group_left (v) max without (i) (b) or vector(0) > 1e3 and time() - c offset 5m"
     )
-    assert obs.metric_names(expr) == {"a_bucket", "b", "c"}
-    assert obs.label_values('label_values(kubeloop_model_ready{namespace="$namespace"}, job)') == (
+    assert series.metric_names(expr) == {"a_bucket", "b", "c"}
+    assert series.label_values(
+        'label_values(kubeloop_model_ready{namespace="$namespace"}, job)'
+    ) == (
         'kubeloop_model_ready{namespace="$namespace"}',
         "job",
     )

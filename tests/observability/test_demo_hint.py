@@ -13,6 +13,7 @@ import pytest
 
 from monitoring import exporter
 from monitoring import observability as obs
+from serving.process import free_port
 from tests.observability import stack
 
 
@@ -48,7 +49,7 @@ def test_the_printed_commands_scrape_the_demos_figures(
     exporter.publish(
         registry, "demo-model", pushgateway_url=None, job="x", folder=settings.metrics_path
     )
-    ports = {k: stack.free_port() for k in ("server", "metrics", "prometheus")}
+    ports = {k: free_port() for k in ("server", "metrics", "prometheus")}
     hint = obs.dashboard_hint(
         settings,
         server_port=ports["server"],

@@ -30,8 +30,10 @@ import pytest
 from sqlalchemy import create_engine, func, select
 
 from monitoring import observability as obs
+from serving.process import free_port
 from tests.observability import stack
 from tests.observability.stack import Prometheus, eventually, finite
+from tests.utils import alert_rules, series
 
 pytestmark = pytest.mark.slow
 
@@ -68,20 +70,21 @@ class Loop:
 
 def _chart_rules(folder: Path) -> Path:
     """The chart's groups for this release (namespace, server job), ``for:`` shortened."""
-    groups = obs.render_rules(obs.rule_params(NAMESPACE, SERVER_JOB))
+    groups, job = alert_rules.chart_groups(namespace=NAMESPACE)
+    assert job == SERVER_JOB
     path = folder / "rules.yaml"
-    path.write_text(obs.dump_rules(obs.with_short_for(groups)))
+    path.write_text(alert_rules.dump_rules(alert_rules.with_short_for(groups)))
     return path
 
 
 def _alertmanager_config(folder: Path, webhook: str) -> Path:
     """The chart's example route and receiver (values.yaml metrics.alertmanager) as the
     operator would install them: our webhook, notifications after 1 s instead of 30 s."""
-    example = json.loads(json.dumps(obs.chart_defaults()["metrics"]["alertmanager"]))
+    example = json.loads(json.dumps(alert_rules.chart_defaults()["metrics"]["alertmanager"]))
     example["receiver"]["webhookUrl"] = webhook
     example["route"].update(groupWait="1s", groupInterval="1s")
     return stack.write_yaml(
-        folder / "alertmanager.yml", obs.alertmanager_config(example, namespace=NAMESPACE)
+        folder / "alertmanager.yml", alert_rules.alertmanager_config(example, namespace=NAMESPACE)
     )
 
 
@@ -199,9 +202,9 @@ def loop(
     pushgateway_bin: str,
     alertmanager_bin: str,
 ) -> Iterator[Loop]:
+    from kubeloop.engineering import feature_frame
     from kubeloop.sample_data import GeneratorConfig, generate
     from serving.process import ServerProcess
-    from tests.utils.monitoring import feature_frame
     from tests.utils.serving import post_many, seed_example
 
     root = tmp_path_factory.mktemp("observability")
@@ -210,7 +213,7 @@ def loop(
     )
     spec = seeded.spec()
     log_db = root / "predictions.db"
-    ports = {name: stack.free_port() for name in ("prometheus", "pushgateway", "alertmanager")}
+    ports = {name: free_port() for name in ("prometheus", "pushgateway", "alertmanager")}
     server_env = {
         "KUBELOOP_WORK_DIR": str(seeded.work_dir),
         "KUBELOOP_SPEC": str(seeded.spec_path),
@@ -323,9 +326,9 @@ def _variables(loop: Loop, dashboard: dict[str, Any]) -> dict[str, str]:
     """Each query variable resolved as Grafana does: its label_values() query against
     Prometheus, in order (later ones may use earlier ones), first value chosen."""
     values = dict(BUILTINS)
-    for name, query in obs.variable_queries(dashboard).items():
-        query = obs.substitute(query, values)
-        selector, label = obs.label_values(query)
+    for name, query in series.variable_queries(dashboard).items():
+        query = series.substitute(query, values)
+        selector, label = series.label_values(query)
         found = loop.prometheus.label_values(label, selector)
         assert found, f"{dashboard['uid']}: variable ${name} has no values ({query})"
         values[name] = sorted(found)[0]
@@ -334,7 +337,7 @@ def _variables(loop: Loop, dashboard: dict[str, Any]) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def dashboards() -> dict[str, dict[str, Any]]:
-    return obs.load_dashboards()
+    return series.load_dashboards()
 
 
 def test_dashboard_variables_resolve_to_the_stack(loop: Loop, dashboards) -> None:
@@ -349,11 +352,11 @@ def test_every_panel_query_returns_data(loop: Loop, dashboards) -> None:
     empty, checked = [], 0
     for dashboard in dashboards.values():
         values = _variables(loop, dashboard)
-        for panel in obs.panels(dashboard):
+        for panel in series.panels(dashboard):
             if (dashboard["uid"], panel["title"]) in CLUSTER_PANELS:
                 continue
             for target in panel["targets"]:
-                expr = obs.substitute(target["expr"], values)
+                expr = series.substitute(target["expr"], values)
                 checked += 1
                 if not finite(loop.prometheus.query(expr)):
                     empty.append(
@@ -367,15 +370,15 @@ def test_cluster_only_panels_are_marked_and_parse(loop: Loop, dashboards) -> Non
     found = set()
     for dashboard in dashboards.values():
         values = _variables(loop, dashboard)
-        for panel in obs.panels(dashboard):
-            names = {n for t in panel["targets"] for n in obs.metric_names(t["expr"])}
-            if not names & obs.CLUSTER_SERIES:
+        for panel in series.panels(dashboard):
+            names = {n for t in panel["targets"] for n in series.metric_names(t["expr"])}
+            if not names & series.CLUSTER_SERIES:
                 continue
             found.add((dashboard["uid"], panel["title"]))
-            assert names <= obs.CLUSTER_SERIES, f"{panel['title']} mixes sources: {names}"
+            assert names <= series.CLUSTER_SERIES, f"{panel['title']} mixes sources: {names}"
             assert panel["description"].startswith("Needs a cluster with kube-state-metrics")
             for target in panel["targets"]:
-                loop.prometheus.query(obs.substitute(target["expr"], values))  # raises if bad
+                loop.prometheus.query(series.substitute(target["expr"], values))  # raises if bad
     assert found == set(CLUSTER_PANELS)
 
 

@@ -2,8 +2,9 @@
 and silent case, runbooks, and the route that carries them.
 
 The source is helm/kubeloop/rules/*.yaml; the chart renders it into its PrometheusRule (Helm's
-``tpl``), monitoring/observability.py into the plain rules file. Whether the drift alert reaches
-a real Alertmanager is test_live_stack.py.
+``tpl``), and the plain rules file is that PrometheusRule as Helm's SDK renders it, the release
+scoping taken out (tests/utils/alert_rules.py). Whether the drift alert reaches a real
+Alertmanager is test_live_stack.py.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import yaml
 
 from monitoring import observability as obs
 from tests.k8s.chart import kinds, render
+from tests.utils import alert_rules, series
 
 RULES_TEST = obs.PLAIN_RULES.with_name("kubeloop-monitoring.rules_test.yaml")
 DOCS = obs.REPO / "docs" / "observability.md"
@@ -33,7 +35,7 @@ REQUIRED = {
     "model older than a set age": "KubeloopModelTooOld",
     "monitoring job not run recently": "KubeloopMonitoringStale",
 }
-ALERTS = obs.alerts(obs.plain_rules())
+ALERTS = alert_rules.alerts(alert_rules.plain_rules())
 
 
 def _duration_seconds(text: str) -> float:
@@ -43,13 +45,9 @@ def _duration_seconds(text: str) -> float:
     return sum(int(n) * units[u] for n, u in parts)
 
 
-def _chart(values: dict[str, Any] | None = None, **kw: str) -> list[dict[str, Any]]:
-    return render({"metrics": {"prometheusRule": {"enabled": True}}, **(values or {})}, **kw)
-
-
 # -- one source --------------------------------------------------------------------------------
 def test_plain_rules_file_is_generated_from_the_chart_rules() -> None:
-    assert obs.PLAIN_RULES.read_text() == obs.plain_rules_text(), (
+    assert obs.PLAIN_RULES.read_text() == alert_rules.plain_rules_text(), (
         f"{obs.PLAIN_RULES.name} is stale: run `make alert-rules`"
     )
 
@@ -61,61 +59,38 @@ def test_plain_rules_file_is_generated_from_the_chart_rules() -> None:
         ("loop", "ml-prod", {"errorRatio": 0.01, "latencyP99Seconds": 0.25}),
     ],
 )
-def test_chart_and_plain_renderings_come_from_the_same_groups(
+def test_the_chart_scopes_the_plain_files_groups_to_its_release(
     release: str, namespace: str, thresholds: dict[str, float]
 ) -> None:
-    objects = _chart(
-        {"metrics": {"prometheusRule": {"enabled": True, **thresholds}}},
-        release=release,
-        namespace=namespace,
-    )
-    (rule,) = kinds(objects, "PrometheusRule")
-    (service,) = [
-        s
-        for s in kinds(objects, "Service")
-        if s["metadata"]["labels"]["app.kubernetes.io/component"] == "server"
-    ]
-    values = obs.chart_defaults()
-    values["metrics"]["prometheusRule"].update(thresholds)
-    params = obs.rule_params(namespace, service["metadata"]["name"], values)
-    assert rule["spec"]["groups"] == obs.render_rules(params)
+    groups, job = alert_rules.chart_groups(release=release, namespace=namespace, **thresholds)
     # Same groups, rules and alerts as the plain file; only selectors and labels differ.
-    plain = obs.plain_rules()
-    assert [
-        (g["name"], [r.get("alert", r.get("record")) for r in g["rules"]])
-        for g in rule["spec"]["groups"]
-    ] == [(g["name"], [r.get("alert", r.get("record")) for r in g["rules"]]) for g in plain]
+    plain = alert_rules.plain_rules()
+    assert [(g["name"], [r.get("alert", r.get("record")) for r in g["rules"]]) for g in groups] == [
+        (g["name"], [r.get("alert", r.get("record")) for r in g["rules"]]) for g in plain
+    ]
     # Every chart alert is the release's: its series are selected by the release's namespace
-    # (directly or through a recording rule), or it carries the namespace as a label.
-    records = {
-        r["record"]: r["expr"] for g in rule["spec"]["groups"] for r in g["rules"] if "record" in r
-    }
-    for name, alert in obs.alerts(rule["spec"]["groups"]).items():
+    # and server job (directly or through a recording rule), or it carries the namespace as a
+    # label. The plain file selects any namespace and job.
+    records = {r["record"]: r["expr"] for g in groups for r in g["rules"] if "record" in r}
+    for name, alert in alert_rules.alerts(groups).items():
         expr = records.get(alert["expr"].split()[0], alert["expr"])
         assert (
-            alert["labels"].get("namespace") == namespace or f'namespace="{namespace}"' in expr
+            alert["labels"].get("namespace") == namespace
+            or f'namespace="{namespace}", job="{job}"' in expr
         ), name
-    text = yaml.safe_dump(rule["spec"]["groups"])
+    plain_text = yaml.safe_dump(plain)
+    assert "namespace=" not in plain_text and "job=" not in plain_text
+    text = yaml.safe_dump(groups)
     for name, value in thresholds.items():
         assert f"> {value}" in text, name
 
 
-def test_the_renderer_keeps_to_the_template_subset_helm_shares() -> None:
-    assert (
-        obs.render_template('a{ {{- .x }}b {{ "{{ $v }}" }} {{`{{ $l.m }}`}} ', {"x": 1})
-        == "a{1b {{ $v }} {{ $l.m }} "
-    )
-    assert obs.render_template("a  {{ .x -}}\n  b", {"x": 2}) == "a  2b"
-    with pytest.raises(ValueError, match="outside the template subset"):
-        obs.render_template('{{ include "kubeloop.fullname" . }}', {})
-    with pytest.raises(KeyError, match="errorRatioo"):
-        obs.render_template("{{ .errorRatioo }}", {"errorRatio": 0.05})
-
-
 def test_the_live_test_variant_differs_only_in_for() -> None:
-    groups = obs.plain_rules()
-    short = obs.with_short_for(groups)
-    for before, after in zip(obs.alerts(groups).values(), obs.alerts(short).values(), strict=True):
+    groups = alert_rules.plain_rules()
+    short = alert_rules.with_short_for(groups)
+    for before, after in zip(
+        alert_rules.alerts(groups).values(), alert_rules.alerts(short).values(), strict=True
+    ):
         assert after.pop("for") == "1s"
         before.pop("for")
         assert before == after
@@ -136,10 +111,9 @@ def test_promtool_accepts_the_rules(promtool: str) -> None:
 def _chart_variant(tmp_path: Path) -> Path:
     """The unit tests, run against the chart's rendering of the release the input series
     belong to (kubeloop/kubeloop-server): loop alerts then carry the release namespace."""
-    (rule,) = kinds(_chart(), "PrometheusRule")
-    groups = rule["spec"]["groups"]
-    (tmp_path / "chart.rules.yaml").write_text(obs.dump_rules(groups))
-    static = {name: r.get("labels", {}) for name, r in obs.alerts(groups).items()}
+    groups, _ = alert_rules.chart_groups()
+    (tmp_path / "chart.rules.yaml").write_text(alert_rules.dump_rules(groups))
+    static = {name: r.get("labels", {}) for name, r in alert_rules.alerts(groups).items()}
     tests = yaml.safe_load(RULES_TEST.read_text())
     tests["rule_files"] = ["chart.rules.yaml"]
     for case in (c for t in tests["tests"] for c in t["alert_rule_test"]):
@@ -206,17 +180,17 @@ def test_alert_has_for_severity_and_runbook(name: str) -> None:
 
 
 def test_rules_use_only_metrics_the_code_exports_or_they_record() -> None:
-    groups = obs.plain_rules()
+    groups = alert_rules.plain_rules()
     recorded = {r["record"] for g in groups for r in g["rules"] if "record" in r}
-    allowed = set(obs.exported_series()) | recorded
-    used = {n for g in groups for r in g["rules"] for n in obs.metric_names(r["expr"])}
+    allowed = set(series.exported_series()) | recorded
+    used = {n for g in groups for r in g["rules"] for n in series.metric_names(r["expr"])}
     assert used and used <= allowed, used - allowed
     assert recorded <= used, "a recording rule nothing reads"
 
 
 # -- Alertmanager ------------------------------------------------------------------------------
 def _alertmanager_example() -> dict[str, Any]:
-    return obs.chart_defaults()["metrics"]["alertmanager"]
+    return alert_rules.chart_defaults()["metrics"]["alertmanager"]
 
 
 def test_the_charts_alertmanager_config_is_the_example_in_values() -> None:
@@ -258,7 +232,9 @@ def test_the_example_route_sends_kubeloop_alerts_of_the_namespace_to_the_webhook
 ) -> None:
     path = tmp_path / "alertmanager.yml"
     path.write_text(
-        yaml.safe_dump(obs.alertmanager_config(_alertmanager_example(), namespace="kubeloop"))
+        yaml.safe_dump(
+            alert_rules.alertmanager_config(_alertmanager_example(), namespace="kubeloop")
+        )
     )
     check = subprocess.run(
         [amtool, "check-config", str(path)], capture_output=True, text=True, timeout=30, check=False
@@ -285,6 +261,6 @@ def test_the_example_route_sends_kubeloop_alerts_of_the_namespace_to_the_webhook
 def test_the_docs_show_the_example_as_alertmanager_yml() -> None:
     block = re.search(r"<!-- alertmanager.yml.*?-->\n```yaml\n(.*?)```", DOCS.read_text(), re.S)
     assert block, "docs/observability.md lost its alertmanager.yml example"
-    assert yaml.safe_load(block.group(1)) == obs.alertmanager_config(
+    assert yaml.safe_load(block.group(1)) == alert_rules.alertmanager_config(
         _alertmanager_example(), namespace="kubeloop"
     )
