@@ -41,6 +41,7 @@ from kubeloop.spec import CanaryStep, ProjectSpec, load_spec
 
 SPEC = Path(__file__).resolve().parents[1] / "examples" / "building_energy" / "spec.yaml"
 TOKEN = "kubeloop-demo-token"
+ADMIN_TOKEN = "kubeloop-demo-admin-token"  # the admin routes (rollout) take their own token
 console = Console()
 
 
@@ -249,6 +250,7 @@ def run_demo(
         **settings.export(),
         "KUBELOOP_SPEC": str(spec_file),
         "KUBELOOP_API_TOKEN": TOKEN,
+        "KUBELOOP_ADMIN_TOKEN": ADMIN_TOKEN,
         "KUBELOOP_SHADOW_ENABLED": "true",
         "KUBELOOP_REGISTRY_POLL_SECONDS": "1",
         "KUBELOOP_LOG_FLUSH_SECONDS": "0.1",
@@ -339,13 +341,16 @@ def run_demo(
         lap("monitor")
 
         section("[bold]8/9 rollout: shadow, approval, canary")
-        admin = HttpServerAdmin(server.url, TOKEN)
+        admin = HttpServerAdmin(server.url, ADMIN_TOKEN)
         wait_for(
             lambda: (admin.status().get("candidate") or {}).get("label") == challenger,
             f"the server to load {challenger}",
         )
         rollout = controller.build(
-            settings.model_copy(update={"server_url": server.url, "api_token": SecretStr(TOKEN)}),
+            # the rollout drives the admin routes: it holds the admin token
+            settings.model_copy(
+                update={"server_url": server.url, "api_token": SecretStr(ADMIN_TOKEN)}
+            ),
             spec,
         )
         live, live_actuals = records(readings.iloc[config.drift_rows :], spec)
