@@ -18,18 +18,17 @@ The rollout's hold times are shortened to seconds here (the spec's are minutes).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import threading
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
+import httpx
 import numpy as np
 import pandas as pd
 from rich.console import Console
@@ -78,12 +77,15 @@ class DemoResult:
 
 
 # -- the caller's side of the server ----------------------------------------------------------
-def _post(url: str, path: str, body: Any) -> Any:
-    request = urllib.request.Request(url + path, data=json.dumps(body).encode(), method="POST")
-    request.add_header("Content-Type", "application/json")
-    request.add_header("Authorization", f"Bearer {TOKEN}")
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
+def caller(url: str) -> httpx.Client:
+    """A keep-alive client of the demo's server, with its token."""
+    return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+
+
+def _post(server: httpx.Client, path: str, body: Any) -> Any:
+    response = server.post(path, json=body)
+    response.raise_for_status()
+    return response.json()
 
 
 def records(raw: pd.DataFrame, spec: ProjectSpec) -> tuple[list[dict], np.ndarray]:
@@ -101,16 +103,16 @@ def records(raw: pd.DataFrame, spec: ProjectSpec) -> tuple[list[dict], np.ndarra
     return out, frame[spec.target].to_numpy()
 
 
-def send(url: str, recs: list[dict], actuals: np.ndarray, batch: int) -> int:
+def send(server: httpx.Client, recs: list[dict], actuals: np.ndarray, batch: int) -> int:
     """Predict in batches, then send the ground truth of every prediction; returns the count."""
     sent = 0
     for start in range(0, len(recs), batch):
-        answer = _post(url, "/predict", {"records": recs[start : start + batch]})
+        answer = _post(server, "/predict", {"records": recs[start : start + batch]})
         items = [
             {"request_id": p["request_id"], "actual": float(actuals[start + i])}
             for i, p in enumerate(answer["predictions"])
         ]
-        _post(url, "/feedback", items)
+        _post(server, "/feedback", items)
         sent += len(items)
     return sent
 
@@ -130,15 +132,16 @@ class Traffic:
 
     def _run(self, offset: int, stride: int) -> None:
         i = offset
-        while not self.stop.is_set():
-            j = i % len(self.recs)
-            try:
-                send(self.url, [self.recs[j]], self.actuals[j : j + 1], 1)
-                self.sent += 1
-            except OSError:
-                self.errors += 1
-                time.sleep(0.05)
-            i += stride
+        with caller(self.url) as server:
+            while not self.stop.is_set():
+                j = i % len(self.recs)
+                try:
+                    send(server, [self.recs[j]], self.actuals[j : j + 1], 1)
+                    self.sent += 1
+                except httpx.HTTPError:
+                    self.errors += 1
+                    time.sleep(0.05)
+                i += stride
 
     def __enter__(self) -> Traffic:
         for t in self.threads:
@@ -303,7 +306,8 @@ def run_demo(
         say(f"{len(recs):,} readings of a {config.drift} shift (hotter, busier, new equipment)")
 
         section("[bold]6/9 feedback (ground truth)")
-        sent = send(server.url, recs, actuals, batch=100)
+        with caller(server.url) as http:
+            sent = send(http, recs, actuals, batch=100)
         wait_for(lambda: logged_rows(engine, spec.model_name) >= sent, "the prediction log")
         new.to_parquet(recent, index=False)
         say(
@@ -369,9 +373,10 @@ def run_demo(
             f"the server to serve {after_label}",
         )
         before_rows = logged_rows(engine, spec.model_name)
-        sent = send(
-            server.url, live[: config.after_rows], live_actuals[: config.after_rows], batch=100
-        )
+        with caller(server.url) as http:
+            sent = send(
+                http, live[: config.after_rows], live_actuals[: config.after_rows], batch=100
+            )
         wait_for(
             lambda: logged_rows(engine, spec.model_name) >= before_rows + sent, "the prediction log"
         )
