@@ -169,6 +169,7 @@ def analyze(
     primary_metric: str,
     baseline_metrics: dict[str, float],
     sample_rows: int | None = 100_000,
+    labelled: pd.DataFrame | None = None,
 ) -> Analysis:
     """Compare a window with the reference: per-feature and prediction drift, live quality.
 
@@ -183,13 +184,15 @@ def analyze(
         baseline_metrics: The champion's held-out metrics.
         sample_rows: Larger windows reach Evidently as a uniform sample of this many rows
             (None: every row); quality figures always use every labelled row.
+        labelled: ``prediction`` and ``actual`` of every labelled row of the window, when
+            ``current`` is already a sample of it (None: the labelled rows of ``current``).
 
     Returns:
         The drift summary, the quality figures and the Evidently snapshot.
     """
     from evidently import Report
 
-    labelled_rows = current[current[ACTUAL].notna()]
+    labelled_rows = current[current[ACTUAL].notna()] if labelled is None else labelled
     compared = current
     if sample_rows is not None and len(current) > sample_rows:
         compared = current.sample(sample_rows, random_state=0)

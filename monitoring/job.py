@@ -379,7 +379,13 @@ def run_monitor(
     lap("baseline")
     start = now - timedelta(hours=spec.monitoring.window_hours)
     window = read_window(
-        engine, spec.model_name, baseline.features, start, now, model_version=baseline.version
+        engine,
+        spec.model_name,
+        baseline.features,
+        start,
+        now,
+        model_version=baseline.version,
+        sample_rows=settings.drift_sample_rows,
     )
     lap("read_window")
     log.info(
@@ -399,6 +405,7 @@ def run_monitor(
         primary_metric=spec.evaluation.primary_metric,
         baseline_metrics=baseline.metrics,
         sample_rows=settings.drift_sample_rows,
+        labelled=window.labelled,
     )
     lap("evidently")
     record = state.read(engine, spec.model_name)

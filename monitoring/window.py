@@ -1,22 +1,24 @@
 """Read the prediction log: a time window of predictions with their ground truth.
 
 The server writes ``predictions`` and ``feedback`` (schema: ``kubeloop.log_store``); this module
-only reads them. Features are stored as one JSON object per row; turning a million of those into
-a matrix is the expensive part of a monitoring run, so rows are streamed in chunks, parsed with
-orjson straight into a preallocated float matrix (no dict-per-row DataFrame), and the join with
-feedback happens in the database.
+only reads them. Features are stored as one JSON object per row; turning millions of those into
+a matrix is the expensive part of a monitoring run, and drift needs only a uniform sample of
+them. So with ``sample_rows`` the window is read in two passes: every row's id, prediction and
+feedback (numbers only, the join in the database), then the features of a seeded random sample
+of ids, by primary key. Quality figures use every labelled row; the cost of the features no
+longer grows with the window. JSON is parsed with orjson straight into a float matrix.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
 import orjson
 import pandas as pd
-from sqlalchemy import Text, and_, cast, func, select
+from sqlalchemy import Text, and_, bindparam, cast, func, select
 
 from kubeloop.log_store import feedback, predictions
 
@@ -35,18 +37,26 @@ def open_log(url: str):
 
 @dataclass(frozen=True)
 class Window:
-    """Predictions of one model in ``[start, end)``: features, prediction, actual (NaN: none)."""
+    """Predictions of one model in ``[start, end)``.
+
+    ``frame``: features, prediction, actual (NaN: none) of every row, or of a uniform sample
+    when the window was read with ``sample_rows``; ``labelled``: prediction and actual of every
+    labelled row; ``total_rows``: rows in the window (None: ``len(frame)``)."""
 
     start: datetime
     end: datetime
     frame: pd.DataFrame
+    total_rows: int | None = None
+    labelled_rows: pd.DataFrame | None = field(default=None, repr=False)
 
     @property
     def rows(self) -> int:
-        return len(self.frame)
+        return len(self.frame) if self.total_rows is None else self.total_rows
 
     @property
     def labelled(self) -> pd.DataFrame:
+        if self.labelled_rows is not None:
+            return self.labelled_rows
         return self.frame[self.frame[ACTUAL].notna()]
 
 
@@ -71,6 +81,8 @@ def read_window(
     roles: Sequence[str] = ("champion",),
     model_version: str | None = None,
     chunk_rows: int = CHUNK_ROWS,
+    sample_rows: int | None = None,
+    seed: int = 0,
 ) -> Window:
     """Logged predictions of ``model_name`` in ``[start, end)`` joined with their feedback.
 
@@ -83,10 +95,19 @@ def read_window(
         roles: Which rows: ``champion`` (default), ``canary``, ``shadow``.
         model_version: Only rows of this registry version; None: any version.
         chunk_rows: Rows fetched and parsed at a time (bounds memory).
+        sample_rows: Above this many rows, features are read for a uniform random sample of
+            this size only (``seed``); None: for every row.
 
     Returns:
         A Window whose frame has the feature columns, ``prediction`` and ``actual``.
     """
+    conditions = _conditions(model_name, roles, start, end, model_version)
+    if sample_rows is not None:
+        return _read_sampled(engine, features, start, end, conditions, sample_rows, seed)
+    return Window(start=start, end=end, frame=_read_rows(engine, features, conditions, chunk_rows))
+
+
+def _conditions(model_name, roles, start, end, model_version) -> list:
     conditions = [
         predictions.c.model_name == model_name,
         predictions.c.role.in_(list(roles)),
@@ -95,6 +116,11 @@ def read_window(
     ]
     if model_version is not None:
         conditions.append(predictions.c.model_version == str(model_version))
+    return conditions
+
+
+def _read_rows(engine, features: Sequence[str], conditions: list, chunk_rows: int) -> pd.DataFrame:
+    """Every row of the window with its features."""
     query = (
         select(cast(predictions.c.features, Text), predictions.c.prediction, feedback.c.actual)
         .select_from(
@@ -110,13 +136,66 @@ def read_window(
             matrices.append(_parse_features(texts, features))
             preds.append(np.asarray(pred, dtype="float64"))
             actuals.append(np.asarray([np.nan if a is None else a for a in actual], "float64"))
-    if matrices:
-        frame = pd.DataFrame(np.concatenate(matrices), columns=list(features))
-        frame[PREDICTION] = np.concatenate(preds)
-        frame[ACTUAL] = np.concatenate(actuals)
-    else:
-        frame = pd.DataFrame(columns=[*features, PREDICTION, ACTUAL], dtype="float64")
-    return Window(start=start, end=end, frame=frame)
+    if not matrices:
+        return pd.DataFrame(columns=[*features, PREDICTION, ACTUAL], dtype="float64")
+    frame = pd.DataFrame(np.concatenate(matrices), columns=list(features))
+    frame[PREDICTION] = np.concatenate(preds)
+    frame[ACTUAL] = np.concatenate(actuals)
+    return frame
+
+
+def _read_sampled(
+    engine,
+    features: Sequence[str],
+    start: datetime,
+    end: datetime,
+    conditions: list,
+    sample_rows: int,
+    seed: int,
+) -> Window:
+    """Numbers of every row (one pass, no JSON), then the features of a sample, by id."""
+    numbers = (
+        select(predictions.c.id, predictions.c.prediction, feedback.c.actual)
+        .select_from(
+            predictions.outerjoin(feedback, feedback.c.request_id == predictions.c.request_id)
+        )
+        .where(and_(*conditions))
+    )
+    with engine.connect() as conn:
+        result = conn.execution_options(yield_per=CHUNK_ROWS).execute(numbers)
+        ids, pred, actual = _columns(result.partitions())
+        picked = np.arange(len(ids))
+        if len(ids) > sample_rows:
+            rng = np.random.default_rng(seed)
+            picked = np.sort(rng.choice(len(ids), sample_rows, replace=False))
+        by_id = select(predictions.c.id, cast(predictions.c.features, Text)).where(
+            predictions.c.id.in_(bindparam("ids", expanding=True))
+        )
+        texts: dict[int, str] = {}
+        wanted = ids[picked].tolist()
+        for lo in range(0, len(wanted), 10_000):
+            texts.update(conn.execute(by_id, {"ids": wanted[lo : lo + 10_000]}).tuples().all())
+    frame = pd.DataFrame(
+        _parse_features([texts.get(i) for i in wanted], features), columns=list(features)
+    )
+    frame[PREDICTION] = pred[picked]
+    frame[ACTUAL] = actual[picked]
+    has_label = ~np.isnan(actual)
+    labelled = pd.DataFrame({PREDICTION: pred[has_label], ACTUAL: actual[has_label]})
+    return Window(start=start, end=end, frame=frame, total_rows=len(ids), labelled_rows=labelled)
+
+
+def _columns(partitions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(id, prediction, actual) rows, streamed in chunks, as arrays (actual NaN when NULL)."""
+    ids, preds, actuals = [], [], []
+    for rows in partitions:
+        i, p, a = zip(*rows, strict=True)
+        ids.append(np.asarray(i, np.int64))
+        preds.append(np.asarray(p, np.float64))
+        actuals.append(np.asarray(a, np.float64))  # None -> NaN
+    if not ids:
+        return np.empty(0, np.int64), np.empty(0), np.empty(0)
+    return np.concatenate(ids), np.concatenate(preds), np.concatenate(actuals)
 
 
 def count_labelled_since(engine, model_name: str, since: datetime | None) -> int:

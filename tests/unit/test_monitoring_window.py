@@ -98,3 +98,19 @@ def test_paired_rows_put_shadow_and_champion_of_one_request_side_by_side(engine)
     pairs = read_paired(engine, "m", START, START + timedelta(days=1), ["champion", "shadow"])
     assert len(pairs) == 20 and set(pairs["role"]) == {"champion", "shadow"}
     assert pairs["actual"].notna().sum() == 8  # both rows of the 4 labelled requests
+
+
+def test_a_sampled_window_reads_features_of_a_sample_and_every_label(engine) -> None:
+    ids = log(engine, 500, spacing=timedelta(seconds=10))
+    log_feedback(engine, ids[:300], [float(i) for i in range(300)], START + timedelta(hours=3))
+    end = START + timedelta(days=1)
+    window = read_window(engine, "m", FEATURES, START, end, sample_rows=120, seed=3)
+    assert window.rows == 500 and len(window.frame) == 120
+    assert sorted(window.labelled["actual"].tolist()) == [float(i) for i in range(300)]
+    # every sampled row's features belong to its own prediction (prediction = a + b + c)
+    np.testing.assert_allclose(window.frame[FEATURES].sum(axis=1), window.frame["prediction"])
+    assert window.frame["prediction"].nunique() == 120  # 120 distinct rows
+    again = read_window(engine, "m", FEATURES, START, end, sample_rows=120, seed=3)
+    pd.testing.assert_frame_equal(window.frame, again.frame)  # seeded: the same sample
+    whole = read_window(engine, "m", FEATURES, START, end, sample_rows=1000)
+    assert len(whole.frame) == 500 and whole.rows == 500
