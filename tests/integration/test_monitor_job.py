@@ -23,7 +23,8 @@ from monitoring.launch import Launched, Launcher
 from monitoring.settings import MonitoringSettings
 from monitoring.window import open_log
 from tests.utils.factories import example_spec
-from tests.utils.monitoring import Champion, log_feedback, log_rows, production_rows, train_champion
+from tests.utils.models import RegisteredModel, TrainedModel, register_model, train_model
+from tests.utils.monitoring import log_feedback, log_rows, production_rows
 
 # After the champion's training (new labels count from then), on the clock of this machine.
 NOW = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=2)
@@ -34,7 +35,8 @@ CONFIG = {"seed": 7, "buildings": 100}
 class Loop:
     settings: MonitoringSettings
     spec: ProjectSpec
-    champion: Champion
+    trained: TrainedModel
+    champion: RegisteredModel
     raw: pd.DataFrame
 
 
@@ -49,12 +51,8 @@ def loop(tmp_path_factory: pytest.TempPathFactory, mlflow_db_template: Path) -> 
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         settings = MonitoringSettings()
         spec = example_spec()
-        estimator = spec.model.estimator.model_copy(
-            update={"params": {**spec.model.estimator.params, "max_iter": 60}}
-        )
         spec = spec.model_copy(
             update={
-                "model": spec.model.model_copy(update={"estimator": estimator}),
                 "monitoring": spec.monitoring.model_copy(
                     update={
                         "min_rows": 200,
@@ -66,8 +64,9 @@ def loop(tmp_path_factory: pytest.TempPathFactory, mlflow_db_template: Path) -> 
             }
         )
         raw = generate(GeneratorConfig(rows=3_000, **CONFIG))
-        champion = train_champion(raw, spec, settings)
-        yield Loop(settings, spec, champion, raw)
+        trained = train_model(raw, spec, settings, params={"max_iter": 60})
+        champion = register_model(settings, spec, trained, champion=True)
+        yield Loop(settings, spec, trained, champion, raw)
 
 
 class FakeLauncher(Launcher):
@@ -114,11 +113,11 @@ def serve_traffic(
 ) -> None:
     """What the server would log for these readings over the hour before ``end``, plus
     feedback."""
-    rows = production_rows(raw, loop.spec, loop.champion.model, loop.champion.features)
+    rows = production_rows(raw, loop.spec, loop.trained.model, loop.trained.features)
     ids = log_rows(
         engine,
         rows,
-        loop.champion.features,
+        loop.trained.features,
         model_name=loop.spec.model_name,
         version=loop.champion.version,
         label=loop.champion.label,
@@ -183,7 +182,7 @@ def test_drifted_traffic_is_flagged_exported_reported_and_retrained(loop: Loop, 
     summary = json.loads(outcome.summary.read_text())
     assert summary["decision"]["retrain"] and summary["launched"]["run_id"] == "fake-0"
     client = model_store.configure(settings)
-    logged = [a.path for a in client.list_artifacts(loop.champion.run_id, "monitoring")]
+    logged = [a.path for a in client.list_artifacts(loop.trained.run_id, "monitoring")]
     assert logged, "the report is logged to the champion's MLflow run"
 
 
@@ -246,7 +245,7 @@ def test_lineage_links_data_features_run_and_registry_version(loop: Loop) -> Non
     assert record["label"] == loop.champion.label and "champion" in record["aliases"]
     assert record["data"]["dvc_md5"] == "test-data"
     assert record["features"]["feature_service"] == loop.spec.features.service
-    assert record["mlflow"]["run_id"] == loop.champion.run_id
+    assert record["mlflow"]["run_id"] == loop.trained.run_id
     assert record["registry"]["approved_by"] == "tests"
     assert record["traffic"]["champion_since"]
     shown = lineage.show(client, loop.spec.model_name, loop.champion.label)

@@ -1,80 +1,20 @@
-"""Helpers for tests, benchmarks and the demo: a champion with its reference, a filled log.
+"""Helpers for the monitoring tests: a prediction log filled without a server.
 
-Not used by the monitoring job itself. ``train_champion`` fits the spec's Pipeline with the
-platform's own train code on generated rows and registers it as ``champion`` (the MLflow run
-then holds the reference sample and held-out metrics, as after a pipeline run);
-``production_rows`` turns generated readings into what the server would log; ``log_rows`` and
-``log_feedback`` write them into the prediction log tables directly.
+``production_rows`` turns generated readings into what the server would log for a model (from
+tests/utils/models.py); ``log_rows`` and ``log_feedback`` write them into the prediction log
+tables directly.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
 
 from kubeloop.engineering import feature_frame
-from kubeloop.settings import PlatformSettings
 from kubeloop.spec import ProjectSpec
-
-
-@dataclass(frozen=True)
-class Champion:
-    version: str  # registry number
-    label: str  # V-name
-    run_id: str
-    features: list[str]
-    model: object  # the fitted Pipeline
-
-
-def train_champion(
-    raw: pd.DataFrame,
-    spec: ProjectSpec,
-    settings: PlatformSettings,
-    *,
-    promote: bool = True,
-    data_version: str = "test-data",
-) -> Champion:
-    """Fit and log the spec's model on ``raw`` (last 20% held out), register and promote it."""
-    import mlflow
-
-    from components.train.core import fit_and_log, time_split
-    from kubeloop import model_store, registry
-    from kubeloop.metrics import score
-
-    frame = feature_frame(raw, spec)
-    features = [c for c in frame.columns if c not in (spec.entity_key, spec.timestamp, spec.target)]
-    train, test = time_split(frame, spec)
-    run_id, model_uri, model = fit_and_log(
-        train,
-        features,
-        spec,
-        settings,
-        {"md5": data_version, "pointer": "", "materialized": "test/test"},
-    )
-    client = model_store.configure(settings)
-    held_out = score(
-        spec.task, model, test[features].to_numpy(dtype="float64"), test[spec.target].to_numpy()
-    )
-    with mlflow.start_run(run_id=run_id):
-        mlflow.log_metrics({f"test_{k}": v for k, v in held_out.items()})
-    version = registry.register(
-        client,
-        spec.model_name,
-        model_uri,
-        run_id,
-        spec.model.tag,
-        spec.model.manual_revision,
-        data_version,
-    )
-    if promote:
-        registry.promote(
-            client, spec.model_name, str(version.version), approve=True, approver="tests"
-        )
-    return Champion(str(version.version), version.tags[registry.TAG_NAME], run_id, features, model)
 
 
 def production_rows(

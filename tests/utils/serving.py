@@ -1,8 +1,8 @@
 """Helpers for tests and benchmarks: seed a registry, send load, fake the server's collaborators.
 
-``train_models`` fits and logs models with the platform's own train step (features from the
-spec's transform, the same Pipeline), ``register_versions`` registers them under any name with
-``champion``/``challenger`` aliases; the server itself runs through ``serving.process``.
+``seed_example`` fills a work folder with features and registered models (made by
+tests/utils/models.py: version 1 ``champion``, the last ``challenger``); the server itself runs
+through ``serving.process``.
 """
 
 from __future__ import annotations
@@ -19,62 +19,11 @@ from kubeloop.spec import ProjectSpec
 from serving.process import REPO
 
 
-@dataclass(frozen=True)
-class TrainedModel:
-    run_id: str
-    model_uri: str
-    features: list[str]
-
-
 def materialize(raw, spec: ProjectSpec, settings: PlatformSettings) -> None:
     """Engineer features from raw rows into the configured Feast stores (offline and online)."""
     from components.features.core import materialize_features
 
     materialize_features(raw, spec, settings)
-
-
-def train_models(
-    raw,
-    spec: ProjectSpec,
-    settings: PlatformSettings,
-    variants: Sequence[Mapping[str, Any]] = ({}, {}),
-) -> list[TrainedModel]:
-    """Fit and log one model per variant (estimator parameters over the spec's, e.g. fewer
-    iterations), on the features the spec's transform makes from ``raw``."""
-    from components.train.core import fit_and_log
-    from kubeloop.engineering import feature_frame
-
-    frame = feature_frame(raw, spec)
-    names = [c for c in frame.columns if c not in (spec.entity_key, spec.timestamp, spec.target)]
-    out = []
-    for i, params in enumerate(variants):
-        estimator = spec.model.estimator.model_copy(
-            update={"params": {**spec.model.estimator.params, **params}}
-        )
-        variant = spec.model_copy(
-            update={"model": spec.model.model_copy(update={"estimator": estimator})}
-        )
-        run_id, model_uri, _ = fit_and_log(
-            frame, names, variant, settings, {"md5": f"seed-{i}", "pointer": ""}
-        )
-        out.append(TrainedModel(run_id, model_uri, names))
-    return out
-
-
-def register_versions(
-    client: Any, name: str, models: Sequence[TrainedModel], champion: int | None = 1
-) -> list[str]:
-    """Register the models as versions 1..n of ``name`` (the last is ``challenger``) and move
-    ``champion`` to version ``champion``; returns the V-names."""
-    from kubeloop import registry
-
-    labels = []
-    for model in models:
-        version = registry.register(client, name, model.model_uri, model.run_id, 1, 0, "seed")
-        labels.append(version.tags[registry.TAG_NAME])
-    if champion is not None:
-        registry.promote(client, name, str(champion), approve=True, approver="tests")
-    return labels
 
 
 def write_spec(path: Path, spec: ProjectSpec, **model_changes: Any) -> Path:
@@ -135,9 +84,9 @@ def seed_example(
     import json
     import shutil
 
-    from kubeloop import model_store
     from kubeloop.sample_data import GeneratorConfig, generate
     from kubeloop.spec import load_spec
+    from tests.utils.models import register_model, train_model
 
     marker = work_dir / "seeded.json"
     if marker.exists():
@@ -159,8 +108,12 @@ def seed_example(
     raw = generate(GeneratorConfig(rows=rows, seed=7, buildings=buildings))
     raw.to_parquet(work_dir / "raw.parquet", index=False)
     materialize(raw, spec, settings)
-    models = train_models(raw, spec, settings, variants)
-    labels = register_versions(model_store.configure(settings), spec.model_name, models)
+    labels = [
+        register_model(
+            settings, spec, train_model(raw, spec, settings, params=params), champion=i == 0
+        ).label
+        for i, params in enumerate(variants)
+    ]
     entities = sorted(int(e) for e in raw[spec.entity_key].unique())
     seeded = Seeded(work_dir, spec_path, spec.model_name, labels, entities)
     marker.write_text(
