@@ -44,8 +44,16 @@ class ServingSettings(PlatformSettings):
     spec: Path = Field(DEFAULT_SPEC, description="Project spec YAML: model name, feature service.")
     api_token: SecretStr | None = Field(
         None,
-        description="Bearer token required on predict, feedback, features and admin routes. "
-        "Mandatory outside env=dev (from a Kubernetes Secret); never logged.",
+        description="Bearer token required on predict, V2 infer, feedback and features (not "
+        "on the admin routes). Mandatory outside env=dev (from a Kubernetes Secret); never "
+        "logged.",
+    )
+    admin_token: SecretStr | None = Field(
+        None,
+        description="Bearer token of the admin routes (/admin/*: canary weight, rollback, "
+        "reload), for the rollout controller and approvers only; the predict token is refused "
+        "there. Without it the admin routes answer 403, except in env=dev with no token at "
+        "all. Must differ from the API token; from its own Kubernetes Secret; never logged.",
     )
     host: str = Field("0.0.0.0", description="Address to listen on.")
     port: int = Field(SERVER_PORT, ge=1, le=65535, description="Port to listen on.")
@@ -218,3 +226,7 @@ class ServingSettings(PlatformSettings):
     @property
     def token(self) -> str | None:
         return self.api_token.get_secret_value() if self.api_token else None
+
+    @property
+    def admin_secret(self) -> str | None:
+        return self.admin_token.get_secret_value() if self.admin_token else None
