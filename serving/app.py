@@ -32,8 +32,9 @@ log = logging.getLogger(__name__)
 DESCRIPTION = """Predictions from the MLflow registry's `champion`, with Feast online features,
 hot swaps, shadow and canary rollouts, a prediction log and Prometheus metrics.
 
-Errors always look like `{"error": {"code", "message", "field"}}`. Predict, infer, features,
-feedback and admin routes need `Authorization: Bearer <KUBELOOP_API_TOKEN>` when a token is set.
+Errors always look like `{"error": {"code", "message", "field"}}`. Predict, infer, features
+and feedback need `Authorization: Bearer <KUBELOOP_API_TOKEN>` when a token is set; the admin
+routes need `Authorization: Bearer <KUBELOOP_ADMIN_TOKEN>` (the predict token is refused).
 Every response names the model that answered in `X-Model-Version` and `X-Model-Role`
 (`none` when the request never reached a model).
 """
@@ -73,8 +74,13 @@ def create_app(settings: ServingSettings | None = None, runtime: Runtime | None 
     app.openapi = openapi_builder(app)  # type: ignore[method-assign]
     if settings.token is None:
         log.warning(
-            "KUBELOOP_API_TOKEN is not set: predict, feedback and admin routes are open "
+            "KUBELOOP_API_TOKEN is not set: predict, infer, features and feedback are open "
             "(allowed only with KUBELOOP_ENV=dev)"
+        )
+    if settings.admin_secret is None:
+        log.warning(
+            "KUBELOOP_ADMIN_TOKEN is not set: the admin routes are %s",
+            "open (dev, no token)" if app.state.tokens.admin_open else "disabled (403)",
         )
     return app
 

@@ -75,6 +75,13 @@ class Unauthorized(ServingError):
     headers = {"WWW-Authenticate": "Bearer"}
 
 
+class Forbidden(ServingError):
+    """A valid token that does not grant this route (the predict token on an admin route)."""
+
+    status_code = 403
+    code = "forbidden"
+
+
 class ModelNotReady(ServingError):
     """No model is loaded yet (start-up, or the registry has no champion)."""
 

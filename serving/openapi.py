@@ -16,9 +16,10 @@ from pydantic import BaseModel
 
 from serving import schemas
 from serving.responses import JSON
-from serving.routes import ERRORS, GUARDED, body_doc
+from serving.routes import ERRORS, admin_router, body_doc, predict_router
 
 BEARER: dict[str, Any] = {"security": [{"bearer": []}]}
+ADMIN: dict[str, Any] = {"security": [{"admin": []}]}
 DOCUMENTED_MODELS: tuple[type[BaseModel], ...] = (
     *schemas.DOC_MODELS,
     schemas.PredictResponse,
@@ -123,15 +124,20 @@ def openapi_builder(app: FastAPI) -> Callable[[], dict[str, Any]]:
                 "type": "http",
                 "scheme": "bearer",
                 "description": "KUBELOOP_API_TOKEN (required when the server has one)",
-            }
+            },
+            "admin": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "KUBELOOP_ADMIN_TOKEN (the predict token is refused)",
+            },
         }
         paths = spec.setdefault("paths", {})
-        for router in GUARDED:
+        for router, security in ((predict_router, BEARER), (admin_router, ADMIN)):
             for route in router.routes:
                 for method in getattr(route, "methods", ()):
                     operation = paths.get(getattr(route, "path", ""), {}).get(method.lower())
                     if operation is not None:
-                        operation.update(BEARER)
+                        operation.update(security)
         paths.update(hot_operations())
         app.openapi_schema = spec
         return spec

@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from kubeloop.images import VERSION
 from serving import schemas
-from serving.auth import PREDICT_GUARD
+from serving.auth import ADMIN_GUARD, PREDICT_GUARD
 from serving.errors import PayloadTooLarge
 from serving.inference import PATHS, HotRoutes
 from serving.inputs import loads
@@ -34,6 +34,9 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         503: "No model loaded yet, or a backing store is unavailable",
     }.items()
 }
+
+
+FORBIDDEN = "The predict token on an admin route, or a server without an admin token"
 
 
 async def get_runtime(request: Request) -> Runtime:
@@ -163,7 +166,10 @@ async def v2_model_version_ready(
 
 
 admin_router = APIRouter(
-    prefix="/admin", tags=["admin"], dependencies=PREDICT_GUARD, responses=ERRORS
+    prefix="/admin",
+    tags=["admin"],
+    dependencies=ADMIN_GUARD,
+    responses={**ERRORS, 403: {"model": schemas.ErrorResponse, "description": FORBIDDEN}},
 )
 
 
@@ -192,7 +198,6 @@ async def reload(runtime: RuntimeDep) -> dict[str, Any]:
 
 
 ROUTERS = (predict_router, health_router, metrics_router, v2_router, admin_router)
-GUARDED = (predict_router, admin_router)  # their operations get the bearer security in OpenAPI
 
 
 def include_routes(app: FastAPI) -> None:

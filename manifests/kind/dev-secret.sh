@@ -13,6 +13,7 @@ if ! kubectl -n "$NAMESPACE" get secret kubeloop-dev >/dev/null 2>&1; then
   db="postgresql+psycopg://kubeloop:${pg}@kubeloop-postgresql:5432"
   kubectl -n "$NAMESPACE" create secret generic kubeloop-dev \
     --from-literal=api-token="$(rand)" \
+    --from-literal=admin-token="$(rand)" \
     --from-literal=password="$pg" \
     --from-literal=postgres-password="$(rand)" \
     --from-literal=mlflow-backend-store-uri="${db}/mlflow" \
@@ -22,6 +23,11 @@ if ! kubectl -n "$NAMESPACE" get secret kubeloop-dev >/dev/null 2>&1; then
     --from-literal=redis-url="kubeloop-redis-master:6379,password=${redis}" \
     --from-literal=root-user=kubeloop \
     --from-literal=root-password="$minio"
+fi
+# The admin token (KUBELOOP_ADMIN_TOKEN) came later: add it to a Secret made before.
+if [ -z "$(kubectl -n "$NAMESPACE" get secret kubeloop-dev -o 'jsonpath={.data.admin-token}')" ]; then
+  kubectl -n "$NAMESPACE" patch secret kubeloop-dev --type merge \
+    -p "{\"stringData\": {\"admin-token\": \"$(rand)\"}}"
 fi
 
 if ! kubectl -n kubeflow get secret kubeloop-pipeline-secrets >/dev/null 2>&1; then

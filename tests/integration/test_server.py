@@ -28,6 +28,7 @@ pytestmark = pytest.mark.slow
 
 TOKEN = "integration-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+ADMIN = {"Authorization": "Bearer integration-admin-token"}
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +39,7 @@ def server(seeded: Seeded, tmp_path_factory: pytest.TempPathFactory):
         "KUBELOOP_SPEC": str(seeded.spec_path),
         "MLFLOW_TRACKING_URI": seeded.tracking_uri,
         "KUBELOOP_API_TOKEN": TOKEN,
+        "KUBELOOP_ADMIN_TOKEN": ADMIN["Authorization"].removeprefix("Bearer "),
         "KUBELOOP_SHADOW_ENABLED": "true",
         "KUBELOOP_REGISTRY_POLL_SECONDS": "0.5",
         "KUBELOOP_PREDICTION_LOG_URL": f"sqlite:///{root / 'predictions.db'}",
@@ -127,8 +129,8 @@ def test_every_route_answers_on_the_embedded_default(server, http, seeded):
     assert http.get("/v2/health/ready").status_code == 200
     assert http.get("/openapi.json").json()["info"]["title"] == "kubeloop model server"
     assert http.get("/docs").status_code == 200
-    assert http.get("/admin/rollout").json()["shadow"] is True
-    assert http.post("/admin/reload").status_code == 200
+    assert http.get("/admin/rollout", headers=ADMIN).json()["shadow"] is True
+    assert http.post("/admin/reload", headers=ADMIN).status_code == 200
 
 
 def test_tritonclient_calls_the_v2_endpoints(server, http, seeded):
@@ -232,7 +234,7 @@ def test_shadow_logs_every_request_and_never_answers(server, http, seeded):
 
 
 def test_canary_at_20_percent_routes_a_fifth_of_requests_stickily(server, http, seeded):
-    status = http.put("/admin/canary", json={"weight": 0.2}).json()
+    status = http.put("/admin/canary", json={"weight": 0.2}, headers=ADMIN).json()
     assert status["canary_weight"] == 0.2 and status["candidate"]["label"] == seeded.labels[-1]
     row = features_of(http, seeded.entities[0])
 
@@ -250,7 +252,7 @@ def test_canary_at_20_percent_routes_a_fifth_of_requests_stickily(server, http, 
         again = send(keys[:500])
         assert again == versions[:500]  # the same key always lands on the same model
     finally:
-        assert http.post("/admin/rollback").json()["canary_weight"] == 0.0
+        assert http.post("/admin/rollback", headers=ADMIN).json()["canary_weight"] == 0.0
     records = [{"features": row, "key": k} for k in keys[:50]]
     after = http.post("/predict", json={"records": records})
     assert {p["model_version"] for p in after.json()["predictions"]} == {seeded.labels[0]}
@@ -300,7 +302,7 @@ def test_moving_the_champion_alias_swaps_without_restart_or_failed_requests(
         seen = asyncio.run(scenario())
     finally:
         registry.promote(mlflow_client, seeded.model_name, "1", approve=True, approver="tests")
-        http.post("/admin/reload")
+        http.post("/admin/reload", headers=ADMIN)
     assert server.process.pid == pid and server.process.poll() is None
     failures = [s for s in seen if s[0] != 200]
     assert not failures, failures[:3]
@@ -338,7 +340,7 @@ def test_a_version_that_fails_to_load_keeps_the_old_one_serving(
         assert line and float(line[0].split()[-1]) >= 1 and before <= 1
     finally:
         mlflow_client.set_registered_model_alias(seeded.model_name, registry.CHAMPION, "1")
-        http.post("/admin/reload")
+        http.post("/admin/reload", headers=ADMIN)
     assert wait_until(lambda: "champion" not in http.get("/health/ready").json()["errors"])
 
 

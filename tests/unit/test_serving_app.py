@@ -22,6 +22,8 @@ FEATURES = ["a", "b", "c"]
 ROW = {"a": 1.0, "b": 2.0, "c": 3.0}
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+ADMIN_TOKEN = "adm1n-token"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 def constant(value: float, version: str):
@@ -82,7 +84,9 @@ def work_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture(params=[True, False], ids=["asgi-fast-path", "fastapi-routes"])
 def server(work_dir: Path, request: pytest.FixtureRequest):
     """Each test runs against both ways of serving the hot routes: they must not differ."""
-    with Server(work_dir, api_token=TOKEN, asgi_fast_path=request.param) as s:
+    with Server(
+        work_dir, api_token=TOKEN, admin_token=ADMIN_TOKEN, asgi_fast_path=request.param
+    ) as s:
         yield s
 
 
@@ -122,6 +126,40 @@ def test_predict_requires_the_bearer_token(server):
         assert server.client.post(path, json={}).status_code == 401
     assert server.client.get("/features/1001").status_code == 401
     assert server.client.get("/admin/rollout").status_code == 401
+
+
+def test_the_predict_token_cannot_call_admin_routes(server):
+    for method, path in (
+        ("get", "/admin/rollout"),
+        ("put", "/admin/canary"),
+        ("post", "/admin/rollback"),
+        ("post", "/admin/reload"),
+    ):
+        response = server.client.request(method, path, json={"weight": 1.0}, headers=AUTH)
+        assert response.status_code == 403, path
+        assert error_of(response)["code"] == "forbidden"
+        assert "KUBELOOP_ADMIN_TOKEN" in error_of(response)["message"]
+        wrong = server.client.request(method, path, headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+    assert server.client.get("/admin/rollout", headers=ADMIN).status_code == 200
+    assert server.runtime.models.state.canary_weight == 0.0  # nothing moved
+
+
+def test_the_admin_token_cannot_predict(server):
+    assert server.predict([{"features": ROW}], headers=ADMIN).status_code == 401
+
+
+def test_without_an_admin_token_the_admin_routes_are_closed(work_dir):
+    with Server(work_dir, api_token=TOKEN) as s:
+        response = s.client.get("/admin/rollout", headers=AUTH)
+        assert response.status_code == 403 and "no KUBELOOP_ADMIN_TOKEN" in response.text
+    with Server(work_dir) as s:  # dev without any token: everything is open
+        assert s.client.get("/admin/rollout").status_code == 200
+
+
+def test_admin_and_api_tokens_must_differ(work_dir):
+    with pytest.raises(ValidationError, match="must differ"):
+        ServingSettings(work_dir=work_dir, api_token=TOKEN, admin_token=TOKEN)
 
 
 def test_health_metrics_and_docs_need_no_token(server):
@@ -256,7 +294,7 @@ def test_shadow_predictions_are_logged_but_never_returned(work_dir):
 
 def test_canary_at_20_percent_is_proportional_and_sticky(server):
     assert (
-        server.client.put("/admin/canary", json={"weight": 0.2}, headers=AUTH).json()[
+        server.client.put("/admin/canary", json={"weight": 0.2}, headers=ADMIN).json()[
             "canary_weight"
         ]
         == 0.2
@@ -275,21 +313,21 @@ def test_canary_at_20_percent_is_proportional_and_sticky(server):
 
 
 def test_rollback_sends_everything_back_to_the_champion(server):
-    server.client.put("/admin/canary", json={"weight": 1.0}, headers=AUTH)
+    server.client.put("/admin/canary", json={"weight": 1.0}, headers=ADMIN)
     assert server.predict([{"features": ROW}]).json()["predictions"][0]["prediction"] == 2.0
-    status = server.client.post("/admin/rollback", headers=AUTH).json()
+    status = server.client.post("/admin/rollback", headers=ADMIN).json()
     assert status["canary_weight"] == 0.0
     assert server.predict([{"features": ROW}]).json()["predictions"][0]["prediction"] == 1.0
 
 
 def test_canary_weight_outside_zero_to_one_is_422(server):
-    response = server.client.put("/admin/canary", json={"weight": 1.5}, headers=AUTH)
+    response = server.client.put("/admin/canary", json={"weight": 1.5}, headers=ADMIN)
     assert response.status_code == 422 and error_of(response)["field"] == "weight"
 
 
 def test_reload_picks_up_a_moved_champion_at_once(server):
     server.registry.aliases["champion"] = "3"
-    status = server.client.post("/admin/reload", headers=AUTH).json()
+    status = server.client.post("/admin/reload", headers=ADMIN).json()
     assert status["champion"]["label"] == "V1.0.2"
     prediction = server.predict([{"features": ROW}]).json()["predictions"][0]
     assert prediction["prediction"] == pytest.approx(321.0)
@@ -385,9 +423,9 @@ def test_openapi_documents_the_predict_body_with_examples(server):
         ("post", "/predict"),
         ("post", "/feedback"),
         ("get", "/features/{entity_id}"),
-        ("put", "/admin/canary"),
         ("post", "/v2/models/{name}/infer"),
     } <= secured
+    assert spec["paths"]["/admin/canary"]["put"]["security"] == [{"admin": []}]
     assert ("get", "/health/ready") not in secured
 
 
