@@ -70,7 +70,7 @@ def test_the_printed_commands_scrape_the_demos_figures(
 
     with (
         stack.running(
-            "serve-metrics", commands[0], ports["metrics"], tmp_path, ready_path="/metrics"
+            "metrics-serve", commands[0], ports["metrics"], tmp_path, ready_path="/metrics"
         ),
         stack.running("prometheus", commands[1], ports["prometheus"], tmp_path) as prom,
     ):
