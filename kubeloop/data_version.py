@@ -1,7 +1,8 @@
 """Dataset versions with DVC.
 
 Datasets live in a DVC project under the work folder (no git needed) and are pushed to a remote:
-a local folder by default, an S3 bucket when ``KUBELOOP_DVC_REMOTE`` says so. A version is the
+a local folder by default, an S3 bucket when ``KUBELOOP_DVC_REMOTE`` says so (at
+``KUBELOOP_S3_ENDPOINT_URL`` for MinIO and other S3-compatible servers). A version is the
 dataset's DVC md5; the ``.dvc`` pointer file is what a run records, and ``checkout`` brings that
 exact data back from the remote to reproduce the run.
 """
@@ -31,6 +32,13 @@ class DataVersion:
         return self.md5[:12]
 
 
+def remote_config(settings: PlatformSettings, remote: str) -> dict[str, str]:
+    """The DVC remote's section: its URL and, for s3:// on MinIO or moto, the endpoint."""
+    if remote.startswith("s3://") and settings.s3_endpoint_url:
+        return {"url": remote, "endpointurl": settings.s3_endpoint_url}
+    return {"url": remote}
+
+
 def _repo(settings: PlatformSettings):
     from dvc.repo import Repo  # heavy import, only where DVC is used
 
@@ -41,7 +49,7 @@ def _repo(settings: PlatformSettings):
         Repo.init(str(root), no_scm=True)
     repo = Repo(str(root))
     with repo.config.edit() as conf:
-        conf["remote"][REMOTE_NAME] = {"url": remote}
+        conf["remote"][REMOTE_NAME] = remote_config(settings, remote)
         conf["core"]["remote"] = REMOTE_NAME
         conf["core"]["analytics"] = False
     return Repo(str(root)), remote

@@ -36,7 +36,7 @@ from rich.table import Table
 
 from kubeloop import model_store, registry
 from kubeloop.sample_data import DEFAULT_START, GeneratorConfig, generate
-from kubeloop.spec import CanaryStep, ProjectSpec, load_spec
+from kubeloop.spec import CanaryStep, ProjectSpec, load_spec, resolve_source
 
 SPEC = Path(__file__).resolve().parents[1] / "examples" / "building_energy" / "spec.yaml"
 TOKEN = "kubeloop-demo-token"
@@ -234,7 +234,7 @@ def run_demo(
         clock[name] = time.perf_counter() - started - sum(clock.values())
 
     section("[bold]1/9 sample data")
-    source = Path(spec.data.source)
+    source = Path(resolve_source(spec.data.source, settings))
     source.parent.mkdir(parents=True, exist_ok=True)
     first = generate(
         GeneratorConfig(rows=config.rows, seed=config.seed, buildings=config.buildings)

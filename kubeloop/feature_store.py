@@ -2,22 +2,30 @@
 
 Embedded default: file registry, SQLite online store, DuckDB offline store over Parquet files,
 all under ``<work_dir>/feast``. Services: Redis online store
-(``KUBELOOP_FEAST_ONLINE_STORE=redis``) and a SQL registry on PostgreSQL
-(``KUBELOOP_FEAST_REGISTRY=postgresql+psycopg://...``). ``render_yaml`` gives the same
-configuration as a ``feature_store.yaml`` for Feast's own feature server.
+(``KUBELOOP_FEAST_ONLINE_STORE=redis``), a SQL registry on PostgreSQL
+(``KUBELOOP_FEAST_REGISTRY=postgresql+psycopg://...``) and Feast's PostgreSQL offline store
+(``KUBELOOP_FEAST_OFFLINE_STORE=postgresql+psycopg://...``), which every pipeline step and the
+materialize job reach, where a Parquet file in one pod's work folder is seen by no other pod.
+The definitions keep their ``FileSource``: with the PostgreSQL store each becomes a
+``PostgreSQLSource`` over a table of the same name. ``render_yaml`` gives the same configuration
+as a ``feature_store.yaml`` for Feast's own feature server.
 """
 
 from __future__ import annotations
 
 import copy
 import importlib
+import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from kubeloop.settings import PlatformSettings
 from kubeloop.spec import ProjectSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def feast_project(spec: ProjectSpec) -> str:
@@ -49,9 +57,38 @@ def repo_config(settings: PlatformSettings, project: str) -> dict[str, Any]:
         "provider": "local",
         "registry": registry,
         "online_store": online,
-        "offline_store": {"type": "duckdb"},
+        "offline_store": offline_config(settings),
         "entity_key_serialization_version": 3,
     }
+
+
+def offline_config(settings: PlatformSettings) -> dict[str, Any]:
+    """DuckDB over local Parquet, or Feast's PostgreSQL offline store from a SQLAlchemy URL."""
+    if not settings.feast_offline_store:
+        return {"type": "duckdb"}
+    from sqlalchemy.engine import make_url
+
+    url = make_url(settings.feast_offline_store)
+    if not url.drivername.startswith("postgresql") or not url.database:
+        raise ValueError(
+            "KUBELOOP_FEAST_OFFLINE_STORE must be a PostgreSQL URL with a database "
+            "(postgresql+psycopg://user:password@host:5432/feast)"
+        )
+    return {
+        "type": "postgres",
+        "host": url.host or "localhost",
+        "port": url.port or 5432,
+        "database": url.database,
+        "db_schema": str(url.query.get("schema", "public")),
+        "user": url.username or "",
+        "password": url.password or "",
+        "sslmode": str(url.query.get("sslmode", "prefer")),
+    }
+
+
+def offline_table(source_name: str) -> str:
+    """The PostgreSQL table that holds a source's rows (a safe SQL identifier)."""
+    return "kubeloop_" + re.sub(r"[^0-9a-z_]", "_", source_name.lower())
 
 
 def render_yaml(settings: PlatformSettings, project: str) -> str:
@@ -88,6 +125,8 @@ def definitions(spec: ProjectSpec, settings: PlatformSettings) -> list[Any]:
         module = importlib.import_module(spec.features.definitions or "")
         kinds = (Entity, DataSource, FeatureView, FeatureService)
         objects = copy.deepcopy([obj for obj in vars(module).values() if isinstance(obj, kinds)])
+    if settings.feast_offline_store:
+        return _on_postgres(objects)
     root = repo_path(settings)
     sources = [o for o in objects if isinstance(o, FileSource)]
     sources += [
@@ -99,3 +138,53 @@ def definitions(spec: ProjectSpec, settings: PlatformSettings) -> list[Any]:
         if not Path(source.path).is_absolute():
             source.file_options.uri = str(root / source.path)
     return objects
+
+
+def _on_postgres(objects: list[Any]) -> list[Any]:
+    """The same objects with every ``FileSource`` replaced by a ``PostgreSQLSource`` (the
+    source's name, timestamps and mapping kept; its table from ``offline_table``)."""
+    from feast import FeatureView, FileSource
+    from feast.infra.offline_stores.contrib.postgres_offline_store.postgres_source import (
+        PostgreSQLSource,
+    )
+
+    def swap(source: Any) -> Any:
+        if not isinstance(source, FileSource):
+            return source
+        return PostgreSQLSource(
+            name=source.name,
+            table=offline_table(source.name),
+            timestamp_field=source.timestamp_field,
+            created_timestamp_column=source.created_timestamp_column,
+            field_mapping=source.field_mapping,
+            description=source.description,
+            tags=source.tags,
+            owner=source.owner,
+        )
+
+    swapped = [swap(o) for o in objects]
+    for view in swapped:
+        if isinstance(view, FeatureView):
+            view.batch_source = swap(view.batch_source)
+    return swapped
+
+
+def write_offline(store: Any, view: Any, frame: pd.DataFrame, settings: PlatformSettings) -> str:
+    """Replace a view's offline rows with ``frame``; returns where they went (path or table)."""
+    from feast.infra.offline_stores.file_source import FileSource
+
+    source = view.batch_source
+    if isinstance(source, FileSource):
+        path = Path(FileSource.get_uri_for_file_path(store.config.repo_path, source.path))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_parquet(path, index=False)
+        return str(path)
+    import sqlalchemy
+
+    table = offline_table(source.name)
+    engine = sqlalchemy.create_engine(settings.feast_offline_store or "")
+    try:
+        frame.to_sql(table, engine, if_exists="replace", index=False, chunksize=10_000)
+    finally:
+        engine.dispose()
+    return f"table {table}"

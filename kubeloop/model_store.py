@@ -7,6 +7,7 @@ libraries kubeloop builds models from are accepted.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from kubeloop.settings import PlatformSettings
@@ -22,6 +23,10 @@ def configure(settings: PlatformSettings) -> Any:
 
     if settings.tracking_uri.startswith("sqlite:///"):
         settings.work_dir.mkdir(parents=True, exist_ok=True)
+    if settings.s3_endpoint_url:
+        # MLflow's S3 artifact repository reads only its own variable (when artifacts go to
+        # s3:// directly rather than through a tracking server).
+        os.environ["MLFLOW_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
     return mlflow.MlflowClient()

@@ -7,7 +7,10 @@ only these settings differ. Nothing here touches the disk or a library at import
 points build a ``PlatformSettings`` and pass it down.
 
 MLflow reads its own variable, ``MLFLOW_TRACKING_URI``; when it is unset the embedded default is a
-SQLite store in the work folder.
+SQLite store in the work folder. Object-store URLs (``s3://``) reach an S3-compatible server
+(MinIO, moto) through one setting, ``s3_endpoint_url``, which every reader of S3 is given:
+pandas/pyarrow through fsspec's ``storage_options``, the DVC remote's ``endpointurl`` and MLflow's
+``MLFLOW_S3_ENDPOINT_URL``. Credentials stay boto's own ``AWS_*`` variables (or IRSA).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -24,7 +27,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class PlatformSettings(BaseSettings):
     """Where state lives and which backends hold it."""
 
-    model_config = SettingsConfigDict(env_prefix="KUBELOOP_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="KUBELOOP_", env_file=".env", extra="ignore", populate_by_name=True
+    )
 
     env: Literal["dev", "staging", "prod"] = Field(
         "dev", description="Deployment environment; outside dev, secrets are mandatory."
@@ -55,10 +60,34 @@ class PlatformSettings(BaseSettings):
         description="Feast registry: a SQLAlchemy URL (postgresql+psycopg://...) for a shared "
         "SQL registry; default: a file in the work folder.",
     )
+    feast_offline_store: str | None = Field(
+        None,
+        description="Feast offline store: a PostgreSQL URL (postgresql+psycopg://...) every "
+        "pipeline step and the materialize job reach; default: Parquet files in the work "
+        "folder read by DuckDB (one machine only).",
+    )
     dvc_remote: str | None = Field(
         None,
         description="DVC remote URL for datasets (s3://bucket/prefix); default: a local remote "
         "in the work folder.",
+    )
+    s3_endpoint_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("KUBELOOP_S3_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL"),
+        description="S3-compatible endpoint (MinIO, http://minio:9000) for every s3:// URL: "
+        "data sources, the DVC remote, MLflow artifacts; default: AWS S3. MLflow's own "
+        "MLFLOW_S3_ENDPOINT_URL is read too.",
+    )
+    local_runner: Literal["subprocess", "docker"] = Field(
+        "subprocess",
+        description="How `kubeloop run training` and local retraining run the steps: child "
+        "processes of this environment, or one container per step of the pipeline image "
+        "(kfp.local's DockerRunner, as pods on a cluster).",
+    )
+    docker_run_args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Extra docker-py `containers.run` options for the docker runner, as JSON "
+        '(e.g. {"runtime": "runc"} for podman); merged over host networking.',
     )
 
     @field_validator("work_dir")
@@ -81,6 +110,12 @@ class PlatformSettings(BaseSettings):
             return None
         return (self.work_dir / "mlartifacts").as_uri()
 
+    def storage_options(self, url: str) -> dict[str, Any] | None:
+        """fsspec options (pandas, pyarrow via fsspec) for reading ``url``: the S3 endpoint."""
+        if url.startswith(("s3://", "s3a://")) and self.s3_endpoint_url:
+            return {"endpoint_url": self.s3_endpoint_url}
+        return None
+
     def export(self) -> dict[str, str]:
         """Environment that hands these settings to a child process (a kfp.local step).
 
@@ -88,6 +123,8 @@ class PlatformSettings(BaseSettings):
         their masked form must never overwrite the real value there.
         """
         env = {"MLFLOW_TRACKING_URI": self.tracking_uri}
+        if self.s3_endpoint_url:  # MLflow's S3 artifact client reads only its own variable
+            env["MLFLOW_S3_ENDPOINT_URL"] = self.s3_endpoint_url
         for name, value in self.model_dump(mode="json").items():
             secret = isinstance(getattr(self, name), SecretStr)
             if name == "mlflow_tracking_uri" or value is None or secret:

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import importlib
 import os
+import string
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from kubeloop.errors import SpecError
+
+if TYPE_CHECKING:
+    from kubeloop.settings import PlatformSettings
 
 
 class _Strict(BaseModel):
@@ -35,7 +39,10 @@ class ColumnRule(_Strict):
 class DataSpec(_Strict):
     """Where the raw data is and what it must look like."""
 
-    source: str = Field(description="CSV or Parquet: a local path or an object-store URL.")
+    source: str = Field(
+        description="CSV or Parquet: a local path or an object-store URL (s3://...); ${VAR} "
+        "placeholders resolve where the data is read (the pipeline step)."
+    )
     columns: dict[str, ColumnRule] = Field(min_length=1)
     min_rows: int = Field(100, ge=1)
 
@@ -440,11 +447,15 @@ def parse_spec(raw: dict[str, Any], *, origin: str = "spec") -> ProjectSpec:
 
 
 def load_spec(path: str | Path) -> ProjectSpec:
-    """Read and validate a spec file. Relative data paths resolve against the spec's folder."""
+    """Read and validate a spec file. Relative data paths resolve against the spec's folder.
+
+    ``${VAR}`` placeholders in ``data.source`` stay as written: they are resolved where the
+    data is read (``resolve_source``), i.e. in the pipeline step's own pod, not on the machine
+    that submitted the run.
+    """
     path = Path(path)
     try:
-        # ${VAR} placeholders (e.g. ${KUBELOOP_WORK_DIR}) are expanded, as Feast does.
-        raw = yaml.safe_load(os.path.expandvars(path.read_text()))
+        raw = yaml.safe_load(path.read_text())
     except FileNotFoundError as exc:
         raise SpecError(f"spec file not found: {path}") from exc
     except yaml.YAMLError as exc:
@@ -452,9 +463,31 @@ def load_spec(path: str | Path) -> ProjectSpec:
     if not isinstance(raw, dict):
         raise SpecError(f"{path} must hold a mapping at the top level")
     source = raw.get("data", {}).get("source") if isinstance(raw.get("data"), dict) else None
-    if isinstance(source, str) and "://" not in source and not Path(source).is_absolute():
+    # A leading ${VAR} names a root that only the reading process knows.
+    if (
+        isinstance(source, str)
+        and not source.startswith("$")
+        and "://" not in source
+        and not Path(source).is_absolute()
+    ):
         raw["data"]["source"] = str((path.parent / source).resolve())
     return parse_spec(raw, origin=str(path))
+
+
+def resolve_source(source: str, settings: PlatformSettings) -> str:
+    """``source`` with its ``${VAR}`` placeholders filled from this process's environment and
+    settings (``${KUBELOOP_WORK_DIR}`` is always known). Called where the data is read, so a
+    pipeline step resolves them in its own container."""
+    environ = {**os.environ, "KUBELOOP_WORK_DIR": str(settings.work_dir)}
+    try:
+        return string.Template(source).substitute(environ)
+    except KeyError as exc:
+        raise SpecError(
+            f"data.source: ${{{exc.args[0]}}} is not set where the data is read ({source})",
+            field="data.source",
+        ) from None
+    except ValueError as exc:
+        raise SpecError(f"data.source: {exc} in {source}", field="data.source") from None
 
 
 def dump_spec(spec: ProjectSpec) -> dict[str, Any]:

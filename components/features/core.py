@@ -11,7 +11,7 @@ import pandas as pd
 
 from kubeloop.engineering import load_transform
 from kubeloop.errors import SpecError
-from kubeloop.feature_store import definitions, open_store
+from kubeloop.feature_store import definitions, open_store, write_offline
 from kubeloop.settings import PlatformSettings
 from kubeloop.spec import ProjectSpec
 
@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class FeatureResult:
-    offline_path: Path
+    offline: str  # where the first view's rows went: a Parquet path or a PostgreSQL table
     rows: int
     entities: int
     materialized_from: datetime
@@ -35,13 +35,6 @@ def service_views(store, spec: ProjectSpec):
         (store.get_feature_view(p.name), [f.name for f in p.features])
         for p in service.feature_view_projections
     ]
-
-
-def offline_path(store, view) -> Path:
-    """Absolute path of a view's file source (relative paths resolve against the repo path)."""
-    from feast.infra.offline_stores.file_source import FileSource
-
-    return Path(FileSource.get_uri_for_file_path(store.config.repo_path, view.batch_source.path))
 
 
 def materialize_features(
@@ -59,10 +52,10 @@ def materialize_features(
     store = open_store(settings, spec)
     store.apply(definitions(spec, settings))
     views = service_views(store, spec)
-    for view, names in views:
-        path = offline_path(store, view)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        features[[spec.entity_key, spec.timestamp, *names]].to_parquet(path, index=False)
+    where = [
+        write_offline(store, view, features[[spec.entity_key, spec.timestamp, *names]], settings)
+        for view, names in views
+    ]
     first = features[spec.timestamp].min().to_pydatetime()
     end = features[spec.timestamp].max().to_pydatetime()
     # The online store keeps the latest row per entity, and rows older than a view's TTL are
@@ -82,7 +75,7 @@ def materialize_features(
         end,
     )
     return FeatureResult(
-        offline_path=offline_path(store, views[0][0]),
+        offline=where[0],
         rows=len(features),
         entities=int(features[spec.entity_key].nunique()),
         materialized_from=start,

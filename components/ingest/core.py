@@ -1,4 +1,4 @@
-"""Ingest: read CSV/Parquet, check quality, write the dataset and version it with DVC."""
+"""Ingest: read a file or a SQL table/query, check quality, write the dataset, version it (DVC)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from components.ingest.quality import QualityReport, check_quality, normalize
 from kubeloop.data_version import DataVersion, dataset_path, version_file
 from kubeloop.errors import DataQualityError, SpecError
 from kubeloop.settings import PlatformSettings
-from kubeloop.spec import ProjectSpec
+from kubeloop.spec import ProjectSpec, resolve_source
+from kubeloop.sql_source import read_sql_source, reads_sql
 
 log = logging.getLogger(__name__)
 
@@ -25,19 +26,27 @@ class IngestResult:
     rows: int
 
 
-def read_dataset(source: str) -> pd.DataFrame:
-    """Read a CSV or Parquet file from a path or an object-store URL (s3://, gs://, ...)."""
+def read_dataset(source: str, settings: PlatformSettings) -> pd.DataFrame:
+    """Read a CSV or Parquet file from a path or an object-store URL (s3://, gs://, ...).
+
+    ``${VAR}`` placeholders resolve here, where the step runs; ``s3://`` URLs go to the
+    configured S3 endpoint (``KUBELOOP_S3_ENDPOINT_URL``).
+    """
+    import fsspec
+
+    source = resolve_source(source, settings)
     lowered = source.lower().split("?")[0]
-    is_remote = "://" in source and not source.startswith("file://")
-    if not is_remote and not Path(source.removeprefix("file://")).exists():
+    fs, path = fsspec.core.url_to_fs(source, **(settings.storage_options(source) or {}))
+    if not fs.exists(path):
         raise SpecError(
             f"data.source: {source} does not exist (run `kubeloop data generate` for sample data)",
             field="data.source",
         )
-    if lowered.endswith((".parquet", ".pq")) or Path(lowered).is_dir():
-        return pd.read_parquet(source)
+    if lowered.endswith((".parquet", ".pq")) or fs.isdir(path):
+        return pd.read_parquet(path, filesystem=fs)
     if lowered.endswith((".csv", ".csv.gz")):
-        return pd.read_csv(source)
+        with fs.open(path, compression="infer") as fh:
+            return pd.read_csv(fh)
     raise SpecError(f"data.source: {source} must be .csv or .parquet", field="data.source")
 
 
@@ -57,7 +66,11 @@ def ingest(
     spec: ProjectSpec, settings: PlatformSettings, source: str | None = None
 ) -> IngestResult:
     """Check the raw data; on success write it as Parquet and version it, else raise a report."""
-    raw = read_dataset(source or spec.data.source)
+    source = source or spec.data.source
+    if reads_sql(source, spec.data):
+        raw = read_sql_source(source, spec.data, settings)
+    else:
+        raw = read_dataset(source, settings)
     report = check_quality(raw, spec)
     log.info(report.render())
     if not report.passed:

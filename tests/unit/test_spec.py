@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from kubeloop.errors import SpecError
-from kubeloop.spec import dump_spec, load_spec, parse_spec
+from kubeloop.settings import PlatformSettings
+from kubeloop.spec import dump_spec, load_spec, parse_spec, resolve_source
 from tests.utils.factories import EXAMPLE_SPEC
 
 
@@ -20,7 +21,8 @@ def test_bundled_example_spec_is_valid(monkeypatch):
     monkeypatch.setenv("KUBELOOP_WORK_DIR", "/data/work")
     spec = load_spec(EXAMPLE_SPEC)
     assert spec.name == "building-energy"
-    assert spec.data.source == "/data/work/raw/building_energy.parquet"
+    # Kept as written: the submitting machine's work folder means nothing in a step's pod.
+    assert spec.data.source == "${KUBELOOP_WORK_DIR}/raw/building_energy.parquet"
     assert spec.model_name == "building-energy"
     assert spec.metric_direction == "min"
 
@@ -88,3 +90,30 @@ def test_relative_source_resolves_against_the_spec_folder(tmp_path: Path):
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(raw))
     assert load_spec(path).data.source == str(tmp_path / "data" / "raw.csv")
+
+
+def test_placeholders_resolve_with_the_reading_process_settings(monkeypatch, tmp_path: Path):
+    monkeypatch.setenv("KUBELOOP_WORK_DIR", "/laptop/work")  # where the run was submitted
+    spec = load_spec(EXAMPLE_SPEC)
+    monkeypatch.setenv("KUBELOOP_WORK_DIR", "/tmp/kubeloop")  # the step's pod
+    monkeypatch.setenv("DROP", "2026-11")
+    step = PlatformSettings()
+    assert resolve_source(spec.data.source, step) == "/tmp/kubeloop/raw/building_energy.parquet"
+    drop = "s3://raw/${DROP}/readings.parquet"
+    assert resolve_source(drop, step) == "s3://raw/2026-11/readings.parquet"
+    # The same JSON the pipeline carries resolves the same way in the step.
+    assert parse_spec(dump_spec(spec)).data.source == spec.data.source
+
+
+def test_an_unset_placeholder_names_the_variable(tmp_path: Path):
+    with pytest.raises(SpecError, match=r"\$\{NOT_SET_ANYWHERE\} is not set") as err:
+        resolve_source("s3://b/${NOT_SET_ANYWHERE}/x.csv", PlatformSettings(work_dir=tmp_path))
+    assert err.value.field == "data.source"
+
+
+def test_a_leading_placeholder_is_not_made_relative_to_the_spec_folder(tmp_path: Path):
+    raw = raw_example()
+    raw["data"]["source"] = "${RAW_ROOT}/raw.csv"
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert load_spec(path).data.source == "${RAW_ROOT}/raw.csv"
