@@ -347,6 +347,12 @@ class RolloutSpec(_Strict):
         gt=0,
         description="A step that never gathers its requests or labels in this time rolls back.",
     )
+    production_model: str | None = Field(
+        None,
+        description="Registered model production serves, in the same central registry: the "
+        "staging half's approval copies the version there (only approvers may edit it). "
+        "Unset: one environment runs the whole rollout.",
+    )
     baseline_minutes: float = Field(
         60,
         gt=0,

@@ -181,14 +181,12 @@ def rollout_status(version: VersionArg = None, spec: SpecOption = DEFAULT_SPEC) 
 
 @rollout_app.command("approve")
 @friendly
-def rollout_approve(
-    version: VersionArg = None,
-    spec: SpecOption = DEFAULT_SPEC,
-    approver: Annotated[str | None, typer.Option(help="Who approves (default: $USER)")] = None,
-) -> None:
-    """Approve the candidate after reviewing its shadow report (recorded on the version)."""
+def rollout_approve(version: VersionArg = None, spec: SpecOption = DEFAULT_SPEC) -> None:
+    """Approve the candidate after reviewing its shadow report and stress test: recorded with
+    the identity the registry authenticated (MLflow basic-auth; else your OS user). In staging
+    this releases it to production, which only approvers may do."""
     rollout, _ = _rollout(spec, None)
-    status = rollout.approve(version, approver or "")
+    status = rollout.approve(version)
     console.print(
         f"[green]approved {status['label']} ({status['approved_by']})[/green]; "
         "`kubeloop rollout run` continues with the canary"
