@@ -1,9 +1,16 @@
-"""Model registry rules: version names, aliases, registration and approved promotion.
+"""Model registry rules: version names, aliases, registration, release and approved promotion.
 
 Names follow ``V<tag>.<manual>.<auto>``: ``tag`` and ``manual`` come from the spec (a data
 scientist raises ``manual`` when revising the model), ``auto`` counts retrainings under the same
 tag and manual revision and restarts at 0 when either changes. The name and its parts are tags
 on the MLflow model version; aliases ``challenger`` and ``champion`` say what serving uses.
+
+Two environments share one central MLflow registry: training registers versions into the
+project's model (staging serves it); an approval *releases* a version by copying it
+(``copy_model_version``: same artifacts, same tags, a new version number) into the production
+model, which only approvers may edit under MLflow's authentication. The copy is the approval:
+whoever can create it is an approver, and the identity recorded is the one MLflow
+authenticated, not a name the caller passes.
 """
 
 from __future__ import annotations
@@ -29,6 +36,9 @@ TAG_RUN = "kubeloop.run_id"
 # Registered-model tag the rollout writes and every server replica reads: the canary weight
 # and the version it applies to (JSON).
 CANARY_TAG = "kubeloop.canary"
+TAG_RELEASED_FROM = "kubeloop.released_from"  # on a production version: "<model>/<version>"
+TAG_APPROVED_BY = "kubeloop.approved_by"
+CURRENT_USER_PATH = "/api/2.0/mlflow/users/current"  # MLflow's basic-auth app
 
 
 def version_name(tag: int, manual: int, auto: int) -> str:
@@ -153,7 +163,7 @@ def promote(
     version = find_version(client, name, ref)
     previous = by_alias(client, name, alias)
     now = datetime.now(UTC).isoformat(timespec="seconds")
-    who = approver or getpass.getuser()
+    who = approver or approver_identity(client)
     for key, value in {
         "kubeloop.approved_by": who,
         "kubeloop.approved_at": now,
@@ -171,6 +181,71 @@ def promote(
         who,
     )
     return client.get_model_version(name, version.version)
+
+
+def authenticated_user(client) -> str | None:
+    """The user MLflow authenticated this client as (``mlflow server --app-name basic-auth``);
+    None when the registry has no authentication (a local store, or a server without it)."""
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    uri = str(client.tracking_uri)
+    if not uri.startswith(("http://", "https://")):
+        return None
+    response = http_request(get_default_host_creds(uri), CURRENT_USER_PATH, "GET")
+    if response.status_code == 404:
+        return None
+    if response.status_code != 200:
+        raise PromotionError(
+            f"the registry at {uri} did not accept these credentials (HTTP "
+            f"{response.status_code}): set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+        )
+    return str(response.json()["user"]["username"])
+
+
+def approver_identity(client) -> str:
+    """Who approves: the authenticated registry user, else (no authentication: dev) the OS
+    user running the command."""
+    return authenticated_user(client) or getpass.getuser()
+
+
+def release(client, name: str, ref: str, production: str, *, state_tags: dict[str, str]):
+    """Copy a version into the ``production`` model as its ``challenger``, recording who
+    approved (the authenticated identity) and where it came from. ``state_tags`` replace the
+    staging rollout's tags on the copy (it starts the production half afresh).
+
+    Raises PromotionError when the registry refuses: only approvers may edit ``production``.
+    """
+    from mlflow.exceptions import MlflowException
+
+    version = find_version(client, name, ref)
+    who = approver_identity(client)
+    try:
+        copy = client.copy_model_version(f"models:/{name}/{version.version}", production)
+        tags = {
+            TAG_RELEASED_FROM: f"{name}/{version.version}",
+            TAG_APPROVED_BY: who,
+            "kubeloop.approved_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            **state_tags,
+        }
+        for key, value in tags.items():
+            client.set_model_version_tag(production, copy.version, key, value)
+        client.set_registered_model_alias(production, CHALLENGER, copy.version)
+    except MlflowException as exc:
+        if exc.error_code == "PERMISSION_DENIED":
+            raise PromotionError(
+                f"{who} may not release into {production}: only approvers may ({exc.message})"
+            ) from exc
+        raise
+    log.info(
+        "%s version %s released as %s version %s, approved by %s",
+        name,
+        version.version,
+        production,
+        copy.version,
+        who,
+    )
+    return client.get_model_version(production, copy.version)
 
 
 @dataclass(frozen=True)

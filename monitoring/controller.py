@@ -30,7 +30,7 @@ def build(settings: MonitoringSettings, spec: ProjectSpec) -> Rollout:
     engine = open_log(settings.log_url)
 
     def stress(version: str, now: datetime) -> StressResult:
-        run = partial(stress_candidate, settings.server_url, settings.token, engine)
+        run = partial(stress_candidate, settings.server_url, settings.load_token, engine)
         return run(spec.model_name, version, spec.rollout.stress, now)
 
     return Rollout(
@@ -42,4 +42,5 @@ def build(settings: MonitoringSettings, spec: ProjectSpec) -> Rollout:
         reports_dir=settings.reports_path,
         metrics=metrics_source(settings, spec),
         stress=stress,
+        phase=settings.rollout_phase,
     )

@@ -14,8 +14,15 @@ it (``kubeloop rollout run``, a Job, a notebook) and leaves an audit trail.
   ``rollout.shadow_min_requests`` requests have both answers, a shadow report compares them
   (differences and, where feedback exists, both models' errors). A candidate measurably worse
   than the champion on labelled requests is rolled back here.
-- **approval**: ``kubeloop rollout approve`` records who approved; in the dev environment the
-  spec may allow auto-approval (``rollout.auto_approve_dev``).
+- **approval**: ``kubeloop rollout approve`` records who approved: the identity the registry
+  authenticated (MLflow's basic-auth app), never a name the caller passes; in the dev
+  environment the spec may allow auto-approval (``rollout.auto_approve_dev``).
+
+Two environments run one half each (``phase``, from ``KUBELOOP_ROLLOUT_PHASE``): **staging**
+shadows, stress-tests and waits for approval; the approval *releases* the version, copying it
+into the production model (``registry.release``, which only approvers may edit) where it starts
+``approved`` and its state here becomes ``released``. **production** takes only released
+versions through the canary steps to champion. ``all`` (dev) runs everything in one place.
 - **stress**: once shadow passes, a bounded load test against the candidate
   (``monitoring.stress``, ``rollout.stress``); a candidate that misses it never takes traffic.
   The result is a tag on the version and part of its lineage.
@@ -63,8 +70,9 @@ log = logging.getLogger(__name__)
 P = "kubeloop.rollout."
 STATE_TAG = P + "state"
 SHADOW, AWAITING, APPROVED, CANARY = "shadow", "awaiting_approval", "approved", "canary"
-PROMOTED, ROLLED_BACK = "promoted", "rolled_back"
-TERMINAL = (PROMOTED, ROLLED_BACK)
+PROMOTED, ROLLED_BACK, RELEASED = "promoted", "rolled_back", "released"
+TERMINAL = (PROMOTED, ROLLED_BACK, RELEASED)
+PHASES = ("all", "staging", "production")
 
 
 def _now() -> datetime:
@@ -311,6 +319,8 @@ class Rollout:
         metrics: Per-version requests, errors and latency across every replica.
         stress: Runs the stress gate's load against a candidate version (``None``: the gate
             must be off in the spec).
+        phase: ``all``, ``staging`` (shadow, stress, approval that releases to
+            ``rollout.production_model``) or ``production`` (canary of released versions).
         env: Deployment environment (auto-approval only in ``dev``).
         reports_dir: Where shadow reports are written.
         clock: Current time (tests pass a fake clock).
@@ -327,11 +337,21 @@ class Rollout:
         reports_dir: Path,
         metrics: MetricsSource,
         stress: Callable[[str, datetime], StressResult] | None = None,
+        phase: str = "all",
         clock: Callable[[], datetime] = _now,
     ) -> None:
+        if phase not in PHASES:
+            raise RolloutError(f"unknown rollout phase {phase!r}: one of {', '.join(PHASES)}")
+        production = spec.rollout.production_model
+        if phase != "all" and not production:
+            raise RolloutError(
+                f"the {phase} phase needs rollout.production_model in the spec (the registered "
+                "model production serves)"
+            )
+        self.phase = phase
         self.client = client
         self.spec = spec
-        self.name = spec.model_name
+        self.name: str = str(production) if phase == "production" else spec.model_name
         self.server = server
         self.engine = engine
         self.env = env
@@ -376,18 +396,42 @@ class Rollout:
         }
 
     # actions
-    def approve(self, ref: str | None = None, approver: str = "") -> dict[str, Any]:
-        """Record approval of the candidate (the step after shadow)."""
-        import getpass
-
+    def approve(self, ref: str | None = None) -> dict[str, Any]:
+        """Record approval of the candidate, by the identity the registry authenticated. In
+        the staging phase this releases it to production, so the candidate must have passed
+        shadow and the stress test, and the caller must be allowed to edit the production
+        model (approvers only)."""
         version = self.candidate(ref)
         state = self._tags(version).get(STATE_TAG)
         if state in TERMINAL:
             raise RolloutError(
                 f"{self.name} version {version.version} is {state}: nothing to approve"
             )
+        now = _iso(self.clock())
+        if self.phase != "staging":
+            who = registry.approver_identity(self.client)
+            self._tag(version, approved_by=who, approved_at=now)
+            return self.status(str(version.version))
+        if state != AWAITING:
+            raise RolloutError(
+                f"{self.name} version {version.version} is {state or 'not started'}: it is "
+                "released to production only once shadow and the stress test passed"
+            )
+        production = str(self.spec.rollout.production_model)
+        released = registry.release(
+            self.client,
+            self.name,
+            str(version.version),
+            production,
+            state_tags={STATE_TAG: APPROVED},
+        )
+        who = released.tags[registry.TAG_APPROVED_BY]
         self._tag(
-            version, approved_by=approver or getpass.getuser(), approved_at=_iso(self.clock())
+            version,
+            state=RELEASED,
+            approved_by=who,
+            approved_at=now,
+            released_as=f"{production}/{released.version}",
         )
         return self.status(str(version.version))
 
@@ -433,6 +477,12 @@ class Rollout:
                 "version by hand (`kubeloop promote <version> --approve`)"
             )
         if state is None:
+            if self.phase == "production":
+                raise RolloutError(
+                    f"{self.name} version {version.version} was not released from staging: "
+                    "production takes only versions an approver released (`kubeloop rollout "
+                    "approve` in staging)"
+                )
             return self._start_shadow(version)
         if state == SHADOW:
             return self._judge_shadow(version, champion, tags)

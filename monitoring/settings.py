@@ -82,10 +82,21 @@ class MonitoringSettings(PlatformSettings):
         "each address. Default: KUBELOOP_SERVER_URL. Ignored when KUBELOOP_PROMETHEUS_URL "
         "is set.",
     )
+    rollout_phase: Literal["all", "staging", "production"] = Field(
+        "all",
+        description="Which half of the rollout this environment runs: staging (shadow, stress "
+        "test, approval releasing to rollout.production_model), production (canary of "
+        "released versions), or all (dev).",
+    )
     prometheus_url: str | None = Field(
         None,
         description="Prometheus that scrapes every server replica: the canary analysis runs "
         "the spec's PromQL (rollout.analysis) there; default: none, read the replicas.",
+    )
+    predict_token: SecretStr | None = Field(
+        None,
+        description="Bearer token of the server's prediction routes, for the stress test's "
+        "load on the candidate (staging); default: KUBELOOP_API_TOKEN. Never logged.",
     )
     api_token: SecretStr | None = Field(
         None,
@@ -116,6 +127,11 @@ class MonitoringSettings(PlatformSettings):
     def replica_urls(self) -> list[str]:
         given = [u.strip() for u in (self.server_replica_urls or "").split(",") if u.strip()]
         return given or [self.server_url]
+
+    @property
+    def load_token(self) -> str | None:
+        secret = self.predict_token or self.api_token
+        return secret.get_secret_value() if secret else None
 
     @property
     def token(self) -> str | None:

@@ -10,6 +10,7 @@ tests/integration/test_rollout_replicas.py); the prediction log is SQLite.
 
 from __future__ import annotations
 
+import getpass
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -265,7 +266,7 @@ def test_a_good_candidate_walks_through_shadow_approval_and_canary_to_champion(w
     waiting = world.rollout.step()
     assert waiting.state == AWAITING and "kubeloop rollout approve V1.0.1" in waiting.message
     assert world.rollout.step().state == AWAITING  # nothing happens without a person
-    world.rollout.approve(approver="alice")
+    world.rollout.approve()
     assert world.rollout.step().state == APPROVED
     for i, step in enumerate(STEPS):
         started = world.rollout.step()
@@ -282,7 +283,8 @@ def test_a_good_candidate_walks_through_shadow_approval_and_canary_to_champion(w
     assert world.server.weights == [0.1, 0.5, 1.0, 0.0]
     tags = world.tags()
     assert tags["kubeloop.rollout.state"] == PROMOTED
-    assert tags["kubeloop.approved_by"] == "alice"  # promote() records the rollout's approver
+    # promote() records the rollout's approver: without registry authentication, the OS user
+    assert tags["kubeloop.approved_by"] == getpass.getuser()
     assert {
         "kubeloop.rollout.shadow_started_at",
         "kubeloop.rollout.canary_started_at",
@@ -302,7 +304,7 @@ def test_a_canary_whose_candidate_returns_errors_is_rolled_back_and_the_champion
     world,
 ) -> None:
     through_shadow(world)
-    world.rollout.approve(approver="alice")
+    world.rollout.approve()
     champions = []
     for _ in range(3):
         world.rollout.step()
@@ -397,7 +399,7 @@ def test_run_drives_the_steps_until_a_person_is_needed(world) -> None:
 
 def into_canary(world: World) -> None:
     through_shadow(world)
-    world.rollout.approve(approver="alice")
+    world.rollout.approve()
     world.rollout.step()  # approved
     assert world.rollout.step().state == CANARY
 
@@ -437,7 +439,7 @@ def test_a_candidate_that_misses_the_stress_test_never_takes_traffic(world) -> N
 
 def test_the_stress_result_of_a_promoted_version_is_frozen_in_its_lineage(world) -> None:
     through_shadow(world)
-    world.rollout.approve(approver="alice")
+    world.rollout.approve()
     while (result := world.rollout.step()).state != PROMOTED:
         assert result.state not in (ROLLED_BACK, AWAITING), result.message
         if result.state == CANARY:
@@ -484,3 +486,98 @@ def test_the_full_step_compares_with_the_champion_before_the_canary_began(world)
     assert "before the canary began" in quality["source"]
     analysis = json.loads(world.tags()["kubeloop.rollout.canary_100_result"])["analysis"]
     assert analysis["champion_from"] == "canary 50% step"
+
+
+def rendered_rollout_env(values_file: str) -> dict[str, str]:
+    """The plain environment the chart gives the rollout CronJob for an environment's values."""
+    from tests.k8s import chart
+
+    objects = chart.render_scenario(chart.CHART / values_file)
+    (cron,) = [
+        o for o in chart.kinds(objects, "CronJob") if o["metadata"]["name"].endswith("-rollout")
+    ]
+    container = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+
+
+PRODUCTION = "building-energy-production"
+
+
+def test_staging_and_production_each_run_their_half_with_the_settings_they_render(
+    settings, tmp_path, monkeypatch
+) -> None:
+    from monitoring.settings import MonitoringSettings
+
+    halves = {}
+    for values_file in ("values-staging.yaml", "values-prod.yaml"):
+        env = rendered_rollout_env(values_file)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        halves[values_file] = MonitoringSettings()
+        assert halves[values_file].prometheus_url  # Prometheus sums every pod there
+    assert halves["values-staging.yaml"].rollout_phase == "staging"
+    assert halves["values-prod.yaml"].rollout_phase == "production"
+
+    rollout_spec = RolloutSpec(
+        shadow_min_requests=50, steps=STEPS, timeout_minutes=30, production_model=PRODUCTION
+    )
+    world = World(settings, tmp_path, rollout_spec)
+    registry.release(world.client, world.name, "1", PRODUCTION, state_tags={})
+    registry.promote(world.client, PRODUCTION, "1", approve=True)  # production's champion
+
+    def half(values_file: str) -> Rollout:
+        return Rollout(
+            world.client,
+            world.spec,
+            world.server,
+            world.engine,
+            env=halves[values_file].env,
+            reports_dir=tmp_path / "reports",
+            metrics=world.metrics,
+            stress=world.stress,
+            phase=halves[values_file].rollout_phase,
+            clock=world.clock,
+        )
+
+    staging, production = half("values-staging.yaml"), half("values-prod.yaml")
+    with pytest.raises(RolloutError, match="released to production only once shadow"):
+        staging.approve()
+    assert staging.step().state == SHADOW
+    world.shadow_traffic(60)
+    world.clock.advance(seconds=5)
+    assert staging.step().state == AWAITING and world.stress.calls == ["2"]
+    assert world.server.weights == []  # staging never sends canary traffic
+    released = staging.approve()
+    assert released["state"] == "released" and released["released_as"] == f"{PRODUCTION}/2"
+    assert staging.step().state == "released"
+
+    copy = world.client.get_model_version(PRODUCTION, "2")
+    assert copy.tags[registry.TAG_NAME] == "V1.0.1"  # the very same version moves
+    assert copy.tags[registry.TAG_APPROVED_BY] == getpass.getuser()
+    assert "kubeloop.rollout.stress_result" in copy.tags  # its staging record travels with it
+    assert production.step().state == CANARY and world.server.weights == [0.1]
+    assert production.status()["model"] == PRODUCTION
+
+
+def test_production_refuses_a_version_nobody_released(settings, tmp_path) -> None:
+    rollout_spec = RolloutSpec(steps=STEPS, production_model=PRODUCTION)
+    world = World(settings, tmp_path, rollout_spec)
+    world.client.create_registered_model(PRODUCTION)
+    for _ in range(2):
+        world.client.create_model_version(PRODUCTION, source=str(tmp_path / "m"))
+    registry.promote(world.client, PRODUCTION, "1", approve=True)
+    world.client.set_registered_model_alias(PRODUCTION, registry.CHALLENGER, "2")
+    production = Rollout(
+        world.client,
+        world.spec,
+        world.server,
+        world.engine,
+        env="prod",
+        reports_dir=tmp_path / "reports",
+        metrics=world.metrics,
+        phase="production",
+        clock=world.clock,
+    )
+    with pytest.raises(RolloutError, match="was not released from staging"):
+        production.step()
+    assert world.server.weights == []
