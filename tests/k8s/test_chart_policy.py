@@ -246,9 +246,9 @@ def test_data_scientists_reach_runs_and_registry_and_approvers_promote() -> None
     kfp = roles[("kubeflow", "kubeloop-data-scientist")]
     assert _grants(kfp, "services/proxy", "create", "ml-pipeline")  # pipeline runs
     approver = roles[("kubeloop", "kubeloop-approver")]
-    assert _grants(approver, "services/proxy", "create", "kubeloop-mlflow")  # move aliases
-    assert _grants(approver, "deployments", "patch", "kubeloop-server")  # roll out
-    assert not _grants(approver, "deployments", "patch", "kubeloop-mlflow")
+    assert _grants(approver, "services/proxy", "create", "kubeloop-mlflow")  # release, aliases
+    # No Deployment patch: it would let an approver mount any Secret into the server's pods.
+    assert not _grants(approver, "deployments", "patch")
     assert not _grants(scientist, "deployments", "patch")
     bindings = {
         (b["metadata"]["namespace"], b["metadata"]["name"]): b
