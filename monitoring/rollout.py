@@ -826,3 +826,48 @@ def describe_comparison(comparison: dict[str, Any], metric: str) -> str:
         f"{comparison.get('pairs', 0)} requests, {metric} candidate {cand:.3g} vs champion "
         f"{champ:.3g} on {comparison.get('labelled', 0)} labelled"
     )
+
+
+def step_rows(status: dict[str, Any], metric: str) -> list[dict[str, str]]:
+    """One row per judged stage (stress test, canary steps) for ``kubeloop rollout status``:
+    the counts, latency and quality it judged, and where each came from."""
+    rows = []
+    if stress := status.get("stress_result"):
+        s = json.loads(stress)
+        rows.append(
+            {
+                "step": "stress test",
+                "candidate": f"{s['answered']}/{s['sent'] + s['skipped']} answered, "
+                f"{s['error_rate']:.1%} errors, p99 {s['p99_ms']} ms",
+                "champion": "-",
+                "quality": "-",
+                "source": f"{s['target_rps']:g} rps for {s['duration_seconds']:g}s to {s['url']}",
+                "verdict": "passed" if s["passed"] else "; ".join(s["reasons"]),
+            }
+        )
+    for key in sorted(
+        (k for k in status if k.startswith("canary_") and k.endswith("_result")),
+        key=lambda k: int(k.split("_")[1]),
+    ):
+        result = json.loads(status[key])
+        analysis, quality = result.get("analysis", {}), result.get("quality", {})
+        cand, champ = analysis.get("candidate", {}), analysis.get("champion", {})
+
+        def side(stats: dict[str, Any]) -> str:
+            return (
+                f"{stats.get('requests', 0)} requests, {stats.get('errors', 0)} errors, "
+                f"p99 {stats.get('p99_ms')} ms"
+            )
+
+        problems = [p for p in (analysis.get("errors"), analysis.get("latency")) if p]
+        rows.append(
+            {
+                "step": f"canary {result['weight']:.0%}",
+                "candidate": side(cand),
+                "champion": f"{side(champ)} ({analysis.get('champion_from', 'this step')})",
+                "quality": describe_comparison(quality, metric),
+                "source": f"{cand.get('source', '-')}; quality: {quality.get('source', '-')}",
+                "verdict": "; ".join(problems) or "ok",
+            }
+        )
+    return rows

@@ -173,10 +173,33 @@ def rollout_run(
 
 @rollout_app.command("status")
 @friendly
-def rollout_status(version: VersionArg = None, spec: SpecOption = DEFAULT_SPEC) -> None:
-    """Show the candidate's rollout state and every recorded step."""
-    rollout, _ = _rollout(spec, None)
-    typer.echo(json.dumps(rollout.status(version), indent=2))
+def rollout_status(
+    version: VersionArg = None,
+    spec: SpecOption = DEFAULT_SPEC,
+    as_json: Annotated[bool, typer.Option("--json", help="Every recorded tag as JSON")] = False,
+) -> None:
+    """Show the candidate's rollout state and, per step, the counts, latency and quality it
+    judged and where they came from."""
+    from rich.table import Table
+
+    from monitoring.rollout import step_rows
+
+    rollout, project = _rollout(spec, None)
+    status = rollout.status(version)
+    if as_json:
+        typer.echo(json.dumps(status, indent=2))
+        return
+    console.print(
+        f"{status['model']} {status['label']} (version {status['version']}): {status['state']}"
+    )
+    rows = step_rows(status, project.evaluation.primary_metric)
+    if rows:
+        table = Table(*rows[0].keys())
+        for row in rows:
+            table.add_row(*row.values())
+        console.print(table)
+    if status.get("rollback_reason"):
+        console.print(f"rolled back: {status['rollback_reason']}")
 
 
 @rollout_app.command("approve")
