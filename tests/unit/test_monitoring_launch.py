@@ -47,7 +47,8 @@ def test_launchers_are_chosen_by_name(work_dir: Path) -> None:
 def test_local_launcher_reports_the_registered_version(work_dir: Path, monkeypatch) -> None:
     calls = []
 
-    def fake_run_local(spec, run_settings, source=None):
+    def fake_run_local(spec, run_settings, source=None, progress=None):
+        assert callable(progress)  # the steps' progress lines go to the job's log
         calls.append((spec.name, source))
         return LocalRun(version="V1.0.1")
 
