@@ -15,6 +15,7 @@ from typing import Any
 from kubeloop.errors import KubeloopError
 from kubeloop.settings import PlatformSettings
 from kubeloop.spec import ProjectSpec, dump_spec
+from pipelines.containers import docker_runner
 from pipelines.progress import StepLog
 
 EXPERIMENT = "kubeloop"
@@ -41,7 +42,8 @@ def run_local(
     *,
     progress: Callable[[str], None] | None = None,
 ) -> LocalRun:
-    """Run the pipeline with kfp.local's subprocess runner in this environment (no Docker).
+    """Run the pipeline with kfp.local: child processes of this environment (no Docker), or
+    with ``KUBELOOP_LOCAL_RUNNER=docker`` one container per step (``pipelines.containers``).
 
     The steps run in child processes, so the settings travel as environment variables. With
     ``progress``, kfp.local's output goes to a log file under the work folder and ``progress``
@@ -54,9 +56,12 @@ def run_local(
     settings.export_to_environment()
     root = settings.work_dir / "kfp"
     root.mkdir(parents=True, exist_ok=True)
-    local.init(
-        runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True
+    runner = (
+        docker_runner(settings, root)
+        if settings.local_runner == "docker"
+        else local.SubprocessRunner(use_venv=False)
     )
+    local.init(runner=runner, pipeline_root=str(root), raise_on_error=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     steps = (
         StepLog(settings.work_dir / "logs" / f"training-{stamp}.log", progress)

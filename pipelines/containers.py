@@ -1,0 +1,80 @@
+"""kfp.local's DockerRunner as a cluster runs the steps: one container per step, from the
+pipeline image, sharing nothing with the others but the services and the KFP pipeline root.
+
+A step's container gets what the chart's ConfigMap and Secret give a step's pod (the variables
+named in ``kubeloop/images.py``), its own work folder, and host networking (the services this
+machine reaches, it reaches). Where a setting points at this machine's disk, no other container
+would find what a step leaves there: ``local_problems`` names each such setting.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from kubeloop.errors import KubeloopError
+from kubeloop.images import PIPELINE_ENV_KEYS, PIPELINE_SECRET_KEYS
+from kubeloop.settings import PlatformSettings
+
+# A step's own scratch folder, as on the chart's pods (an emptyDir on /tmp).
+CONTAINER_WORK_DIR = "/tmp/kubeloop"
+# boto's variables besides the keys (region, session token) pass through as the Secret's would.
+AWS_EXTRA = ("AWS_DEFAULT_REGION", "AWS_REGION", "AWS_SESSION_TOKEN")
+# Settings of the runner itself, which mean nothing inside a step.
+RUNNER_ONLY = ("KUBELOOP_LOCAL_RUNNER", "KUBELOOP_DOCKER_RUN_ARGS")
+
+
+class NotShareable(KubeloopError):
+    """A setting keeps state on this machine's disk, which a step's container cannot see."""
+
+
+def local_problems(settings: PlatformSettings) -> list[str]:
+    """Settings whose state would stay on one container's disk (empty: fit for containers)."""
+    problems = []
+    if not settings.tracking_uri.startswith(("http://", "https://")):
+        problems.append("MLFLOW_TRACKING_URI: an MLflow tracking server (http://...)")
+    if not settings.feast_registry:
+        problems.append("KUBELOOP_FEAST_REGISTRY: a SQL registry (postgresql+psycopg://...)")
+    if not settings.feast_offline_store:
+        problems.append("KUBELOOP_FEAST_OFFLINE_STORE: PostgreSQL (postgresql+psycopg://...)")
+    if settings.feast_online_store != "redis":
+        problems.append("KUBELOOP_FEAST_ONLINE_STORE: redis")
+    if not (settings.dvc_remote or "").startswith("s3://"):
+        problems.append("KUBELOOP_DVC_REMOTE: an object store (s3://bucket/prefix)")
+    return problems
+
+
+def step_environment(settings: PlatformSettings) -> dict[str, str]:
+    """What a step's container gets: the chart's ConfigMap and Secret keys found in this
+    environment, these settings, and a work folder of its own."""
+    names = (*PIPELINE_ENV_KEYS, *PIPELINE_SECRET_KEYS, *AWS_EXTRA)
+    env = {name: os.environ[name] for name in names if name in os.environ}
+    env.update(settings.export())
+    for name in RUNNER_ONLY:
+        env.pop(name, None)
+    env["KUBELOOP_WORK_DIR"] = CONTAINER_WORK_DIR
+    return env
+
+
+def docker_runner(settings: PlatformSettings, pipeline_root: Path) -> Any:
+    """The configured DockerRunner; refuses settings that would keep state on one disk.
+
+    A pod's ``command`` replaces the image's ENTRYPOINT; Docker's command only follows it, so
+    the entrypoint becomes ``env``, which runs KFP's ``sh -c ...`` as given. The pipeline root
+    is the one bind mount (kfp.local's): the image's non-root user must be able to write it.
+    """
+    from kfp import local
+
+    problems = local_problems(settings)
+    if problems:
+        raise NotShareable(
+            "the docker runner gives each step its own disk; set " + "; ".join(problems)
+        )
+    pipeline_root.chmod(0o777)
+    options: dict[str, Any] = {
+        "network_mode": "host",
+        "entrypoint": ["env"],
+        "environment": step_environment(settings),
+    }
+    return local.DockerRunner(**{**options, **settings.docker_run_args})

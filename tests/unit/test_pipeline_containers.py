@@ -1,0 +1,68 @@
+"""The docker runner's containers get what a cluster's step pods get, and nothing that only
+this machine's disk holds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kubeloop.settings import PlatformSettings
+from pipelines.containers import (
+    CONTAINER_WORK_DIR,
+    NotShareable,
+    docker_runner,
+    local_problems,
+    step_environment,
+)
+
+SHARED = {
+    "mlflow_tracking_uri": "http://mlflow.kubeloop:5000",
+    "feast_registry": "postgresql+psycopg://feast@db/feast",
+    "feast_offline_store": "postgresql+psycopg://feast@db/feast",
+    "feast_online_store": "redis",
+    "dvc_remote": "s3://datasets/dvc",
+    "s3_endpoint_url": "http://minio:9000",
+}
+
+
+def test_embedded_defaults_name_every_setting_a_container_cannot_share(tmp_path: Path):
+    problems = local_problems(PlatformSettings(work_dir=tmp_path))
+    assert [p.split(":")[0] for p in problems] == [
+        "MLFLOW_TRACKING_URI",
+        "KUBELOOP_FEAST_REGISTRY",
+        "KUBELOOP_FEAST_OFFLINE_STORE",
+        "KUBELOOP_FEAST_ONLINE_STORE",
+        "KUBELOOP_DVC_REMOTE",
+    ]
+    with pytest.raises(NotShareable, match="each step its own disk"):
+        docker_runner(PlatformSettings(work_dir=tmp_path), tmp_path)
+
+
+def test_a_step_container_gets_the_pods_variables_and_its_own_work_folder(
+    monkeypatch, tmp_path: Path
+):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    monkeypatch.setenv("UNRELATED", "x")
+    settings = PlatformSettings(
+        work_dir=tmp_path, local_runner="docker", docker_run_args={"runtime": "runc"}, **SHARED
+    )
+    assert local_problems(settings) == []
+    env = step_environment(settings)
+    assert env["KUBELOOP_WORK_DIR"] == CONTAINER_WORK_DIR != str(tmp_path)
+    assert env["AWS_SECRET_ACCESS_KEY"] == "secret" and "UNRELATED" not in env
+    assert env["MLFLOW_TRACKING_URI"] == SHARED["mlflow_tracking_uri"]
+    assert env["MLFLOW_S3_ENDPOINT_URL"] == env["KUBELOOP_S3_ENDPOINT_URL"] == "http://minio:9000"
+    assert "KUBELOOP_LOCAL_RUNNER" not in env and "KUBELOOP_DOCKER_RUN_ARGS" not in env
+
+
+def test_the_runner_runs_kfps_command_on_the_host_network(tmp_path: Path):
+    root = tmp_path / "kfp"
+    root.mkdir()
+    settings = PlatformSettings(work_dir=tmp_path, docker_run_args={"runtime": "runc"}, **SHARED)
+    args = docker_runner(settings, root).container_run_args
+    assert args["network_mode"] == "host" and args["runtime"] == "runc"
+    assert args["entrypoint"] == ["env"]  # a pod's command replaces the image's ENTRYPOINT
+    assert args["environment"]["KUBELOOP_WORK_DIR"] == CONTAINER_WORK_DIR
+    assert root.stat().st_mode & 0o777 == 0o777  # the image's non-root user writes outputs
