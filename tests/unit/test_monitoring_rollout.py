@@ -34,6 +34,7 @@ from monitoring.rollout import (
     SHADOW,
     Rollout,
     ServerAdmin,
+    step_rows,
 )
 from monitoring.stress import StressResult
 from monitoring.window import open_log
@@ -447,6 +448,14 @@ def test_the_stress_result_of_a_promoted_version_is_frozen_in_its_lineage(world)
             world.clock.advance(seconds=61)
     frozen = json.loads(world.tags()[lineage.LINEAGE_TAG])
     assert frozen["stress_test"]["passed"] is True and frozen["stress_test"]["target_rps"] == 20
+    rows = {r["step"]: r for r in step_rows(world.rollout.status("2"), "rmse")}
+    assert list(rows) == ["stress test", "canary 10%", "canary 50%", "canary 100%"]
+    assert rows["canary 10%"]["candidate"] == "20 requests, 0 errors, p99 11.0 ms"
+    assert rows["canary 10%"]["champion"].endswith("(this step)")
+    assert rows["canary 100%"]["champion"].endswith("(canary 50% step)")
+    assert "before the canary began" in rows["canary 100%"]["source"]
+    assert rows["canary 100%"]["quality"].startswith("200 requests, rmse candidate")
+    assert rows["stress test"]["verdict"] == "passed"
 
 
 def test_late_labels_are_waited_for_and_the_wait_is_reported(world) -> None:
