@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from serving.errors import EntityNotFound, Unavailable
+from serving.errors import EntityNotFound, InvalidField, Unavailable
 from serving.feature_layout import EntityRow, FeatureLayout, parse_entity_id
 from serving.online_lookup import OnlineLookup
 
@@ -143,8 +143,14 @@ class OnlineFeatures:
         return table[:, columns]
 
     async def features_of(self, raw: Any) -> dict[str, Any]:
-        """Every feature of one entity (the features API)."""
-        entity = self.parse_entity(raw, "entity_id")
+        """Every feature of one entity (the features API). A path names a resource: an id
+        that cannot be of the join key's type names no entity, so it is not found (404)."""
+        try:
+            entity = self.parse_entity(raw, "entity_id")
+        except InvalidField as exc:
+            raise EntityNotFound(
+                f"no entity {raw!r} ({exc.message.removeprefix('entity_id ')})", field="entity_id"
+            ) from None
         lookup = self._require()
         [row] = await self.read([entity])
         if row is None:

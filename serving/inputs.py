@@ -223,6 +223,12 @@ def parse_records(records: list[Any], names: tuple[str, ...], parse_entity) -> B
                 f"records[{i}] has unknown field {name!r} (allowed: entity_id, features, key)",
                 field=f"records[{i}].{name}",
             )
+        if features is not None and raw_entity is not None:
+            raise InvalidField(
+                f'records[{i}] has both "entity_id" and "features": send one (an entity id '
+                "reads the online store, features are used as given)",
+                field=f"records[{i}].features",
+            )
         entity = None if raw_entity is None else parse_entity(raw_entity, f"records[{i}].entity_id")
         entity_ids.append(entity)
         key = record.get("key")

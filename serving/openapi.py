@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from serving import schemas
 from serving.responses import JSON
-from serving.routes import ERRORS, admin_router, body_doc, predict_router
+from serving.routes import ERRORS, V2_ERRORS, admin_router, body_doc, predict_router
 
 BEARER: dict[str, Any] = {"security": [{"bearer": []}]}
 ADMIN: dict[str, Any] = {"security": [{"admin": []}]}
@@ -25,6 +25,7 @@ DOCUMENTED_MODELS: tuple[type[BaseModel], ...] = (
     schemas.PredictResponse,
     schemas.V2InferResponse,
     schemas.ErrorResponse,
+    schemas.V2ErrorResponse,
 )
 
 
@@ -32,11 +33,11 @@ def _ref(model: type) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{model.__name__}"}
 
 
-def _responses(answer: type) -> dict[str, Any]:
+def _responses(answer: type, errors: dict[int | str, dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {
         "200": {"description": "Successful Response", "content": {JSON: {"schema": _ref(answer)}}}
     }
-    for status, doc in ERRORS.items():
+    for status, doc in errors.items():
         out[str(status)] = {
             "description": doc["description"],
             "content": {JSON: {"schema": _ref(doc["model"])}},
@@ -68,7 +69,7 @@ def hot_operations() -> dict[str, dict[str, Any]]:
                 "description": "Predict a batch of records, each by entity id (online "
                 "features) or explicit features.",
                 **body_doc("PredictBody", schemas.PREDICT_EXAMPLES),
-                "responses": _responses(schemas.PredictResponse),
+                "responses": _responses(schemas.PredictResponse, ERRORS),
                 **BEARER,
             }
         },
@@ -81,7 +82,7 @@ def hot_operations() -> dict[str, dict[str, Any]]:
                 "like /predict.",
                 "parameters": [name],
                 **infer_body,
-                "responses": _responses(schemas.V2InferResponse),
+                "responses": _responses(schemas.V2InferResponse, V2_ERRORS),
                 **BEARER,
             }
         },
@@ -94,7 +95,7 @@ def hot_operations() -> dict[str, dict[str, Any]]:
                 "candidate).",
                 "parameters": [name, version],
                 **infer_body,
-                "responses": _responses(schemas.V2InferResponse),
+                "responses": _responses(schemas.V2InferResponse, V2_ERRORS),
                 **BEARER,
             }
         },

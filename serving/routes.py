@@ -23,17 +23,25 @@ from serving.metrics import CONTENT_TYPE
 from serving.responses import JSON
 from serving.service import Runtime
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": schemas.ErrorResponse, "description": text}
-    for status, text in {
-        400: "Body is not JSON or not shaped as documented",
-        401: "Missing or wrong bearer token",
-        404: "Unknown entity id or model name",
-        413: "Too many records or body too large",
-        422: "A feature or field is missing, unknown, of the wrong type, NaN or infinite",
-        503: "No model loaded yet, or a backing store is unavailable",
-    }.items()
+ERROR_STATUSES = {
+    400: "Body is not JSON or not shaped as documented",
+    401: "Missing or wrong bearer token",
+    404: "Unknown entity id or model name",
+    413: "Too many records or body too large",
+    422: "A feature or field is missing, unknown, of the wrong type, NaN or infinite",
+    503: "No model loaded yet, or a backing store is unavailable",
 }
+
+
+def error_docs(model: type) -> dict[int | str, dict[str, Any]]:
+    """The documented error responses, each with the body ``model`` it has."""
+    return {
+        status: {"model": model, "description": text} for status, text in ERROR_STATUSES.items()
+    }
+
+
+ERRORS = error_docs(schemas.ErrorResponse)
+V2_ERRORS = error_docs(schemas.V2ErrorResponse)  # the Open Inference Protocol's error shape
 
 
 FORBIDDEN = "The predict token on an admin route, or a server without an admin token"
@@ -111,7 +119,7 @@ async def metrics(runtime: RuntimeDep) -> Response:
     return Response(runtime.metrics_body(), media_type=CONTENT_TYPE)
 
 
-v2_router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"], responses=ERRORS)
+v2_router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"], responses=V2_ERRORS)
 ModelName = Annotated[str, Path(description="Registered model name")]
 ModelVersion = Annotated[str, Path(description="Registry version number or V-name")]
 

@@ -7,7 +7,7 @@ would cost more than the prediction). The models here document exactly what thos
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError
 
@@ -16,22 +16,28 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class Record(_Strict):
-    """One thing to predict: an entity id (features from the online store) or features."""
+class RecordById(_Strict):
+    """One thing to predict, by entity id: its features come from the Feast online store."""
 
-    entity_id: int | str | None = Field(
-        None, description="Entity id; its features are read from the Feast online store."
-    )
-    features: dict[str, float] | None = Field(
-        None, description="Every model feature by name (finite numbers; no extra names)."
-    )
+    entity_id: int | str = Field(description="Entity id (the feature view's join key).")
     key: str | None = Field(
         None, description="Sticky routing key for canary traffic (default: the entity id)."
     )
 
 
+class RecordByFeatures(_Strict):
+    """One thing to predict, with its features: every model feature, nothing else."""
+
+    features: dict[str, float] = Field(
+        description="Every model feature by name (finite numbers; no extra names)."
+    )
+    key: str | None = Field(None, description="Sticky routing key for canary traffic.")
+
+
 class PredictRequest(_Strict):
-    records: list[Record] = Field(min_length=1, description="The batch (see the size limit).")
+    records: list[RecordById | RecordByFeatures] = Field(
+        min_length=1, description="The batch (see the size limit); each record one or the other."
+    )
 
 
 class PredictTable(_Strict):
@@ -40,7 +46,7 @@ class PredictTable(_Strict):
     columns: list[str] = Field(description="Feature names, each model feature once.")
     rows: list[list[float]] = Field(min_length=1, description="One list of values per row.")
     keys: list[str | int | None] | None = Field(None, description="Sticky canary key per row.")
-    entity_ids: list[str | int | None] | None = Field(
+    entity_ids: list[str | int] | None = Field(
         None, description="Entity id per row (logged; default canary key)."
     )
 
@@ -71,14 +77,24 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
+class V2ErrorResponse(BaseModel):
+    """The Open Inference Protocol's error: ``error`` is the message; code and field beside it."""
+
+    error: str = Field(description="What went wrong (the protocol's error message).")
+    code: str = Field(description="Stable machine-readable code, e.g. not_found.")
+    field: str | None = Field(None, description="The offending field, e.g. inputs[0].shape")
+
+
 class FeedbackItem(_Strict):
     request_id: str = Field(
         min_length=1, max_length=64, description="A prediction's request_id (from /predict)."
     )
-    actual: float = Field(allow_inf_nan=False, description="The observed ground truth.")
+    actual: float = Field(
+        strict=True, allow_inf_nan=False, description="The observed ground truth (a number)."
+    )
 
 
-class FeedbackRequest(RootModel[FeedbackItem | list[FeedbackItem]]):
+class FeedbackRequest(RootModel[FeedbackItem | Annotated[list[FeedbackItem], Field(min_length=1)]]):
     """One ground-truth item, or a list of them."""
 
 
@@ -94,7 +110,9 @@ class FeaturesResponse(BaseModel):
 
 
 class CanaryWeight(_Strict):
-    weight: float = Field(ge=0.0, le=1.0, description="Share of records for the candidate.")
+    weight: float = Field(
+        strict=True, ge=0.0, le=1.0, description="Share of records for the candidate."
+    )
 
 
 class Health(BaseModel):
@@ -227,6 +245,8 @@ def parse_feedback(payload: Any) -> list[FeedbackItem]:
     from serving.errors import InvalidField
 
     items = payload if isinstance(payload, list) else [payload]
+    if not items:
+        raise InvalidField("feedback is an empty list: send at least one item", field=None)
     out = []
     for i, item in enumerate(items):
         try:

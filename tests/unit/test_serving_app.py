@@ -339,8 +339,30 @@ def test_features_endpoint_returns_the_online_features(server):
     assert body["entity_id"] == 1002 and body["features"] == {"a": 0.0, "b": 0.0, "c": 2.0}
     response = server.client.get("/features/77", headers=AUTH)
     assert response.status_code == 404 and error_of(response)["field"] == "entity_id"
+    # A path names a resource: an id that cannot be an integer key names no entity.
     response = server.client.get("/features/abc", headers=AUTH)
-    assert response.status_code == 422 and error_of(response)["field"] == "entity_id"
+    assert response.status_code == 404 and error_of(response)["field"] == "entity_id"
+    assert "must be an integer id" in error_of(response)["message"]
+
+
+def test_the_documented_contract_refuses_what_the_server_refuses(server):
+    """Schemathesis' findings, kept: empty feedback, booleans for numbers, null entity ids."""
+    response = server.client.post("/feedback", headers=AUTH, json=[])
+    assert response.status_code == 422 and "empty" in error_of(response)["message"]
+    response = server.client.post(
+        "/feedback", headers=AUTH, json=[{"request_id": "r-0", "actual": False}]
+    )
+    assert response.status_code == 422 and error_of(response)["field"] == "[0].actual"
+    response = server.client.put("/admin/canary", headers=ADMIN, json={"weight": False})
+    assert response.status_code == 422
+    schema = server.client.get("/openapi.json").json()["components"]["schemas"]
+    assert {"type": "null"} not in schema["PredictTable"]["properties"]["entity_ids"]["anyOf"][0][
+        "items"
+    ]["anyOf"]
+    both = server.predict([{"entity_id": 1002, "features": ROW}])
+    assert both.status_code == 422 and error_of(both)["field"] == "records[0].features"
+    v2_not_found = server.client.get("/v2/models/other", headers=AUTH)
+    assert v2_not_found.status_code == 404 and isinstance(v2_not_found.json()["error"], str)
 
 
 def test_feedback_is_stored_and_replaced(server):
@@ -410,7 +432,9 @@ def test_openapi_documents_the_predict_body_with_examples(server):
     body = spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]
     assert body["schema"] == {"$ref": "#/components/schemas/PredictBody"}
     assert {"by_entity", "by_features", "table"} <= set(body["examples"])
-    assert {"Record", "PredictRequest", "PredictTable"} <= set(spec["components"]["schemas"])
+    assert {"RecordById", "RecordByFeatures", "PredictRequest", "PredictTable"} <= set(
+        spec["components"]["schemas"]
+    )
     assert "422" in spec["paths"]["/predict"]["post"]["responses"]
     assert "/v2/models/{name}/infer" in spec["paths"]
     secured = {
