@@ -209,6 +209,16 @@ def approver_identity(client) -> str:
     return authenticated_user(client) or getpass.getuser()
 
 
+def _permission_denied(exc: BaseException | None) -> bool:
+    """Whether MLflow refused for lack of permission (``copy_model_version`` re-raises the
+    server's 403 as the cause of a generic error)."""
+    while exc is not None:
+        if getattr(exc, "error_code", None) == "PERMISSION_DENIED":
+            return True
+        exc = exc.__cause__
+    return False
+
+
 def release(client, name: str, ref: str, production: str, *, state_tags: dict[str, str]):
     """Copy a version into the ``production`` model as its ``challenger``, recording who
     approved (the authenticated identity) and where it came from. ``state_tags`` replace the
@@ -232,7 +242,7 @@ def release(client, name: str, ref: str, production: str, *, state_tags: dict[st
             client.set_model_version_tag(production, copy.version, key, value)
         client.set_registered_model_alias(production, CHALLENGER, copy.version)
     except MlflowException as exc:
-        if exc.error_code == "PERMISSION_DENIED":
+        if _permission_denied(exc):
             raise PromotionError(
                 f"{who} may not release into {production}: only approvers may ({exc.message})"
             ) from exc
