@@ -497,6 +497,9 @@ class Rollout:
                 f"approve {tags.get(registry.TAG_NAME)}`",
             )
         if state == APPROVED:
+            if self.phase == "staging":  # staging never sends canary traffic
+                self._tag(version, state=AWAITING)
+                return Step(AWAITING, "staging releases through `kubeloop rollout approve`")
             return self._start_canary(version, 0)
         if state == CANARY:
             return self._judge_canary(version, champion, tags)
