@@ -22,8 +22,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import func, select
 
 from kubeloop import model_store, registry
+from kubeloop.log_store import predictions
 from kubeloop.spec import AnalysisSpec, CanaryStep, RolloutSpec, StressSpec
 from monitoring.canary import MetricsSource, PrometheusSource, ReplicaScrape
 from monitoring.rollout import APPROVED, CANARY, PROMOTED, ROLLED_BACK, HttpServerAdmin, Rollout
@@ -266,6 +268,12 @@ def test_the_stress_gate_fails_a_slow_candidate_and_passes_a_fast_one(
     release = Release(seeded, replicas, log_url, tmp_path, "slow")
     with Traffic(replicas, seeded.entities, rps=20):
         time.sleep(3)  # logged requests to replay
+
+    def logged() -> int:
+        with open_log(log_url).connect() as conn:
+            return conn.execute(select(func.count()).select_from(predictions)).scalar_one()
+
+    stack.eventually(lambda: logged() >= 20, 120, what="the replicas' rows in the log")
     spec = StressSpec(rps=30, duration_seconds=3, max_p99_ms=50)
 
     def stress():
