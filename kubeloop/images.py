@@ -5,8 +5,16 @@ from __future__ import annotations
 REGISTRY = "ghcr.io/kubeloop"
 VERSION = "0.1.0"
 
-# Pipeline steps and the monitoring job (docker/pipeline.Dockerfile).
-PIPELINE_IMAGE = f"{REGISTRY}/kubeloop-python:{VERSION}"
+
+def image_name(registry: str, repository: str, tag: str) -> str:
+    """``registry/repository:tag`` (the registry may carry a path: ``host:5000/team``)."""
+    return f"{registry.rstrip('/')}/{repository}:{tag}"
+
+
+# Pipeline steps and the monitoring job (docker/pipeline.Dockerfile). Compiled pipelines take
+# the image from settings (KUBELOOP_PIPELINE_IMAGE_*), these are their defaults.
+PIPELINE_REPOSITORY = "kubeloop-python"
+PIPELINE_IMAGE = image_name(REGISTRY, PIPELINE_REPOSITORY, VERSION)
 # The model server (docker/server.Dockerfile).
 SERVER_IMAGE = f"{REGISTRY}/kubeloop-server:{VERSION}"
 SERVER_PORT = 8080

@@ -23,6 +23,8 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from kubeloop import images
+
 
 class PlatformSettings(BaseSettings):
     """Where state lives and which backends hold it."""
@@ -90,11 +92,26 @@ class PlatformSettings(BaseSettings):
         '(e.g. {"runtime": "runc"} for podman); merged over host networking.',
     )
 
+    pipeline_image_registry: str = Field(
+        images.REGISTRY, description="Registry (and path) of the pipeline steps' image."
+    )
+    pipeline_image_repository: str = Field(
+        images.PIPELINE_REPOSITORY, description="Repository of the pipeline steps' image."
+    )
+    pipeline_image_tag: str = Field(images.VERSION, description="Tag of the pipeline steps' image.")
+
     @field_validator("work_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         # Pipeline steps run in subprocesses and containers: a relative path would drift.
         return value.expanduser().resolve()
+
+    @property
+    def pipeline_image(self) -> str:
+        """The image every compiled or submitted pipeline step runs."""
+        return images.image_name(
+            self.pipeline_image_registry, self.pipeline_image_repository, self.pipeline_image_tag
+        )
 
     @property
     def tracking_uri(self) -> str:

@@ -51,7 +51,7 @@ def run_local(
     """
     from kfp import local
 
-    from pipelines.training import training_pipeline
+    from pipelines.training import training_pipeline_for
 
     settings.export_to_environment()
     root = settings.work_dir / "kfp"
@@ -75,7 +75,8 @@ def run_local(
             stack.enter_context(contextlib.closing(steps))
             stack.enter_context(contextlib.redirect_stdout(steps))
         try:
-            task = training_pipeline(**arguments(spec, source))
+            pipeline = training_pipeline_for(settings.pipeline_image)
+            task = pipeline(**arguments(spec, source))
         except RuntimeError as exc:
             raise PipelineFailed(_failure_message(str(exc), spec, settings, steps)) from None
     return LocalRun(version=task.output or "", log=steps.path if steps else None)
@@ -102,15 +103,16 @@ def _failure_message(
     return f"{message}; full log: {steps.path}\n{steps.failure or 'the step gave no message'}"
 
 
-def compile_pipeline(path: str | Path) -> Path:
-    """Write the pipeline's KFP IR YAML."""
+def compile_pipeline(path: str | Path, image: str | None = None) -> Path:
+    """Write the pipeline's KFP IR YAML, every step in ``image`` (default: the settings')."""
     from kfp import compiler
 
-    from pipelines.training import training_pipeline
+    from pipelines.training import training_pipeline_for
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(training_pipeline, package_path=str(path))
+    pipeline = training_pipeline_for(image or PlatformSettings().pipeline_image)
+    compiler.Compiler().compile(pipeline, package_path=str(path))
     return path
 
 
@@ -123,14 +125,15 @@ def submit(
     experiment: str = EXPERIMENT,
     existing_token: str | None = None,
 ) -> str:
-    """Submit the pipeline to a KFP API server; returns the run id."""
+    """Submit the pipeline to a KFP API server, every step in the settings' image; returns the
+    run id."""
     import kfp
 
-    from pipelines.training import training_pipeline
+    from pipelines.training import training_pipeline_for
 
     client = kfp.Client(host=host, existing_token=existing_token)
     result = client.create_run_from_pipeline_func(
-        training_pipeline,
+        training_pipeline_for(PlatformSettings().pipeline_image),
         arguments=arguments(spec, source),
         run_name=run_name or f"{spec.name}-training",
         experiment_name=experiment,
