@@ -112,7 +112,9 @@ class KfpLauncher(Launcher):
         name = run_name(spec)
         try:
             with tempfile.TemporaryDirectory(prefix="kubeloop-kfp-") as tmp:
-                package = compile_pipeline(Path(tmp) / "training.yaml")
+                package = compile_pipeline(
+                    Path(tmp) / "training.yaml", self.settings.pipeline_image
+                )
                 result = self.client().create_run_from_pipeline_package(
                     str(package),
                     arguments=arguments(spec, source),
