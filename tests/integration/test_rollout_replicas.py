@@ -69,10 +69,15 @@ def replicas(
         "KUBELOOP_PREDICTION_LOG_URL": log_url,
         "KUBELOOP_LOG_FLUSH_SECONDS": "0.1",
     }
-    servers = [ServerProcess(env, log_path=root / f"replica-{i}.log") for i in range(2)]
+    servers = [
+        ServerProcess(env, log_path=root / f"replica-{i}.log", ready_timeout=300, wait_ready=False)
+        for i in range(2)
+    ]
     try:
-        for server in servers:
+        for server in servers:  # both load their models at once
             server.start()
+        for server in servers:
+            server.await_ready()
         yield [s.url for s in servers]
     finally:
         for server in servers:
