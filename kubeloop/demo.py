@@ -352,8 +352,13 @@ def run_demo(
         )
         rollout = controller.build(
             # the rollout drives the admin routes: it holds the admin token
+            # and, for the stress test's load on the candidate, the predict token
             settings.model_copy(
-                update={"server_url": server.url, "api_token": SecretStr(ADMIN_TOKEN)}
+                update={
+                    "server_url": server.url,
+                    "api_token": SecretStr(ADMIN_TOKEN),
+                    "predict_token": SecretStr(TOKEN),
+                }
             ),
             spec,
         )
