@@ -162,8 +162,7 @@ def _read_sampled(
         .where(and_(*conditions))
     )
     with engine.connect() as conn:
-        result = conn.execution_options(yield_per=CHUNK_ROWS).execute(numbers)
-        ids, pred, actual = _columns(result.partitions())
+        ids, pred, actual = _numbers(conn, numbers)
         picked = np.arange(len(ids))
         if len(ids) > sample_rows:
             rng = np.random.default_rng(seed)
@@ -185,17 +184,24 @@ def _read_sampled(
     return Window(start=start, end=end, frame=frame, total_rows=len(ids), labelled_rows=labelled)
 
 
-def _columns(partitions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(id, prediction, actual) rows, streamed in chunks, as arrays (actual NaN when NULL)."""
-    ids, preds, actuals = [], [], []
-    for rows in partitions:
-        i, p, a = zip(*rows, strict=True)
-        ids.append(np.asarray(i, np.int64))
-        preds.append(np.asarray(p, np.float64))
-        actuals.append(np.asarray(a, np.float64))  # None -> NaN
-    if not ids:
-        return np.empty(0, np.int64), np.empty(0), np.empty(0)
-    return np.concatenate(ids), np.concatenate(preds), np.concatenate(actuals)
+def _numbers(conn, query) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(id, prediction, actual) of every row as arrays (actual NaN when NULL), fetched in chunks
+    from the DBAPI cursor (a server-side one on PostgreSQL) and converted a chunk at a time:
+    SQLAlchemy rows and per-column tuples cost more than the database's own scan and join.
+    The statement is rendered with its values inline (they come from the spec and the clock)."""
+    sql = str(query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+    raw = conn.connection.driver_connection
+    postgres = conn.dialect.name == "postgresql"
+    cursor = raw.cursor(name="kubeloop_window") if postgres else raw.cursor()
+    chunks = []
+    try:
+        cursor.execute(sql)
+        while rows := cursor.fetchmany(CHUNK_ROWS):
+            chunks.append(np.array(rows, dtype=np.float64))  # None -> NaN
+    finally:
+        cursor.close()
+    data = np.concatenate(chunks) if chunks else np.empty((0, 3))
+    return data[:, 0].astype(np.int64), data[:, 1].copy(), data[:, 2].copy()
 
 
 def count_labelled_since(engine, model_name: str, since: datetime | None) -> int:
