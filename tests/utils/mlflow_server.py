@@ -45,7 +45,8 @@ def mlflow_server(backend_store: str, s3: S3Server, destination: str, log: Path)
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180  # the first start migrates the database
+        # The first start migrates the database; on a loaded 2-core machine it took minutes.
+        deadline = time.monotonic() + 600
         while True:
             try:
                 urllib.request.urlopen(f"{url}/health", timeout=2).close()
