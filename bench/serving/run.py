@@ -51,6 +51,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.postgres import ADMIN_URL, fresh_database  # noqa: E402
 from bench.serving import payloads  # noqa: E402
 from serving.process import free_port  # noqa: E402
 
@@ -487,14 +488,7 @@ def log_store(args: argparse.Namespace, name: str) -> str:
     (dropped and created on ``--postgres``) or ``<name>.db`` (SQLite) in the work folder."""
     if args.log_store == "sqlite":
         return f"sqlite:///{WORK / name}.db"
-    import psycopg
-
-    database = "kubeloop_bench_" + re.sub(r"\W", "_", name)
-    with psycopg.connect(args.postgres, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        admin.execute(f'CREATE DATABASE "{database}"')
-    base = args.postgres.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
-    return f"{base}/{database}"
+    return fresh_database("kubeloop_bench_" + re.sub(r"\W", "_", name), args.postgres)
 
 
 def stored_rows(server: Server) -> int:
@@ -713,9 +707,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--postgres",
-        default=os.environ.get(
-            "KUBELOOP_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
-        ),
+        default=ADMIN_URL,
         help="PostgreSQL admin URL the log databases are created on",
     )
     parser.add_argument(
