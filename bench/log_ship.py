@@ -1,0 +1,155 @@
+"""Benchmark: what one prediction-log row costs at each stage, and COPY against the alternative.
+
+    .venv/bin/python bench/log_ship.py [--rows 200000]
+
+Measured in this process, on 10-feature rows in 100-row batches (and 1-row batches for the
+request path):
+
+- ``submit``: the request path (``SpoolWriter.submit``), per request;
+- ``spool``: batches to one Arrow table and an IPC file (the flush thread), per row;
+- ``ship (COPY)``: segment to ``predictions`` columns and ``COPY ... FROM STDIN`` into a fresh
+  PostgreSQL database (``--postgres``), per row;
+- ``ship (executemany, SQLite)``: the same rows into SQLite;
+- ``insert (SQLAlchemy executemany, PostgreSQL)``: the alternative, as the log wrote before: a
+  dict per row (features as a dict serialised by orjson) and ``insert()`` through SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.postgres import ADMIN_URL, fresh_database  # noqa: E402
+from kubeloop.log_store import ensure_schema, make_engine, predictions  # noqa: E402
+from serving import shipper, spool  # noqa: E402
+from serving.prediction_log import LogBatch  # noqa: E402
+
+NAMES = tuple(f"f{i}" for i in range(10))
+DATABASE = "kubeloop_bench_log_ship"
+
+
+def batches(rows: int, size: int) -> list[LogBatch]:
+    rng = np.random.default_rng(0)
+    return [
+        LogBatch(
+            base_id=f"{i:032x}",
+            ts=time.time(),
+            positions=None,
+            entity_ids=None,
+            feature_names=NAMES,
+            features=rng.normal(size=(size, len(NAMES))),
+            predictions=rng.normal(size=size),
+            model_name="bench",
+            model_version="1",
+            model_label="V1.0.0",
+            role="champion",
+        )
+        for i in range(rows // size)
+    ]
+
+
+def timed(run: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    run()
+    return time.perf_counter() - started
+
+
+def dict_rows(items: list[LogBatch]) -> list[dict[str, object]]:
+    """The alternative: one dict per row, features as a dict (the log before the spool)."""
+    out = []
+    for b in items:
+        ts = datetime.fromtimestamp(b.ts, UTC)
+        pairs = zip(b.features.tolist(), b.predictions.tolist(), strict=True)
+        for pos, (row, value) in enumerate(pairs):
+            out.append(
+                {
+                    "request_id": f"{b.base_id}-{pos}",
+                    "ts": ts,
+                    "entity_id": None,
+                    "features": dict(zip(b.feature_names, row, strict=True)),
+                    "prediction": value,
+                    "model_name": b.model_name,
+                    "model_version": b.model_version,
+                    "model_label": b.model_label,
+                    "role": b.role,
+                }
+            )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--postgres", default=ADMIN_URL, help="PostgreSQL admin URL")
+    args = parser.parse_args()
+    n = args.rows
+    per_row: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        writer = spool.SpoolWriter(Path(tmp) / "spool", max_bytes=2**40, flush_seconds=3600)
+        writer.open()
+        for size in (1, 100):
+            requests = batches(min(n, 100_000 * size), size)
+            started = time.perf_counter()
+            for b in requests:
+                writer.submit(b)
+            seconds = time.perf_counter() - started
+            per_row[f"submit, {size}-row request (per request)"] = seconds / len(requests)
+            writer.flush()  # not timed here: spool figures below
+        items = batches(n, 100)
+        spooled = Path(tmp) / "one.arrow"
+
+        def spool_once() -> None:
+            import pyarrow as pa
+
+            table = spool.to_table(items)
+            with pa.OSFile(str(spooled), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
+                w.write_table(table)
+
+        per_row["spool (Arrow table + IPC file), per row"] = timed(spool_once) / n
+        segment = spool.read_segment(spooled)
+        url = fresh_database(DATABASE, args.postgres)
+        targets = {
+            "ship (COPY, PostgreSQL)": url,
+            "ship (executemany, SQLite)": f"sqlite:///{tmp}/log.db",
+        }
+        for label, target in targets.items():
+            engine = make_engine(target)
+            ensure_schema(engine)
+            named = [(f"bench/{label}", segment)]
+            started = time.perf_counter()
+            shipper.store_segments(engine, named)
+            per_row[label + ", per row"] = (time.perf_counter() - started) / n
+            engine.dispose()
+        engine = make_engine(url)
+
+        def insert_dicts() -> None:
+            rows = dict_rows(items)
+            with engine.begin() as conn:
+                for lo in range(0, len(rows), 500):
+                    conn.execute(predictions.insert(), rows[lo : lo + 500])
+
+        per_row["alternative: dict rows + SQLAlchemy insert (PostgreSQL), per row"] = (
+            timed(insert_dicts) / n
+        )
+        engine.dispose()
+        writer.close()
+        writer.release()
+    print(f"{n:,} rows, load average {os.getloadavg()[0]:.1f}\n")
+    print("| stage | µs |\n| --- | ---: |")
+    for label, seconds in per_row.items():
+        print(f"| {label} | {seconds * 1e6:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
