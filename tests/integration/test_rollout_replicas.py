@@ -244,7 +244,9 @@ def test_a_failing_champion_is_not_blamed_on_the_candidate(
     seeded, replicas, log_url, prometheus, tmp_path
 ) -> None:
     release = Release(seeded, replicas, log_url, tmp_path, "fail")
-    analysis = AnalysisSpec()
+    # Errors are what this test is about: a few-second step on a busy shared machine gives a
+    # noisy p99, so latency gets a wide slack here (test_a_slow_candidate... judges it).
+    analysis = AnalysisSpec(latency_slack_ms=500)
     rollout = release.rollout(PrometheusSource(prometheus.url, analysis), analysis, tmp_path)
     release.champion_flag.touch()  # the champion fails on every request
     with Traffic(replicas, seeded.entities) as traffic:
