@@ -86,7 +86,8 @@ def test_every_step_in_its_own_container_then_a_monitor_retraining(
     probes.mkdir(parents=True)
     probes.chmod(0o777)
     drop = tmp_path / "drop.parquet"
-    sample_frame(ROWS, buildings=30).to_parquet(drop, index=False)
+    frame = sample_frame(ROWS, buildings=30)
+    frame.to_parquet(drop, index=False)
     platform.s3.client().upload_file(str(drop), "raw", "drops/first.parquet")
     spec = example_spec()
     spec = spec.model_copy(
@@ -144,7 +145,7 @@ def test_every_step_in_its_own_container_then_a_monitor_retraining(
     store = open_store(job, spec)
     online = store.get_online_features(
         features=store.get_feature_service(spec.features.service),
-        entity_rows=[{"building_id": 0}],
+        entity_rows=[{"building_id": int(frame["building_id"].iloc[-1])}],
     ).to_dict()
     assert all(values[0] is not None for values in online.values())
 
