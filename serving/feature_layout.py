@@ -78,8 +78,10 @@ def parse_entity_id(raw: Any, value_type: Any, field: str) -> int | str:
 
     ``value_type`` is a ``feast.ValueType`` or its name."""
     if getattr(value_type, "name", value_type) in ("INT64", "INT32"):
-        if type(raw) is int:
+        if type(raw) is int and -(2**63) <= raw < 2**63:
             return raw
+        if type(raw) is float and raw.is_integer() and abs(raw) < 2**63:
+            return int(raw)  # JSON Schema's integer: 7.0 is one
         if type(raw) is str and raw.lstrip("-").isdigit() and len(raw) < 20:
             return int(raw)
         raise InvalidField(f"{field} must be an integer id, got {raw!r}", field=field)

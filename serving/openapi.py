@@ -102,6 +102,36 @@ def hot_operations() -> dict[str, dict[str, Any]]:
     }
 
 
+INT64 = {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1}
+
+
+def document_entity_ids(spec: dict[str, Any], value_type: str) -> None:
+    """Entity ids that read the online store, as the join key's type: integers for INT64
+    keys, else short strings (a table's ``entity_ids`` are only logged: any id goes).
+
+    The request models say ``int | str`` because one server build serves any feature view; the
+    document a client reads should say exactly what this server accepts.
+    """
+    entity: dict[str, Any] = (
+        INT64
+        if value_type in ("INT64", "INT32")
+        else {"type": "string", "minLength": 1, "maxLength": 256}
+    )
+    schemas_ = spec["components"]["schemas"]
+    schemas_["RecordById"]["properties"]["entity_id"] = {
+        **entity,
+        "description": "Entity id (the feature view's join key).",
+    }
+    path = spec["paths"]["/features/{entity_id}"]["get"]
+    for parameter in path["parameters"]:
+        if parameter["name"] == "entity_id":
+            parameter["schema"] = (
+                {"type": "string", "pattern": "^-?[0-9]{1,18}$"}
+                if entity is INT64
+                else {"type": "string", "minLength": 1, "maxLength": 256}
+            )
+
+
 def openapi_builder(app: FastAPI) -> Callable[[], dict[str, Any]]:
     """``app.openapi``: built once, then cached on the app."""
 
@@ -140,6 +170,11 @@ def openapi_builder(app: FastAPI) -> Callable[[], dict[str, Any]]:
                     if operation is not None:
                         operation.update(security)
         paths.update(hot_operations())
+        features = getattr(getattr(app.state, "runtime", None), "features", None)
+        layout = features.layout if features is not None else None
+        if layout is None:
+            return spec  # not cached: documented again once the feature store is open
+        document_entity_ids(spec, getattr(layout.value_type, "name", str(layout.value_type)))
         app.openapi_schema = spec
         return spec
 

@@ -46,8 +46,8 @@ class PredictTable(_Strict):
     columns: list[str] = Field(description="Feature names, each model feature once.")
     rows: list[list[float]] = Field(min_length=1, description="One list of values per row.")
     keys: list[str | int | None] | None = Field(None, description="Sticky canary key per row.")
-    entity_ids: list[str | int] | None = Field(
-        None, description="Entity id per row (logged; default canary key)."
+    entity_ids: list[str | int | None] | None = Field(
+        None, description="Entity id per row, or null (logged only; default canary key)."
     )
 
 
