@@ -200,30 +200,8 @@ def test_server_container_is_ready_and_predicts(
         "KUBELOOP_WORK_DIR": "/tmp/kubeloop",
         "MLFLOW_TRACKING_URI": f"sqlite:///{champion_store}/mlflow.db",
     }
-    cmd = [
-        "podman",
-        "run",
-        "-d",
-        "--name",
-        name,
-        *RUNTIME,
-        "--network",
-        "host",
-        "--read-only",
-        "--tmpfs",
-        "/tmp:rw,size=512m",
-        "--user",
-        "10001:10001",
-        "--cap-drop",
-        "ALL",
-        "--security-opt",
-        "no-new-privileges",
-        "-v",
-        f"{champion_store}:{champion_store}",
-    ]
-    for key, value in env.items():
-        cmd += ["-e", f"{key}={value}"]
-    _run([*cmd, image], timeout=120)
+    # python -m serving, the image's ENTRYPOINT, as the chart runs it.
+    _start(image, name, ["python", "-m", "serving"], env, [f"{champion_store}:{champion_store}"])
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 180
