@@ -286,4 +286,6 @@ def test_monitor_and_lineage_commands_print_their_results(
     result = runner.invoke(app, ["rollout", "run", "--spec", str(spec_file)])
     assert result.exit_code == 0 and "nothing to roll out" in result.output
     result = runner.invoke(app, ["rollout", "status", "--spec", str(spec_file)])
+    assert result.exit_code == 0 and loop.champion.label in result.output  # a readable table
+    result = runner.invoke(app, ["rollout", "status", "--spec", str(spec_file), "--json"])
     assert result.exit_code == 0 and json.loads(result.stdout)["label"] == loop.champion.label
