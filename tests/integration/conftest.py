@@ -44,3 +44,12 @@ def seeded(tmp_path_factory: pytest.TempPathFactory, mlflow_db_template: Path) -
     return seed_example(
         tmp_path_factory.getbasetemp() / "serving-seed", mlflow_template=mlflow_db_template
     )
+
+
+@pytest.fixture(scope="module")
+def own_seeded(tmp_path_factory: pytest.TempPathFactory, mlflow_db_template: Path) -> Seeded:
+    """A seeded store of the module's own, for tests that register versions, move aliases or
+    set canary weights: the shared ``seeded`` must stay as it was seeded for the others."""
+    return seed_example(
+        tmp_path_factory.mktemp("own-seed") / "work", mlflow_template=mlflow_db_template
+    )

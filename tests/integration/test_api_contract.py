@@ -27,6 +27,12 @@ MIN_CASES = 1_000
 
 
 @pytest.fixture(scope="module")
+def seeded(own_seeded: Seeded) -> Seeded:
+    """The fuzzer moves canary weights through the admin routes: a store of its own."""
+    return own_seeded
+
+
+@pytest.fixture(scope="module")
 def server(seeded: Seeded, tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("server-contract")
     env = {

@@ -48,6 +48,12 @@ JOB = "kubeloop-server"
 
 
 @pytest.fixture(scope="module")
+def seeded(own_seeded: Seeded) -> Seeded:
+    """Each release registers and promotes versions: a store of its own."""
+    return own_seeded
+
+
+@pytest.fixture(scope="module")
 def log_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     """The prediction log both replicas write (one database, as on a cluster)."""
     return f"sqlite:///{tmp_path_factory.mktemp('log') / 'predictions.db'}"
