@@ -287,7 +287,8 @@ def test_the_stress_gate_fails_a_slow_candidate_and_passes_a_fast_one(
             return conn.execute(select(func.count()).select_from(predictions)).scalar_one()
 
     stack.eventually(lambda: logged() >= 20, 120, what="the replicas' rows in the log")
-    spec = StressSpec(rps=30, duration_seconds=3, max_p99_ms=50)
+    # A slow prediction sleeps 400 ms: limits far from it and from a busy machine's p99.
+    spec = StressSpec(rps=30, duration_seconds=3, max_p99_ms=200)
 
     def stress():
         now = datetime.now(UTC)
@@ -301,4 +302,4 @@ def test_the_stress_gate_fails_a_slow_candidate_and_passes_a_fast_one(
     assert fast.sent == 90 and fast.answered == 90 and fast.url.startswith("http://127.0.0.1")
     release.candidate_flag.touch()  # 100 ms per prediction from now on
     slow = stress()
-    assert not slow.passed and slow.p99_ms is not None and slow.p99_ms > 50, slow
+    assert not slow.passed and slow.p99_ms is not None and slow.p99_ms > 200, slow

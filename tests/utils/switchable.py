@@ -14,7 +14,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 class Switchable(RegressorMixin, BaseEstimator):
     """Predicts with ``inner`` unless the file ``flag`` exists."""
 
-    def __init__(self, inner: Any = None, flag: str = "", mode: str = "fail", delay: float = 0.1):
+    def __init__(self, inner: Any = None, flag: str = "", mode: str = "fail", delay: float = 0.4):
         self.inner = inner
         self.flag = flag
         self.mode = mode
