@@ -7,13 +7,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from serving.process import free_port
+from tests.utils.processes import stop, wait_until_answers
 from tests.utils.s3 import CREDENTIALS, S3Server
 
 
@@ -46,21 +45,13 @@ def mlflow_server(backend_store: str, s3: S3Server, destination: str, log: Path)
     url = f"http://127.0.0.1:{port}"
     try:
         # The first start migrates the database; on a loaded 2-core machine it took minutes.
-        deadline = time.monotonic() + 600
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=2).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"mlflow server did not start:\n{log.read_text()[-3000:]}"
-                    ) from None
-                time.sleep(0.5)
+        wait_until_answers(
+            f"{url}/health",
+            proc,
+            600,
+            lambda: f"mlflow server did not start:\n{log.read_text()[-3000:]}",
+            poll=0.5,
+        )
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from serving.process import free_port
+from tests.utils.processes import stop, wait_until_answers
 from tests.utils.tools import unavailable
 
 # moto accepts any credentials; these are what every client of the test server gets.
@@ -65,21 +64,14 @@ def s3_server(*buckets: str) -> Iterator[S3Server]:
     )
     server = S3Server(f"http://127.0.0.1:{port}")
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{server.endpoint}/moto-api/", timeout=2).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"moto_server did not start on port {port}") from None
-                time.sleep(0.2)
+        wait_until_answers(
+            f"{server.endpoint}/moto-api/",
+            proc,
+            30,
+            lambda: f"moto_server did not start on port {port}",
+        )
         for bucket in buckets:
             server.client().create_bucket(Bucket=bucket)
         yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc, grace=10)
