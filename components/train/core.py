@@ -20,7 +20,7 @@ from sklearn.preprocessing import StandardScaler
 
 from components.features.core import service_views
 from kubeloop import model_store
-from kubeloop.feature_store import open_store
+from kubeloop.feature_store import asof_join, open_store
 from kubeloop.metrics import score
 from kubeloop.settings import PlatformSettings
 from kubeloop.spec import ProjectSpec
@@ -44,10 +44,24 @@ def feature_names(store, spec: ProjectSpec) -> list[str]:
 
 
 def training_set(store, spec: ProjectSpec, entity_df: pd.DataFrame) -> pd.DataFrame:
-    """Point-in-time join of the labels with the feature service (Feast offline store)."""
-    service = store.get_feature_service(spec.features.service)
-    job = store.get_historical_features(entity_df=entity_df, features=service)
-    return job.to_df().sort_values([spec.timestamp, spec.entity_key], ignore_index=True)
+    """Point-in-time join of the labels with the feature service (Feast offline store).
+
+    On the embedded DuckDB store over Parquet files the join is ``asof_join`` (Feast's
+    semantics, linear cost); other offline stores run Feast's ``get_historical_features``.
+    """
+    from feast.infra.offline_stores.file_source import FileSource
+
+    views = service_views(store, spec)
+    as_of = store.config.offline_store.type == "duckdb" and all(
+        isinstance(view.batch_source, FileSource) and not view.batch_source.field_mapping
+        for view, _ in views
+    )
+    if as_of:
+        frame = asof_join(entity_df, views, Path(store.config.repo_path), spec.timestamp)
+    else:
+        service = store.get_feature_service(spec.features.service)
+        frame = store.get_historical_features(entity_df=entity_df, features=service).to_df()
+    return frame.sort_values([spec.timestamp, spec.entity_key], ignore_index=True)
 
 
 def time_split(df: pd.DataFrame, spec: ProjectSpec) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -64,6 +64,33 @@ def test_training_set_joins_each_label_with_features_of_its_own_time(settings):
         assert (merged[name] - merged[f"{name}_x"]).abs().max() < 1e-9, name
 
 
+def test_the_as_of_join_gives_what_feasts_own_join_gives(settings):
+    """Label times between readings, beyond the view's 7-day TTL, before any reading, and an
+    unknown building: the DuckDB as-of join and Feast's get_historical_features agree."""
+    spec = example_spec(source="/unused")
+    raw = normalize(sample_frame(600, buildings=6), spec)
+    materialize_features(raw, spec, settings)
+    store = open_store(settings, spec)
+    labels = raw[["building_id", "event_timestamp", "energy_kwh"]].copy()
+    shift = pd.to_timedelta([90, 0, 8 * 86_400, -200 * 86_400] * 150, unit="s")
+    labels["event_timestamp"] += shift
+    labels.loc[labels.index[::50], "building_id"] = 999
+    ours = training_set(store, spec, labels)
+    service = store.get_feature_service(spec.features.service)
+    feast = (
+        store.get_historical_features(entity_df=labels, features=service)
+        .to_df()
+        .sort_values(["event_timestamp", "building_id"], ignore_index=True)
+    )
+    assert ours[FEATURES].isna().all(axis=1).sum() > 150  # the TTL and the unknown id matter
+    assert len(ours) == len(feast) == len(labels)
+    pd.testing.assert_frame_equal(
+        ours[["building_id", "event_timestamp", "energy_kwh", *FEATURES]],
+        feast[["building_id", "event_timestamp", "energy_kwh", *FEATURES]],
+        check_dtype=False,
+    )
+
+
 def test_declared_features_reach_feast_offline_and_online_without_python(settings):
     """The example's data with its features declared in the spec (no transform, no Feast
     module): the generated definitions apply, the training join and the online store agree."""
