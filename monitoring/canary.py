@@ -297,13 +297,15 @@ class ReplicaScrape(MetricsSource):
 # -- the verdict ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Verdict:
-    """Why the candidate fails (empty: it does not), with both sides' figures."""
+    """Why the candidate fails (empty: it does not), with both sides' figures; and, while
+    latency cannot be judged yet, why not (``latency_wait``: the step must wait for it)."""
 
     candidate: VersionStats
     champion: VersionStats
     champion_from: str  # "this step" or where the champion's figures came from instead
     errors: str | None = None
     latency: str | None = None
+    latency_wait: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -318,11 +320,18 @@ def judge(
     *,
     max_error_rate_increase: float,
     analysis: AnalysisSpec,
-    judge_latency: bool,
+    min_requests: int,
     champion_from: str = "this step",
 ) -> Verdict:
-    """Compare the candidate with the champion on outcomes the models caused."""
-    errors = latency = None
+    """Compare the candidate with the champion on outcomes the models caused.
+
+    Latency is never skipped: until the source has counted ``min_requests`` of the candidate's
+    requests and has a p99 for it (and for a champion that answered requests), the verdict
+    says what is missing in ``latency_wait`` and the step waits, as it waits for late labels.
+    A short window can lack a p99 (Prometheus needs two scrapes for a rate) while the
+    prediction log already holds the step's rows; judging then would let a slow candidate
+    through."""
+    errors = latency = wait = None
     if candidate.requests and (
         candidate.error_rate > champion.error_rate + max_error_rate_increase
     ):
@@ -330,17 +339,22 @@ def judge(
             f"error rate {candidate.error_rate:.1%} against the champion's "
             f"{champion.error_rate:.1%} ({candidate.errors:.0f} of {candidate.requests:.0f})"
         )
-    p99 = candidate.p99_seconds
-    if judge_latency and p99 is not None:
-        cap = analysis.max_p99_latency_ms
-        if cap is not None and 1000 * p99 > cap:
-            latency = f"p99 latency {1000 * p99:.1f} ms above the limit of {cap:g} ms"
-        elif champion.p99_seconds is not None:
-            allowed = champion.p99_seconds * (1 + analysis.max_latency_increase)
-            allowed += analysis.latency_slack_ms / 1000
-            if p99 > allowed:
-                latency = (
-                    f"p99 latency {1000 * p99:.1f} ms against the champion's "
-                    f"{1000 * champion.p99_seconds:.1f} ms (at most {1000 * allowed:.1f} ms)"
-                )
-    return Verdict(candidate, champion, champion_from, errors, latency)
+    p99, needed = candidate.p99_seconds, max(1, min_requests)
+    if candidate.requests < needed:
+        wait = f"{candidate.requests:.0f}/{needed} candidate requests measured"
+    elif p99 is None:
+        wait = f"no p99 for the candidate yet ({candidate.requests:.0f} requests measured)"
+    elif (cap := analysis.max_p99_latency_ms) is not None and 1000 * p99 > cap:
+        latency = f"p99 latency {1000 * p99:.1f} ms above the limit of {cap:g} ms"
+    elif champion.p99_seconds is not None:
+        allowed = champion.p99_seconds * (1 + analysis.max_latency_increase)
+        allowed += analysis.latency_slack_ms / 1000
+        if p99 > allowed:
+            latency = (
+                f"p99 latency {1000 * p99:.1f} ms against the champion's "
+                f"{1000 * champion.p99_seconds:.1f} ms (at most {1000 * allowed:.1f} ms)"
+            )
+    elif champion.requests:
+        wait = f"no p99 for the champion yet ({champion.requests:.0f} requests, {champion_from})"
+    # A champion that answered nothing at all (no step in which it served) leaves only the cap.
+    return Verdict(candidate, champion, champion_from, errors, latency, wait)

@@ -715,7 +715,7 @@ class Rollout:
             champ,
             max_error_rate_increase=rollout.max_error_rate_increase,
             analysis=rollout.analysis,
-            judge_latency=measured[cand_v].requests >= max(1, step.min_requests),
+            min_requests=step.min_requests,
             champion_from=champion_from,
         )
         quality = self._served_quality(version, champion, since, now, step, tags)
@@ -752,21 +752,36 @@ class Rollout:
                 max(1.0, min(remaining, self._poll_seconds())),
                 result,
             )
+        # Latency and quality are waited for, never skipped: a step passes only once both
+        # were judged, and rolls back when they cannot be within rollout.timeout_minutes.
+        missing = []
+        if verdict.latency_wait:
+            missing.append(("latency", verdict.latency_wait))
         if step.min_labelled and quality.quality_loss is None:
-            labels = (
-                f"{quality.labelled}/{step.min_labelled} labelled candidate rows, "
-                f"{quality.champion_labelled}/{step.min_labelled} champion rows"
+            missing.append(
+                (
+                    "labels",
+                    f"{quality.labelled}/{step.min_labelled} labelled candidate rows, "
+                    f"{quality.champion_labelled}/{step.min_labelled} champion rows",
+                )
             )
+        if missing:
             if self._timed_out(since, now):
+                judged = {"latency": "latency", "labels": "quality"}
                 return self.rollback(
                     version,
-                    f"{name}: quality could not be judged, only {labels} in "
-                    f"{rollout.timeout_minutes:g} minutes",
+                    f"{name}: "
+                    + "; ".join(
+                        f"{judged[what]} could not be judged ({why})" for what, why in missing
+                    )
+                    + f" in {rollout.timeout_minutes:g} minutes",
                 )
             left = (since + timedelta(minutes=rollout.timeout_minutes) - now).total_seconds()
             return Step(
                 CANARY,
-                f"{name}: waiting for labels ({labels}; up to {left:.0f}s more)",
+                f"{name}: waiting for "
+                + " and ".join(f"{what} ({why})" for what, why in missing)
+                + f"; up to {left:.0f}s more",
                 self._poll_seconds(),
                 result,
             )
@@ -863,6 +878,8 @@ def step_rows(status: dict[str, Any], metric: str) -> list[dict[str, str]]:
             )
 
         problems = [p for p in (analysis.get("errors"), analysis.get("latency")) if p]
+        if not problems and analysis.get("latency_wait"):
+            problems = [f"waiting for latency: {analysis['latency_wait']}"]
         rows.append(
             {
                 "step": f"canary {result['weight']:.0%}",

@@ -76,28 +76,22 @@ def test_judging_errors_and_latency() -> None:
     failing = VersionStats(100, 9, 0.020)
     slow = VersionStats(100, 0, 0.080)
     verdict = judge(
-        healthy, champion, max_error_rate_increase=0.01, analysis=analysis, judge_latency=True
+        healthy, champion, max_error_rate_increase=0.01, analysis=analysis, min_requests=20
     )
     assert verdict.errors is None and verdict.latency is None
     verdict = judge(
-        failing, champion, max_error_rate_increase=0.01, analysis=analysis, judge_latency=True
+        failing, champion, max_error_rate_increase=0.01, analysis=analysis, min_requests=20
     )
     assert verdict.errors == "error rate 9.0% against the champion's 1.0% (9 of 100)"
     verdict = judge(
-        slow, champion, max_error_rate_increase=0.01, analysis=analysis, judge_latency=True
+        slow, champion, max_error_rate_increase=0.01, analysis=analysis, min_requests=20
     )
     assert "p99 latency 80.0 ms against the champion's 20.0 ms (at most 35.0 ms)" in str(
         verdict.latency
     )
-    assert (
-        judge(
-            slow, champion, max_error_rate_increase=0.01, analysis=analysis, judge_latency=False
-        ).latency
-        is None
-    )
     capped = AnalysisSpec(max_p99_latency_ms=10)
     verdict = judge(
-        healthy, champion, max_error_rate_increase=0.01, analysis=capped, judge_latency=True
+        healthy, champion, max_error_rate_increase=0.01, analysis=capped, min_requests=20
     )
     assert verdict.latency == "p99 latency 24.0 ms above the limit of 10 ms"
     # A champion that fails more than the candidate does not make the candidate fail.
@@ -108,10 +102,45 @@ def test_judging_errors_and_latency() -> None:
             worse_champion,
             max_error_rate_increase=0.01,
             analysis=analysis,
-            judge_latency=True,
+            min_requests=20,
         ).errors
         is None
     )
+
+
+def test_latency_is_waited_for_never_skipped() -> None:
+    """Without the figures latency needs, the verdict passes nothing: it says what is missing
+    (the step then waits, up to its timeout), and judges once the figures are there."""
+    analysis = AnalysisSpec(max_p99_latency_ms=60)
+    champion = VersionStats(1000, 0, 0.020)
+
+    def verdict(candidate: VersionStats, champ: VersionStats = champion):
+        return judge(
+            candidate, champ, max_error_rate_increase=0.01, analysis=analysis, min_requests=40
+        )
+
+    # A slow candidate (400 ms) seen too little, or with no p99 yet (a Prometheus window of
+    # one scrape): neither a pass nor a silent skip.
+    few = verdict(VersionStats(12, 0, 0.400))
+    assert few.latency is None and few.latency_wait == "12/40 candidate requests measured"
+    no_p99 = verdict(VersionStats(50, 0, None))
+    assert no_p99.latency is None
+    assert no_p99.latency_wait == "no p99 for the candidate yet (50 requests measured)"
+    champion_unknown = verdict(VersionStats(50, 0, 0.021), VersionStats(900, 0, None))
+    assert champion_unknown.latency_wait == (
+        "no p99 for the champion yet (900 requests, this step)"
+    )
+    # Once measured, it is judged: rolled back on the cap, passed when fast.
+    slow = verdict(VersionStats(50, 0, 0.400))
+    assert slow.latency_wait is None
+    assert slow.latency == "p99 latency 400.0 ms above the limit of 60 ms"
+    fast = verdict(VersionStats(50, 0, 0.021))
+    assert fast.latency is None and fast.latency_wait is None
+    # A champion that answered nothing anywhere leaves the cap: judged, not waited for.
+    alone = verdict(VersionStats(50, 0, 0.021), VersionStats())
+    assert alone.latency is None and alone.latency_wait is None
+    assert verdict(VersionStats(50, 0, 0.400), VersionStats()).latency is not None
+    assert no_p99.to_dict()["latency_wait"] == no_p99.latency_wait
 
 
 def test_a_single_address_stays_one_replica() -> None:

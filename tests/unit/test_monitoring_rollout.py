@@ -80,7 +80,7 @@ class FakeMetrics(MetricsSource):
 
     def __init__(self) -> None:
         self.totals: dict[str, list[float]] = {}
-        self.p99 = {"1": 0.010, "2": 0.011}
+        self.p99: dict[str, float | None] = {"1": 0.010, "2": 0.011}
 
     def served(self, version: str, requests: int, errors: int = 0) -> None:
         total = self.totals.setdefault(version, [0, 0])
@@ -425,6 +425,38 @@ def test_a_slow_candidate_is_rolled_back_on_latency(world) -> None:
     assert result.state == ROLLED_BACK
     assert "p99 latency 200.0 ms against the champion's 10.0 ms" in result.message
     assert world.server.weights == [0.1, 0.0] and world.champion() == "1"
+
+
+def test_latency_is_waited_for_and_a_slow_candidate_found_once_measured(world) -> None:
+    """The metrics source has the step's requests but no p99 yet (a short Prometheus window):
+    the step does not pass on the prediction log alone; it waits, says so, and judges the
+    latency as soon as it is measured."""
+    into_canary(world)
+    world.metrics.p99["2"] = None
+    world.canary_traffic(400, 0.1)
+    world.clock.advance(seconds=61)  # held, enough candidate predictions in the log
+    waiting = world.rollout.step()
+    assert waiting.state == CANARY and world.server.weights == [0.1]
+    assert "waiting for latency (no p99 for the candidate yet (40 requests measured))" in (
+        waiting.message
+    )
+    rows = {r["step"]: r for r in step_rows(world.rollout.status("2"), "rmse")}
+    assert rows["canary 10%"]["verdict"].startswith("waiting for latency: no p99")
+    world.metrics.p99["2"] = 0.200  # measured now: 200 ms against the champion's 10 ms
+    world.clock.advance(seconds=5)
+    result = world.rollout.step()
+    assert result.state == ROLLED_BACK and "p99 latency 200.0 ms" in result.message
+    assert world.server.weights == [0.1, 0.0] and world.champion() == "1"
+
+
+def test_latency_that_is_never_measured_rolls_back_at_the_timeout(world) -> None:
+    into_canary(world)
+    world.metrics.p99["2"] = None
+    world.canary_traffic(400, 0.1)
+    world.clock.advance(minutes=31)
+    result = world.rollout.step()
+    assert result.state == ROLLED_BACK
+    assert "latency could not be judged (no p99 for the candidate yet" in result.message
 
 
 def test_a_candidate_that_misses_the_stress_test_never_takes_traffic(world) -> None:
