@@ -7,6 +7,16 @@ the server's spool segments already stored (written in the same transaction as t
 a segment shipped twice, after a crash between commit and delete, is recognised and skipped).
 All live in SQLite on the embedded default and in PostgreSQL on a cluster
 (``KUBELOOP_PREDICTION_LOG_URL``).
+
+Classification, in the same tables: a row of ``predictions`` keeps ``prediction`` a number
+(the probability of the predicted class: the model's confidence, so the column stays NOT NULL
+and numeric for every reader), ``label`` the predicted class and ``probabilities`` every
+class's probability as ``{class: p}`` JSON, like ``features``. JSON rather than a column per
+class: the class set belongs to a model version and changes with it, and the live ROC AUC and
+log loss need the whole distribution, not only the winner's share. ``feedback`` holds a
+number in ``actual`` (regression) or the true class in ``actual_label`` (classification).
+Class labels are stored as strings (an integer class 3 as ``"3"``), as the server's JSON
+answers name them. Regression rows leave the new columns null: nothing changes for them.
 """
 
 from __future__ import annotations
@@ -47,6 +57,8 @@ predictions = Table(
     Column("model_version", String(32), nullable=False),  # registry version number
     Column("model_label", String(64), nullable=False),  # V<tag>.<manual>.<auto>
     Column("role", String(16), nullable=False),  # one of ROLES
+    Column("label", String(128), nullable=True),  # classification: the predicted class
+    Column("probabilities", JSON, nullable=True),  # classification: {class: probability}
     Index("ix_predictions_ts_role", "ts", "role"),
 )
 
@@ -55,7 +67,8 @@ feedback = Table(
     metadata,
     Column("request_id", String(64), primary_key=True),
     Column("ts", DateTime(timezone=True), nullable=False),
-    Column("actual", Float, nullable=False),
+    Column("actual", Float, nullable=True),  # regression: the observed value
+    Column("actual_label", String(128), nullable=True),  # classification: the true class
 )
 
 log_segments = Table(
@@ -77,6 +90,15 @@ PREDICTION_COLUMNS = (
     "model_version",
     "model_label",
     "role",
+    "label",
+    "probabilities",
+)
+
+# Columns added after the first release: (table, column, SQL type); an older database gets them.
+ADDED_COLUMNS = (
+    ("predictions", "label", "VARCHAR(128)"),
+    ("predictions", "probabilities", "JSON"),
+    ("feedback", "actual_label", "VARCHAR(128)"),
 )
 
 
@@ -124,6 +146,27 @@ def ensure_schema(engine) -> None:
 
     try:
         create_all(engine)
+        upgrade(engine)
     except (IntegrityError, OperationalError, ProgrammingError) as exc:
-        if "already exists" not in str(exc):
+        if "already exists" not in str(exc) and "duplicate column" not in str(exc):
             raise
+
+
+def upgrade(engine) -> None:
+    """Bring a log written by an older server up to this schema: add the classification
+    columns and, on PostgreSQL, let ``feedback.actual`` be null (a class label goes to
+    ``actual_label``). SQLite cannot relax a NOT NULL in place: an embedded log from before
+    classification takes regression feedback only (``rm -rf .kubeloop`` starts afresh)."""
+    from sqlalchemy import inspect
+
+    inspector = inspect(engine)
+    present = {
+        table: {c["name"]: c for c in inspector.get_columns(table)}
+        for table in ("predictions", "feedback")
+    }
+    with engine.begin() as conn:
+        for table, column, sql_type in ADDED_COLUMNS:
+            if column not in present[table]:
+                conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
+        if engine.dialect.name == "postgresql" and not present["feedback"]["actual"]["nullable"]:
+            conn.exec_driver_sql("ALTER TABLE feedback ALTER COLUMN actual DROP NOT NULL")

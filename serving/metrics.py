@@ -32,6 +32,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "kubeloop_requests_in_flight",
     "kubeloop_predictions_total",
     "kubeloop_prediction_value",
+    "kubeloop_predicted_class_total",
     "kubeloop_predict_batch_rows",
     "kubeloop_predict_duration_seconds",
     "kubeloop_feature_lookup_duration_seconds",
@@ -165,6 +166,13 @@ class Metrics:
             "predictions",
             "Predictions made (rows), by model version and role.",
             ["model_version", "role"],
+            namespace=PREFIX,
+            registry=r,
+        )
+        self.predicted_class = Counter(
+            "predicted_class",
+            "Classification: predictions (rows) by predicted class, model version and role.",
+            ["model_version", "role", "class"],
             namespace=PREFIX,
             registry=r,
         )
@@ -315,6 +323,17 @@ class Metrics:
         count, histogram = children
         count.inc(len(values))  # type: ignore[attr-defined]
         observe_many(histogram, values)
+
+    def observe_classes(
+        self, model_version: str, role: str, probabilities: np.ndarray, classes: np.ndarray
+    ) -> None:
+        """A classifier's rows: counted, and counted by predicted class (the distribution a
+        dashboard compares across versions); one increment per class present."""
+        self.predictions.labels(model_version, role).inc(len(probabilities))
+        counts = np.bincount(probabilities.argmax(axis=1), minlength=len(classes))
+        names = classes.tolist()
+        for j in np.flatnonzero(counts).tolist():
+            self.predicted_class.labels(model_version, role, str(names[j])).inc(int(counts[j]))
 
     def exposition(self) -> bytes:
         """The text exposition format; aggregates all workers in multiprocess mode."""

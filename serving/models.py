@@ -32,11 +32,26 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, eq=False)
 class ServedModel:
-    """A loaded registry version with what the hot path needs precomputed."""
+    """A loaded registry version with what the hot path needs precomputed.
+
+    A classifier (a fitted model with ``classes_`` and ``predict_proba``) predicts its class
+    probabilities, an ``(N, C)`` matrix with columns in ``classes`` order: the micro-batcher
+    carries them like a regressor's ``(N,)`` values, and the label of each row is the class of
+    its highest probability, as scikit-learn's own ``predict`` derives it. One predict call per
+    batch gives both, so the regression path is unchanged and classification costs no second
+    call.
+    """
 
     loaded: LoadedModel
     alias: str
     loaded_at: float = field(default_factory=time.time)
+    classes: np.ndarray | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        model = self.loaded.model
+        classes = getattr(model, "classes_", None)  # a regressor Pipeline raises: None
+        if classes is not None and hasattr(model, "predict_proba"):
+            object.__setattr__(self, "classes", np.asarray(classes))
 
     @property
     def name(self) -> str:
@@ -55,8 +70,11 @@ class ServedModel:
         return tuple(self.loaded.metadata_features)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        """One predict call of the underlying model; always a flat float64 array."""
-        return np.asarray(self.loaded.model.predict(X), dtype=np.float64).reshape(-1)
+        """One predict call of the underlying model: a flat float64 array of values, or for a
+        classifier the float64 ``(N, C)`` class probabilities."""
+        if self.classes is None:
+            return np.asarray(self.loaded.model.predict(X), dtype=np.float64).reshape(-1)
+        return np.asarray(self.loaded.model.predict_proba(X), dtype=np.float64)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -65,6 +83,7 @@ class ServedModel:
             "label": self.label,
             "alias": self.alias,
             "features": list(self.features),
+            "classes": None if self.classes is None else self.classes.tolist(),
             "loaded_at": self.loaded_at,
         }
 
@@ -146,8 +165,25 @@ def check_model(
         out = model.predict(np.zeros((2, len(model.features)), dtype=np.float64))
     except Exception as exc:  # any failure means "cannot serve"
         raise ModelLoadError(f"predict failed on a test row: {exc!r}") from exc
-    if out.shape != (2,) or not np.isfinite(out).all():
-        raise ModelLoadError(f"predict returned {out!r} for 2 test rows; expected 2 finite values")
+    expected = (2,) if model.classes is None else (2, len(model.classes))
+    if out.shape != expected or not np.isfinite(out).all():
+        raise ModelLoadError(
+            f"predict returned {out!r} for 2 test rows; expected finite values shaped {expected}"
+        )
+
+
+def align_classes(probabilities: np.ndarray, classes: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """``probabilities`` (columns in ``classes`` order) as columns in ``target`` order, 0 for a
+    class the model does not know: a canary that learned a class set different from the
+    champion's still answers in the champion's columns."""
+    if np.array_equal(classes, target):
+        return probabilities
+    out = np.zeros((len(probabilities), len(target)), dtype=np.float64)
+    index = {c: j for j, c in enumerate(target.tolist())}
+    for j, c in enumerate(classes.tolist()):
+        if c in index:
+            out[:, index[c]] = probabilities[:, j]
+    return out
 
 
 def parse_canary_tag(value: str | None) -> tuple[float, str] | None:

@@ -38,7 +38,9 @@ class LogBatch:
     """Predictions of one model for (part of) one request, as the spool receives them.
 
     ``positions`` are the record indices inside the request (request id ``<base>-<position>``);
-    None means ``range(len(predictions))``.
+    None means ``range(len(predictions))``. A classifier's ``predictions`` are its class
+    probabilities ``(N, C)``, columns in ``classes`` order; a regressor's are ``(N,)`` values and
+    ``classes`` is None.
     """
 
     base_id: str
@@ -52,24 +54,38 @@ class LogBatch:
     model_version: str
     model_label: str
     role: str
+    classes: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.predictions)
 
 
-def write_feedback(engine, items: Sequence[tuple[str, float]]) -> None:
-    """Store ground truth per request id; a second value for the same id replaces the first."""
+def write_feedback(engine, items: Sequence[tuple[str, float | str]]) -> None:
+    """Store ground truth per request id; a second value for the same id replaces the first.
+    A number goes to ``actual`` (regression), a class label to ``actual_label``."""
     from kubeloop.log_store import feedback
 
     now = datetime.now(UTC)
-    rows = [{"request_id": rid, "ts": now, "actual": actual} for rid, actual in items]
+    rows = [
+        {
+            "request_id": rid,
+            "ts": now,
+            "actual": None if isinstance(actual, str) else actual,
+            "actual_label": actual if isinstance(actual, str) else None,
+        }
+        for rid, actual in items
+    ]
     from sqlalchemy.dialects import postgresql, sqlite
 
     insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
     statement = insert(feedback)
     statement = statement.on_conflict_do_update(
         index_elements=[feedback.c.request_id],
-        set_={"ts": statement.excluded.ts, "actual": statement.excluded.actual},
+        set_={
+            "ts": statement.excluded.ts,
+            "actual": statement.excluded.actual,
+            "actual_label": statement.excluded.actual_label,
+        },
     )
     with engine.begin() as conn:
         conn.execute(statement, rows)

@@ -84,12 +84,14 @@ async def features(
 )
 async def feedback(request: Request, runtime: RuntimeDep) -> dict[str, int]:
     """Ground truth for one prediction (or a list), by its request_id."""
-    batch = schemas.parse_feedback(loads(await request.body()))
+    payload = loads(await request.body())
+    batch = schemas.parse_feedback(payload)
     if len(batch) > runtime.settings.max_batch_records:
         raise PayloadTooLarge(
             f"{len(batch)} feedback items; the limit is {runtime.settings.max_batch_records}"
         )
-    return {"stored": await runtime.feedback([(i.request_id, i.actual) for i in batch])}
+    items = [(i.request_id, i.actual) for i in batch]
+    return {"stored": await runtime.feedback(items, many=isinstance(payload, list))}
 
 
 health_router = APIRouter(prefix="/health", tags=["health"])

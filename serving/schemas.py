@@ -57,7 +57,15 @@ class PredictBody(RootModel[PredictRequest | PredictTable]):
 
 class Prediction(BaseModel):
     request_id: str = Field(description="Id of this prediction; send ground truth with it.")
-    prediction: float
+    prediction: float | int | str = Field(
+        description="A regression model's value (a number); a classifier's label (its most "
+        "probable class: a string, or an integer for integer classes)."
+    )
+    probabilities: dict[str, float] | None = Field(
+        None,
+        description="Classification only: the probability of every class, by class name "
+        "(an integer class as its decimal string). Absent for regression.",
+    )
     model_version: str = Field(description="V-name of the model that answered (V1.0.2).")
 
 
@@ -89,8 +97,13 @@ class FeedbackItem(_Strict):
     request_id: str = Field(
         min_length=1, max_length=64, description="A prediction's request_id (from /predict)."
     )
-    actual: float = Field(
-        strict=True, allow_inf_nan=False, description="The observed ground truth (a number)."
+    actual: (
+        Annotated[float, Field(strict=True, allow_inf_nan=False)]
+        | Annotated[str, Field(strict=True, min_length=1, max_length=128)]
+    ) = Field(
+        description="The observed ground truth: a number for a regression model; the true "
+        "class label for a classifier (a string, or an integer for integer classes), one of "
+        "the classes the model predicts. Another type is refused with 422 naming the field."
     )
 
 
@@ -135,8 +148,14 @@ class Status(BaseModel):
 class V2Tensor(BaseModel):
     name: str
     shape: list[int]
-    datatype: str = Field(description="FP64, FP32, INT64, ... (numeric datatypes only).")
-    parameters: dict[str, Any] | None = None
+    datatype: str = Field(
+        description="FP64, FP32, INT64, ... (inputs: numeric datatypes only; the output "
+        "'predict' of a classifier with string classes is BYTES)."
+    )
+    parameters: dict[str, Any] | None = Field(
+        None,
+        description="Output 'predict_proba' of a classifier: 'classes' names its columns.",
+    )
     data: list[Any] | None = Field(None, description="Row-major values (absent with binary data).")
 
 
@@ -153,6 +172,11 @@ class V2InferRequest(BaseModel):
 
 
 class V2InferResponse(BaseModel):
+    """Regression: one output ``predict`` (FP64, [N]). Classification: ``predict``, the labels
+    ([N], BYTES for string classes, INT64 for integer ones), and ``predict_proba``, the class
+    probabilities (FP64, [N, C], columns named by ``parameters.classes``), as MLServer's
+    scikit-learn runtime names them; ``outputs`` in the request picks either."""
+
     model_name: str
     model_version: str | None = None
     id: str
@@ -235,6 +259,10 @@ FEEDBACK_EXAMPLES = {
             {"request_id": "3f2a9c0d4b1e4e5f8a7b6c5d4e3f2a1b-1", "actual": 91.0},
         ],
     },
+    "class_label": {
+        "summary": "A classifier's true class",
+        "value": {"request_id": "3f2a9c0d4b1e4e5f8a7b6c5d4e3f2a1b-0", "actual": "class_1"},
+    },
 }
 
 DOC_MODELS: tuple[type[BaseModel], ...] = (PredictBody, V2InferRequest, FeedbackRequest)
@@ -253,7 +281,14 @@ def parse_feedback(payload: Any) -> list[FeedbackItem]:
             out.append(FeedbackItem.model_validate(item))
         except ValidationError as exc:
             error = exc.errors()[0]
-            name = ".".join(str(p) for p in error["loc"])
+            # A union's errors carry the member tried (actual.float): the field is "actual".
+            name = ".".join(str(p) for p in error["loc"] if p not in ("float", "str"))
             field = (f"[{i}].{name}" if isinstance(payload, list) else name) or None
-            raise InvalidField(f"{field}: {error['msg']}", field=field) from None
+            message = error["msg"]
+            if name == "actual" and error["type"] != "missing":
+                message = (
+                    "must be a finite number (regression) or a class label, a string or an "
+                    "integer (classification)"
+                )
+            raise InvalidField(f"{field}: {message}", field=field) from None
     return out

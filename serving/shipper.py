@@ -45,21 +45,36 @@ SLOTS = 5
 KEEP_SEGMENT_NAMES = timedelta(days=3)  # longer than any spool can wait
 
 
-def store_table(segment: pa.Table) -> pa.Table:
-    """A segment as ``predictions`` columns (strings where the database parses them)."""
+def json_objects(column: pa.ChunkedArray, names: list[str]) -> pa.Array:
+    """A fixed-size list column as one JSON object per row, ``{name: value}``, built with
+    Arrow compute (non-finite values as null)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    names = spool.feature_names(segment)
-    n = segment.num_rows
-    flat = segment["features"].combine_chunks().flatten().to_numpy()
+    n = len(column)
+    flat = column.combine_chunks().flatten().to_numpy()
     X = flat.reshape(n, len(names))
     parts: list[Any] = []
     for j, name in enumerate(names):
-        column = pa.array(X[:, j])
-        number = pc.if_else(pc.is_finite(column), pc.cast(column, pa.string()), "null")
+        values = pa.array(X[:, j])
+        number = pc.if_else(pc.is_finite(values), pc.cast(values, pa.string()), "null")
         parts += [("{" if j == 0 else ",") + orjson.dumps(name).decode() + ":", number]
     parts.append("}")
+    return pc.binary_join_element_wise(*parts, pa.scalar(""))
+
+
+def store_table(segment: pa.Table) -> pa.Table:
+    """A segment as ``predictions`` columns (strings where the database parses them); a
+    regressor's rows have no ``label`` or ``probabilities`` (null)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    classes = spool.class_names(segment)
+    if classes is None:
+        label = probabilities = pa.nulls(segment.num_rows, pa.string())
+    else:
+        label = segment["label"]
+        probabilities = json_objects(segment["probabilities"], classes)
 
     def text(name: str) -> pa.ChunkedArray:
         return pc.cast(segment[name], pa.string())
@@ -71,12 +86,14 @@ def store_table(segment: pa.Table) -> pa.Table:
             ),
             "ts": segment["ts"],
             "entity_id": segment["entity_id"],
-            "features": pc.binary_join_element_wise(*parts, pa.scalar("")),
+            "features": json_objects(segment["features"], spool.feature_names(segment)),
             "prediction": segment["prediction"],
             "model_name": text("model_name"),
             "model_version": text("model_version"),
             "model_label": text("model_label"),
             "role": text("role"),
+            "label": label,
+            "probabilities": probabilities,
         }
     )
 

@@ -49,13 +49,24 @@ ACCEPTED, SPOOLED, FULL, FAILED = range(4)  # slots of a run's counters file
 SEGMENT_GLOB = "seg-*.arrow"
 REJECTED = "rejected"
 FEATURES_KEY = b"kubeloop.features"  # schema metadata: the feature names, JSON
+CLASSES_KEY = b"kubeloop.classes"  # schema metadata of a classifier's segment: its classes, JSON
 ROW_OVERHEAD = 64  # bytes a row takes in a segment besides its features (ids, names, ts)
 
 
+def group_key(batch: LogBatch) -> tuple:
+    """Batches that share a segment: the same features and, for a classifier, the same
+    classes (a segment's columns and metadata are those of one model's output)."""
+    if batch.classes is None:
+        return (batch.feature_names,)
+    return (batch.feature_names, tuple(batch.classes.tolist()))
+
+
 def to_table(batches: Sequence[LogBatch]) -> pa.Table:
-    """Batches of one feature set as one Arrow table: per-row arrays are concatenated, per-batch
-    values (request id, model, role) become dictionary columns indexed by batch. One Python
-    pass over the batches, none over rows."""
+    """Batches of one ``group_key`` as one Arrow table: per-row arrays are concatenated,
+    per-batch values (request id, model, role) become dictionary columns indexed by batch. One
+    Python pass over the batches, none over rows. A classifier's rows carry ``prediction``, the
+    probability of the predicted class, ``label``, that class, and ``probabilities``, every
+    class's (the classes in the schema metadata)."""
     import pyarrow as pa
 
     names = batches[0].feature_names
@@ -92,25 +103,44 @@ def to_table(batches: Sequence[LogBatch]) -> pa.Table:
         entities = pa.nulls(rows, pa.string())
     features = np.concatenate([b.features for b in batches]).astype(np.float64, copy=False)
     stamps = (np.asarray(stamp, np.float64) * 1e6).astype(np.int64)[which]
+    predicted = np.concatenate([b.predictions for b in batches]).astype(np.float64, copy=False)
+    classes = batches[0].classes
+    metadata = {FEATURES_KEY: orjson.dumps(list(names))}
+    extra: dict[str, pa.Array] = {}
+    if classes is not None:
+        best = predicted.argmax(axis=1)
+        extra = {
+            "label": pa.array(classes.astype(str)[best], pa.string()),
+            "probabilities": pa.FixedSizeListArray.from_arrays(
+                pa.array(predicted.ravel()), len(classes)
+            ),
+        }
+        predicted = predicted[np.arange(rows), best]
+        metadata[CLASSES_KEY] = orjson.dumps([str(c) for c in classes.tolist()])
     columns = {
         "base_id": per_batch(base),
         "position": pa.array(positions),
         "ts": pa.array(stamps, pa.timestamp("us", tz="UTC")),
         "entity_id": entities,
         "features": pa.FixedSizeListArray.from_arrays(pa.array(features.ravel()), len(names)),
-        "prediction": pa.array(
-            np.concatenate([b.predictions for b in batches]).astype(np.float64, copy=False)
-        ),
+        "prediction": pa.array(predicted),
         "model_name": per_batch(model),
         "model_version": per_batch(version),
         "model_label": per_batch(label),
         "role": per_batch(role),
+        **extra,
     }
-    return pa.table(columns).replace_schema_metadata({FEATURES_KEY: orjson.dumps(list(names))})
+    return pa.table(columns).replace_schema_metadata(metadata)
 
 
 def feature_names(table: pa.Table) -> list[str]:
     return orjson.loads(table.schema.metadata[FEATURES_KEY])
+
+
+def class_names(table: pa.Table) -> list[str] | None:
+    """A classifier's segment: its classes (column order of ``probabilities``); else None."""
+    raw = (table.schema.metadata or {}).get(CLASSES_KEY)
+    return None if raw is None else orjson.loads(raw)
 
 
 def read_segment(path: Path) -> pa.Table:
@@ -245,9 +275,9 @@ class SpoolWriter:
         with self._flush_lock:
             with self._lock:
                 items, self._buffer, self._buffer_bytes = self._buffer, [], 0
-            groups: dict[tuple[str, ...], list[LogBatch]] = {}
+            groups: dict[tuple, list[LogBatch]] = {}
             for batch in items:
-                groups.setdefault(batch.feature_names, []).append(batch)
+                groups.setdefault(group_key(batch), []).append(batch)
             for batch_group in groups.values():
                 self._write(batch_group)
             self._used = spool_bytes(self.root)

@@ -8,9 +8,14 @@ Inputs are accepted in the two shapes V2 clients send for tabular models:
 
 Tensor data may be JSON (flat or nested, row-major) or Triton's binary extension
 (``Inference-Header-Content-Length`` header, ``binary_data_size`` parameter), which is what
-``tritonclient`` sends by default. The output tensor ``predict`` (FP64, ``[N]``) is returned as
-JSON, or as binary when the request asks for it (``binary_data`` on the output, or
-``binary_data_output`` on the request).
+``tritonclient`` sends by default. A regressor's output tensor is ``predict`` (FP64, ``[N]``).
+A classifier answers with two, named as MLServer's scikit-learn runtime names them:
+``predict``, the labels (``[N]``: BYTES for string classes, INT64 for integer ones), and
+``predict_proba``, the class probabilities (FP64, ``[N, C]``; ``parameters.classes`` names the
+columns, as the protocol leaves tensor metadata to ``parameters``). Both by default; the
+request's ``outputs`` picks either. Each output is JSON, or binary when the request asks
+(``binary_data`` on the output, or ``binary_data_output`` on the request); a BYTES tensor in
+binary is Triton's encoding (each element a 4-byte little-endian length, then its bytes).
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ import orjson
 from serving.errors import InvalidFeature, InvalidField, InvalidRequest, PayloadTooLarge
 
 OUTPUT_NAME = "predict"
+PROBA_NAME = "predict_proba"
+REGRESSION_OUTPUTS = (OUTPUT_NAME,)
+CLASSIFICATION_OUTPUTS = (OUTPUT_NAME, PROBA_NAME)
 PROTOCOL_VERSION = "2"
 DTYPES: dict[str, Any] = {
     "FP64": np.float64,
@@ -45,7 +53,11 @@ DTYPES: dict[str, Any] = {
 class InferRequest:
     X: np.ndarray
     id: str | None
-    binary_output: bool
+    outputs: list[tuple[str, bool]]  # the outputs to return, in order, and whether in binary
+
+    @property
+    def binary_output(self) -> bool:
+        return any(binary for _, binary in self.outputs)
 
 
 def _tensor(spec: Any, index: int, binary: memoryview, offset: int) -> tuple[np.ndarray, int]:
@@ -109,9 +121,14 @@ def _tensor(spec: Any, index: int, binary: memoryview, offset: int) -> tuple[np.
 
 
 def parse_infer(
-    body: bytes, header_length: str | None, features: tuple[str, ...], max_records: int
+    body: bytes,
+    header_length: str | None,
+    features: tuple[str, ...],
+    max_records: int,
+    output_names: tuple[str, ...] = REGRESSION_OUTPUTS,
 ) -> InferRequest:
-    """A V2 infer request as a float64 matrix in ``features`` order."""
+    """A V2 infer request as a float64 matrix in ``features`` order; ``output_names`` are the
+    outputs the model has (all returned unless the request names some)."""
     if header_length is not None:
         try:
             split = int(header_length)
@@ -181,61 +198,98 @@ def parse_infer(
             "infinity are refused",
             field=f"inputs.{features[col]}",
         )
-    binary_output = _wants_binary(payload)
     request_id = payload.get("id")
     return InferRequest(
         X=np.ascontiguousarray(X),
-        binary_output=binary_output,
+        outputs=_requested_outputs(payload, output_names),
         id=str(request_id) if request_id is not None else None,
     )
 
 
-def _wants_binary(payload: dict[str, Any]) -> bool:
-    outputs = payload.get("outputs")
-    if outputs is not None:
-        if type(outputs) is not list:
-            raise InvalidField('"outputs" must be a list', field="outputs")
-        wanted = False
-        for i, out in enumerate(outputs):
-            name = out.get("name") if type(out) is dict else None
-            if name != OUTPUT_NAME:
-                raise InvalidField(
-                    f"outputs[{i}]: the only output is {OUTPUT_NAME!r}", field=f"outputs[{i}].name"
-                )
-            params = out.get("parameters") or {}
-            wanted = wanted or bool(type(params) is dict and params.get("binary_data"))
-        if outputs:
-            return wanted
+def _requested_outputs(
+    payload: dict[str, Any], output_names: tuple[str, ...]
+) -> list[tuple[str, bool]]:
+    """The outputs the request asks for (default: every one), each with its binary flag."""
     params = payload.get("parameters") or {}
-    return bool(type(params) is dict and params.get("binary_data_output"))
+    default = bool(type(params) is dict and params.get("binary_data_output"))
+    outputs = payload.get("outputs")
+    if outputs is None or outputs == []:
+        return [(name, default) for name in output_names]
+    if type(outputs) is not list:
+        raise InvalidField('"outputs" must be a list', field="outputs")
+    wanted: list[tuple[str, bool]] = []
+    for i, out in enumerate(outputs):
+        name = out.get("name") if type(out) is dict else None
+        if name not in output_names:
+            raise InvalidField(
+                f"outputs[{i}]: this model's outputs are {', '.join(map(repr, output_names))}",
+                field=f"outputs[{i}].name",
+            )
+        params = out.get("parameters") or {}
+        wanted.append((name, bool(type(params) is dict and params.get("binary_data"))))
+    return wanted
+
+
+def _tensor_out(
+    name: str, datatype: str, values: np.ndarray | list[Any], shape: list[int], binary: bool
+) -> tuple[dict[str, Any], bytes]:
+    """One output tensor (JSON data, or its binary bytes to append after the header)."""
+    out: dict[str, Any] = {"name": name, "datatype": datatype, "shape": shape}
+    if not binary:
+        out["data"] = values.reshape(-1) if isinstance(values, np.ndarray) else values
+        return out, b""
+    if datatype == "BYTES":
+        raw = b"".join(len(b).to_bytes(4, "little") + b for b in (str(v).encode() for v in values))
+    else:
+        dtype = "<f8" if datatype == "FP64" else "<i8"
+        raw = np.ascontiguousarray(values, dtype=dtype).tobytes()
+    out["parameters"] = {"binary_data_size": len(raw)}
+    return out, raw
 
 
 def infer_response(
-    model_name: str, model_version: str, request_id: str, y: np.ndarray, binary: bool
+    model_name: str,
+    model_version: str,
+    request_id: str,
+    y: np.ndarray,
+    outputs: list[tuple[str, bool]],
+    classes: np.ndarray | None = None,
 ) -> tuple[bytes, dict[str, str]]:
-    """The V2 response body and its extra headers."""
-    output: dict[str, Any] = {"name": OUTPUT_NAME, "datatype": "FP64", "shape": [len(y)]}
-    if binary:
-        raw = np.ascontiguousarray(y, dtype="<f8").tobytes()
-        output["parameters"] = {"binary_data_size": len(raw)}
-    else:
-        output["data"] = y
+    """The V2 response body and its extra headers; ``y`` is a regressor's values, or with
+    ``classes`` a classifier's probabilities (columns in ``classes`` order)."""
+    tensors: list[tuple[dict[str, Any], bytes]] = []
+    for name, binary in outputs:
+        if classes is None:
+            tensors.append(_tensor_out(name, "FP64", y, [len(y)], binary))
+        elif name == OUTPUT_NAME:
+            labels = classes[y.argmax(axis=1)]
+            datatype = "INT64" if labels.dtype.kind in "iu" else "BYTES"
+            values = labels if datatype == "INT64" else labels.tolist()
+            tensors.append(_tensor_out(name, datatype, values, [len(y)], binary))
+        else:
+            tensor, raw = _tensor_out(name, "FP64", y, list(y.shape), binary)
+            tensor["parameters"] = {**tensor.get("parameters", {}), "classes": classes.tolist()}
+            tensors.append((tensor, raw))
     head = orjson.dumps(
         {
             "model_name": model_name,
             "model_version": model_version,
             "id": request_id,
-            "outputs": [output],
+            "outputs": [tensor for tensor, _ in tensors],
         },
         option=orjson.OPT_SERIALIZE_NUMPY,
     )
-    if binary:
+    raw = b"".join(r for _, r in tensors)
+    if any(binary for _, binary in outputs):
         return head + raw, {"Inference-Header-Content-Length": str(len(head))}
     return head, {}
 
 
 def model_metadata(
-    model_name: str, versions: list[str], features: tuple[str, ...]
+    model_name: str,
+    versions: list[str],
+    features: tuple[str, ...],
+    classes: np.ndarray | None = None,
 ) -> dict[str, Any]:
     return {
         "name": model_name,
@@ -249,5 +303,23 @@ def model_metadata(
                 "parameters": {"features": list(features)},
             }
         ],
-        "outputs": [{"name": OUTPUT_NAME, "datatype": "FP64", "shape": [-1]}],
+        "outputs": _output_metadata(classes),
     }
+
+
+def _output_metadata(classes: np.ndarray | None) -> list[dict[str, Any]]:
+    if classes is None:
+        return [{"name": OUTPUT_NAME, "datatype": "FP64", "shape": [-1]}]
+    return [
+        {
+            "name": OUTPUT_NAME,
+            "datatype": "INT64" if classes.dtype.kind in "iu" else "BYTES",
+            "shape": [-1],
+        },
+        {
+            "name": PROBA_NAME,
+            "datatype": "FP64",
+            "shape": [-1, len(classes)],
+            "parameters": {"classes": classes.tolist()},
+        },
+    ]

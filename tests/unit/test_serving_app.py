@@ -353,6 +353,8 @@ def test_the_documented_contract_refuses_what_the_server_refuses(server):
         "/feedback", headers=AUTH, json=[{"request_id": "r-0", "actual": False}]
     )
     assert response.status_code == 422 and error_of(response)["field"] == "[0].actual"
+    label = server.client.post("/feedback", headers=AUTH, json={"request_id": "r", "actual": "7"})
+    assert label.status_code == 422 and error_of(label)["field"] == "actual"  # regression
     response = server.client.put("/admin/canary", headers=ADMIN, json={"weight": False})
     assert response.status_code == 422
     schema = server.client.get("/openapi.json").json()["components"]["schemas"]

@@ -126,7 +126,7 @@ def test_binary_response_is_what_tritonclient_decodes():
     from tritonclient.http import InferResult
 
     y = np.array([1.5, -2.25, 3.0])
-    body, headers = infer_response("m", "3", "req", y, binary=True)
+    body, headers = infer_response("m", "3", "req", y, [("predict", True)])
 
     class Response:
         status_code = 200
@@ -146,8 +146,79 @@ def test_binary_response_is_what_tritonclient_decodes():
     assert result.get_response()["model_version"] == "3"
 
 
+def _decode(body: bytes, headers: dict[str, str]):
+    """What tritonclient reads from a response (binary tensors included)."""
+    from tritonclient.http import InferResult
+
+    class Response:
+        status_code = 200
+        offset = 0
+
+        def get(self, key):
+            return headers.get(key)
+
+        def read(self, length=-1):
+            start = self.offset
+            self.offset = len(body) if length == -1 else start + length
+            return body[start : self.offset]
+
+    return InferResult(Response(), verbose=False)
+
+
+PROBA = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]])
+
+
+def test_classifier_answers_labels_and_named_probabilities_in_json():
+    classes = np.array(["class_0", "class_1", "class_2"])
+    body, headers = infer_response(
+        "m", "3", "req", PROBA, [("predict", False), ("predict_proba", False)], classes
+    )
+    assert headers == {}
+    labels, proba = orjson.loads(body)["outputs"]
+    assert labels == {
+        "name": "predict",
+        "datatype": "BYTES",
+        "shape": [2],
+        "data": ["class_0", "class_2"],
+    }
+    assert proba["datatype"] == "FP64" and proba["shape"] == [2, 3]
+    assert proba["data"] == PROBA.reshape(-1).tolist()
+    assert proba["parameters"] == {"classes": ["class_0", "class_1", "class_2"]}
+
+
+def test_classifier_binary_outputs_are_what_tritonclient_decodes():
+    classes = np.array([3, 5, 7])
+    body, headers = infer_response(
+        "m", "3", "req", PROBA, [("predict", True), ("predict_proba", True)], classes
+    )
+    result = _decode(body, headers)
+    assert result.as_numpy("predict").tolist() == [3, 7]
+    assert result.as_numpy("predict_proba").tolist() == PROBA.tolist()
+    strings = np.array(["a", "bb", "c"])
+    body, headers = infer_response("m", "3", "req", PROBA, [("predict", True)], strings)
+    assert _decode(body, headers).as_numpy("predict").tolist() == [b"a", b"c"]
+
+
+def test_parse_infer_lets_a_classifier_request_one_output():
+    body = orjson.dumps(
+        {
+            "inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP64", "data": [1, 2, 3]}],
+            "outputs": [{"name": "predict_proba", "parameters": {"binary_data": True}}],
+        }
+    )
+    request = parse_infer(body, None, FEATURES, 10, ("predict", "predict_proba"))
+    assert request.outputs == [("predict_proba", True)]
+    plain = orjson.dumps(
+        {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP64", "data": [1, 2, 3]}]}
+    )
+    assert parse_infer(plain, None, FEATURES, 10, ("predict", "predict_proba")).outputs == [
+        ("predict", False),
+        ("predict_proba", False),
+    ]
+
+
 def test_json_response_carries_the_data():
-    body, headers = infer_response("m", "3", "req", np.array([1.0, 2.0]), binary=False)
+    body, headers = infer_response("m", "3", "req", np.array([1.0, 2.0]), [("predict", False)])
     assert headers == {}
     out = orjson.loads(body)["outputs"][0]
     assert out == {"name": "predict", "datatype": "FP64", "shape": [2], "data": [1.0, 2.0]}

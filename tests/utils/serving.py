@@ -255,6 +255,8 @@ class RecordingLog:
         rows = [row for b in self.batches for row in store_table(to_table([b])).to_pylist()]
         for row in rows:
             row["features"] = orjson.loads(row["features"])
+            if row["probabilities"] is not None:
+                row["probabilities"] = orjson.loads(row["probabilities"])
         return [row for row in rows if role in (None, row["role"])]
 
 
@@ -283,6 +285,7 @@ def fake_runtime(
     features: Any = None,
     prediction_log: Any = None,
     poll: bool = True,
+    task: str = "regression",
 ) -> Any:
     """A ``Runtime`` over a ``FakeRegistry`` (polled once, so it is ready when it returns)."""
     from serving.metrics import Metrics
@@ -311,6 +314,7 @@ def fake_runtime(
         models,
         features,
         prediction_log if prediction_log is not None else RecordingLog(),
+        task,
     )
     if poll:
         models.poll_once()
