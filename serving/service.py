@@ -34,10 +34,16 @@ from serving.errors import (
 from serving.features import OnlineFeatures
 from serving.inputs import dumps, loads, parse_body
 from serving.metrics import Metrics
-from serving.models import ModelRepository, ServedModel, Snapshot
+from serving.models import ModelRepository, ServedModel, Snapshot, align_classes
 from serving.prediction_log import LogBatch, PredictionLog
 from serving.settings import ServingSettings
-from serving.v2 import infer_response, model_metadata, parse_infer
+from serving.v2 import (
+    CLASSIFICATION_OUTPUTS,
+    REGRESSION_OUTPUTS,
+    infer_response,
+    model_metadata,
+    parse_infer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +66,27 @@ class Answer:
 
 @dataclass(frozen=True)
 class Scored:
-    """Predictions of one request and who made them."""
+    """Predictions of one request and who made them.
+
+    ``y``: values ``(N,)``, or a classifier's probabilities ``(N, C)`` with columns in
+    ``classes`` order."""
 
     y: np.ndarray
     labels: str | list[str]  # V-name of the model, or one per row when the canary took some
     role: str  # champion, canary, or mixed
     version: str  # registry version number of the one model (MIXED when mixed)
     model: ServedModel | None
+    classes: np.ndarray | None = None
+
+
+def class_answers(
+    probabilities: np.ndarray, classes: np.ndarray
+) -> tuple[list[Any], list[dict[str, float]]]:
+    """Each row's label (the most probable class, as ``predict`` gives it) and its
+    probabilities by class name (JSON keys are strings, so an integer class 3 is ``"3"``)."""
+    labels = classes[probabilities.argmax(axis=1)].tolist()
+    names = [str(c) for c in classes.tolist()]
+    return labels, [dict(zip(names, row, strict=True)) for row in probabilities.tolist()]
 
 
 _SUFFIXES: list[str] = []
@@ -123,9 +143,11 @@ class Runtime:
         models: ModelRepository,
         features: OnlineFeatures | None = None,
         prediction_log: PredictionLog | None = None,
+        task: str = "regression",
     ):
         self.settings = settings
         self.model_name = model_name
+        self.task = task
         self.metrics = metrics
         self.models = models
         self.features = features
@@ -185,7 +207,7 @@ class Runtime:
             nice=settings.log_writer_nice,
             on_counts=metrics_log_counts(metrics),
         )
-        return cls(settings, spec.model_name, metrics, models, features, prediction_log)
+        return cls(settings, spec.model_name, metrics, models, features, prediction_log, spec.task)
 
     def start(self) -> None:
         """Start the log writer, then (in the background) open the feature store and load the
@@ -263,9 +285,12 @@ class Runtime:
         if batch.has_entity_ids:
             entity_labels = [None if e is None else str(e) for e in batch.entity_ids]
         scored = await self._score(state, batch.X, batch.keys, entity_labels, base_id)
-        preds, labels = scored.y.tolist(), scored.labels
-        ids = [base_id + suffix for suffix in _suffixes(len(preds))]
-        if isinstance(labels, str):
+        labels = scored.labels
+        ids = [base_id + suffix for suffix in _suffixes(len(scored.y))]
+        if scored.classes is not None:
+            items = self._class_items(scored, ids)
+        elif isinstance(labels, str):
+            preds = scored.y.tolist()
             items = [
                 {"request_id": i, "prediction": p, "model_version": labels}
                 for i, p in zip(ids, preds, strict=True)
@@ -273,10 +298,21 @@ class Runtime:
         else:
             items = [
                 {"request_id": i, "prediction": p, "model_version": lab}
-                for i, p, lab in zip(ids, preds, labels, strict=True)
+                for i, p, lab in zip(ids, scored.y.tolist(), labels, strict=True)
             ]
         body_out = dumps({"request_id": base_id, "model": self.model_name, "predictions": items})
         return Answer(body_out, scored.version, scored.role)
+
+    @staticmethod
+    def _class_items(scored: Scored, ids: list[str]) -> list[dict[str, Any]]:
+        """``/predict`` items of a classifier: the label and the probability of every class."""
+        assert scored.classes is not None
+        predicted, probabilities = class_answers(scored.y, scored.classes)
+        versions = [scored.labels] * len(ids) if isinstance(scored.labels, str) else scored.labels
+        return [
+            {"request_id": i, "prediction": p, "probabilities": q, "model_version": v}
+            for i, p, q, v in zip(ids, predicted, probabilities, versions, strict=True)
+        ]
 
     async def _score(
         self,
@@ -302,12 +338,14 @@ class Runtime:
             self._record(state, champion, CHAMPION, X, y, None, entity_labels, base_id, ts)
             if state.shadow_active:
                 self._shadow(state, X, None, entity_labels, base_id, ts)
-            return Scored(y, champion.label, CHAMPION, champion.version, champion)
+            return Scored(y, champion.label, CHAMPION, champion.version, champion, champion.classes)
         assert candidate is not None
         if len(canary) == n:
             y = await self._predict(candidate, CANARY, state.inputs_for(candidate, X))
             self._record(state, candidate, CANARY, X, y, None, entity_labels, base_id, ts)
-            return Scored(y, candidate.label, CANARY, candidate.version, candidate)
+            return Scored(
+                y, candidate.label, CANARY, candidate.version, candidate, candidate.classes
+            )
         taken = set(canary)
         rest = [i for i in range(n) if i not in taken]
         Xc, Xk = X[rest], X[canary]
@@ -315,8 +353,13 @@ class Runtime:
             self._predict(champion, CHAMPION, state.inputs_for(champion, Xc)),
             self._predict(candidate, CANARY, state.inputs_for(candidate, Xk)),
         )
-        y = np.empty(n, dtype=np.float64)
-        y[rest], y[canary] = yc, yk
+        classes = champion.classes
+        if classes is not None and candidate.classes is not None:
+            yk_answer = align_classes(yk, candidate.classes, classes)
+        else:
+            yk_answer = yk
+        y = np.empty((n, *yc.shape[1:]), dtype=np.float64)
+        y[rest], y[canary] = yc, yk_answer
         labels = [champion.label] * n
         for i in canary:
             labels[i] = candidate.label
@@ -328,7 +371,7 @@ class Runtime:
         self._record(state, candidate, CANARY, Xk, yk, canary, sub(canary), base_id, ts)
         if state.shadow_active:
             self._shadow(state, Xc, rest, sub(rest), base_id, ts)
-        return Scored(y, labels, MIXED, MIXED, None)
+        return Scored(y, labels, MIXED, MIXED, None, classes)
 
     async def _predict(self, model: ServedModel, role: str, X: np.ndarray) -> np.ndarray:
         try:
@@ -356,7 +399,10 @@ class Runtime:
         ts: float,
     ) -> None:
         """Metrics and the prediction log for one model's part of a request (never raises)."""
-        self.metrics.observe_predictions(model.version, role, y)
+        if model.classes is None:
+            self.metrics.observe_predictions(model.version, role, y)
+        else:
+            self.metrics.observe_classes(model.version, role, y, model.classes)
         if self.log is not None:
             self.log.submit(
                 LogBatch(
@@ -367,6 +413,7 @@ class Runtime:
                     feature_names=model.features,
                     features=state.inputs_for(model, X),
                     predictions=y,
+                    classes=model.classes,
                     model_name=model.name,
                     model_version=model.version,
                     model_label=model.label,
@@ -449,8 +496,13 @@ class Runtime:
     ) -> Answer:
         """``POST /v2/models/{name}[/versions/{v}]/infer``."""
         state = self.check_model_name(name, version)
+        assert state.champion is not None
         request = parse_infer(
-            body, header_length, state.input_features, self.settings.max_batch_records
+            body,
+            header_length,
+            state.input_features,
+            self.settings.max_batch_records,
+            REGRESSION_OUTPUTS if state.champion.classes is None else CLASSIFICATION_OUTPUTS,
         )
         pinned = None
         if (
@@ -462,18 +514,19 @@ class Runtime:
         if pinned is not None:
             y = await self._predict(pinned, CANARY, state.inputs_for(pinned, request.X))
             self._record(state, pinned, CANARY, request.X, y, None, None, base_id, time.time())
-            scored = Scored(y, pinned.label, CANARY, pinned.version, pinned)
+            scored = Scored(y, pinned.label, CANARY, pinned.version, pinned, pinned.classes)
         else:
             scored = await self._score(state, request.X, [None] * len(request.X), None, base_id)
         body_out, headers = infer_response(
-            name, scored.version, request.id or base_id, scored.y, request.binary_output
+            name, scored.version, request.id or base_id, scored.y, request.outputs, scored.classes
         )
         return Answer(body_out, scored.version, scored.role, headers)
 
     def v2_metadata(self, name: str, version: str | None = None) -> dict[str, Any]:
         state = self.check_model_name(name, version)
         versions = [m.version for m in (state.champion, state.candidate) if m is not None]
-        return model_metadata(name, versions, state.input_features)
+        assert state.champion is not None
+        return model_metadata(name, versions, state.input_features, state.champion.classes)
 
     # -- features, feedback, status ------------------------------------------------------------
     async def features_of(self, entity_id: str) -> dict[str, Any]:
@@ -491,16 +544,46 @@ class Runtime:
                 self._feedback_engine = engine
             return self._feedback_engine
 
-    async def feedback(self, items: Sequence[tuple[str, float]]) -> int:
+    def _actual(self, value: float | str, field: str) -> float | str:
+        """The ground truth as the task stores it: a finite number for regression, a class
+        label (string or integer, one of the champion's classes when one is loaded) for
+        classification."""
+        if self.task != "classification":
+            if isinstance(value, str) or not math.isfinite(value):
+                raise InvalidField(
+                    f"{field} must be a finite number: {self.model_name} is a regression model",
+                    field=field,
+                )
+            return value
+        if isinstance(value, float) and not value.is_integer():
+            raise InvalidField(
+                f"{field} must be a class label (a string or an integer): {self.model_name} "
+                "is a classification model",
+                field=field,
+            )
+        label = value if isinstance(value, str) else str(int(value))
+        champion = self.models.state.champion
+        if champion is not None and champion.classes is not None:
+            known = [str(c) for c in champion.classes.tolist()]
+            if label not in known:
+                raise InvalidField(
+                    f"{field} {label!r} is not a class of {self.model_name} "
+                    f"(classes: {', '.join(known)})",
+                    field=field,
+                )
+        return label
+
+    async def feedback(self, items: Sequence[tuple[str, float | str]], many: bool = True) -> int:
         """Store ground truth; 503 when the prediction log's database cannot take it."""
         from serving.prediction_log import write_feedback
 
-        for i, (_, actual) in enumerate(items):
-            if not math.isfinite(actual):
-                raise InvalidField("actual must be a finite number", field=f"[{i}].actual")
+        checked = [
+            (rid, self._actual(actual, f"[{i}].actual" if many else "actual"))
+            for i, (rid, actual) in enumerate(items)
+        ]
 
         def write() -> None:
-            write_feedback(self._engine(), items)
+            write_feedback(self._engine(), checked)
 
         try:
             await asyncio.to_thread(write)
