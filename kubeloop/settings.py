@@ -68,6 +68,13 @@ class PlatformSettings(BaseSettings):
         "pipeline step and the materialize job reach; default: Parquet files in the work "
         "folder read by DuckDB (one machine only).",
     )
+    prediction_log_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the prediction log the server writes "
+        "(postgresql+psycopg://...): monitoring reads it, and a training run with "
+        "retraining.labelled_hours reads its labelled rows; default: SQLite at "
+        "<work_dir>/predictions.db.",
+    )
     dvc_remote: str | None = Field(
         None,
         description="DVC remote URL for datasets (s3://bucket/prefix); default: a local remote "
@@ -126,6 +133,11 @@ class PlatformSettings(BaseSettings):
         if self.tracking_uri.startswith(("http://", "https://")):
             return None
         return (self.work_dir / "mlartifacts").as_uri()
+
+    @property
+    def log_url(self) -> str:
+        """The prediction log's SQLAlchemy URL (the same default as the server's)."""
+        return self.prediction_log_url or f"sqlite:///{self.work_dir / 'predictions.db'}"
 
     def storage_options(self, url: str) -> dict[str, Any] | None:
         """fsspec options (pandas, pyarrow via fsspec) for reading ``url``: the S3 endpoint."""

@@ -289,6 +289,20 @@ class MonitoringSpec(_Strict):
     )
 
 
+class RetrainingSpec(_Strict):
+    """What a training run trains on besides the data source: production's labelled rows."""
+
+    labelled_hours: float | None = Field(
+        None,
+        gt=0,
+        description="Also train on the predictions of the last this many hours that have "
+        "ground truth (the prediction log joined with feedback by request id; champion and "
+        "canary rows), with the features the model saw, de-duplicated by entity and time; "
+        "they pass the data-quality gate and are versioned with the dataset. Unset: the data "
+        "source only.",
+    )
+
+
 class CanaryStep(_Strict):
     """One canary step: the candidate answers ``weight`` of the traffic for ``hold_minutes``."""
 
@@ -430,6 +444,7 @@ class ProjectSpec(_Strict):
     model: ModelSpec
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
+    retraining: RetrainingSpec = Field(default_factory=RetrainingSpec)
     rollout: RolloutSpec = Field(default_factory=RolloutSpec)
 
     @model_validator(mode="before")

@@ -18,11 +18,6 @@ from kubeloop.settings import PlatformSettings
 class MonitoringSettings(PlatformSettings):
     """Where the prediction log is, where figures and reports go, how retraining is launched."""
 
-    prediction_log_url: str | None = Field(
-        None,
-        description="SQLAlchemy URL of the prediction log the server writes "
-        "(postgresql+psycopg://...); default: SQLite at <work_dir>/predictions.db.",
-    )
     pushgateway_url: str | None = Field(
         None,
         description="Prometheus Pushgateway the job pushes its metrics to (http://host:9091); "
@@ -103,11 +98,6 @@ class MonitoringSettings(PlatformSettings):
         description="Bearer token of the model server's admin routes (the server's "
         "KUBELOOP_API_TOKEN); never logged.",
     )
-
-    @property
-    def log_url(self) -> str:
-        """The prediction log's SQLAlchemy URL (the same default as the server's)."""
-        return self.prediction_log_url or f"sqlite:///{self.work_dir / 'predictions.db'}"
 
     @property
     def metrics_path(self) -> Path:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from components.ingest.quality import normalize
+from kubeloop import production_labels
 from kubeloop.engineering import load_transform
 from kubeloop.errors import SpecError
 from kubeloop.feature_store import definitions, open_store, write_offline
@@ -93,10 +95,12 @@ def run_step(
     spec: ProjectSpec, settings: PlatformSettings, dataset_path: str, labels_path: str
 ) -> FeatureResult:
     """The features step as a pipeline sees it: dataset in, Feast updated, labels out."""
-    raw = pd.read_parquet(dataset_path)
+    source, logged = production_labels.split(pd.read_parquet(dataset_path), spec)
+    # Feast gets the source's rows; logged rows carry the features they were served with.
+    raw = normalize(source, spec) if len(logged) else source
     result = materialize_features(raw, spec, settings)
     Path(labels_path).parent.mkdir(parents=True, exist_ok=True)
-    labels(raw, spec).to_parquet(labels_path, index=False)
+    pd.concat([labels(raw, spec), logged], ignore_index=True).to_parquet(labels_path, index=False)
     return result
 
 

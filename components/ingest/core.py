@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
 
-from components.ingest.quality import QualityReport, check_quality, normalize
+from components.ingest.quality import QualityReport, check_quality, check_rules, normalize
+from kubeloop import production_labels
 from kubeloop.data_version import DataVersion, dataset_path, version_file
 from kubeloop.errors import DataQualityError, SpecError
 from kubeloop.settings import PlatformSettings
@@ -62,10 +64,46 @@ def save_report(report: QualityReport, settings: PlatformSettings, spec: Project
     return path
 
 
+def logged_rows(
+    spec: ProjectSpec, settings: PlatformSettings, now: datetime | None = None
+) -> pd.DataFrame:
+    """The served predictions of the last ``retraining.labelled_hours`` with their ground
+    truth, read from the prediction log (``KUBELOOP_PREDICTION_LOG_URL``: the store monitoring
+    reads) and checked like any data: a broken rule stops the run with its report."""
+    from kubeloop.log_store import make_engine
+
+    hours = spec.retraining.labelled_hours
+    if not hours:
+        return pd.DataFrame()
+    end = now or datetime.now(UTC)
+    engine = make_engine(settings.log_url)
+    try:
+        labelled = production_labels.read_labelled(
+            engine, spec.model_name, end - timedelta(hours=hours), end
+        )
+    finally:
+        engine.dispose()
+    rows = production_labels.training_rows(labelled, spec)
+    report = check_rules(rows, production_labels.rules(spec, rows))
+    if not report.passed:
+        saved = save_report(report, settings, spec)
+        raise DataQualityError(
+            f"ingest stopped: the labelled predictions of the last {hours:g} h break "
+            f"{len(report.violations)} rule(s)\n{report.render()}\nreport: {saved}",
+            report,
+        )
+    log.info("%d labelled predictions of the last %g h from the prediction log", len(rows), hours)
+    return production_labels.as_key_type(rows, spec)
+
+
 def ingest(
     spec: ProjectSpec, settings: PlatformSettings, source: str | None = None
 ) -> IngestResult:
-    """Check the raw data; on success write it as Parquet and version it, else raise a report."""
+    """Check the raw data; on success write it as Parquet and version it, else raise a report.
+
+    With ``retraining.labelled_hours`` the dataset also holds production's labelled rows of
+    that window (``kubeloop.production_labels``), versioned with it.
+    """
     source = source or spec.data.source
     if reads_sql(source, spec.data):
         raw = read_sql_source(source, spec.data, settings)
@@ -81,6 +119,12 @@ def ingest(
             report,
         )
     clean = normalize(raw, spec)
+    logged = logged_rows(spec, settings)
+    if len(logged):
+        clean = pd.concat(
+            [clean.assign(**{production_labels.ORIGIN: production_labels.FROM_SOURCE}), logged],
+            ignore_index=True,
+        )
     path = dataset_path(settings, spec.name)
     path.parent.mkdir(parents=True, exist_ok=True)
     clean.to_parquet(path, index=False)

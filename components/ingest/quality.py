@@ -6,6 +6,7 @@ first, so one failed run tells the data engineer everything to fix.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -159,14 +160,25 @@ def _check_column(df: pd.DataFrame, name: str, rule: ColumnRule) -> list[Violati
 
 def check_quality(df: pd.DataFrame, spec: ProjectSpec) -> QualityReport:
     """Check a raw dataset against the spec's columns, types, nulls, ranges, keys and size."""
+    return check_rules(
+        df, spec.data.columns, min_rows=spec.data.min_rows, keys=[spec.entity_key, spec.timestamp]
+    )
+
+
+def check_rules(
+    df: pd.DataFrame,
+    rules: Mapping[str, ColumnRule],
+    *,
+    min_rows: int = 0,
+    keys: Sequence[str] = (),
+) -> QualityReport:
+    """Check ``df`` against column rules, a least row count and a unique key (none: empty)."""
     violations: list[Violation] = []
-    if len(df) < spec.data.min_rows:
+    if len(df) < min_rows:
         violations.append(
-            Violation(
-                "min_rows", "*", len(df), f"{len(df)} rows, at least {spec.data.min_rows} required"
-            )
+            Violation("min_rows", "*", len(df), f"{len(df)} rows, at least {min_rows} required")
         )
-    for name, rule in spec.data.columns.items():
+    for name, rule in rules.items():
         if name not in df.columns:
             violations.append(
                 Violation("missing_column", name, len(df), "column declared in the spec is absent")
@@ -174,8 +186,8 @@ def check_quality(df: pd.DataFrame, spec: ProjectSpec) -> QualityReport:
             continue
         violations.extend(_check_column(df, name, rule))
 
-    keys = [spec.entity_key, spec.timestamp]
-    if all(k in df.columns for k in keys):
+    keys = list(keys)
+    if keys and all(k in df.columns for k in keys):
         dup = df.duplicated(keys, keep=False)
         if dup.any():
             violations.append(

@@ -19,7 +19,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from components.features.core import service_views
-from kubeloop import model_store
+from kubeloop import model_store, production_labels
 from kubeloop.feature_store import asof_join, open_store
 from kubeloop.metrics import score
 from kubeloop.settings import PlatformSettings
@@ -174,7 +174,14 @@ def train(
     """Build the training set, fit, log; returns the result and the held-out rows."""
     store = open_store(settings, spec)
     features = feature_names(store, spec)
-    frame = training_set(store, spec, entity_df)
+    from_log = production_labels.is_logged(entity_df)
+    frame = production_labels.combine(
+        training_set(store, spec, production_labels.source_labels(entity_df, spec)),
+        production_labels.served_rows(entity_df.loc[from_log], spec, features),
+        spec,
+    )
+    if from_log.any():
+        log.info("%d labelled production rows join the training set", int(from_log.sum()))
     dropped = frame[features].isna().all(axis=1)
     if dropped.any():
         log.warning("%d rows found no features in time and are left out", int(dropped.sum()))

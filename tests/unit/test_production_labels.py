@@ -1,0 +1,147 @@
+"""Production's labelled rows as training data: read from the log, shaped, checked, combined."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from components.ingest.quality import check_rules
+from kubeloop import production_labels as pl
+from kubeloop.errors import SpecError
+from monitoring.window import open_log
+from tests.utils.factories import example_spec
+from tests.utils.monitoring import log_feedback, log_rows
+
+FEATURES = ["a", "b"]
+START = datetime(2026, 11, 1, tzinfo=UTC)
+SPEC = example_spec(source="/unused")  # entity building_id (int), target energy_kwh (min 0)
+
+
+@pytest.fixture
+def engine(tmp_path: Path):
+    return open_log(f"sqlite:///{tmp_path / 'predictions.db'}")
+
+
+def served(rows: int, entities=None, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    out = pd.DataFrame(rng.normal(size=(rows, 2)), columns=FEATURES)
+    out["prediction"] = out.sum(axis=1)
+    if entities is not None:
+        out["entity_id"] = entities
+    return out
+
+
+def log(engine, frame: pd.DataFrame, **kw) -> list[str]:
+    kw = {"model_name": "m", "version": "1", "label": "V1.0.0", "start": START, **kw}
+    return log_rows(engine, frame, FEATURES, **kw)
+
+
+def test_labelled_rows_are_served_predictions_of_the_window_with_feedback(engine) -> None:
+    ids = log(engine, served(10, [str(i) for i in range(10)]), spacing=timedelta(hours=1))
+    shadow = log(engine, served(10, seed=1), role="shadow", prefix="s")
+    other = log(engine, served(5, seed=2), model_name="other", prefix="o")
+    log_feedback(engine, ids[:8], [float(i) for i in range(8)], START + timedelta(hours=12))
+    log_feedback(engine, shadow + other, [1.0] * 15, START + timedelta(hours=12))
+
+    got = pl.read_labelled(engine, "m", START + timedelta(hours=2), START + timedelta(hours=9))
+
+    # hours 2..7 labelled (8 and 9 have no feedback / are outside), shadow and other model out
+    assert got["entity_id"].tolist() == [str(i) for i in range(2, 8)]
+    assert got["actual"].tolist() == [float(i) for i in range(2, 8)]
+    assert got["ts"].iloc[0] == START + timedelta(hours=2)
+    expected = served(10).iloc[2:8][FEATURES].to_numpy()
+    np.testing.assert_allclose(got[FEATURES].to_numpy(), expected)
+
+
+def test_a_log_no_server_wrote_yet_has_no_labelled_rows(engine) -> None:
+    assert pl.read_labelled(engine, "m", START, START + timedelta(days=1)).empty
+
+
+def labelled(entities, times, actual, a=None) -> pd.DataFrame:
+    n = len(entities)
+    return pd.DataFrame(
+        {
+            "entity_id": entities,
+            "ts": [START + timedelta(seconds=s) for s in times],
+            "actual": actual,
+            "a": a if a is not None else [1.0] * n,
+            "b": [2.0] * n,
+        }
+    )
+
+
+def test_one_row_per_entity_and_time_the_latest_logged_and_every_row_without_an_id() -> None:
+    rows = pl.training_rows(
+        labelled(["7", "7", "8", None, None], [0, 0, 0, 0, 0], [1.0, 2.0, 3.0, 4.0, 5.0]), SPEC
+    )
+    assert rows["energy_kwh"].tolist() == [2.0, 3.0, 4.0, 5.0]
+    assert list(rows.columns) == [
+        "building_id",
+        "event_timestamp",
+        "energy_kwh",
+        "logged.a",
+        "logged.b",
+        pl.ORIGIN,
+    ]
+    assert (rows[pl.ORIGIN] == pl.FROM_LOG).all()
+    assert pl.as_key_type(rows, SPEC)["building_id"].tolist()[:2] == [7, 8]
+
+
+def test_logged_rows_pass_the_spec_rules_for_key_and_target_and_need_every_feature() -> None:
+    rows = pl.training_rows(
+        labelled(["7", "x", None], [0, 1, 2], [1.0, -5.0, 3.0], a=[1.0, 1.0, np.nan]), SPEC
+    )
+    report = check_rules(rows, pl.rules(SPEC, rows))
+    broken = {(v.rule, v.column) for v in report.violations}
+    assert broken == {
+        ("type", "building_id"),  # "x" is no int
+        ("range", "energy_kwh"),  # the spec's min 0
+        ("not_null", "logged.a"),  # a feature the row was not logged with
+    }
+    clean = pl.training_rows(labelled(["7", None], [0, 1], [1.0, 2.0]), SPEC)
+    assert check_rules(clean, pl.rules(SPEC, clean)).passed
+
+
+def dataset() -> pd.DataFrame:
+    source = pd.DataFrame(
+        {
+            "building_id": [1, 2],
+            "event_timestamp": pd.to_datetime([START, START], utc=True),
+            "energy_kwh": [10.0, 20.0],
+            "building_type": ["office", "retail"],
+        }
+    )
+    logged = pl.as_key_type(pl.training_rows(labelled(["2", None], [0, 5], [7.0, 8.0]), SPEC), SPEC)
+    return pd.concat([source.assign(**{pl.ORIGIN: pl.FROM_SOURCE}), logged], ignore_index=True)
+
+
+def test_split_gives_back_the_source_rows_and_the_logged_ones() -> None:
+    source, logged = pl.split(dataset(), SPEC)
+    assert source["building_type"].tolist() == ["office", "retail"]
+    assert "logged.a" not in source.columns and pl.ORIGIN not in source.columns
+    assert logged["energy_kwh"].tolist() == [7.0, 8.0]
+    plain = dataset().iloc[:2].drop(columns=[pl.ORIGIN])
+    assert pl.split(plain, SPEC)[1].empty
+
+
+def test_a_served_row_replaces_the_source_row_of_the_same_entity_and_time() -> None:
+    labels = dataset()
+    history = pl.source_labels(labels, SPEC)
+    assert history["building_id"].dtype == "int64" and len(history) == 2
+    joined = history.assign(a=[0.0, 0.0], b=[0.0, 0.0])
+    combined = pl.combine(
+        joined, pl.served_rows(labels[pl.is_logged(labels)], SPEC, FEATURES), SPEC
+    )
+    assert sorted(combined["energy_kwh"].tolist()) == [7.0, 8.0, 10.0]  # 20.0 replaced by 7.0
+    assert combined.loc[combined["energy_kwh"] == 7.0, "a"].item() == 1.0
+
+
+def test_a_feature_the_log_does_not_hold_is_named() -> None:
+    labels = dataset()
+    with pytest.raises(SpecError, match=r"\['c'\]") as caught:
+        pl.served_rows(labels[pl.is_logged(labels)], SPEC, ["a", "c"])
+    assert caught.value.field == "retraining.labelled_hours"
