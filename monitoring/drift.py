@@ -10,6 +10,11 @@ The exported quality figures come from ``kubeloop.metrics`` (scikit-learn), the 
 evaluate step uses, so a live RMSE and a held-out RMSE are the same computation; they use every
 labelled row of the window.
 
+For a classifier the prediction is a class: its drift is Evidently's categorical test on the
+class distribution (the prediction and the target are declared categorical), and the live
+figures are accuracy and weighted F1 from the labels, ROC AUC and log loss from the logged
+probabilities.
+
 Evidently's cost grows with the rows it is given (sorting, unique counts, per-column plots), so
 windows larger than ``sample_rows`` are compared through a uniform random sample of that many
 rows (fixed seed). With a reference of a few thousand rows the drift verdict is limited by the
@@ -28,7 +33,7 @@ import pandas as pd
 
 from kubeloop.metrics import classification_metrics, regression_metrics
 from kubeloop.spec import LOWER_IS_BETTER, MonitoringSpec
-from monitoring.window import ACTUAL, PREDICTION
+from monitoring.window import ACTUAL, PREDICTION, PROBABILITIES
 
 TARGET = "target"  # the ground truth column in both Evidently datasets
 
@@ -89,13 +94,47 @@ class Analysis:
         return self.snapshot.get_html_str(as_iframe=False)
 
 
-def live_quality(task: str, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
-    """The evaluation step's metrics on live rows (empty with fewer than two rows)."""
+def probability_matrix(
+    rows: Any, y_true: np.ndarray
+) -> tuple[np.ndarray, list[str]] | tuple[None, None]:
+    """Logged ``{class: probability}`` rows as a matrix with sorted class columns (absent
+    classes 0); (None, None) when a row has none or a true class is not among them (a model
+    that never learned it has no probability for it, so ROC AUC and log loss are undefined)."""
+    rows = list(rows)
+    if not rows or any(not r for r in rows):
+        return None, None
+    classes = sorted({c for r in rows for c in r})
+    if not set(map(str, y_true)) <= set(classes):
+        return None, None
+    matrix = np.array([[r.get(c, 0.0) for c in classes] for r in rows], dtype=np.float64)
+    return matrix, classes
+
+
+def live_quality(
+    task: str, y_true: np.ndarray, y_pred: np.ndarray, probabilities: Any = None
+) -> dict[str, float]:
+    """The evaluation step's metrics on live rows (empty with fewer than two rows); for a
+    classifier with its logged ``probabilities`` (one dict per row) also ROC AUC and log loss."""
     if len(y_true) < 2:
         return {}
     if task == "classification":
-        return classification_metrics(y_true, y_pred)
+        y_true = np.asarray([str(v) for v in y_true], dtype=object)
+        y_pred = np.asarray([str(v) for v in y_pred], dtype=object)
+        matrix, classes = (None, None)
+        if probabilities is not None:
+            matrix, classes = probability_matrix(probabilities, y_true)
+        return classification_metrics(y_true, y_pred, matrix, classes)
     return regression_metrics(y_true, y_pred)
+
+
+def as_classes(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Classes as the log stores them, strings (the reference keeps the model's own type: an
+    integer class 3 must meet the logged "3"); missing stays missing."""
+    out = frame.copy()
+    for column in columns:
+        if column in out:
+            out[column] = out[column].map(lambda v: v if pd.isna(v) else str(v)).astype(object)
+    return out
 
 
 def _dataset(frame: pd.DataFrame, features: list[str], task: str, labelled: bool):
@@ -109,14 +148,19 @@ def _dataset(frame: pd.DataFrame, features: list[str], task: str, labelled: bool
 
     columns = [*features, PREDICTION] + ([TARGET] if labelled else [])
     definition: dict[str, Any] = {"numerical_columns": columns}
+    if task == "classification":
+        # The prediction is a class: drift of its distribution is a categorical test.
+        definition["numerical_columns"] = features
+        definition["categorical_columns"] = [PREDICTION] + ([TARGET] if labelled else [])
     if labelled and task == "regression":
         definition["regression"] = [Regression(target=TARGET, prediction=PREDICTION)]
     elif labelled:
         binary = frame[TARGET].dropna().nunique() <= 2
         cls = BinaryClassification if binary else MulticlassClassification
-        definition["numerical_columns"] = features
-        definition["categorical_columns"] = [PREDICTION, TARGET]
-        definition["classification"] = [cls(target=TARGET, prediction_labels=PREDICTION)]
+        kwargs: dict[str, Any] = {"target": TARGET, "prediction_labels": PREDICTION}
+        if binary:  # string classes: Evidently's default positive label is 1
+            kwargs["pos_label"] = sorted(frame[TARGET].dropna().unique())[-1]
+        definition["classification"] = [cls(**kwargs)]
     return Dataset.from_pandas(frame[columns], data_definition=DataDefinition(**definition))
 
 
@@ -199,6 +243,8 @@ def analyze(
     labelled = compared[ACTUAL].notna().sum() >= 2
     ref = reference.rename(columns={target: TARGET})
     cur = compared.rename(columns={ACTUAL: TARGET})
+    if task == "classification":
+        ref, cur = as_classes(ref, [PREDICTION, TARGET]), as_classes(cur, [PREDICTION, TARGET])
     report = Report(_metrics(features, spec, task, labelled), include_tests=True)
     with warnings.catch_warnings():
         # Evidently computes figures on slices that can be tiny; they are not our figures.
@@ -210,7 +256,10 @@ def analyze(
     quality = Quality(
         rows=len(labelled_rows),
         current=live_quality(
-            task, labelled_rows[ACTUAL].to_numpy(), labelled_rows[PREDICTION].to_numpy()
+            task,
+            labelled_rows[ACTUAL].to_numpy(),
+            labelled_rows[PREDICTION].to_numpy(),
+            labelled_rows.get(PROBABILITIES),
         ),
         baseline=dict(baseline_metrics),
         primary=primary_metric,

@@ -386,6 +386,7 @@ def run_monitor(
         now,
         model_version=baseline.version,
         sample_rows=settings.drift_sample_rows,
+        task=spec.task,
     )
     lap("read_window")
     log.info(

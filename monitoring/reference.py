@@ -17,7 +17,7 @@ import pandas as pd
 
 from kubeloop import model_store, registry
 from kubeloop.errors import ModelNotFoundError
-from kubeloop.metrics import regression_metrics
+from kubeloop.metrics import classification_metrics, regression_metrics
 from kubeloop.spec import ProjectSpec
 from monitoring.errors import ReferenceMissingError
 
@@ -47,8 +47,11 @@ def baseline_metrics(run, reference: pd.DataFrame, target: str, task: str) -> tu
     }
     if held_out:
         return held_out, "held-out"
-    if task == "regression" and {target, "prediction"} <= set(reference.columns):
-        return regression_metrics(reference[target], reference["prediction"]), "reference"
+    if {target, "prediction"} <= set(reference.columns):
+        y, predicted = reference[target], reference["prediction"]
+        if task == "regression":
+            return regression_metrics(y, predicted), "reference"
+        return classification_metrics(y.astype(str), predicted.astype(str)), "reference"
     return {}, "none"
 
 

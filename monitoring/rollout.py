@@ -63,7 +63,7 @@ from monitoring.canary import MetricsSource, VersionStats, judge
 from monitoring.drift import live_quality
 from monitoring.errors import RolloutError
 from monitoring.stress import StressResult
-from monitoring.window import ACTUAL, PREDICTION, read_paired
+from monitoring.window import ACTUAL, PREDICTION, PROBABILITIES, read_paired
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,12 @@ def relative_loss(candidate: float, champion: float, metric: str) -> float:
 
 @dataclass(frozen=True)
 class Comparison:
-    """The candidate next to the champion over the same period."""
+    """The candidate next to the champion over the same period.
+
+    ``mean_abs_diff``/``max_abs_diff``: how far apart the two answers were; for a classifier the
+    answer is a class, so the difference is 1 where the classes differ: the mean is the share
+    of requests the two disagree on (0 for both: identical answers).
+    """
 
     pairs: int  # requests both answered (shadow) or rows each answered (canary)
     labelled: int
@@ -173,14 +178,20 @@ def compare_shadow(
     """Champion and shadow predictions of the same requests; returns the joined rows too."""
     champ = pairs[(pairs.role == "champion") & (pairs.model_version == champion_version)]
     shadow = pairs[(pairs.role == "shadow") & (pairs.model_version == candidate_version)]
+    taken = [c for c in (PREDICTION, PROBABILITIES) if c in shadow]
     joined = champ.merge(
-        shadow[["request_id", PREDICTION]], on="request_id", suffixes=("_champion", "_candidate")
+        shadow[["request_id", *taken]], on="request_id", suffixes=("_champion", "_candidate")
     )
-    diff = (joined[f"{PREDICTION}_candidate"] - joined[f"{PREDICTION}_champion"]).abs()
+    new, old = joined[f"{PREDICTION}_candidate"], joined[f"{PREDICTION}_champion"]
+    diff = (new != old).astype(float) if task == "classification" else (new - old).abs()
     labelled = joined[joined[ACTUAL].notna()]
     y = labelled[ACTUAL].to_numpy()
-    cand = live_quality(task, y, labelled[f"{PREDICTION}_candidate"].to_numpy())
-    champ_q = live_quality(task, y, labelled[f"{PREDICTION}_champion"].to_numpy())
+
+    def quality(side: str) -> dict[str, float]:
+        proba = labelled.get(f"{PROBABILITIES}_{side}")
+        return live_quality(task, y, labelled[f"{PREDICTION}_{side}"].to_numpy(), proba)
+
+    cand, champ_q = quality("candidate"), quality("champion")
     loss = (
         relative_loss(cand[metric], champ_q[metric], metric)
         if len(labelled) >= MIN_LABELLED and metric in cand
@@ -216,8 +227,8 @@ def compare_served(
         (champion_rows.role == "champion") & (champion_rows.model_version == champion_version)
     ]
     cl, hl = cand[cand[ACTUAL].notna()], champ[champ[ACTUAL].notna()]
-    cq = live_quality(task, cl[ACTUAL].to_numpy(), cl[PREDICTION].to_numpy())
-    hq = live_quality(task, hl[ACTUAL].to_numpy(), hl[PREDICTION].to_numpy())
+    cq = live_quality(task, cl[ACTUAL].to_numpy(), cl[PREDICTION].to_numpy(), cl.get(PROBABILITIES))
+    hq = live_quality(task, hl[ACTUAL].to_numpy(), hl[PREDICTION].to_numpy(), hl.get(PROBABILITIES))
     enough = min(len(cl), len(hl)) >= max(1, min_labelled)
     judged = enough and metric in cq and metric in hq
     return Comparison(
@@ -256,10 +267,13 @@ def shadow_report(
         )
 
     labelled = joined[ACTUAL].notna().sum() >= 2 and task == "regression"
-    definition = DataDefinition(
-        numerical_columns=[PREDICTION, "target"],
-        regression=[Regression(target="target", prediction=PREDICTION)] if labelled else None,
-    )
+    if task == "classification":  # classes: the drift of their distribution, categorical
+        definition = DataDefinition(categorical_columns=[PREDICTION, "target"])
+    else:
+        definition = DataDefinition(
+            numerical_columns=[PREDICTION, "target"],
+            regression=[Regression(target="target", prediction=PREDICTION)] if labelled else None,
+        )
     items: list[Any] = [em.ValueDrift(column=PREDICTION)]
     if labelled:
         items += [em.RMSE(), em.MAE(), em.R2Score(), em.MeanError()]
@@ -272,13 +286,18 @@ def shadow_report(
     decided, tone, reasons = verdict
     if comparison.pairs and not comparison.max_abs_diff:
         reasons = [*reasons, "the two models gave identical predictions on every request"]
+    difference = (
+        ("share of requests answered with another class", f"{comparison.mean_abs_diff}")
+        if task == "classification"
+        else (
+            "mean / max absolute difference",
+            f"{comparison.mean_abs_diff} / {comparison.max_abs_diff}",
+        )
+    )
     facts: list[tuple[str, object]] = [
         ("requests both answered", comparison.pairs),
         ("of them labelled", comparison.labelled),
-        (
-            "mean / max absolute difference",
-            f"{comparison.mean_abs_diff} / {comparison.max_abs_diff}",
-        ),
+        difference,
         *[
             (
                 f"{name}: candidate / champion",
@@ -541,6 +560,7 @@ class Rollout:
             since - timedelta(seconds=5),
             now + timedelta(seconds=1),
             ["champion", "shadow"],
+            self.spec.task,
         )
         metric = self.spec.evaluation.primary_metric
         comparison, joined = compare_shadow(
@@ -679,12 +699,15 @@ class Rollout:
             since - timedelta(seconds=1),
             now + timedelta(seconds=1),
             ["champion", "canary"],
+            self.spec.task,
         )
         champion_rows, source = None, f"prediction log {_iso(since)} to {_iso(now)}"
         began = _parse(tags.get(P + "canary_started_at"))
         if step.weight >= 1.0 and began is not None:
             start = began - timedelta(minutes=self.spec.rollout.baseline_minutes)
-            champion_rows = read_paired(self.engine, self.name, start, began, ["champion"])
+            champion_rows = read_paired(
+                self.engine, self.name, start, began, ["champion"], self.spec.task
+            )
             source += f"; champion: {_iso(start)} to {_iso(began)}, before the canary began"
         return compare_served(
             rows,

@@ -7,6 +7,11 @@ them. So with ``sample_rows`` the window is read in two passes: every row's id, 
 feedback (numbers only, the join in the database), then the features of a seeded random sample
 of ids, by primary key. Quality figures use every labelled row; the cost of the features no
 longer grows with the window. JSON is parsed with orjson straight into a float matrix.
+
+For a classifier (``task="classification"``) ``prediction`` is the predicted class and
+``actual`` the true one (the log's ``label`` and ``actual_label``: strings, None where
+unlabelled), and ``probabilities`` holds each row's ``{class: probability}`` for ROC AUC and
+log loss. Those rows are read through SQLAlchemy, not the numeric fast path.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ SERVED_ROLES = ("champion", "canary")  # rows whose prediction a caller received
 CHUNK_ROWS = 100_000
 PREDICTION = "prediction"
 ACTUAL = "actual"
+PROBABILITIES = "probabilities"  # classification: {class: probability} per row
 
 
 def open_log(url: str):
@@ -39,9 +45,10 @@ def open_log(url: str):
 class Window:
     """Predictions of one model in ``[start, end)``.
 
-    ``frame``: features, prediction, actual (NaN: none) of every row, or of a uniform sample
-    when the window was read with ``sample_rows``; ``labelled``: prediction and actual of every
-    labelled row; ``total_rows``: rows in the window (None: ``len(frame)``)."""
+    ``frame``: features, prediction, actual (NaN or None: none) of every row, or of a uniform
+    sample when the window was read with ``sample_rows``; ``labelled``: prediction and actual
+    (and a classifier's probabilities) of every labelled row; ``total_rows``: rows in the
+    window (None: ``len(frame)``)."""
 
     start: datetime
     end: datetime
@@ -83,6 +90,7 @@ def read_window(
     chunk_rows: int = CHUNK_ROWS,
     sample_rows: int | None = None,
     seed: int = 0,
+    task: str = "regression",
 ) -> Window:
     """Logged predictions of ``model_name`` in ``[start, end)`` joined with their feedback.
 
@@ -97,14 +105,40 @@ def read_window(
         chunk_rows: Rows fetched and parsed at a time (bounds memory).
         sample_rows: Above this many rows, features are read for a uniform random sample of
             this size only (``seed``); None: for every row.
+        task: ``classification`` reads the predicted and true classes and the probabilities.
 
     Returns:
         A Window whose frame has the feature columns, ``prediction`` and ``actual``.
     """
     conditions = _conditions(model_name, roles, start, end, model_version)
+    classify = task == "classification"
     if sample_rows is not None:
-        return _read_sampled(engine, features, start, end, conditions, sample_rows, seed)
-    return Window(start=start, end=end, frame=_read_rows(engine, features, conditions, chunk_rows))
+        return _read_sampled(engine, features, start, end, conditions, sample_rows, seed, classify)
+    frame = _read_rows(engine, features, conditions, chunk_rows, classify)
+    return Window(start=start, end=end, frame=frame)
+
+
+def outcome_columns(classify: bool) -> list:
+    """What ``prediction`` and ``actual`` are read from: the numbers, or for a classifier the
+    classes and the probabilities."""
+    if classify:
+        return [
+            predictions.c.label,
+            feedback.c.actual_label,
+            cast(predictions.c.probabilities, Text),
+        ]
+    return [predictions.c.prediction, feedback.c.actual]
+
+
+def _classes(
+    rows: Sequence[tuple[str | None, str | None, str | None]],
+) -> tuple[np.ndarray, np.ndarray, list[dict[str, float] | None]]:
+    """(label, actual label, probabilities JSON) rows as object arrays and dicts."""
+    if not rows:
+        return np.empty(0, object), np.empty(0, object), []
+    label, actual, proba = zip(*rows, strict=True)
+    parsed = [orjson.loads(p) if p else None for p in proba]
+    return np.asarray(label, object), np.asarray(actual, object), parsed
 
 
 def _conditions(model_name, roles, start, end, model_version) -> list:
@@ -119,28 +153,41 @@ def _conditions(model_name, roles, start, end, model_version) -> list:
     return conditions
 
 
-def _read_rows(engine, features: Sequence[str], conditions: list, chunk_rows: int) -> pd.DataFrame:
+def _read_rows(
+    engine, features: Sequence[str], conditions: list, chunk_rows: int, classify: bool = False
+) -> pd.DataFrame:
     """Every row of the window with its features."""
     query = (
-        select(cast(predictions.c.features, Text), predictions.c.prediction, feedback.c.actual)
+        select(cast(predictions.c.features, Text), *outcome_columns(classify))
         .select_from(
             predictions.outerjoin(feedback, feedback.c.request_id == predictions.c.request_id)
         )
         .where(and_(*conditions))
     )
-    matrices, preds, actuals = [], [], []
+    matrices, preds, actuals, probas = [], [], [], []
     with engine.connect() as conn:
         result = conn.execution_options(yield_per=chunk_rows).execute(query)
         for rows in result.partitions():
-            texts, pred, actual = zip(*rows, strict=True)
+            texts = [row[0] for row in rows]
             matrices.append(_parse_features(texts, features))
-            preds.append(np.asarray(pred, dtype="float64"))
-            actuals.append(np.asarray([np.nan if a is None else a for a in actual], "float64"))
+            if classify:
+                pred, actual, proba = _classes([tuple(row[1:]) for row in rows])
+                preds.append(pred)
+                actuals.append(actual)
+                probas += proba
+            else:
+                preds.append(np.asarray([row[1] for row in rows], dtype="float64"))
+                actuals.append(
+                    np.asarray([np.nan if row[2] is None else row[2] for row in rows], "float64")
+                )
+    columns = [*features, PREDICTION, ACTUAL] + ([PROBABILITIES] if classify else [])
     if not matrices:
-        return pd.DataFrame(columns=[*features, PREDICTION, ACTUAL], dtype="float64")
+        return pd.DataFrame(columns=columns, dtype="object" if classify else "float64")
     frame = pd.DataFrame(np.concatenate(matrices), columns=list(features))
     frame[PREDICTION] = np.concatenate(preds)
     frame[ACTUAL] = np.concatenate(actuals)
+    if classify:
+        frame[PROBABILITIES] = probas
     return frame
 
 
@@ -152,17 +199,25 @@ def _read_sampled(
     conditions: list,
     sample_rows: int,
     seed: int,
+    classify: bool = False,
 ) -> Window:
-    """Numbers of every row (one pass, no JSON), then the features of a sample, by id."""
-    numbers = (
-        select(predictions.c.id, predictions.c.prediction, feedback.c.actual)
+    """Outcomes of every row (one pass, no feature JSON), then the features of a sample, by
+    id."""
+    outcomes = (
+        select(predictions.c.id, *outcome_columns(classify))
         .select_from(
             predictions.outerjoin(feedback, feedback.c.request_id == predictions.c.request_id)
         )
         .where(and_(*conditions))
     )
+    proba: list[dict[str, float] | None] = []
     with engine.connect() as conn:
-        ids, pred, actual = _numbers(conn, numbers)
+        if classify:
+            rows = conn.execute(outcomes).all()
+            ids = np.asarray([row[0] for row in rows], np.int64)
+            pred, actual, proba = _classes([tuple(row[1:]) for row in rows])
+        else:
+            ids, pred, actual = _numbers(conn, outcomes)
         picked = np.arange(len(ids))
         if len(ids) > sample_rows:
             rng = np.random.default_rng(seed)
@@ -179,8 +234,10 @@ def _read_sampled(
     )
     frame[PREDICTION] = pred[picked]
     frame[ACTUAL] = actual[picked]
-    has_label = ~np.isnan(actual)
+    has_label = pd.notna(actual)
     labelled = pd.DataFrame({PREDICTION: pred[has_label], ACTUAL: actual[has_label]})
+    if classify:
+        labelled[PROBABILITIES] = [p for p, keep in zip(proba, has_label, strict=True) if keep]
     return Window(start=start, end=end, frame=frame, total_rows=len(ids), labelled_rows=labelled)
 
 
@@ -223,19 +280,21 @@ def read_paired(
     start: datetime,
     end: datetime,
     roles: Sequence[str],
+    task: str = "regression",
 ) -> pd.DataFrame:
     """Per-request rows of several roles (for shadow and canary comparisons).
 
     Returns:
-        Columns ``request_id``, ``role``, ``model_version``, ``prediction``, ``actual``.
+        Columns ``request_id``, ``role``, ``model_version``, ``prediction``, ``actual`` (and
+        for a classifier, whose prediction and actual are classes, ``probabilities``).
     """
+    classify = task == "classification"
     query = (
         select(
             predictions.c.request_id,
             predictions.c.role,
             predictions.c.model_version,
-            predictions.c.prediction,
-            feedback.c.actual,
+            *outcome_columns(classify),
         )
         .select_from(
             predictions.outerjoin(feedback, feedback.c.request_id == predictions.c.request_id)
@@ -249,6 +308,12 @@ def read_paired(
     )
     with engine.connect() as conn:
         rows = conn.execute(query).all()
-    frame = pd.DataFrame(rows, columns=["request_id", "role", "model_version", PREDICTION, ACTUAL])
+    columns = ["request_id", "role", "model_version", PREDICTION, ACTUAL]
+    if classify:
+        frame = pd.DataFrame([tuple(r[:3]) for r in rows], columns=columns[:3])
+        pred, actual, proba = _classes([tuple(r[3:]) for r in rows])
+        frame[PREDICTION], frame[ACTUAL], frame[PROBABILITIES] = pred, actual, proba
+        return frame
+    frame = pd.DataFrame(rows, columns=columns)
     frame[ACTUAL] = pd.to_numeric(frame[ACTUAL], errors="coerce")
     return frame
