@@ -175,6 +175,7 @@ class Runtime:
         # The spec may hold ${KUBELOOP_WORK_DIR}; the CLI exports settings the same way.
         os.environ.setdefault("KUBELOOP_WORK_DIR", str(settings.work_dir))
         spec = load_spec(settings.spec)
+        model_name = settings.model_name(spec)  # the project's model, or production's
         metrics = Metrics(settings.prediction_buckets)
 
         def open_features():
@@ -187,7 +188,7 @@ class Runtime:
         features = OnlineFeatures(open_features, metrics=metrics)
         models = ModelRepository(
             lambda: model_store.configure(settings),
-            spec.model_name,
+            model_name,
             champion_alias=settings.champion_alias,
             candidate_alias=settings.candidate_alias,
             shadow=settings.shadow_enabled,
@@ -207,7 +208,7 @@ class Runtime:
             nice=settings.log_writer_nice,
             on_counts=metrics_log_counts(metrics),
         )
-        return cls(settings, spec.model_name, metrics, models, features, prediction_log, spec.task)
+        return cls(settings, model_name, metrics, models, features, prediction_log, spec.task)
 
     def start(self) -> None:
         """Start the log writer, then (in the background) open the feature store and load the
