@@ -163,6 +163,8 @@ def served_rows(logged: pd.DataFrame, spec: ProjectSpec, features: list[str]) ->
     inputs changed since those predictions)."""
     from kubeloop.errors import SpecError
 
+    if logged.empty:
+        return pd.DataFrame(columns=[spec.entity_key, spec.timestamp, spec.target, *features])
     missing = [f for f in features if LOGGED + f not in logged.columns]
     if missing:
         raise SpecError(

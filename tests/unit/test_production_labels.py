@@ -140,6 +140,14 @@ def test_a_served_row_replaces_the_source_row_of_the_same_entity_and_time() -> N
     assert combined.loc[combined["energy_kwh"] == 7.0, "a"].item() == 1.0
 
 
+def test_labels_without_logged_rows_train_on_the_source_alone() -> None:
+    labels = dataset().iloc[:2].drop(columns=[pl.ORIGIN])
+    assert not pl.is_logged(labels).any()
+    served_rows = pl.served_rows(labels[pl.is_logged(labels)], SPEC, FEATURES)
+    joined = pl.source_labels(labels, SPEC).assign(a=1.0, b=2.0)
+    pd.testing.assert_frame_equal(pl.combine(joined, served_rows, SPEC), joined)
+
+
 def test_a_feature_the_log_does_not_hold_is_named() -> None:
     labels = dataset()
     with pytest.raises(SpecError, match=r"\['c'\]") as caught:
