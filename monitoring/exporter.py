@@ -36,6 +36,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "kubeloop_prediction_drift_score",
     "kubeloop_prediction_drifted",
     *(f"kubeloop_model_{m}" for m in QUALITY_METRICS),
+    "kubeloop_model_primary_metric",
     "kubeloop_quality_loss_ratio",
     "kubeloop_quality_loss_threshold",
     "kubeloop_new_labelled_rows",
@@ -76,6 +77,12 @@ _SPECS: dict[str, tuple[str, tuple[str, ...]]] = {
         )
         for m in QUALITY_METRICS
     },
+    "kubeloop_model_primary_metric": (
+        "The task's primary metric (the spec's evaluation.primary_metric: RMSE for regression, "
+        "weighted F1 for classification unless the spec names another), live or baseline: one "
+        "series a dashboard shows whatever the task.",
+        ("dataset", "metric"),
+    ),
     "kubeloop_quality_loss_ratio": (
         "Relative loss of the primary metric against the baseline (0.2 = 20% worse).",
         ("metric",),

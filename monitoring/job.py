@@ -160,6 +160,9 @@ def samples(
         for metric, value in figures.items():
             if metric in exporter.QUALITY_METRICS:
                 out.append(S(f"kubeloop_model_{metric}", value, {"dataset": dataset}))
+        if quality.primary in figures:
+            labels = {"dataset": dataset, "metric": quality.primary}
+            out.append(S("kubeloop_model_primary_metric", figures[quality.primary], labels))
     if quality.loss is not None:
         out.append(S("kubeloop_quality_loss_ratio", quality.loss, {"metric": quality.primary}))
     kinds = {t.kind for t in outcome.verdict.triggers}

@@ -27,11 +27,6 @@ LEFT_OUT = {
     "kubeloop_drifted_features": "the count behind kubeloop_drift_share; the quality dashboard "
     "shows the share (what the spec's threshold applies to) and "
     "each feature's verdict",
-    **{
-        f"kubeloop_model_{m}": "classification metrics: the bundled example is a regression; a "
-        "classification project copies the RMSE panel for its metric"
-        for m in ("accuracy", "f1", "roc_auc", "log_loss")
-    },
 }
 
 
