@@ -124,6 +124,14 @@ def register(
     return client.get_model_version(name, version.version)
 
 
+def version_of_run(client, name: str, run_id: str):
+    """The version registered from an MLflow run, or None."""
+    if not run_id:
+        return None
+    found = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    return max(found, key=lambda v: int(v.version)) if found else None
+
+
 def find_version(client, name: str, ref: str):
     """A version by registry number (``3``), V-name (``V1.0.2``) or alias (``challenger``)."""
     from mlflow.exceptions import MlflowException

@@ -284,8 +284,18 @@ class MonitoringSpec(_Strict):
         description="Retrain when this many labelled rows arrived since the champion was "
         "trained; unset: never for this reason.",
     )
+    new_source_rows: int | None = Field(
+        None,
+        ge=1,
+        description="Retrain when the data source holds this many more rows than the data "
+        "version the newest registered model was trained on (`kubeloop trigger new-data`, the "
+        "chart's new-data CronJob); unset: never for this reason.",
+    )
     cooldown_minutes: float = Field(
-        360, ge=0, description="After a launch, no other launch for this long, whatever happens."
+        360,
+        ge=0,
+        description="After a monitoring launch, no other monitoring launch for this "
+        "long, whatever happens (manual, scheduled, new-data and merge triggers are not held).",
     )
 
 

@@ -268,7 +268,7 @@ def _refresh_running(engine, launcher: Launcher, model_name: str, now: datetime)
     record = state.read(engine, model_name)
     if record is None or record.status != state.RUNNING or not record.run_id:
         return
-    seen = launcher.status(record.run_id)
+    seen = launcher.status(record.run_id, model_name)
     if seen is not None and seen.finished:
         state.finish(
             engine,
@@ -294,6 +294,37 @@ def _tag_retrained(client, spec: ProjectSpec, label: str, reason: str) -> None:
         log.warning("could not tag %s with its retraining reason: %s", label, exc)
 
 
+def launch_superseding(
+    engine,
+    launcher: Launcher,
+    spec: ProjectSpec,
+    claim: state.Claim,
+    *,
+    reason: str,
+    source: str | None,
+) -> Launched:
+    """Start the run a granted claim allows: terminate the run it supersedes first (a person
+    never stops a run; a newer trigger does), record the new run's handle as soon as it exists,
+    and which run it superseded. Every trigger (monitoring, manual, schedule, new data, merge)
+    launches through here."""
+    old = claim.superseded
+    if old is not None and old.run_id:
+        log.info("superseding: %s", launcher.terminate(old.run_id))
+
+    def on_start(run_id: str) -> None:
+        state.started(engine, spec.model_name, run_id)
+        if old is not None:
+            state.superseded(
+                engine,
+                spec.model_name,
+                old_run=old.run_id or "(starting)",
+                new_run=run_id,
+                now=state.utcnow(),
+            )
+
+    return launcher.launch(spec, reason=reason, source=source, on_start=on_start)
+
+
 def _launch(
     client,
     engine,
@@ -317,8 +348,13 @@ def _launch(
         log.info("retraining not launched: %s", outcome.claim.why)
         return
     try:
-        launched = launcher.launch(
-            spec, reason=outcome.verdict.reason, source=settings.retrain_source
+        launched = launch_superseding(
+            engine,
+            launcher,
+            spec,
+            outcome.claim,
+            reason=outcome.verdict.reason,
+            source=settings.retrain_source,
         )
     except LaunchError as exc:
         outcome.launch_error = exc.message
@@ -327,7 +363,6 @@ def _launch(
         )
         return
     outcome.launched = launched
-    state.started(engine, spec.model_name, launched.run_id)
     if launched.version:
         _tag_retrained(client, spec, launched.version, outcome.verdict.reason)
     if launched.finished:

@@ -10,13 +10,20 @@ Backends behind one abstract base, chosen by name (``KUBELOOP_LAUNCHER``):
   finished when ``launch`` returns.
 - ``kfp``: ``kfp.Client`` against the API server (``KUBELOOP_KFP_HOST``) with the compiled
   pipeline, an experiment, a run name and the parameters; asynchronous, ``status`` polls it.
+
+``terminate`` stops a run a newer trigger supersedes (``monitoring.state``): on KFP the API's
+terminate call, locally a signal to the process that runs it (its handle names host and pid).
 """
 
 from __future__ import annotations
 
 import abc
 import logging
+import os
+import signal
+import socket
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +45,7 @@ class Launched:
     succeeded: bool | None = None  # known once finished
     version: str = ""  # registered V-name ('' if the gate rejected the model, or not yet known)
     detail: str = ""
+    error: Exception | None = None  # why a local run failed, for a caller that reports it
 
 
 class Launcher(abc.ABC):
@@ -49,12 +57,25 @@ class Launcher(abc.ABC):
         self.settings = settings
 
     @abc.abstractmethod
-    def launch(self, spec: ProjectSpec, *, reason: str, source: str | None = None) -> Launched:
-        """Start a training run for ``spec`` (``source`` overrides the spec's data source)."""
+    def launch(
+        self,
+        spec: ProjectSpec,
+        *,
+        reason: str,
+        source: str | None = None,
+        on_start: Callable[[str], None] | None = None,
+    ) -> Launched:
+        """Start a training run for ``spec`` (``source`` overrides the spec's data source);
+        ``on_start`` gets the run's handle as soon as it exists (before a local run ends), so a
+        newer trigger can supersede it."""
 
-    def status(self, run_id: str) -> Launched | None:
+    def status(self, run_id: str, model_name: str) -> Launched | None:
         """How a started run is doing; None when the backend cannot tell."""
         return None
+
+    @abc.abstractmethod
+    def terminate(self, run_id: str) -> str:
+        """Stop a superseded run; says what was done (never raises: the new run starts anyway)."""
 
 
 def run_name(spec: ProjectSpec, now: datetime | None = None) -> str:
@@ -62,28 +83,75 @@ def run_name(spec: ProjectSpec, now: datetime | None = None) -> str:
     return f"{spec.name}-retrain-{stamp}"
 
 
+def local_handle(spec: ProjectSpec) -> str:
+    """``local:<host>:<pid>:<run name>``: where a local run can be signalled from."""
+    return f"local:{socket.gethostname()}:{os.getpid()}:{run_name(spec)}"
+
+
+def terminate_local(handle: str) -> str:
+    """SIGTERM to the process of a local run, if it runs on this host and is not this process.
+
+    A process that leads its group (a CLI from a shell, a CronJob's container) gets the signal
+    for its whole group, so the steps kfp.local started die with it.
+    """
+    try:
+        _, host, pid_text, _ = handle.split(":", 3)
+        pid = int(pid_text)
+    except ValueError:
+        return f"{handle}: not a local run handle, not terminated"
+    if host != socket.gethostname():
+        return f"{handle}: runs on {host}, not here; not terminated"
+    if pid == os.getpid():
+        return f"{handle}: this process; it ended before the new run"
+    try:
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, signal.SIGTERM)
+        else:
+            os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return f"{handle}: already ended"
+    except PermissionError as exc:
+        return f"{handle}: not terminated ({exc})"
+    return f"{handle}: terminated (SIGTERM to pid {pid})"
+
+
 class LocalLauncher(Launcher):
     """The pipeline with kfp.local's subprocess runner, in this environment."""
 
     name = "local"
 
-    def launch(self, spec: ProjectSpec, *, reason: str, source: str | None = None) -> Launched:
+    def __init__(
+        self, settings: MonitoringSettings, progress: Callable[[str], None] | None = log.info
+    ) -> None:
+        super().__init__(settings)
+        self.progress = progress  # one line per step; None: kfp.local prints everything
+
+    def launch(
+        self,
+        spec: ProjectSpec,
+        *,
+        reason: str,
+        source: str | None = None,
+        on_start: Callable[[str], None] | None = None,
+    ) -> Launched:
         from pipelines.runner import run_local
 
-        handle = f"local:{run_name(spec)}"
+        handle = local_handle(spec)
         log.info("launching %s (%s)", handle, reason)
+        if on_start:
+            on_start(handle)
         try:
-            result = run_local(spec, self.settings, source, progress=log.info)
+            result = run_local(spec, self.settings, source, progress=self.progress)
         except Exception as exc:  # noqa: BLE001 - any pipeline failure is the run's outcome
-            return Launched(handle, finished=True, succeeded=False, detail=f"failed: {exc}")
-        detail = (
-            f"registered {result.version}"
-            if result.registered
-            else "rejected by the evaluation gate"
-        )
+            return Launched(
+                handle, finished=True, succeeded=False, detail=f"failed: {exc}", error=exc
+            )
         return Launched(
-            handle, finished=True, succeeded=True, version=result.version, detail=detail
+            handle, finished=True, succeeded=True, version=result.version, detail=result.detail
         )
+
+    def terminate(self, run_id: str) -> str:
+        return terminate_local(run_id)
 
 
 class KfpLauncher(Launcher):
@@ -92,8 +160,9 @@ class KfpLauncher(Launcher):
     name = "kfp"
     FINISHED = {"SUCCEEDED": True, "FAILED": False, "CANCELED": False, "SKIPPED": False}
 
-    def __init__(self, settings: MonitoringSettings) -> None:
+    def __init__(self, settings: MonitoringSettings, run_name: str | None = None) -> None:
         super().__init__(settings)
+        self.run_name = run_name  # default: <project>-retrain-<time>
         if not settings.kfp_host:
             raise LaunchError("the kfp launcher needs KUBELOOP_KFP_HOST (the KFP API server URL)")
         self._client = None
@@ -106,10 +175,17 @@ class KfpLauncher(Launcher):
             self._client = kfp.Client(host=self.settings.kfp_host, existing_token=token)
         return self._client
 
-    def launch(self, spec: ProjectSpec, *, reason: str, source: str | None = None) -> Launched:
+    def launch(
+        self,
+        spec: ProjectSpec,
+        *,
+        reason: str,
+        source: str | None = None,
+        on_start: Callable[[str], None] | None = None,
+    ) -> Launched:
         from pipelines.runner import arguments, compile_pipeline
 
-        name = run_name(spec)
+        name = self.run_name or run_name(spec)
         try:
             with tempfile.TemporaryDirectory(prefix="kubeloop-kfp-") as tmp:
                 package = compile_pipeline(
@@ -126,9 +202,28 @@ class KfpLauncher(Launcher):
                 f"could not submit the retraining run to {self.settings.kfp_host}: {exc}"
             ) from exc
         log.info("submitted KFP run %s (%s): %s", result.run_id, name, reason)
+        if on_start:
+            on_start(result.run_id)
         return Launched(result.run_id, finished=False, detail=f"KFP run {name}")
 
-    def status(self, run_id: str) -> Launched | None:
+    def wait(self, run_id: str, model_name: str, timeout: float) -> Launched:
+        """Block until the run ends (or ``timeout`` seconds), then say how it ended: registered,
+        rejected by the gate with the reasons, failed or terminated."""
+        try:
+            self.client().wait_for_run_completion(run_id, timeout=int(timeout))
+        except TimeoutError:
+            return Launched(run_id, finished=False, detail=f"still running after {timeout:.0f} s")
+        seen = self.status(run_id, model_name)
+        return seen or Launched(run_id, finished=False, detail="state unreadable")
+
+    def terminate(self, run_id: str) -> str:
+        try:
+            self.client().terminate_run(run_id)
+        except Exception as exc:  # noqa: BLE001 - reported; the newer run starts regardless
+            return f"KFP run {run_id}: not terminated ({exc})"
+        return f"KFP run {run_id}: terminated"
+
+    def status(self, run_id: str, model_name: str) -> Launched | None:
         try:
             run = self.client().get_run(run_id)
         except Exception as exc:  # noqa: BLE001 - unknown: the run keeps its slot until timeout
@@ -137,7 +232,29 @@ class KfpLauncher(Launcher):
         state = str(run.state or "").upper()
         if state not in self.FINISHED:
             return Launched(run_id, finished=False, detail=state.lower() or "pending")
-        return Launched(run_id, finished=True, succeeded=self.FINISHED[state], detail=state.lower())
+        if state != "SUCCEEDED":
+            return Launched(run_id, finished=True, succeeded=False, detail=state.lower())
+        return self._outcome(run_id, model_name)
+
+    def _outcome(self, run_id: str, model_name: str) -> Launched:
+        """A succeeded run registered a version or was rejected by the gate: MLflow says which
+        (the evaluate step tags the candidate's run with the KFP run id)."""
+        from kubeloop import model_store
+        from pipelines.runner import outcome_of_pipeline_run
+
+        try:
+            found = outcome_of_pipeline_run(
+                model_store.configure(self.settings), model_name, run_id
+            )
+        except Exception as exc:  # noqa: BLE001 - the run did succeed; detail is a bonus
+            found, unread = None, f"succeeded (outcome unread: {exc})"
+        else:
+            unread = "succeeded (no candidate found in MLflow)"
+        if found is None:
+            return Launched(run_id, finished=True, succeeded=True, detail=unread)
+        return Launched(
+            run_id, finished=True, succeeded=True, version=found.version, detail=found.detail
+        )
 
 
 LAUNCHERS: dict[str, type[Launcher]] = {cls.name: cls for cls in (LocalLauncher, KfpLauncher)}

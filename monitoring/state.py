@@ -5,12 +5,14 @@ PostgreSQL on a cluster, so every CronJob run sees the same record):
 
 - ``kubeloop_retraining``: one row per model, the launch slot: ``idle`` or ``running``, when the
   last run was launched, by which launcher, why, and how it ended.
-- ``kubeloop_retraining_events``: every decision (launched, refused by cooldown, refused because
-  a run is in progress, finished, failed), for the audit trail and the report.
+- ``kubeloop_retraining_events``: every decision (launched, refused by cooldown, superseded,
+  finished, failed), for the audit trail, the report and the lineage of superseded runs.
 
-Claiming the slot is a single conditional ``UPDATE`` (``... WHERE status <> 'running' AND
-launched_at <= now - cooldown``): of two monitoring jobs racing, exactly one sees a row count
-of 1, so concurrent triggers neither duplicate a run nor supersede the one in progress.
+A run, once started, is never stopped by a person; only a newer trigger supersedes it (the
+requirement). So a claim past the cooldown is granted even while a run is in progress, and
+names that run (``Claim.superseded``) for the caller to terminate. Claiming is one conditional
+``UPDATE`` that also checks the slot is still as read (same status and run): of two jobs racing,
+exactly one sees a row count of 1, so concurrent triggers never start two runs.
 """
 
 from __future__ import annotations
@@ -59,7 +61,8 @@ events = Table(
     ),
     Column("model_name", String(128), nullable=False, index=True),
     Column("ts", DateTime(timezone=True), nullable=False),
-    Column("action", String(32), nullable=False),  # launched|cooldown|in_progress|finished|failed
+    # launched|cooldown|raced|superseded|finished|failed
+    Column("action", String(32), nullable=False),
     Column("run_id", String(256), nullable=True),
     Column("detail", String(2000), nullable=True),
 )
@@ -93,8 +96,9 @@ class Claim:
     """The outcome of asking for the launch slot."""
 
     granted: bool
-    why: str  # "granted", or why not ("cooldown until ...", "run ... in progress since ...")
+    why: str  # "granted", "supersedes run ...", or why not ("cooldown until ...")
     record: Record | None
+    superseded: Record | None = None  # the run in progress this claim replaces: terminate it
 
 
 def read(engine, model_name: str) -> Record | None:
@@ -125,6 +129,16 @@ def history(engine, model_name: str) -> list[dict]:
     return [{**dict(r._mapping), "ts": _utc(r.ts)} for r in rows]
 
 
+def _in_progress(record: Record | None, now: datetime, run_timeout: timedelta) -> bool:
+    """A run still ``running`` after ``run_timeout`` is considered lost: nothing to supersede."""
+    return (
+        record is not None
+        and record.status == RUNNING
+        and record.launched_at is not None
+        and record.launched_at > now - run_timeout
+    )
+
+
 def claim(
     engine,
     model_name: str,
@@ -135,9 +149,10 @@ def claim(
     launcher: str,
     reason: str,
 ) -> Claim:
-    """Take the launch slot if no run is in progress and the cooldown has passed.
+    """Take the launch slot once the cooldown since the last launch has passed; a run still in
+    progress is superseded (``Claim.superseded``), never waited for.
 
-    A run still ``running`` after ``run_timeout`` is considered lost and no longer blocks.
+    Triggers that are not monitoring's (manual, schedule, new data, merge) pass a zero cooldown.
     """
     create_all(engine)
     with engine.begin() as conn:
@@ -146,11 +161,19 @@ def claim(
                 conn.execute(insert(retraining).values(model_name=model_name, status=IDLE))
         except IntegrityError:
             pass  # the row exists
+    before = read(engine, model_name)
+    assert before is not None
+    same_slot = [retraining.c.status == before.status]
+    same_slot.append(
+        retraining.c.run_id.is_(None)
+        if before.run_id is None
+        else retraining.c.run_id == before.run_id
+    )
     granted_update = (
         update(retraining)
         .where(
             retraining.c.model_name == model_name,
-            or_(retraining.c.status != RUNNING, retraining.c.launched_at <= now - run_timeout),
+            *same_slot,
             or_(retraining.c.launched_at.is_(None), retraining.c.launched_at <= now - cooldown),
         )
         .values(
@@ -163,26 +186,42 @@ def claim(
             outcome=None,
         )
     )
+    superseded = before if _in_progress(before, now, run_timeout) else None
     with engine.begin() as conn:
         granted = conn.execute(granted_update).rowcount == 1
         if granted:
             _event(conn, model_name, "launched", now, detail=reason)
     record = read(engine, model_name)
     if granted:
-        return Claim(True, "granted", record)
-    assert record is not None and record.launched_at is not None
-    if record.status == RUNNING and record.launched_at > now - run_timeout:
-        why = (
-            f"retraining run {record.run_id or '(starting)'} in progress since "
-            f"{record.launched_at:%Y-%m-%d %H:%M:%S} UTC"
-        )
-        action = "in_progress"
-    else:
+        if superseded is None:
+            return Claim(True, "granted", record)
+        why = f"supersedes run {superseded.run_id or '(starting)'} ({superseded.reason})"
+        return Claim(True, why, record, superseded)
+    assert record is not None
+    if record.launched_at is not None and record.launched_at > now - cooldown:
         why = f"cooldown until {record.launched_at + cooldown:%Y-%m-%d %H:%M:%S} UTC"
         action = "cooldown"
+    else:
+        why = "another trigger claimed the slot at the same moment"
+        action = "raced"
     with engine.begin() as conn:
         _event(conn, model_name, action, now, run_id=record.run_id, detail=f"{reason} ({why})")
     return Claim(False, why, record)
+
+
+def superseded(engine, model_name: str, *, old_run: str, new_run: str, now: datetime) -> None:
+    """Record that ``new_run`` replaced ``old_run`` (the lineage of superseded runs)."""
+    with engine.begin() as conn:
+        _event(conn, model_name, "superseded", now, run_id=old_run, detail=f"by {new_run}")
+
+
+def supersessions(engine, model_name: str) -> dict[str, str]:
+    """Which run superseded which: ``{old run: new run}``, from the events."""
+    return {
+        e["run_id"]: e["detail"].removeprefix("by ")
+        for e in history(engine, model_name)
+        if e["action"] == "superseded" and e["run_id"]
+    }
 
 
 def started(engine, model_name: str, run_id: str) -> None:
@@ -206,8 +245,8 @@ def finish(
 ) -> None:
     """Free the slot (the cooldown still counts from the launch) and record how the run ended."""
     conditions = [retraining.c.model_name == model_name, retraining.c.status == RUNNING]
-    if run_id is not None:
-        conditions.append(or_(retraining.c.run_id == run_id, retraining.c.run_id.is_(None)))
+    if run_id is not None:  # a superseded run that ends late must not free its successor's slot
+        conditions.append(retraining.c.run_id == run_id)
     with engine.begin() as conn:
         changed = conn.execute(
             update(retraining)

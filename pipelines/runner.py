@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import re
 import time
@@ -25,10 +26,57 @@ EXPERIMENT = "kubeloop"
 class LocalRun:
     version: str  # V-name of the registered version, '' when the gate rejected the model
     log: Path | None = None  # kfp.local's full output, when it went to a file
+    reasons: tuple[str, ...] = ()  # why the gate rejected the model
+    mlflow_run_id: str = ""
 
     @property
     def registered(self) -> bool:
         return bool(self.version)
+
+    @property
+    def detail(self) -> str:
+        """One line for launchers and the CLI: what the run registered, or why nothing."""
+        if self.registered:
+            return f"registered {self.version}"
+        return "rejected by the evaluation gate: " + ("; ".join(self.reasons) or "no reason given")
+
+
+def outcome(client, model_name: str, verdict: dict[str, Any]) -> LocalRun:
+    """What a finished run did, from its verdict (the pipeline's output): the version registered
+    from its MLflow run, or the gate's reasons. The register step runs only when the gate passed,
+    so the version is looked up in the registry rather than passed out of a conditional branch
+    (kfp.local cannot return a ``dsl.OneOf``)."""
+    from kubeloop import registry
+
+    run_id = str(verdict.get("mlflow_run_id") or "")
+    if not verdict.get("passed"):
+        return LocalRun(
+            version="", reasons=tuple(verdict.get("reasons") or ()), mlflow_run_id=run_id
+        )
+    version = registry.version_of_run(client, model_name, run_id)
+    if version is None:
+        return LocalRun(version="", reasons=("the gate passed but no version was registered",))
+    return LocalRun(version=version.tags[registry.TAG_NAME], mlflow_run_id=run_id)
+
+
+def outcome_of_pipeline_run(client, model_name: str, pipeline_run: str) -> LocalRun | None:
+    """The outcome of a KFP run, read from the MLflow run its evaluate step tagged with the KFP
+    run id; None when no candidate got that far (the run failed or was terminated earlier)."""
+    import mlflow
+
+    from components.evaluate.core import GATE_REASONS_TAG, GATE_TAG, PIPELINE_RUN_TAG
+
+    runs = mlflow.search_runs(
+        search_all_experiments=True,
+        filter_string=f"tags.`{PIPELINE_RUN_TAG}` = '{pipeline_run}'",
+        output_format="list",
+    )
+    if not runs:
+        return None
+    tags = runs[0].data.tags
+    reasons = [r for r in tags.get(GATE_REASONS_TAG, "").split("; ") if r]
+    verdict = {"passed": tags.get(GATE_TAG) == "passed", "reasons": reasons}
+    return outcome(client, model_name, {**verdict, "mlflow_run_id": runs[0].info.run_id})
 
 
 def arguments(spec: ProjectSpec, source: str | None = None) -> dict[str, Any]:
@@ -79,7 +127,10 @@ def run_local(
             task = pipeline(**arguments(spec, source))
         except RuntimeError as exc:
             raise PipelineFailed(_failure_message(str(exc), spec, settings, steps)) from None
-    return LocalRun(version=task.output or "", log=steps.path if steps else None)
+    from kubeloop import model_store
+
+    result = outcome(model_store.configure(settings), spec.model_name, json.loads(task.output))
+    return dataclasses.replace(result, log=steps.path if steps else None)
 
 
 class PipelineFailed(KubeloopError):

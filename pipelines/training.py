@@ -44,7 +44,8 @@ def training_pipeline_for(image: str) -> GraphComponent:
 
     @dsl.pipeline(name=PIPELINE_NAME, description="Train, evaluate and register a kubeloop model.")
     def training_pipeline(spec: str, source: str = "") -> str:
-        """Train, evaluate and register one project's model.
+        """Train, evaluate and register one project's model; the output is the gate's verdict
+        (JSON: passed, reasons, MLflow run).
 
         Args:
             spec: The project spec as JSON (``kubeloop`` validates it before submitting).
@@ -67,22 +68,28 @@ def training_pipeline_for(image: str) -> GraphComponent:
         )
         evaluated = on_platform(
             evaluate(
-                spec=spec, model=trained.outputs["model"], test_set=trained.outputs["test_set"]
+                spec=spec,
+                model=trained.outputs["model"],
+                test_set=trained.outputs["test_set"],
+                pipeline_run=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             ),
             "evaluate gate",
             image,
         )
-        registered = on_platform(
-            register(
-                spec=spec,
-                model=trained.outputs["model"],
-                decision=evaluated.outputs["decision"],
-                data_version=ingested.outputs["data_version"],
-            ),
-            "register",
-            image,
-        )
-        return registered.output
+        # A rejected candidate skips the register step: the run reads as rejected on KFP, and
+        # its output (the verdict) says why.
+        with dsl.If(evaluated.outputs["passed"] == True, name="gate-passed"):  # noqa: E712
+            on_platform(
+                register(
+                    spec=spec,
+                    model=trained.outputs["model"],
+                    decision=evaluated.outputs["decision"],
+                    data_version=ingested.outputs["data_version"],
+                ),
+                "register",
+                image,
+            )
+        return evaluated.outputs["verdict"]
 
     return training_pipeline
 

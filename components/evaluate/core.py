@@ -29,6 +29,13 @@ class Decision:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def verdict(self, run_id: str) -> str:
+        """The pipeline run's output: KFP shows it on the run, so a rejection reads as one there
+        (the register step is skipped), and launchers find the candidate's MLflow run in it."""
+        import json
+
+        return json.dumps({"passed": self.passed, "reasons": self.reasons, "mlflow_run_id": run_id})
+
 
 def threshold_failures(metrics: dict[str, float], spec: ProjectSpec) -> list[str]:
     reasons = []
@@ -103,12 +110,24 @@ def evaluate(
     return decision
 
 
+GATE_TAG = "kubeloop.gate"  # passed | failed, on the candidate's MLflow run
+GATE_REASONS_TAG = "kubeloop.gate_reasons"
+PIPELINE_RUN_TAG = "kubeloop.pipeline_run"  # the KFP run id: how a launcher finds the outcome
+
+
 def run_step(
-    spec, settings, run_id: str, model_uri: str, test_path: str, decision_path: str
+    spec,
+    settings,
+    run_id: str,
+    model_uri: str,
+    test_path: str,
+    decision_path: str,
+    pipeline_run: str = "",
 ) -> Decision:
     """The evaluate step as a pipeline sees it: candidate and held-out rows in, decision out.
 
-    Metrics and the decision are logged to the candidate's MLflow run as well.
+    Metrics and the decision are logged to the candidate's MLflow run as well, tagged with the
+    pipeline run's id, so whoever launched the run reads its outcome from MLflow.
     """
     import json
     from pathlib import Path
@@ -134,7 +153,13 @@ def run_step(
         mlflow.log_metrics({f"test_{k}": v for k, v in decision.metrics.items()})
         if decision.champion:
             mlflow.log_metrics({f"champion_{k}": v for k, v in decision.champion.items()})
-        mlflow.set_tag("kubeloop.gate", "passed" if decision.passed else "failed")
+        mlflow.set_tags(
+            {
+                GATE_TAG: "passed" if decision.passed else "failed",
+                GATE_REASONS_TAG: "; ".join(decision.reasons)[:5000],
+                **({PIPELINE_RUN_TAG: pipeline_run} if pipeline_run else {}),
+            }
+        )
         mlflow.log_dict(decision.to_dict(), "evaluation/decision.json")
     Path(decision_path).parent.mkdir(parents=True, exist_ok=True)
     Path(decision_path).write_text(json.dumps(decision.to_dict(), indent=2))

@@ -79,10 +79,13 @@ class FakeLauncher(Launcher):
         self.finishes = finishes
         self.launches: list[str] = []
         self.done: set[str] = set()
+        self.terminated: list[str] = []
 
-    def launch(self, spec, *, reason, source=None) -> Launched:
+    def launch(self, spec, *, reason, source=None, on_start=None) -> Launched:
         run_id = f"fake-{len(self.launches)}"
         self.launches.append(reason)
+        if on_start:
+            on_start(run_id)
         return Launched(
             run_id,
             finished=self.finishes,
@@ -91,8 +94,12 @@ class FakeLauncher(Launcher):
             detail="fake run",
         )
 
-    def status(self, run_id: str) -> Launched | None:
+    def status(self, run_id: str, model_name: str) -> Launched | None:
         return Launched(run_id, finished=run_id in self.done, succeeded=True, detail="done")
+
+    def terminate(self, run_id: str) -> str:
+        self.terminated.append(run_id)
+        return f"{run_id}: terminated"
 
 
 @pytest.fixture
@@ -210,22 +217,35 @@ def test_the_cooldown_stops_a_second_launch(loop: Loop, env) -> None:
     assert len(launcher.launches) == 1
 
 
-def test_a_cluster_run_in_progress_is_neither_duplicated_nor_superseded(loop: Loop, env) -> None:
+def test_a_newer_trigger_terminates_the_cluster_run_in_progress_and_starts_its_own(
+    loop: Loop, env
+) -> None:
     settings, engine = env
+    spec = loop.spec.model_copy(
+        update={"monitoring": loop.spec.monitoring.model_copy(update={"cooldown_minutes": 60})}
+    )
     serve_traffic(loop, engine, drifted())
     launcher = FakeLauncher(settings, finishes=False)
-    run_monitor(loop.spec, settings, now=NOW, launcher=launcher, engine=engine)
+    run_monitor(spec, settings, now=NOW, launcher=launcher, engine=engine)
     later = run_monitor(
-        loop.spec, settings, now=NOW + timedelta(hours=2), launcher=launcher, engine=engine
+        spec, settings, now=NOW + timedelta(hours=2), launcher=launcher, engine=engine
     )
-    assert later.launched is None and "fake-0 in progress" in later.claim.why
-    launcher.done.add("fake-0")  # the KFP run ended: the next trigger may launch
+    assert later.claim is not None and later.claim.why.startswith("supersedes run fake-0")
+    assert launcher.terminated == ["fake-0"] and later.launched is not None
+    assert state.supersessions(engine, loop.spec.model_name) == {"fake-0": "fake-1"}
+    launcher.done.add("fake-0")  # the terminated run ends: the slot stays fake-1's
     after = run_monitor(
-        loop.spec, settings, now=NOW + timedelta(hours=3), launcher=launcher, engine=engine
+        spec,
+        settings,
+        now=NOW + timedelta(hours=2, minutes=5),
+        launcher=launcher,
+        engine=engine,
     )
-    assert after.launched is not None and launcher.launches == [later.verdict.reason] * 2
+    assert after.launched is None and "cooldown" in after.claim.why
+    record = state.read(engine, loop.spec.model_name)
+    assert record is not None and record.run_id == "fake-1" and record.status == state.RUNNING
     actions = [e["action"] for e in state.history(engine, loop.spec.model_name)]
-    assert actions == ["launched", "in_progress", "finished", "launched"]
+    assert actions == ["launched", "launched", "superseded", "cooldown"]
 
 
 def test_enough_new_labels_trigger_retraining_without_drift(loop: Loop, env) -> None:

@@ -23,7 +23,7 @@ def test_quickstart_notebook_runs_the_kfp_local_pipeline_on_the_embedded_default
         notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}
     ).execute()
     outputs = "".join(o.get("text", "") for cell in notebook.cells for o in cell.get("outputs", []))
-    assert "registered: V1.0.0" in outputs
+    assert "registered V1.0.0" in outputs
     assert "ran locally only" in outputs
     assert_registered_with_full_run(settings, "building-energy", "V1.0.0")
     assert (settings.work_dir / "feast" / "online.db").exists()

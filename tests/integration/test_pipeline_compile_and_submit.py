@@ -37,6 +37,25 @@ def test_golden_ir_runs_every_step_in_the_kubeloop_image_with_platform_env():
     assert all(e["configMapAsEnv"] and e["secretAsEnv"] for e in k8s.values())
 
 
+def test_golden_ir_registers_only_under_the_gate_and_outputs_the_verdict():
+    """A rejected model reads as rejected on KFP: register sits in a condition on the evaluate
+    step's ``passed`` (skipped otherwise), and the run's output is the verdict with reasons."""
+    ir, _ = yaml.safe_load_all(GOLDEN.read_text())
+    root = ir["root"]["dag"]
+    assert "register" not in root["tasks"]
+    [(name, gate)] = [(n, t) for n, t in root["tasks"].items() if "triggerPolicy" in t]
+    assert gate["triggerPolicy"]["condition"] == (
+        "inputs.parameter_values['pipelinechannel--evaluate-passed'] == true"
+    )
+    assert "register" in ir["components"][gate["componentRef"]["name"]]["dag"]["tasks"]
+    assert root["outputs"]["parameters"]["Output"]["valueFromParameter"] == {
+        "outputParameterKey": "verdict",
+        "producerSubtask": "evaluate",
+    }
+    evaluate_inputs = root["tasks"]["evaluate"]["inputs"]["parameters"]
+    assert evaluate_inputs["pipeline_run"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
+
+
 def test_submission_sends_the_compiled_pipeline_and_parameters(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))  # kfp.Client keeps a context file there
     spec = example_spec(source="s3://bucket/energy/2026-11.parquet")

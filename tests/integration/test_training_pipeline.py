@@ -54,6 +54,23 @@ def test_kfp_local_pipeline_on_postgres_and_redis(tmp_path, service_settings, mo
     assert redis.Redis(host=host, port=int(port), db=int(db)).dbsize() > 0
 
 
+@pytest.mark.slow
+def test_kfp_local_run_rejected_by_the_gate_registers_nothing_and_says_why(tmp_path, settings):
+    """The register step sits under ``dsl.If`` on the gate: kfp.local skips it, and the run's
+    output (the verdict) carries the reasons the launcher and the CLI print."""
+    from kubeloop.spec import Threshold
+
+    spec = small_spec(tmp_path)
+    strict = spec.evaluation.model_copy(update={"thresholds": {"r2": Threshold(min=0.99999)}})
+    result = run_local(spec.model_copy(update={"evaluation": strict}), settings)
+    assert not result.registered
+    assert result.reasons and "r2" in result.reasons[0] and "below the minimum" in result.reasons[0]
+    assert result.detail.startswith("rejected by the evaluation gate: r2 ")
+    assert versions(settings, spec.model_name) == []
+    client = model_store.configure(settings)
+    assert client.get_run(result.mlflow_run_id).data.tags["kubeloop.gate"] == "failed"
+
+
 def test_retraining_increments_auto_and_a_new_manual_revision_resets_it(tmp_path, settings):
     spec = small_spec(tmp_path)
     assert run_steps(spec, settings).version == "V1.0.0"

@@ -102,13 +102,28 @@ def test_first_trigger_gets_the_launch_slot(engine) -> None:
     assert claim.record.status == state.RUNNING and claim.record.launched_at == NOW
 
 
-def test_a_trigger_while_a_run_is_in_progress_duplicates_nothing(engine) -> None:
+def test_a_newer_trigger_supersedes_the_run_in_progress(engine) -> None:
+    """Runs are never stopped by people, only superseded: past the cooldown, a trigger gets the
+    slot and names the running run for its launcher to terminate; the lineage says who won."""
     assert take(engine, NOW).granted
     state.started(engine, "m", "run-1")
-    later = take(engine, NOW + timedelta(hours=2))  # past the cooldown, but still running
-    assert not later.granted and "run-1 in progress" in later.why
+    later = take(engine, NOW + timedelta(hours=2))  # past the cooldown, still running
+    assert later.granted and later.why == "supersedes run run-1 (drift)"
+    assert later.superseded is not None and later.superseded.run_id == "run-1"
+    state.started(engine, "m", "run-2")
+    state.superseded(engine, "m", old_run="run-1", new_run="run-2", now=NOW + timedelta(hours=2))
+    assert state.supersessions(engine, "m") == {"run-1": "run-2"}
+    # The superseded run ending late frees nothing: the slot is run-2's.
+    state.finish(engine, "m", now=NOW + timedelta(hours=3), outcome="canceled", run_id="run-1")
     record = state.read(engine, "m")
-    assert record is not None and record.run_id == "run-1"  # the running one is untouched
+    assert record is not None and record.status == state.RUNNING and record.run_id == "run-2"
+
+
+def test_a_trigger_without_cooldown_supersedes_at_once(engine) -> None:
+    assert take(engine, NOW).granted
+    manual = take(engine, NOW + timedelta(minutes=1), cooldown=0)
+    assert manual.granted and manual.superseded is not None
+    assert manual.why == "supersedes run (starting) (drift)"
 
 
 def test_the_cooldown_stops_a_second_launch_after_the_first_finished(engine) -> None:
@@ -119,10 +134,11 @@ def test_the_cooldown_stops_a_second_launch_after_the_first_finished(engine) -> 
     assert take(engine, NOW + timedelta(minutes=61)).granted
 
 
-def test_a_lost_run_stops_blocking_after_the_run_timeout(engine) -> None:
+def test_a_run_past_the_run_timeout_is_lost_not_superseded(engine) -> None:
     assert take(engine, NOW).granted
-    assert not take(engine, NOW + timedelta(minutes=359)).granted
-    assert take(engine, NOW + timedelta(minutes=361)).granted
+    state.started(engine, "m", "run-1")
+    after = take(engine, NOW + timedelta(minutes=361))
+    assert after.granted and after.superseded is None and after.why == "granted"
 
 
 def test_every_decision_is_recorded(engine) -> None:
@@ -131,7 +147,7 @@ def test_every_decision_is_recorded(engine) -> None:
     state.finish(engine, "m", now=NOW + timedelta(minutes=2), outcome="failed: boom", failed=True)
     take(engine, NOW + timedelta(minutes=3))
     actions = [e["action"] for e in state.history(engine, "m")]
-    assert actions == ["launched", "in_progress", "failed", "cooldown"]
+    assert actions == ["launched", "cooldown", "failed", "cooldown"]
     assert state.read(engine, "m").outcome == "failed: boom"
 
 

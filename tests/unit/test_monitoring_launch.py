@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -53,16 +56,26 @@ def test_local_launcher_reports_the_registered_version(work_dir: Path, monkeypat
         return LocalRun(version="V1.0.1")
 
     monkeypatch.setattr("pipelines.runner.run_local", fake_run_local)
-    launched = LocalLauncher(settings()).launch(SPEC, reason="drift", source="/data/new.parquet")
+    started: list[str] = []
+    launched = LocalLauncher(settings()).launch(
+        SPEC, reason="drift", source="/data/new.parquet", on_start=started.append
+    )
     assert calls == [("building-energy", "/data/new.parquet")]
     assert launched.finished and launched.succeeded and launched.version == "V1.0.1"
-    assert launched.run_id.startswith("local:building-energy-retrain-")
+    host, pid, name = launched.run_id.removeprefix("local:").split(":")
+    assert (host, int(pid)) == (socket.gethostname(), os.getpid())
+    assert name.startswith("building-energy-retrain-")
+    assert started == [launched.run_id]  # known before the run ended: a newer trigger can stop it
 
 
 def test_local_launcher_reports_a_gate_rejection_and_a_failure(work_dir: Path, monkeypatch) -> None:
-    monkeypatch.setattr("pipelines.runner.run_local", lambda *a, **k: LocalRun(version=""))
+    monkeypatch.setattr(
+        "pipelines.runner.run_local",
+        lambda *a, **k: LocalRun(version="", reasons=("r2 0.4100 is below the minimum 0.5",)),
+    )
     rejected = LocalLauncher(settings()).launch(SPEC, reason="drift")
-    assert rejected.succeeded and rejected.version == "" and "gate" in rejected.detail
+    assert rejected.succeeded and rejected.version == ""
+    assert rejected.detail == "rejected by the evaluation gate: r2 0.4100 is below the minimum 0.5"
 
     def boom(*a, **k):
         raise RuntimeError("ingest failed")
@@ -123,6 +136,9 @@ def kfp_server() -> Iterator[tuple[str, FakeKfp]]:
             elif self.path == "/apis/v2beta1/runs":
                 sent = json.loads(entry["body"])
                 self._answer({**sent, "run_id": "run-42", "state": "PENDING"})
+            elif self.path == "/apis/v2beta1/runs/run-42:terminate":
+                fake.run_state = "CANCELING"
+                self._answer({})
             else:
                 self.send_error(404)
 
@@ -186,13 +202,10 @@ def test_cluster_launcher_sends_the_compiled_pipeline_and_parameters(
 def test_cluster_launcher_polls_the_run_until_it_ends(work_dir: Path, kfp_server) -> None:
     host, fake = kfp_server
     launcher = KfpLauncher(settings(kfp_host=host))
-    running = launcher.status("run-42")
+    running = launcher.status("run-42", "energy")
     assert running is not None and not running.finished
-    fake.run_state = "SUCCEEDED"
-    done = launcher.status("run-42")
-    assert done is not None and done.finished and done.succeeded
     fake.run_state = "FAILED"
-    failed = launcher.status("run-42")
+    failed = launcher.status("run-42", "energy")
     assert failed is not None and failed.finished and failed.succeeded is False
 
 
@@ -200,3 +213,52 @@ def test_an_unreachable_kfp_server_is_a_launch_error(work_dir: Path) -> None:
     launcher = KfpLauncher(settings(kfp_host="http://127.0.0.1:9"))
     with pytest.raises(LaunchError, match="could not submit"):
         launcher.launch(SPEC, reason="drift")
+
+
+def test_cluster_launcher_terminates_a_superseded_run_through_the_api(
+    work_dir: Path, kfp_server
+) -> None:
+    host, fake = kfp_server
+    launcher = KfpLauncher(settings(kfp_host=host))
+    assert launcher.terminate("run-42") == "KFP run run-42: terminated"
+    assert [r["method"] for r in fake.requests if r["path"].endswith(":terminate")] == ["POST"]
+    assert launcher.terminate("run-7").startswith("KFP run run-7: not terminated")
+
+
+def test_a_superseded_local_run_gets_sigterm_with_its_process_group() -> None:
+    """A local run's handle names host and pid; the run's process (a group leader, like a CLI
+    started from a shell) and the steps it started die together."""
+    import signal
+    import subprocess
+    import sys
+
+    from monitoring.launch import terminate_local
+
+    step = "import time; time.sleep(60)"
+    code = (
+        "import subprocess, sys, time\n"
+        f"print(subprocess.Popen([sys.executable, '-c', {step!r}]).pid, flush=True)\n"
+        "time.sleep(60)"
+    )
+    run = subprocess.Popen(
+        [sys.executable, "-c", code], start_new_session=True, stdout=subprocess.PIPE, text=True
+    )
+    assert run.stdout is not None
+    step_pid = int(run.stdout.readline())
+    try:
+        handle = f"local:{socket.gethostname()}:{run.pid}:energy-retrain-1"
+        assert terminate_local(handle) == f"{handle}: terminated (SIGTERM to pid {run.pid})"
+        assert run.wait(timeout=10) == -signal.SIGTERM
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{step_pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)  # the orphaned step is reaped by init once it died
+        assert not Path(f"/proc/{step_pid}").exists() or _zombie(step_pid)
+    finally:
+        run.kill()
+    assert terminate_local(handle).endswith("already ended")
+    assert "not here" in terminate_local(f"local:elsewhere:{run.pid}:energy-retrain-1")
+    assert "this process" in terminate_local(f"local:{socket.gethostname()}:{os.getpid()}:x")
+
+
+def _zombie(pid: int) -> bool:
+    return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"

@@ -29,12 +29,13 @@ class Recorded:
 class KfpStub:
     host: str
     requests: list[Recorded] = field(default_factory=list)
+    run_state: str = "PENDING"  # what GET /runs/<id> answers; ':terminate' sets CANCELED
 
     def posted(self, path: str) -> list[Any]:
         return [r.body for r in self.requests if r.method == "POST" and r.path == path]
 
 
-def _answer(method: str, path: str, body: Any) -> dict:
+def _answer(stub: KfpStub, method: str, path: str, body: Any) -> dict:
     if path.endswith("/healthz"):
         return {"multi_user": False, "commit_sha": "stub", "tag_name": "2.x"}
     if path.endswith("/experiments") and method == "GET":
@@ -43,6 +44,11 @@ def _answer(method: str, path: str, body: Any) -> dict:
         return {"experiment_id": "exp-1", "display_name": body.get("display_name", "")}
     if path.endswith("/runs") and method == "POST":
         return {"run_id": "run-1", "display_name": body.get("display_name", ""), "state": "PENDING"}
+    if path.endswith(":terminate") and method == "POST":
+        stub.run_state = "CANCELED"
+        return {}
+    if "/runs/" in path and method == "GET":
+        return {"run_id": path.rsplit("/", 1)[-1], "state": stub.run_state}
     return {}
 
 
@@ -65,7 +71,7 @@ def kfp_stub() -> Iterator[KfpStub]:
                     {k.lower(): v for k, v in self.headers.items()},
                 )
             )
-            payload = json.dumps(_answer(self.command, url.path, body or {})).encode()
+            payload = json.dumps(_answer(stub, self.command, url.path, body or {})).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))

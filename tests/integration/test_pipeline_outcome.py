@@ -1,0 +1,83 @@
+"""How a KFP run ended, as the launcher, the CLI and the notebook report it.
+
+The register step runs only when the gate passed (``dsl.If``), so a run that succeeded either
+registered a version or was rejected; the evaluate step tags the candidate's MLflow run with the
+KFP run id, and the launcher reads the outcome there. The KFP side is the recording stub (no
+cluster here); MLflow, the registry and the CLI are real.
+"""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from components.evaluate.core import GATE_REASONS_TAG, GATE_TAG, PIPELINE_RUN_TAG
+from kubeloop import model_store
+from kubeloop.cli.main import app
+from tests.utils.factories import example_spec, sample_frame
+from tests.utils.kfp_server import kfp_stub
+from tests.utils.models import register_model, train_model
+
+SPEC = example_spec()
+
+
+def candidate(settings, *, passed: bool, reasons: str = "", register: bool = False) -> str:
+    """A trained candidate whose MLflow run the evaluate step of KFP run ``run-1`` tagged."""
+    trained = train_model(sample_frame(1_500), SPEC, settings, params={"max_iter": 20})
+    client = model_store.configure(settings)
+    client.set_tag(trained.run_id, PIPELINE_RUN_TAG, "run-1")
+    client.set_tag(trained.run_id, GATE_TAG, "passed" if passed else "failed")
+    client.set_tag(trained.run_id, GATE_REASONS_TAG, reasons)
+    if register:
+        return register_model(settings, SPEC, trained).label
+    return ""
+
+
+@pytest.mark.parametrize("wait", [True, False], ids=["cli-wait", "launcher-status"])
+def test_a_succeeded_run_rejected_by_the_gate_reads_as_rejected(
+    settings, tmp_path, monkeypatch, wait
+):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    candidate(settings, passed=False, reasons="r2 0.4100 is below the minimum 0.5")
+    with kfp_stub() as stub:
+        stub.run_state = "SUCCEEDED"
+        if wait:
+            result = CliRunner().invoke(
+                app, ["run", "training", "--host", stub.host, "--wait", "30"]
+            )
+            assert result.exit_code == 1, result.output
+            text = " ".join(result.output.split())
+            assert (
+                "run run-1: rejected by the evaluation gate: r2 0.4100 is below the minimum 0.5"
+                in text
+            )
+        else:
+            from monitoring.launch import KfpLauncher
+            from monitoring.settings import MonitoringSettings
+
+            seen = KfpLauncher(MonitoringSettings(kfp_host=stub.host)).status(
+                "run-1", SPEC.model_name
+            )
+            assert seen is not None and seen.finished and seen.succeeded and seen.version == ""
+            assert (
+                seen.detail == "rejected by the evaluation gate: r2 0.4100 is below the minimum 0.5"
+            )
+
+
+def test_a_run_that_registered_reports_its_version_and_a_second_trigger_supersedes(
+    settings, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    label = candidate(settings, passed=True, register=True)
+    with kfp_stub() as stub:
+        stub.run_state = "SUCCEEDED"
+        result = CliRunner().invoke(app, ["run", "training", "--host", stub.host, "--wait", "30"])
+        assert result.exit_code == 0, result.output
+        assert f"run run-1: registered {label}" in result.output
+        # The slot still holds run-1 (only the monitor frees a cluster run's slot): a schedule
+        # trigger now terminates it through the API before submitting its own run.
+        stub.run_state = "RUNNING"
+        again = CliRunner().invoke(app, ["trigger", "schedule", "--host", stub.host])
+        assert again.exit_code == 0, again.output
+        assert "superseded run run-1" in again.output
+        assert [r.method for r in stub.requests if r.path.endswith("run-1:terminate")] == ["POST"]

@@ -1,0 +1,75 @@
+"""Every trigger goes through one launch slot: new-data threshold, supersede on manual triggers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine
+
+from monitoring import state
+from monitoring.launch import Launched, Launcher
+from monitoring.settings import MonitoringSettings
+from monitoring.triggers import trigger_run
+from pipelines.new_data import new_rows_reason
+from tests.utils.factories import example_spec
+
+SPEC = example_spec()
+
+
+def test_new_rows_are_counted_against_the_last_trained_data_version() -> None:
+    assert new_rows_reason(12_000, 10_000, None) is None  # no threshold: never
+    assert new_rows_reason(10_999, 10_000, 1_000) is None
+    assert new_rows_reason(11_000, 10_000, 1_000) == (
+        "new data: 1,000 rows since the last trained data version (threshold 1,000)"
+    )
+    assert new_rows_reason(9_000, 10_000, 1_000) is None  # a rewritten, smaller source
+    assert new_rows_reason(500, None, 1_000) == (
+        "new data: 500 rows at the source and no trained data version yet"
+    )
+
+
+class Recorder(Launcher):
+    """Starts runs that keep going (like KFP runs) and records terminations."""
+
+    name = "kfp"
+
+    def __init__(self, settings: MonitoringSettings) -> None:
+        super().__init__(settings)
+        self.started: list[str] = []
+        self.terminated: list[str] = []
+
+    def launch(self, spec, *, reason, source=None, on_start=None) -> Launched:
+        run_id = f"run-{len(self.started) + 1}"
+        self.started.append(reason)
+        if on_start:
+            on_start(run_id)
+        return Launched(run_id, finished=False)
+
+    def terminate(self, run_id: str) -> str:
+        self.terminated.append(run_id)
+        return f"{run_id}: terminated"
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("KUBELOOP_WORK_DIR", str(tmp_path))
+    return MonitoringSettings(), create_engine(f"sqlite:///{tmp_path / 'log.db'}")
+
+
+def test_each_newer_trigger_terminates_the_run_in_progress_and_records_it(env) -> None:
+    settings, engine = env
+    launcher = Recorder(settings)
+    first = trigger_run(
+        SPEC, settings, launcher, trigger="schedule", reason="nightly", engine=engine
+    )
+    assert first.claim.superseded is None and first.launched is not None
+    second = trigger_run(
+        SPEC, settings, launcher, trigger="manual", reason="by hand", engine=engine
+    )
+    third = trigger_run(SPEC, settings, launcher, trigger="merge", reason="abc123", engine=engine)
+    assert second.launched is not None and third.launched is not None
+    assert launcher.terminated == ["run-1", "run-2"]
+    assert state.supersessions(engine, SPEC.model_name) == {"run-1": "run-2", "run-2": "run-3"}
+    record = state.read(engine, SPEC.model_name)
+    assert record is not None and record.run_id == "run-3" and record.reason == "merge: abc123"
