@@ -348,5 +348,22 @@ def feature_store_yaml(spec: SpecOption = DEFAULT_SPEC) -> None:
     typer.echo(render_yaml(settings, feast_project(project)))
 
 
+@app.command("kfp-gateway")
+def kfp_gateway(
+    api: Annotated[str, typer.Option(envvar="KUBELOOP_KFP_API_URL", help="KFP API server URL")],
+    ui: Annotated[str, typer.Option(envvar="KUBELOOP_KFP_UI_URL", help="KFP UI URL")],
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8888,
+    host: str = "0.0.0.0",
+) -> None:
+    """Serve the KFP gateway data scientists reach KFP through: it forwards everything but the
+    calls that terminate or delete runs (pipelines/gateway.py)."""
+    import uvicorn
+
+    from pipelines.gateway import Upstreams
+    from pipelines.gateway import app as gateway_app
+
+    uvicorn.run(gateway_app(Upstreams(api=api, ui=ui)), host=host, port=port, log_level="info")
+
+
 app.command("serve")(serve)
 register_monitoring(app)  # monitor, rollout, lineage
