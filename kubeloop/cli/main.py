@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
+from kubeloop.cli.monitor import WaitOption, start_training
 from kubeloop.cli.monitor import register as register_monitoring
 from kubeloop.cli.serve import serve
 from kubeloop.cli.support import DEFAULT_SPEC, SpecOption, console, context, friendly
 from kubeloop.sample_data import Drift
-
-if TYPE_CHECKING:
-    from monitoring.triggers import Trigger
 
 app = typer.Typer(help="kubeloop: the closed ML loop on Kubernetes.", no_args_is_help=True)
 data_app = typer.Typer(help="Sample data and dataset versions.", no_args_is_help=True)
@@ -97,15 +95,6 @@ def data_restore(
     console.print(f"restored {checkout(settings, pointer, out)} (run {run_id})")
 
 
-WaitOption = Annotated[
-    float | None,
-    typer.Option(
-        help="With --host: wait up to this many seconds for the run, then report it "
-        "(exit 1 unless it registered a version)"
-    ),
-]
-
-
 @run_app.command("training")
 @friendly
 def run_training(
@@ -127,105 +116,7 @@ def run_training(
 
     A manual trigger: a run in progress for the same model is terminated and this one starts.
     """
-    _trigger(spec, "manual", "started by hand", source, host, token, run_name, verbose, wait)
-
-
-TRIGGERS = {"schedule": "schedule", "merge": "merge", "new-data": "new_data"}
-
-
-@app.command("trigger")
-@friendly
-def trigger_cmd(
-    kind: Annotated[str, typer.Argument(help="schedule, merge or new-data")],
-    spec: SpecOption = DEFAULT_SPEC,
-    source: Annotated[str | None, typer.Option(help="Override data.source")] = None,
-    host: Annotated[
-        str | None, typer.Option(envvar="KFP_HOST", help="KFP API server URL: submit there")
-    ] = None,
-    token: Annotated[
-        str | None, typer.Option(envvar="KFP_TOKEN", help="Bearer token for the KFP API")
-    ] = None,
-    reason: Annotated[str, typer.Option(help="Recorded with the run")] = "",
-    wait: WaitOption = None,
-) -> None:
-    """Start training for a trigger (the chart's CronJobs, the merge workflow); new-data starts
-    only when the source holds monitoring.new_source_rows more rows than the last trained data
-    version. A run in progress for the model is superseded."""
-    if kind not in TRIGGERS:
-        raise typer.BadParameter(f"kind: choose {', '.join(TRIGGERS)}", param_hint="KIND")
-    if kind == "new-data":
-        from kubeloop import model_store
-        from pipelines.new_data import new_rows_reason, source_rows, trained_rows
-
-        project, settings = context(spec)
-        client = model_store.configure(settings)
-        why = new_rows_reason(
-            source_rows(project, settings, source),
-            trained_rows(client, project, settings),
-            project.monitoring.new_source_rows,
-        )
-        if why is None:
-            console.print("not enough new rows at the source: no run started")
-            return
-        reason = why
-    _trigger(spec, TRIGGERS[kind], reason or kind, source, host, token, None, False, wait)  # type: ignore[arg-type]
-
-
-def _trigger(
-    spec_path: Path,
-    trigger: Trigger,
-    reason: str,
-    source: str | None,
-    host: str | None,
-    token: str | None,
-    run_name: str | None,
-    verbose: bool,
-    wait: float | None,
-) -> None:
-    """Claim the model's launch slot, supersede the run in progress, run or submit, report."""
-    from monitoring.launch import KfpLauncher, Launcher, LocalLauncher
-    from monitoring.settings import MonitoringSettings
-    from monitoring.triggers import trigger_run
-
-    project, settings = context(spec_path, MonitoringSettings, kfp_host=host, kfp_token=token)
-    launcher: Launcher
-    kfp: KfpLauncher | None = None
-    if host:
-        launcher = kfp = KfpLauncher(settings, run_name=run_name)
-    else:
-        console.print(
-            f"running [bold]{project.name}[/bold] training locally (kfp.local); "
-            f"state in {settings.work_dir}"
-        )
-        launcher = LocalLauncher(
-            settings,
-            progress=None if verbose else lambda line: console.print(f"  {line}", highlight=False),
-        )
-    done = trigger_run(project, settings, launcher, trigger=trigger, reason=reason, source=source)
-    if done.claim.superseded is not None:
-        console.print(f"superseded run {done.claim.superseded.run_id or '(starting)'}")
-    launched = done.launched
-    if launched is None:  # only a racing trigger is refused: others have no cooldown
-        console.print(f"[yellow]not started: {done.claim.why}[/yellow]")
-        raise typer.Exit(1)
-    if not launched.finished:
-        console.print(f"submitted run {launched.run_id} to {host}")
-        if kfp is None or wait is None:
-            return
-        launched = kfp.wait(launched.run_id, project.model_name, wait)
-        console.print(f"run {launched.run_id}: {launched.detail}", highlight=False)
-        if launched.version:
-            return
-        raise typer.Exit(1)  # rejected, failed, terminated or still running
-    if launched.error is not None:
-        raise launched.error  # a step's failure, reported by @friendly like any other
-    if launched.version:
-        console.print(
-            f"[green]registered {project.model_name} {launched.version}[/green] (alias challenger)"
-        )
-        return
-    console.print(f"[yellow]{launched.detail}: nothing registered[/yellow]", highlight=False)
-    raise typer.Exit(1)
+    start_training(spec, "manual", "started by hand", source, host, token, run_name, verbose, wait)
 
 
 @app.command("init")

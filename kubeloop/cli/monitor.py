@@ -1,4 +1,6 @@
-"""``kubeloop monitor``, ``rollout ...``, ``lineage`` and ``metrics serve``: thin typer commands.
+"""``kubeloop monitor``, ``trigger``, ``rollout ...``, ``lineage``, ``metrics serve``: thin typer
+commands (``run training`` starts through ``start_training`` here too: every trigger claims the
+same launch slot).
 
 Registered in ``kubeloop/cli/main.py`` with one line (``register(app)``); ``python -m monitoring``
 runs ``monitor`` alone (the CronJob's entry point). The work is in ``monitoring.job``,
@@ -10,12 +12,24 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from kubeloop.cli.support import DEFAULT_SPEC, SpecOption, console, context, friendly
 from monitoring.settings import MonitoringSettings
+
+if TYPE_CHECKING:
+    from monitoring.triggers import Trigger
+
+WaitOption = Annotated[
+    float | None,
+    typer.Option(
+        help="With --host: wait up to this many seconds for the run, then report it "
+        "(exit 1 unless it registered a version)"
+    ),
+]
+
 
 rollout_app = typer.Typer(
     help="Release the challenger: shadow, approval, canary steps, promotion or rollback.",
@@ -66,11 +80,18 @@ def monitor(
         f"to {outcome.end:%F %T} UTC"
     )
     console.print(f"drift: {drift.share:.0%} of features ({', '.join(drift.drifted) or 'none'})")
+    if drift.prediction is not None:
+        console.print(
+            f"prediction drift: {drift.prediction.method} {drift.prediction.score:.3g}"
+            f"{' (drifted)' if drift.prediction.drifted else ''}"
+        )
     if quality.current:
         metric = quality.primary
+        others = ", ".join(f"{k} {v:.4g}" for k, v in quality.current.items() if k != metric)
         console.print(
             f"quality: {metric} {quality.current.get(metric, float('nan')):.4g} live, "
             f"{quality.baseline.get(metric, float('nan')):.4g} baseline"
+            + (f" (live {others})" if others else "")
         )
     for note in outcome.verdict.notes:
         console.print(f"[dim]{note}[/dim]")
@@ -288,9 +309,106 @@ def lineage_cmd(
     Console().print(table)
 
 
+TRIGGERS = {"schedule": "schedule", "merge": "merge", "new-data": "new_data"}
+
+
+@friendly
+def trigger_cmd(
+    kind: Annotated[str, typer.Argument(help="schedule, merge or new-data")],
+    spec: SpecOption = DEFAULT_SPEC,
+    source: Annotated[str | None, typer.Option(help="Override data.source")] = None,
+    host: Annotated[
+        str | None, typer.Option(envvar="KFP_HOST", help="KFP API server URL: submit there")
+    ] = None,
+    token: Annotated[
+        str | None, typer.Option(envvar="KFP_TOKEN", help="Bearer token for the KFP API")
+    ] = None,
+    reason: Annotated[str, typer.Option(help="Recorded with the run")] = "",
+    wait: WaitOption = None,
+) -> None:
+    """Start training for a trigger (the chart's CronJobs, the merge workflow); new-data starts
+    only when the source holds monitoring.new_source_rows more rows than the last trained data
+    version. A run in progress for the model is superseded."""
+    if kind not in TRIGGERS:
+        raise typer.BadParameter(f"kind: choose {', '.join(TRIGGERS)}", param_hint="KIND")
+    if kind == "new-data":
+        from kubeloop import model_store
+        from pipelines.new_data import new_rows_reason, source_rows, trained_rows
+
+        project, settings = context(spec)
+        client = model_store.configure(settings)
+        why = new_rows_reason(
+            source_rows(project, settings, source),
+            trained_rows(client, project, settings),
+            project.monitoring.new_source_rows,
+        )
+        if why is None:
+            console.print("not enough new rows at the source: no run started")
+            return
+        reason = why
+    start_training(spec, TRIGGERS[kind], reason or kind, source, host, token, None, False, wait)  # type: ignore[arg-type]
+
+
+def start_training(
+    spec_path: Path,
+    trigger: Trigger,
+    reason: str,
+    source: str | None,
+    host: str | None,
+    token: str | None,
+    run_name: str | None,
+    verbose: bool,
+    wait: float | None,
+) -> None:
+    """Claim the model's launch slot, supersede the run in progress, run or submit, report."""
+    from monitoring.launch import KfpLauncher, Launcher, LocalLauncher
+    from monitoring.triggers import trigger_run
+
+    project, settings = context(spec_path, MonitoringSettings, kfp_host=host, kfp_token=token)
+    launcher: Launcher
+    kfp: KfpLauncher | None = None
+    if host:
+        launcher = kfp = KfpLauncher(settings, run_name=run_name)
+    else:
+        console.print(
+            f"running [bold]{project.name}[/bold] training locally (kfp.local); "
+            f"state in {settings.work_dir}"
+        )
+        launcher = LocalLauncher(
+            settings,
+            progress=None if verbose else lambda line: console.print(f"  {line}", highlight=False),
+        )
+    done = trigger_run(project, settings, launcher, trigger=trigger, reason=reason, source=source)
+    if done.claim.superseded is not None:
+        console.print(f"superseded run {done.claim.superseded.run_id or '(starting)'}")
+    launched = done.launched
+    if launched is None:  # only a racing trigger is refused: others have no cooldown
+        console.print(f"[yellow]not started: {done.claim.why}[/yellow]")
+        raise typer.Exit(1)
+    if not launched.finished:
+        console.print(f"submitted run {launched.run_id} to {host}")
+        if kfp is None or wait is None:
+            return
+        launched = kfp.wait(launched.run_id, project.model_name, wait)
+        console.print(f"run {launched.run_id}: {launched.detail}", highlight=False)
+        if launched.version:
+            return
+        raise typer.Exit(1)  # rejected, failed, terminated or still running
+    if launched.error is not None:
+        raise launched.error  # a step's failure, reported by @friendly like any other
+    if launched.version:
+        console.print(
+            f"[green]registered {project.model_name} {launched.version}[/green] (alias challenger)"
+        )
+        return
+    console.print(f"[yellow]{launched.detail}: nothing registered[/yellow]", highlight=False)
+    raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     """Add the monitoring commands to the ``kubeloop`` CLI."""
     app.command("monitor")(monitor)
+    app.command("trigger")(trigger_cmd)
     app.add_typer(rollout_app, name="rollout")
     app.command("lineage")(lineage_cmd)
     app.add_typer(metrics_app, name="metrics")
