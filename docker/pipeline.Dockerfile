@@ -21,8 +21,9 @@ RUN python3 -m venv /opt/uv && /opt/uv/bin/pip install --no-cache-dir --quiet uv
 WORKDIR /app
 # Dependencies first, from the lock only: this layer is rebuilt when uv.lock changes, not the code.
 COPY pyproject.toml uv.lock ./
+# The workspace extra is JupyterLab (the chart's data-science workspace runs this image).
 RUN --mount=type=cache,target=/var/cache/uv \
-    /opt/uv/bin/uv sync --frozen --no-dev --no-install-project --python python3
+    /opt/uv/bin/uv sync --frozen --no-dev --extra workspace --no-install-project --python python3
 COPY README.md ./
 COPY kubeloop kubeloop
 COPY components components

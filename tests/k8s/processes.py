@@ -118,6 +118,14 @@ def _command_env(command: Any) -> set[str]:
     return names
 
 
+def _every_command_env(command: Any) -> set[str]:
+    """Variables any command of a CLI group reads (its options' envvars)."""
+    names = _command_env(command)
+    for sub in getattr(command, "commands", {}).values():
+        names |= _every_command_env(sub)
+    return names
+
+
 def _module_is_runnable(module: str) -> bool:
     spec = importlib.util.find_spec(module)
     if spec is None:
@@ -210,7 +218,46 @@ def describe(
             proc.env |= set(re.findall(r"\$\{(\w+)\}", yaml_text))
         return proc
 
+    if exe == "jupyter":
+        return _jupyter_lab(argv)
+
     return Process(exe, problems=[f"unknown executable {exe!r}"])
+
+
+def _jupyter_lab(argv: list[str]) -> Process:
+    """The workspace's JupyterLab: its options are real traits of the app, and what it reads is
+    the server's own token variable plus what the notebooks' kernels and a terminal read (the
+    platform's settings, MLflow's variables, every variable the bundled notebooks name, the
+    options of the ``kubeloop`` CLI)."""
+    import json
+
+    from jupyterlab.labapp import LabApp
+
+    proc = Process("jupyter lab")
+    if argv[1:2] != ["lab"]:
+        proc.problems.append(f"{' '.join(argv)}: only `jupyter lab` is in the image")
+        return proc
+    app = LabApp()
+    classes = {c.__name__: c for c in app._classes_with_config_traits()}
+    for arg in argv[2:]:
+        name = arg.removeprefix("--").partition("=")[0]
+        section, _, trait = name.rpartition(".")
+        if not section:
+            known = name in app.flags or name in app.aliases
+        else:
+            known = section in classes and trait in classes[section].class_traits(config=True)
+        if not known:
+            proc.problems.append(f"`{arg}`: not a JupyterLab option")
+    import jupyter_server.auth.identity as identity
+
+    assert "JUPYTER_TOKEN" in Path(identity.__file__).read_text()
+    proc.env |= {"JUPYTER_TOKEN"} | settings_env(_settings_classes("kubeloop")[0]) | library_env()
+    proc.env |= _every_command_env(_click_group("kubeloop"))  # the `kubeloop` CLI in a terminal
+    for notebook in (CHART.parents[1] / "notebooks").glob("*.ipynb"):
+        cells = json.loads(notebook.read_text())["cells"]
+        code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+        proc.env |= _script_env(code)
+    return proc
 
 
 def _s3_credentials_env() -> set[str]:

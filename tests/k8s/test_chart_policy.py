@@ -20,6 +20,7 @@ from tests.k8s.chart import (
 )
 
 SCENARIOS = pytest.mark.parametrize("values_file", VALUES_FILES, ids=scenario_id)
+WORKSPACE = "loop-workspace"  # ci/full-values.yaml's fullnameOverride
 
 
 def _matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
@@ -33,8 +34,10 @@ def test_every_pod_runs_non_root_with_runtime_default_seccomp(values_file: Path 
         assert pod.get("runAsNonRoot") is True, owner["metadata"]["name"]
         assert pod.get("runAsUser", 0) > 0, owner["metadata"]["name"]
         assert pod.get("seccompProfile", {}).get("type") == "RuntimeDefault"
-        assert spec.get("automountServiceAccountToken") is False, owner["metadata"]["name"]
         assert spec.get("serviceAccountName"), owner["metadata"]["name"]
+        # The workspace is a person's: it carries the data scientists' API token (tested below).
+        if owner["metadata"]["name"] != WORKSPACE:
+            assert spec.get("automountServiceAccountToken") is False, owner["metadata"]["name"]
 
 
 @SCENARIOS
@@ -63,7 +66,9 @@ def test_every_container_has_requests_and_limits(values_file: Path | None) -> No
 
 @SCENARIOS
 def test_long_running_containers_have_probes_on_named_ports(values_file: Path | None) -> None:
-    for owner, container in containers(kinds(render_scenario(values_file), "Deployment")):
+    deployments = pod_specs(kinds(render_scenario(values_file), "Deployment"))
+    # Init containers run to completion before the pod starts: they take no probes.
+    for owner, container in ((o, c) for o, spec in deployments for c in spec["containers"]):
         where = f"{owner['metadata']['name']}/{container['name']}"
         ports = {p["name"] for p in container.get("ports", [])}
         for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
@@ -274,6 +279,87 @@ def test_jobs_have_their_own_service_accounts_with_no_api_access() -> None:
         assert len(owners) == 1, f"{name} is shared by {owners}"
         assert accounts[name]["automountServiceAccountToken"] is False
         assert name not in bound, f"{name} needs no Kubernetes API access"
+
+
+WORKSPACE_VALUES = {
+    "workspace": {
+        "enabled": True,
+        "repository": {"url": "https://git.example.com/ml/kubeloop.git", "ref": "v1.2"},
+        "mlflowCredentials": {"existingSecret": "ds-mlflow"},
+    },
+    "rbac": FULL["rbac"] | {"kfpNamespace": "kubeflow"},
+    "monitoring": {"kfpHost": "http://ml-pipeline.kubeflow:8888"},
+}
+
+
+def test_the_workspace_is_off_by_default() -> None:
+    names = {o["metadata"]["name"] for o in render(FULL)}
+    assert not any("workspace" in n for n in names)
+    accounts = {a["metadata"]["name"] for a in kinds(render(FULL), "ServiceAccount")}
+    assert "kubeloop-data-scientist" not in accounts
+
+
+def test_the_workspace_runs_with_exactly_the_data_scientists_rights() -> None:
+    objects = render(FULL | WORKSPACE_VALUES)
+    [(owner, spec)] = [
+        (o, p) for o, p in pod_specs(objects) if o["metadata"]["name"] == "kubeloop-workspace"
+    ]
+    account = spec["serviceAccountName"]
+    assert account == "kubeloop-data-scientist" and spec["automountServiceAccountToken"] is True
+    # Bound to the data-scientist Roles, here and in KFP's namespace, and to nothing else.
+    bound_to = {
+        (b["metadata"]["namespace"], b["roleRef"]["kind"], b["roleRef"]["name"])
+        for b in kinds(objects, "RoleBinding", "ClusterRoleBinding")
+        for s in b["subjects"]
+        if s["kind"] == "ServiceAccount" and s["name"] == account
+    }
+    assert bound_to == {
+        ("kubeloop", "Role", "kubeloop-data-scientist"),
+        ("kubeflow", "Role", "kubeloop-data-scientist"),
+    }
+    # ... the very Roles people get, so its rights are theirs: no Secret, no Jobs, no patches.
+    roles = {(r["metadata"]["namespace"], r["metadata"]["name"]): r for r in kinds(objects, "Role")}
+    scientist = roles[("kubeloop", "kubeloop-data-scientist")]
+    assert not _grants(scientist, "secrets", "get") and not _grants(scientist, "jobs", "create")
+    assert not _grants(scientist, "deployments", "patch")
+    assert _grants(scientist, "services/proxy", "create", "kubeloop-workspace")  # reach it
+    # No other pod mounts an API token.
+    tokens = [
+        o["metadata"]["name"] for o, p in pod_specs(objects) if p["automountServiceAccountToken"]
+    ]
+    assert tokens == ["kubeloop-workspace"]
+    # The project's image, the repository cloned at the given ref, KFP and MLflow to talk to.
+    (clone,) = spec["initContainers"]
+    (lab,) = spec["containers"]
+    assert clone["image"] == lab["image"] and lab["image"].split("/")[-1].startswith(
+        "kubeloop-python:"
+    )
+    env = {e["name"]: e.get("value") for e in clone["env"]}
+    assert env["GIT_URL"] == "https://git.example.com/ml/kubeloop.git" and env["GIT_REF"] == "v1.2"
+    assert "dulwich clone" in clone["command"][-1]
+    lab_env = {e["name"]: e for e in lab["env"]}
+    assert lab_env["KFP_HOST"]["value"] == "http://ml-pipeline.kubeflow:8888"
+    secrets = {e["valueFrom"]["secretKeyRef"]["name"] for e in lab["env"] if "valueFrom" in e}
+    assert secrets == {"ds-mlflow"}  # a data scientist's MLflow user; no raw or feature Secrets
+    assert owner["spec"]["template"]["metadata"]["labels"]["kubeloop.io/mlflow-client"] == "true"
+    assert "kubeloop.io/feast-client" not in owner["spec"]["template"]["metadata"]["labels"]
+
+
+def test_the_workspace_needs_a_repository_and_outside_dev_a_token() -> None:
+    prod = {
+        "environment": "prod",
+        "server": {"auth": {"existingSecret": "api"}, "predictionLog": {"existingSecret": "log"}},
+        "mlflow": {
+            "backendStore": {"existingSecret": "db"},
+            "artifacts": {"destination": "s3://bucket/artifacts"},
+        },
+    }
+    with pytest.raises(Exception, match=r"workspace\.repository\.url"):
+        render({"workspace": {"enabled": True}})
+    with pytest.raises(Exception, match=r"workspace\.auth\.existingSecret"):
+        render(prod | {"workspace": WORKSPACE_VALUES["workspace"]})
+    secured = {**WORKSPACE_VALUES["workspace"], "auth": {"existingSecret": "jupyter"}}
+    assert any("workspace" in o["metadata"]["name"] for o in render(prod | {"workspace": secured}))
 
 
 def test_network_policies_deny_by_default_and_open_each_flow() -> None:

@@ -223,9 +223,23 @@ bitnami's validateValues: all problems are collected and reported at once.
 {{- if and .Values.server.ingress.enabled (not .Values.server.ingress.host) -}}
 {{- $messages = append $messages "server.ingress.host: set a host name when server.ingress.enabled is true" -}}
 {{- end -}}
+{{- if and .Values.workspace.enabled (not .Values.workspace.repository.url) -}}
+{{- $messages = append $messages "workspace.repository.url: the workspace clones the project's repository; set its URL" -}}
+{{- end -}}
+{{- if and .Values.workspace.enabled (not $dev) (not .Values.workspace.auth.existingSecret) -}}
+{{- $messages = append $messages (printf "workspace.auth.existingSecret: environment %q needs JupyterLab's token from an existing Secret" .Values.environment) -}}
+{{- end -}}
+{{- if and .Values.workspace.enabled (not .Values.rbac.create) -}}
+{{- $messages = append $messages "rbac.create: the workspace runs with the data-scientist Roles; it needs them" -}}
+{{- end -}}
 {{- if $messages -}}
 {{- printf "\nVALUES VALIDATION:\n%s" (join "\n" $messages) | fail -}}
 {{- end -}}
+{{- end -}}
+
+{{/* The data scientists' ServiceAccount: the workspace runs as it (workspace.yaml). */}}
+{{- define "kubeloop.workspace.serviceAccount" -}}
+{{- include "kubeloop.component.fullname" (dict "ctx" . "component" "data-scientist") -}}
 {{- end -}}
 
 {{/* The server's container port: kubeloop/images.py SERVER_PORT, fixed in the image. */}}
