@@ -130,14 +130,15 @@ def as_key_type(rows: pd.DataFrame, spec: ProjectSpec) -> pd.DataFrame:
 
 def split(dataset: pd.DataFrame, spec: ProjectSpec) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A dataset's source rows (the spec's raw columns; the caller restores their types) and
-    logged rows (entity, time, target, ``logged.*``); a dataset without logged rows is all
-    source."""
+    logged rows (entity, time, target, ``logged.*``, origin: the train step tells them apart
+    by it); a dataset without logged rows is all source."""
     if ORIGIN not in dataset.columns:
         return dataset, dataset.iloc[0:0]
     from_log = dataset[ORIGIN] == FROM_LOG
     logged_columns = [c for c in dataset.columns if c.startswith(LOGGED)]
     source = dataset.loc[~from_log, [c for c in spec.data.columns if c in dataset.columns]]
-    logged = dataset.loc[from_log, [spec.entity_key, spec.timestamp, spec.target, *logged_columns]]
+    kept = [spec.entity_key, spec.timestamp, spec.target, *logged_columns, ORIGIN]
+    logged = dataset.loc[from_log, kept]
     return source.reset_index(drop=True), logged.reset_index(drop=True)
 
 

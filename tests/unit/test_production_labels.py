@@ -124,6 +124,7 @@ def test_split_gives_back_the_source_rows_and_the_logged_ones() -> None:
     assert source["building_type"].tolist() == ["office", "retail"]
     assert "logged.a" not in source.columns and pl.ORIGIN not in source.columns
     assert logged["energy_kwh"].tolist() == [7.0, 8.0]
+    assert pl.is_logged(logged).all()
     plain = dataset().iloc[:2].drop(columns=[pl.ORIGIN])
     assert pl.split(plain, SPEC)[1].empty
 
