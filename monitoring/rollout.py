@@ -870,9 +870,26 @@ def describe_comparison(comparison: dict[str, Any], metric: str) -> str:
 
 
 def step_rows(status: dict[str, Any], metric: str) -> list[dict[str, str]]:
-    """One row per judged stage (stress test, canary steps) for ``kubeloop rollout status``:
-    the counts, latency and quality it judged, and where each came from."""
+    """One row per judged stage (shadow, stress test, canary steps) for ``kubeloop rollout
+    status``: the counts, latency and quality it judged, and where each came from."""
     rows = []
+    if shadow := status.get("shadow_result"):
+        s = json.loads(shadow)
+        loss = s.get("quality_loss")
+        rows.append(
+            {
+                "step": "shadow",
+                "candidate": f"{s.get('pairs', 0)} requests both answered, mean |difference| "
+                + ("-" if s.get("mean_abs_diff") is None else f"{s['mean_abs_diff']:.3g}"),
+                "champion": "the same requests",
+                "quality": describe_comparison(s, metric),
+                "source": f"prediction log, champion and shadow rows since "
+                f"{status.get('shadow_started_at', '-')}",
+                "verdict": f"{metric} {loss:+.1%} against the champion"
+                if loss is not None
+                else f"quality not judged (fewer than {MIN_LABELLED} labelled requests)",
+            }
+        )
     if stress := status.get("stress_result"):
         s = json.loads(stress)
         rows.append(

@@ -481,7 +481,10 @@ def test_the_stress_result_of_a_promoted_version_is_frozen_in_its_lineage(world)
     frozen = json.loads(world.tags()[lineage.LINEAGE_TAG])
     assert frozen["stress_test"]["passed"] is True and frozen["stress_test"]["target_rps"] == 20
     rows = {r["step"]: r for r in step_rows(world.rollout.status("2"), "rmse")}
-    assert list(rows) == ["stress test", "canary 10%", "canary 50%", "canary 100%"]
+    assert list(rows) == ["shadow", "stress test", "canary 10%", "canary 50%", "canary 100%"]
+    assert rows["shadow"]["candidate"].startswith("60 requests both answered")
+    assert rows["shadow"]["quality"].startswith("60 requests, rmse candidate")
+    assert "rmse" in rows["shadow"]["verdict"] and "prediction log" in rows["shadow"]["source"]
     assert rows["canary 10%"]["candidate"] == "20 requests, 0 errors, p99 11.0 ms"
     assert rows["canary 10%"]["champion"].endswith("(this step)")
     assert rows["canary 100%"]["champion"].endswith("(canary 50% step)")
