@@ -69,6 +69,9 @@ feedback = Table(
     Column("ts", DateTime(timezone=True), nullable=False),
     Column("actual", Float, nullable=True),  # regression: the observed value
     Column("actual_label", String(128), nullable=True),  # classification: the true class
+    # Monitoring counts the labels that arrived since the last training from here: without
+    # it that count joins every prediction with its feedback (41 s of a 10M-row run).
+    Index("ix_feedback_ts", "ts"),
 )
 
 log_segments = Table(
@@ -154,9 +157,10 @@ def ensure_schema(engine) -> None:
 
 def upgrade(engine) -> None:
     """Bring a log written by an older server up to this schema: add the classification
-    columns and, on PostgreSQL, let ``feedback.actual`` be null (a class label goes to
-    ``actual_label``). SQLite cannot relax a NOT NULL in place: an embedded log from before
-    classification takes regression feedback only (``rm -rf .kubeloop`` starts afresh)."""
+    columns and the index on ``feedback.ts``, and, on PostgreSQL, let ``feedback.actual`` be
+    null (a class label goes to ``actual_label``). SQLite cannot relax a NOT NULL in place: an
+    embedded log from before classification takes regression feedback only (``rm -rf
+    .kubeloop`` starts afresh)."""
     from sqlalchemy import inspect
 
     inspector = inspect(engine)
@@ -170,3 +174,4 @@ def upgrade(engine) -> None:
                 conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
         if engine.dialect.name == "postgresql" and not present["feedback"]["actual"]["nullable"]:
             conn.exec_driver_sql("ALTER TABLE feedback ALTER COLUMN actual DROP NOT NULL")
+        conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_feedback_ts ON feedback (ts)")
