@@ -33,6 +33,7 @@ PIPELINE_ENV_KEYS = (
 PIPELINE_SECRET = "kubeloop-pipeline-secrets"
 PIPELINE_SECRET_KEYS = (
     "KUBELOOP_FEAST_REGISTRY",  # a database URL with credentials
+    "KUBELOOP_FEAST_OFFLINE_STORE",  # likewise (Feast's PostgreSQL offline store)
     "KUBELOOP_REDIS_URL",  # may carry a password
     "MLFLOW_TRACKING_TOKEN",
     "AWS_ACCESS_KEY_ID",

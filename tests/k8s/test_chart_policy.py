@@ -249,7 +249,7 @@ def test_data_scientists_reach_runs_and_registry_and_approvers_promote() -> None
     scientist = roles[("kubeloop", "kubeloop-data-scientist")]
     assert _grants(scientist, "services/proxy", "create", "kubeloop-mlflow")  # registry, runs
     kfp = roles[("kubeflow", "kubeloop-data-scientist")]
-    assert _grants(kfp, "services/proxy", "create", "ml-pipeline")  # pipeline runs
+    assert _grants(kfp, "services/proxy", "create", "kubeloop-kfp-gateway")  # pipeline runs
     approver = roles[("kubeloop", "kubeloop-approver")]
     assert _grants(approver, "services/proxy", "create", "kubeloop-mlflow")  # release, aliases
     # No Deployment patch: it would let an approver mount any Secret into the server's pods.
@@ -261,6 +261,34 @@ def test_data_scientists_reach_runs_and_registry_and_approvers_promote() -> None
     }
     assert bindings[("kubeloop", "kubeloop-data-engineer")]["subjects"][0]["name"] == "de"
     assert bindings[("kubeflow", "kubeloop-data-scientist")]["subjects"][0]["name"] == "ds"
+
+
+def test_no_data_scientist_role_can_terminate_or_delete_runs() -> None:
+    """A run is never stopped by a person. KFP is reached only through the gateway (which
+    refuses terminate and delete, tests/unit/test_kfp_gateway.py): not ml-pipeline or its UI
+    directly, no DELETE through any proxy, and no write on the pods and Argo workflows that
+    carry a run."""
+    objects = render(FULL)
+    scientist_roles = [
+        r for r in kinds(objects, "Role") if r["metadata"]["name"] == "kubeloop-data-scientist"
+    ]
+    assert {r["metadata"]["namespace"] for r in scientist_roles} == {"kubeloop", "kubeflow"}
+    for role in scientist_roles:
+        for service in ("ml-pipeline", "ml-pipeline-ui"):
+            assert not _grants(role, "services/proxy", "create", service)
+            assert not _grants(role, "services/proxy", "get", service)
+        assert not _grants(role, "services/proxy", "delete")
+        for verb in ("delete", "deletecollection", "patch", "update", "create"):
+            assert not _grants(role, "pods", verb)
+            assert not _grants(role, "workflows", verb)
+            assert not _grants(role, "jobs", verb)
+    [gateway] = [
+        d for d in kinds(objects, "Deployment") if d["metadata"]["name"] == "kubeloop-kfp-gateway"
+    ]
+    assert gateway["metadata"]["namespace"] == "kubeflow"
+    command = gateway["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[:2] == ["kubeloop", "kfp-gateway"]
+    assert "http://ml-pipeline.kubeflow:8888" in command
 
 
 def test_jobs_have_their_own_service_accounts_with_no_api_access() -> None:

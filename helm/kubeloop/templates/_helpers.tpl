@@ -131,6 +131,20 @@ securityContext:
 - name: KUBELOOP_FEAST_ONLINE_STORE
   value: redis
 {{ include "kubeloop.env.featureStoreConnections" . }}
+{{- with .Values.featureStore.offlineStore.existingSecret }}
+{{ include "kubeloop.secretEnv" (dict "name" "KUBELOOP_FEAST_OFFLINE_STORE" "secret" . "key" $.Values.featureStore.offlineStore.existingSecretKey) }}
+{{- end }}
+{{- end -}}
+
+{{/* The image pipelines compile into every step (PlatformSettings.pipeline_image), from the
+  chart's image values: for the processes that compile and submit (monitor, training triggers). */}}
+{{- define "kubeloop.env.pipelineImage" -}}
+- name: KUBELOOP_PIPELINE_IMAGE_REGISTRY
+  value: {{ .Values.image.registry | quote }}
+- name: KUBELOOP_PIPELINE_IMAGE_REPOSITORY
+  value: {{ .Values.image.python.repository | quote }}
+- name: KUBELOOP_PIPELINE_IMAGE_TAG
+  value: {{ default .Chart.AppVersion .Values.image.tag | quote }}
 {{- end -}}
 
 {{/* Where Redis and the registry are: also the ${VAR}s of the feature server's feature_store.yaml. */}}
@@ -231,6 +245,14 @@ bitnami's validateValues: all problems are collected and reported at once.
 {{- end -}}
 {{- if and .Values.workspace.enabled (not .Values.rbac.create) -}}
 {{- $messages = append $messages "rbac.create: the workspace runs with the data-scientist Roles; it needs them" -}}
+{{- end -}}
+{{- range $trigger := list "schedule" "newData" -}}
+{{- if and (index $.Values.pipelines $trigger).enabled (not $.Values.monitoring.kfpHost) -}}
+{{- $messages = append $messages (printf "monitoring.kfpHost: pipelines.%s.enabled submits training runs to KFP; set the KFP API URL" $trigger) -}}
+{{- end -}}
+{{- end -}}
+{{- if and .Values.pipelines.gateway.enabled .Values.rbac.create (not .Values.rbac.kfpNamespace) -}}
+{{- $messages = append $messages "rbac.kfpNamespace: the KFP gateway runs in KFP's namespace; set it, or pipelines.gateway.enabled: false" -}}
 {{- end -}}
 {{- if $messages -}}
 {{- printf "\nVALUES VALIDATION:\n%s" (join "\n" $messages) | fail -}}
