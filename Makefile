@@ -19,7 +19,7 @@ help: ## List the targets
 	.tools/bin/pip install --quiet uv==$(UV_VERSION)
 
 $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen
+	$(UV) sync --frozen --extra workspace  # JupyterLab too: the chart's workspace runs it
 	touch $@
 
 setup: $(VENV)/.synced ## Build .venv from uv.lock (installs uv from PyPI when missing)
