@@ -2,13 +2,13 @@
 
 1. generate sample data; 2. train and register a model with the kfp.local pipeline; 3. approve
 it as champion; 4. serve it (shadow scoring on); 5. send traffic that drifts (a heatwave, busier
-buildings, new equipment) and 6. its ground truth; the labelled new readings land as the recent
-window (``raw/recent.parquet``, ``KUBELOOP_RETRAIN_SOURCE``); 7. monitor: Evidently finds the
-drift, quality has dropped, retraining is launched on the recent window (kfp.local, the same
-pipeline: the next automatic revision), and a second run right after launches nothing
-(cooldown); 8. roll the new challenger out: shadow, (dev) auto-approval, canary 10% -> 50% ->
-100%, promotion; 9. monitor the new champion. A summary ends it: versions, metrics before and
-after, and where the reports are.
+buildings, new equipment) and 6. its ground truth; the labelled predictions stay in the
+prediction log; 7. monitor: Evidently finds the drift, quality has dropped, retraining is
+launched (kfp.local, the same pipeline: the next automatic revision) on the history and the
+labelled predictions its ingest step reads from the log (``retraining.labelled_hours``), and a
+second run right after launches nothing (cooldown); 8. roll the new challenger out: shadow,
+(dev) auto-approval, canary 10% -> 50% -> 100%, promotion; 9. monitor the new champion. A
+summary ends it: versions, metrics before and after, and where the reports are.
 
 Everything lands in ``<work_dir>/demo`` (``.kubeloop/demo``), wiped at the start so every run
 is a fresh one; inspect it afterwards with ``KUBELOOP_WORK_DIR=.kubeloop/demo kubeloop ...``.
@@ -225,10 +225,9 @@ def run_demo(
     if work_dir.exists():
         shutil.rmtree(work_dir)
     work_dir.mkdir(parents=True)
-    recent = work_dir / "raw" / "recent.parquet"  # where new labelled readings land
     # The embedded default whatever the shell says: MLflow in the demo's own folder.
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work_dir / 'mlflow.db'}"
-    settings = MonitoringSettings(work_dir=work_dir, retrain_source=str(recent))
+    settings = MonitoringSettings(work_dir=work_dir)
     settings.export_to_environment()
     spec = demo_spec(load_spec(SPEC), config)
     clock: dict[str, float] = {}
@@ -313,10 +312,9 @@ def run_demo(
         with caller(server.url) as http:
             sent = send(http, recs, actuals, batch=100)
         wait_for(lambda: logged_rows(engine, spec.model_name) >= sent, "the prediction log")
-        new.to_parquet(recent, index=False)
         say(
-            f"{sent:,} predictions answered and labelled; the labelled readings landed in "
-            f"{recent} (the recent window retraining reads)"
+            f"{sent:,} predictions answered and labelled, in the prediction log: retraining "
+            "reads the labelled ones from there (retraining.labelled_hours in the spec)"
         )
         lap("traffic")
 
@@ -338,8 +336,8 @@ def run_demo(
         challenger = monitor_before.launched.version
         exported_before = Path(monitor_before.metrics_target).read_text()
         say(
-            f"retraining (kfp.local, recent window) registered [bold]{challenger}[/bold] as "
-            "challenger"
+            f"retraining (kfp.local, the history and the labelled predictions) registered "
+            f"[bold]{challenger}[/bold] as challenger"
         )
         second = run_monitor(spec, settings, launcher=launcher, engine=engine)
         say(
