@@ -35,6 +35,7 @@ PIPELINE_SECRET_KEYS = (
     "KUBELOOP_FEAST_REGISTRY",  # a database URL with credentials
     "KUBELOOP_FEAST_OFFLINE_STORE",  # likewise (Feast's PostgreSQL offline store)
     "KUBELOOP_REDIS_URL",  # may carry a password
+    "KUBELOOP_PREDICTION_LOG_URL",  # the ingest step reads production's labelled rows there
     "MLFLOW_TRACKING_TOKEN",
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
