@@ -114,3 +114,24 @@ def test_a_sampled_window_reads_features_of_a_sample_and_every_label(engine) -> 
     pd.testing.assert_frame_equal(window.frame, again.frame)  # seeded: the same sample
     whole = read_window(engine, "m", FEATURES, START, end, sample_rows=1000)
     assert len(whole.frame) == 500 and whole.rows == 500
+
+
+def test_a_log_from_before_the_feedback_time_index_gets_it(engine) -> None:
+    """Counting the labels since the last training reads them by ``feedback.ts``; a log an
+    older server created gets the index when a server or shipper next opens it."""
+    from sqlalchemy import inspect
+
+    from kubeloop.log_store import ensure_schema
+
+    log(engine, 5)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP INDEX ix_feedback_ts")
+    assert "ix_feedback_ts" not in {i["name"] for i in inspect(engine).get_indexes("feedback")}
+    ensure_schema(engine)
+    assert "ix_feedback_ts" in {i["name"] for i in inspect(engine).get_indexes("feedback")}
+    with engine.connect() as conn:
+        plan = conn.exec_driver_sql(
+            "EXPLAIN QUERY PLAN SELECT count(*) FROM feedback JOIN predictions "
+            "ON predictions.request_id = feedback.request_id WHERE feedback.ts > '2026-11-02'"
+        ).all()
+    assert "ix_feedback_ts" in str(plan)
