@@ -1,5 +1,5 @@
 """The cluster-faithful harness: podman's Docker-compatible API for kfp.local's DockerRunner,
-the pipeline image (built once per session with tests/k8s/test_images.py's build), and the
+the pipeline image (built once per session by tests/utils/images.py), and the
 services a cluster's steps reach: PostgreSQL, Redis, an S3-compatible server (moto) and an
 MLflow tracking server with proxied artifacts. Everything runs on this machine; the steps'
 containers use host networking to reach it."""
@@ -14,9 +14,10 @@ from dataclasses import dataclass
 
 import pytest
 
-# The session-wide image fixtures (one build for tests/k8s and tests/cluster).
-from tests.k8s.test_images import base_image, build, container_tools  # noqa: F401
 from tests.utils import services
+
+# The session-wide image fixtures (one build for tests/k8s and tests/cluster).
+from tests.utils.images import base_image, build, container_tools  # noqa: F401
 from tests.utils.mlflow_server import mlflow_server
 from tests.utils.s3 import CREDENTIALS, S3Server, s3_server
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.utils import tools
+from tests.utils.images import base_image, container_tools  # noqa: F401 - fixtures
 
 HERE = Path(__file__).resolve().parent
 INSTALLER = HERE / "install_tools.sh"

@@ -1,12 +1,10 @@
 """Real container builds and a real server container, without a Docker engine or a registry.
 
-- The base is Debian bookworm made here with debootstrap (docker/bookworm-base.sh, cached in
-  /var/cache/kubeloop), passed as the Dockerfiles' BASE_IMAGE.
-- buildah (--isolation=chroot, layer cache in /var/lib/containers) builds each Dockerfile.
+- The images are built once per session on a debootstrap base (tests/utils/images.py, shared
+  with tests/cluster/).
 - podman (runc, lowered ulimits, read-only root, the chart's UID) starts the server image with a
   champion trained here into a SQLite MLflow store on a host folder mounted at the same path; it
   must answer its readiness probe and the helm test's prediction on 127.0.0.1.
-Build times are appended to /var/cache/kubeloop/build-times.log.
 """
 
 from __future__ import annotations
@@ -27,68 +25,11 @@ import yaml
 
 from serving.process import free_port
 from tests.k8s.chart import CHART, REPO
-from tests.k8s.conftest import require_command
+from tests.utils.images import RUNTIME, build, run
 
 # Cold builds take minutes on two cores: a longer limit than the suite's default.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
-CACHE = Path(os.environ.get("KUBELOOP_CACHE", "/var/cache/kubeloop"))
-BASE_IMAGE = "localhost/kubeloop/bookworm-python:3.11"
-RUNTIME = ["--runtime", "runc", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096"]
 API_TOKEN = "test-token-" + uuid.uuid4().hex[:8]
-
-
-def _log_time(what: str, seconds: float) -> None:
-    CACHE.mkdir(parents=True, exist_ok=True)
-    with (CACHE / "build-times.log").open("a") as fh:
-        fh.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {what} {seconds:.1f}s\n")
-
-
-def _run(cmd: list[str], timeout: int, **kw) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False, **kw)
-    assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-    return proc
-
-
-@pytest.fixture(scope="session")
-def container_tools() -> dict[str, str]:
-    if os.geteuid() != 0:
-        pytest.skip("rootful buildah/podman and debootstrap need root")
-    return {name: require_command(name) for name in ("debootstrap", "buildah", "podman", "runc")}
-
-
-@pytest.fixture(scope="session")
-def base_image(container_tools: dict[str, str]) -> str:
-    started = time.monotonic()
-    proc = _run(
-        ["bash", str(REPO / "docker" / "bookworm-base.sh")],
-        timeout=1200,
-        env={**os.environ, "BASE_IMAGE": BASE_IMAGE, "KUBELOOP_CACHE": str(CACHE)},
-    )
-    _log_time("bookworm-base", time.monotonic() - started)
-    return proc.stdout.strip().splitlines()[-1]
-
-
-_built: dict[str, str] = {}
-
-
-def build(target: str, base: str) -> str:
-    """docker/build.sh with buildah on the debootstrap base; returns the image name."""
-    if target not in _built:
-        started = time.monotonic()
-        proc = _run(
-            ["bash", str(REPO / "docker" / "build.sh"), target],
-            timeout=1800,
-            cwd=REPO,
-            env={
-                **os.environ,
-                "BUILDER": "buildah",
-                "BASE_IMAGE": base,
-                "PYTHON": str(Path(os.sys.executable)),
-            },
-        )
-        _log_time(f"build {target}", time.monotonic() - started)
-        _built[target] = proc.stdout.strip().splitlines()[-1]
-    return _built[target]
 
 
 @pytest.mark.parametrize("target", ["server", "pipeline"])
@@ -97,7 +38,7 @@ def test_image_builds_runs_as_non_root_with_its_entrypoint(target: str, base_ima
 
     image = build(target, base_image)
     assert image == {"server": images.SERVER_IMAGE, "pipeline": images.PIPELINE_IMAGE}[target]
-    config = json.loads(_run(["podman", "image", "inspect", image], timeout=60).stdout)[0]["Config"]
+    config = json.loads(run(["podman", "image", "inspect", image], timeout=60).stdout)[0]["Config"]
     assert config["User"] == "10001:10001"
     module = {"server": "serving", "pipeline": "kubeloop"}[target]
     assert config["Entrypoint"] == ["python", "-m", module]
@@ -106,7 +47,7 @@ def test_image_builds_runs_as_non_root_with_its_entrypoint(target: str, base_ima
         "server": "import serving.__main__, serving.app",
         "pipeline": "import kubeloop.cli.main, mlflow.cli, feast.cli.cli, monitoring",
     }[target]
-    _run(
+    run(
         [
             "podman",
             "run",
@@ -135,7 +76,7 @@ def test_pipeline_image_provides_the_charts_commands(base_image: str) -> None:
         ["feast", "serve", "--help"],
     )
     for argv in commands:
-        _run(
+        run(
             [
                 "podman",
                 "run",
@@ -163,7 +104,7 @@ def champion_store(container_tools: dict[str, str]) -> Iterator[Path]:
     folder.mkdir(mode=0o777)
     script = REPO / "tests" / "k8s" / "train_champion.py"
     try:
-        _run([os.sys.executable, str(script), str(folder)], timeout=600, cwd=REPO)
+        run([os.sys.executable, str(script), str(folder)], timeout=600, cwd=REPO)
         for path in folder.rglob("*"):  # the container runs as UID 10001
             path.chmod(0o777 if path.is_dir() else 0o666)
         folder.chmod(0o777)
@@ -213,7 +154,7 @@ def test_server_container_is_ready_and_predicts(
                 status = str(exc)
             if status == 200:
                 break
-            running = _run(["podman", "inspect", "-f", "{{.State.Running}}", name], timeout=30)
+            running = run(["podman", "inspect", "-f", "{{.State.Running}}", name], timeout=30)
             if running.stdout.strip() != "true":
                 break
             time.sleep(1)
@@ -342,7 +283,7 @@ def _start(image: str, name: str, argv: list[str], env: dict[str, str], mounts: 
         cmd += ["-v", mount]
     for key, value in env.items():
         cmd += ["-e", f"{key}={value}"]
-    _run([*cmd, image, *argv[1:]], timeout=120)
+    run([*cmd, image, *argv[1:]], timeout=120)
 
 
 def test_pipeline_image_runs_the_charts_mlflow_and_feast_servers(

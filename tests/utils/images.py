@@ -1,0 +1,85 @@
+"""The kubeloop images, built once per test session: one home for tests/k8s/test_images.py
+(the images themselves) and tests/cluster/ (the pipeline with each step in its own container).
+
+- The base is Debian bookworm made here with debootstrap (docker/bookworm-base.sh, cached in
+  /var/cache/kubeloop), passed as the Dockerfiles' BASE_IMAGE.
+- buildah (--isolation=chroot, layer cache in /var/lib/containers) builds each Dockerfile.
+Build times are appended to /var/cache/kubeloop/build-times.log.
+
+The fixtures are imported by the conftest of each folder that uses them.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.utils.tools import K8S_INSTALLER, REPO, require_command
+
+CACHE = Path(os.environ.get("KUBELOOP_CACHE", "/var/cache/kubeloop"))
+BASE_IMAGE = "localhost/kubeloop/bookworm-python:3.11"
+# podman here: runc, and ulimits the machine allows (podman's defaults exceed them).
+RUNTIME = ["--runtime", "runc", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096"]
+
+
+def log_time(what: str, seconds: float) -> None:
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with (CACHE / "build-times.log").open("a") as fh:
+        fh.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {what} {seconds:.1f}s\n")
+
+
+def run(cmd: list[str], timeout: int, **kw) -> subprocess.CompletedProcess:
+    """Run a command; fail with its output's tail when it fails."""
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False, **kw)
+    assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return proc
+
+
+@pytest.fixture(scope="session")
+def container_tools() -> dict[str, str]:
+    if os.geteuid() != 0:
+        pytest.skip("rootful buildah/podman and debootstrap need root")
+    return {
+        name: require_command(name, K8S_INSTALLER, "debian")
+        for name in ("debootstrap", "buildah", "podman", "runc")
+    }
+
+
+@pytest.fixture(scope="session")
+def base_image(container_tools: dict[str, str]) -> str:
+    started = time.monotonic()
+    proc = run(
+        ["bash", str(REPO / "docker" / "bookworm-base.sh")],
+        timeout=1200,
+        env={**os.environ, "BASE_IMAGE": BASE_IMAGE, "KUBELOOP_CACHE": str(CACHE)},
+    )
+    log_time("bookworm-base", time.monotonic() - started)
+    return proc.stdout.strip().splitlines()[-1]
+
+
+_built: dict[str, str] = {}
+
+
+def build(target: str, base: str) -> str:
+    """docker/build.sh with buildah on the debootstrap base, once per session; the image name."""
+    if target not in _built:
+        started = time.monotonic()
+        proc = run(
+            ["bash", str(REPO / "docker" / "build.sh"), target],
+            timeout=1800,
+            cwd=REPO,
+            env={
+                **os.environ,
+                "BUILDER": "buildah",
+                "BASE_IMAGE": base,
+                "PYTHON": str(Path(sys.executable)),
+            },
+        )
+        log_time(f"build {target}", time.monotonic() - started)
+        _built[target] = proc.stdout.strip().splitlines()[-1]
+    return _built[target]
