@@ -67,7 +67,8 @@ def hot_operations() -> dict[str, dict[str, Any]]:
                 "summary": "Predict",
                 "operationId": "predict",
                 "description": "Predict a batch of records, each by entity id (online "
-                "features) or explicit features.",
+                "features) or explicit features. A regression model answers a number per "
+                "record; a classifier its label and the probability of every class.",
                 **body_doc("PredictBody", schemas.PREDICT_EXAMPLES),
                 "responses": _responses(schemas.PredictResponse, ERRORS),
                 **BEARER,
@@ -79,7 +80,8 @@ def hot_operations() -> dict[str, dict[str, Any]]:
                 "summary": "V2 Infer",
                 "operationId": "v2_infer",
                 "description": "Inference (JSON or binary tensors); routed, logged and batched "
-                "like /predict.",
+                "like /predict. Output 'predict' (a regressor's values, a classifier's labels) "
+                "and, for a classifier, 'predict_proba' ([N, C], parameters.classes).",
                 "parameters": [name],
                 **infer_body,
                 "responses": _responses(schemas.V2InferResponse, V2_ERRORS),

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 
 from kubeloop.cli.support import DEFAULT_SPEC, SpecOption, console, context, friendly
 from monitoring.settings import MonitoringSettings
@@ -172,21 +173,22 @@ def rollout_run(
     """
     from kubeloop import registry
 
-    rollout, project = _rollout(spec, server_url)
+    rollout, _ = _rollout(spec, server_url)
     if version is None:
-        challenger = registry.by_alias(rollout.client, project.model_name, registry.CHALLENGER)
+        # rollout.name: the production model in the production phase, the project's elsewhere
+        challenger = registry.by_alias(rollout.client, rollout.name, registry.CHALLENGER)
         champion = rollout.champion()
         if challenger is None or (
             champion is not None and str(champion.version) == str(challenger.version)
         ):
             console.print(
-                f"{project.model_name} has no challenger besides the champion: nothing to roll out"
+                f"{rollout.name} has no challenger besides the champion: nothing to roll out"
             )
             return
     result = rollout.run(
         version,
         max_seconds=None if max_minutes is None else 60 * max_minutes,
-        progress=lambda s: console.print(f"[{s.state}] {s.message}"),
+        progress=lambda s: console.print(escape(f"[{s.state}] {s.message}")),
     )
     if result.state == "rolled_back":
         raise typer.Exit(1)
