@@ -625,3 +625,23 @@ def test_production_refuses_a_version_nobody_released(settings, tmp_path) -> Non
     with pytest.raises(RolloutError, match="was not released from staging"):
         production.step()
     assert world.server.weights == []
+
+
+def test_the_production_cli_looks_for_the_production_models_challenger(
+    settings, tmp_path, monkeypatch
+) -> None:
+    """`kubeloop rollout run` in production: staging's challenger is not production's."""
+    from typer.testing import CliRunner
+
+    from kubeloop.cli.main import app
+    from tests.utils.factories import REPO
+
+    world = World(settings, tmp_path, RolloutSpec(steps=STEPS, production_model=PRODUCTION))
+    registry.release(world.client, world.name, "1", PRODUCTION, state_tags={})
+    registry.promote(world.client, PRODUCTION, "1", approve=True)  # production: no challenger
+    monkeypatch.setenv("KUBELOOP_ROLLOUT_PHASE", "production")
+    spec_file = REPO / "examples" / "building_energy" / "spec.yaml"  # names PRODUCTION
+    result = CliRunner().invoke(app, ["rollout", "run", "--spec", str(spec_file)])
+    assert result.exit_code == 0, result.output
+    assert f"{PRODUCTION} has no challenger besides the champion" in result.output
+    assert world.server.weights == []
