@@ -1,14 +1,21 @@
 """``make demo``: the whole closed loop on the embedded default, from a fresh clone.
 
+Two environments share one registry, as on a cluster (docs/serving.md, "Releases"): a staging
+server serves the project's model with shadow scoring on, a production server the spec's
+``rollout.production_model``, which only an approval fills (``copy_model_version``).
+
 1. generate sample data; 2. train and register a model with the kfp.local pipeline; 3. approve
-it as champion; 4. serve it (shadow scoring on); 5. send traffic that drifts (a heatwave, busier
-buildings, new equipment) and 6. its ground truth; the labelled predictions stay in the
-prediction log; 7. monitor: Evidently finds the drift, quality has dropped, retraining is
-launched (kfp.local, the same pipeline: the next automatic revision) on the history and the
-labelled predictions its ingest step reads from the log (``retraining.labelled_hours``), and a
-second run right after launches nothing (cooldown); 8. roll the new challenger out: shadow,
-(dev) auto-approval, canary 10% -> 50% -> 100%, promotion; 9. monitor the new champion. A
-summary ends it: versions, metrics before and after, and where the reports are.
+it: champion in staging, released into production as its champion; 4. serve both; 5. send
+production's callers traffic that drifts (a heatwave, busier buildings, new equipment; staging
+gets a mirror of it) and 6. its ground truth; the labelled predictions stay in the prediction
+log; 7. monitor: Evidently finds the drift, quality has dropped, retraining is launched
+(kfp.local, the same pipeline: the next automatic revision) on the history and the labelled
+predictions its ingest step reads from the log (``retraining.labelled_hours``), and a second
+run right after launches nothing (cooldown); 8. release the new challenger: staging shadow and
+stress test, an approval (``kubeloop rollout approve``: the OS user here, the registry's
+authenticated user on a cluster) that copies it into the production model, production canary
+10% -> 50% -> 100%, promotion; 9. monitor production's new champion. A summary ends it:
+versions, metrics before and after, and where the reports are.
 
 Everything lands in ``<work_dir>/demo`` (``.kubeloop/demo``), wiped at the start so every run
 is a fresh one; inspect it afterwards with ``KUBELOOP_WORK_DIR=.kubeloop/demo kubeloop ...``.
@@ -73,6 +80,8 @@ class DemoResult:
     metrics_file: Path
     exported_before: str  # the Prometheus textfile right after drift was detected
     lineage: dict[str, Any]
+    production_model: str
+    released: dict[str, Any]  # the staging version's status after the approval released it
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -103,16 +112,26 @@ def records(raw: pd.DataFrame, spec: ProjectSpec) -> tuple[list[dict], np.ndarra
     return out, frame[spec.target].to_numpy()
 
 
-def send(server: httpx.Client, recs: list[dict], actuals: np.ndarray, batch: int) -> int:
-    """Predict in batches, then send the ground truth of every prediction; returns the count."""
+def send(
+    server: httpx.Client,
+    recs: list[dict],
+    actuals: np.ndarray,
+    batch: int,
+    mirror: httpx.Client | None = None,
+) -> int:
+    """Predict in batches, then send the ground truth of every prediction; returns the count.
+    ``mirror`` (staging) gets a copy of every request and its ground truth, as a traffic
+    mirror would give it."""
     sent = 0
     for start in range(0, len(recs), batch):
-        answer = _post(server, "/predict", {"records": recs[start : start + batch]})
-        items = [
-            {"request_id": p["request_id"], "actual": float(actuals[start + i])}
-            for i, p in enumerate(answer["predictions"])
-        ]
-        _post(server, "/feedback", items)
+        body = {"records": recs[start : start + batch]}
+        for target in (server, mirror) if mirror is not None else (server,):
+            answer = _post(target, "/predict", body)
+            items = [
+                {"request_id": p["request_id"], "actual": float(actuals[start + i])}
+                for i, p in enumerate(answer["predictions"])
+            ]
+            _post(target, "/feedback", items)
         sent += len(items)
     return sent
 
@@ -182,7 +201,8 @@ def logged_rows(engine, model_name: str) -> int:
 
 # -- the loop -----------------------------------------------------------------------------------
 def demo_spec(spec: ProjectSpec, config: DemoConfig) -> ProjectSpec:
-    """The example spec with the rollout paced for a demo (seconds instead of minutes)."""
+    """The example spec with the rollout paced for a demo (seconds instead of minutes); the
+    approval is a step of its own, as in staging (no auto-approval)."""
     minutes = config.hold_seconds / 60
     steps = tuple(
         CanaryStep(weight=w, hold_minutes=minutes, min_requests=n)
@@ -193,7 +213,7 @@ def demo_spec(spec: ProjectSpec, config: DemoConfig) -> ProjectSpec:
             "steps": steps,
             "shadow_min_requests": config.shadow_requests,
             "shadow_hold_minutes": 0,
-            "auto_approve_dev": True,
+            "auto_approve_dev": False,
             "timeout_minutes": 3,
             # A short stress test with a loose latency limit: a laptop running the whole loop
             # is no production node (the spec's own limits judge real releases).
@@ -203,6 +223,12 @@ def demo_spec(spec: ProjectSpec, config: DemoConfig) -> ProjectSpec:
         }
     )
     return spec.model_copy(update={"rollout": rollout})
+
+
+def production_view(spec: ProjectSpec) -> ProjectSpec:
+    """The spec as production's monitoring sees it: the production model's predictions."""
+    name = str(spec.rollout.production_model)
+    return spec.model_copy(update={"model": spec.model.model_copy(update={"name": name})})
 
 
 def run_demo(
@@ -217,7 +243,7 @@ def run_demo(
     from monitoring import controller
     from monitoring.job import run_monitor
     from monitoring.launch import LocalLauncher
-    from monitoring.rollout import HttpServerAdmin
+    from monitoring.rollout import AWAITING, HttpServerAdmin
     from monitoring.settings import MonitoringSettings
     from monitoring.window import open_log
     from serving.process import ServerProcess
@@ -230,6 +256,7 @@ def run_demo(
     settings = MonitoringSettings(work_dir=work_dir)
     settings.export_to_environment()
     spec = demo_spec(load_spec(SPEC), config)
+    production = str(spec.rollout.production_model)
     clock: dict[str, float] = {}
     started = time.perf_counter()
 
@@ -246,8 +273,8 @@ def run_demo(
     say(f"{len(first):,} meter readings (6 weeks, {config.buildings} buildings) -> {source}")
     lap("data")
 
-    # The server starts while the first model trains (its imports take a while); it waits for
-    # a champion. The MLflow store exists first, so only one process ever creates it.
+    # The servers start while the first model trains (their imports take a while); each waits
+    # for a champion. The MLflow store exists first, so only one process ever creates it.
     client = model_store.configure(settings)
     client.search_experiments()
     spec_file = work_dir / "spec.yaml"
@@ -261,7 +288,16 @@ def run_demo(
         "KUBELOOP_REGISTRY_POLL_SECONDS": "1",
         "KUBELOOP_LOG_FLUSH_SECONDS": "0.1",
     }
-    server = ServerProcess(env, log_path=work_dir / "server.log", wait_ready=False).start()
+    server = ServerProcess(env, log_path=work_dir / "staging.log", wait_ready=False).start()
+    # Production: the same image and store, serving the model only approvals fill; no shadow.
+    production_env = {
+        **env,
+        "KUBELOOP_SERVED_MODEL": "production",
+        "KUBELOOP_SHADOW_ENABLED": "false",
+    }
+    production_server = ServerProcess(
+        production_env, log_path=work_dir / "production.log", wait_ready=False
+    ).start()
     engine = open_log(settings.log_url)
     try:
         section("[bold]2/9 training pipeline")
@@ -282,12 +318,19 @@ def run_demo(
             client, spec.model_name, version, approve=True, approver="make-demo"
         )
         before = champion.tags[registry.TAG_NAME]
-        say(f"{spec.model_name} {before} approved: champion")
+        first = registry.release(client, spec.model_name, version, production, state_tags={})
+        registry.promote(client, production, str(first.version), approve=True)
+        say(
+            f"{spec.model_name} {before} approved: champion in staging, released as "
+            f"{production} version {first.version}, champion in production"
+        )
         lap("approve")
 
-        section("[bold]4/9 model server")
+        section("[bold]4/9 model servers")
         server.await_ready()
-        say(f"serving {before} on {server.url} (shadow scoring on; log: {work_dir / 'server.log'})")
+        production_server.await_ready()
+        say(f"staging: {spec.model_name} {before} on {server.url} (shadow scoring on)")
+        say(f"production: {production} {before} on {production_server.url}")
         lap("serve")
 
         section("[bold]5/9 traffic that drifts")
@@ -309,12 +352,14 @@ def run_demo(
         say(f"{len(recs):,} readings of a {config.drift} shift (hotter, busier, new equipment)")
 
         section("[bold]6/9 feedback (ground truth)")
-        with caller(server.url) as http:
-            sent = send(http, recs, actuals, batch=100)
-        wait_for(lambda: logged_rows(engine, spec.model_name) >= sent, "the prediction log")
+        with caller(production_server.url) as http, caller(server.url) as mirror:
+            sent = send(http, recs, actuals, batch=100, mirror=mirror)
+        both = (spec.model_name, production)
+        wait_for(lambda: min(logged_rows(engine, n) for n in both) >= sent, "the prediction log")
         say(
-            f"{sent:,} predictions answered and labelled, in the prediction log: retraining "
-            "reads the labelled ones from there (retraining.labelled_hours in the spec)"
+            f"{sent:,} predictions answered by production (and mirrored to staging) and "
+            "labelled, in the prediction log: retraining reads the labelled ones from there "
+            "(retraining.labelled_hours in the spec)"
         )
         lap("traffic")
 
@@ -346,50 +391,64 @@ def run_demo(
         )
         lap("monitor")
 
-        section("[bold]8/9 rollout: shadow, approval, canary")
-        admin = HttpServerAdmin(server.url, ADMIN_TOKEN)
+        section("[bold]8/9 release: staging shadow -> approval -> production canary")
+
+        def controller_for(url: str, phase: str):
+            # the rollout drives the admin routes: it holds the admin token and, for the
+            # stress test's load on the candidate (staging), the predict token
+            tokens = {"api_token": SecretStr(ADMIN_TOKEN), "predict_token": SecretStr(TOKEN)}
+            changes = {"server_url": url, "rollout_phase": phase, **tokens}
+            return controller.build(settings.model_copy(update=changes), spec)
+
+        def serves(url: str, role: str, label: str) -> bool:
+            status = HttpServerAdmin(url, ADMIN_TOKEN).status()
+            return (status.get(role) or {}).get("label") == label
+
+        def progress(where: str) -> Callable[[Any], None]:
+            return lambda s: say(f"  {where} [{s.state}] {s.message}")
+
         wait_for(
-            lambda: (admin.status().get("candidate") or {}).get("label") == challenger,
-            f"the server to load {challenger}",
+            lambda: serves(server.url, "candidate", challenger), f"staging to load {challenger}"
         )
-        rollout = controller.build(
-            # the rollout drives the admin routes: it holds the admin token
-            # and, for the stress test's load on the candidate, the predict token
-            settings.model_copy(
-                update={
-                    "server_url": server.url,
-                    "api_token": SecretStr(ADMIN_TOKEN),
-                    "predict_token": SecretStr(TOKEN),
-                }
-            ),
-            spec,
+        staging, prod = (
+            controller_for(server.url, "staging"),
+            controller_for(production_server.url, "production"),
         )
         live, live_actuals = records(readings.iloc[config.drift_rows :], spec)
         with Traffic(server.url, live, live_actuals):
-            result = rollout.run(
-                progress=lambda s: say(f"  [{s.state}] {s.message}"), max_seconds=240
-            )
-        status = rollout.status(challenger)
+            waiting = staging.run(progress=progress("staging"), max_seconds=240)
+        if waiting.state != AWAITING:
+            raise SystemExit(f"demo: staging ended {waiting.state}: {waiting.message}")
+        released = staging.approve(challenger)  # `kubeloop rollout approve V1.0.1`
+        say(
+            f"  approval by {released['approved_by']}: {challenger} released as "
+            f"{released['released_as']}"
+        )
+        # production loads the copy once the first canary weight asks for it
+        with Traffic(production_server.url, live, live_actuals):
+            result = prod.run(progress=progress("production"), max_seconds=240)
+        status = staging.status(challenger)
         lap("rollout")
 
         section("[bold]9/9 the new champion")
-        after = registry.by_alias(client, spec.model_name, registry.CHAMPION)
+        after = registry.by_alias(client, production, registry.CHAMPION)
         after_label = after.tags[registry.TAG_NAME]
         wait_for(
-            lambda: (admin.status().get("champion") or {}).get("label") == after_label,
-            f"the server to serve {after_label}",
+            lambda: serves(production_server.url, "champion", after_label),
+            f"production to serve {after_label}",
         )
-        before_rows = logged_rows(engine, spec.model_name)
-        with caller(server.url) as http:
+        before_rows = logged_rows(engine, production)
+        with caller(production_server.url) as http:
             sent = send(
                 http, live[: config.after_rows], live_actuals[: config.after_rows], batch=100
             )
         wait_for(
-            lambda: logged_rows(engine, spec.model_name) >= before_rows + sent, "the prediction log"
+            lambda: logged_rows(engine, production) >= before_rows + sent, "the prediction log"
         )
-        monitor_after = run_monitor(spec, settings, launch=False, engine=engine)
+        monitor_after = run_monitor(production_view(spec), settings, launch=False, engine=engine)
         lap("after")
     finally:
+        production_server.stop()
         server.stop()
     from monitoring.lineage import show
 
@@ -404,7 +463,9 @@ def run_demo(
         shadow_report=status.get("shadow_report"),
         metrics_file=Path(monitor_after.metrics_target),
         exported_before=exported_before,
-        lineage=show(client, spec.model_name, after_label),
+        lineage=show(client, production, after_label),
+        production_model=production,
+        released=released,
         seconds=clock,
     )
 
@@ -413,7 +474,9 @@ def summary(result: DemoResult) -> Table:
     """Versions and figures, before and after the loop closed."""
     table = Table("", "before", "after", title="kubeloop demo: the closed loop")
     b, a = result.monitor_before, result.monitor_after
-    table.add_row("champion", result.champion_before, result.champion_after)
+    table.add_row(
+        f"champion of {result.production_model}", result.champion_before, result.champion_after
+    )
     table.add_row(
         "drifted features", f"{b.analysis.drift.share:.0%}", f"{a.analysis.drift.share:.0%}"
     )
@@ -439,7 +502,10 @@ def epilogue(result: DemoResult) -> list[str]:
     return [
         f"retraining launched because: {b.verdict.reason}",
         f"a second trigger right after: {result.second_monitor.claim.why}",
-        f"rollout of {result.challenger}: {result.rollout.state} ({result.rollout.message})",
+        f"staging: {result.challenger} approved by {result.released['approved_by']}, released "
+        f"as {result.released['released_as']}",
+        f"production canary of {result.challenger}: {result.rollout.state} "
+        f"({result.rollout.message})",
         f"lineage of {result.champion_after}: DVC {data.get('dvc_md5')}, Feast "
         f"{feats.get('feature_service')} materialized {feats.get('materialized_from')} .. "
         f"{feats.get('materialized_to')}, MLflow run {result.lineage['mlflow']['run_id']}",

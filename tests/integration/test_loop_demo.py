@@ -1,13 +1,16 @@
-"""The closed loop end to end: the demo scenario on small data, with a real server process.
+"""The closed loop end to end: the demo scenario on small data, with real server processes.
 
-Generate, train, approve, serve, drifting traffic and feedback, monitoring (Evidently), a
-retraining launched through the kfp.local pipeline, shadow, auto-approval (dev), canary steps
-and promotion. The first model is trained in-process (``pipelines.steps``, the same step
-functions) to keep the test short; the retraining goes through kfp.local as in ``make demo``.
+Generate, train, approve, serve (a staging and a production server on one registry), drifting
+traffic and feedback, monitoring (Evidently), a retraining launched through the kfp.local
+pipeline, staging shadow and stress test, an approval that releases the version into the
+production model, production canary steps and promotion. The first model is trained
+in-process (``pipelines.steps``, the same step functions) to keep the test short; the
+retraining goes through kfp.local as in ``make demo``.
 """
 
 from __future__ import annotations
 
+import getpass
 import os
 from pathlib import Path
 
@@ -60,7 +63,6 @@ def test_drift_retrains_through_the_pipeline_and_the_retrained_version_becomes_c
         before.analysis.drift.share
     )
     assert exported[("kubeloop_drift_detected", "V1.0.0")] == 1.0
-    assert result.metrics_file == work / "metrics" / "building-energy.prom"
 
     # One incident, one retraining: through kfp.local, the next automatic revision.
     assert before.launched is not None and before.launched.run_id.startswith("local:")
@@ -69,26 +71,37 @@ def test_drift_retrains_through_the_pipeline_and_the_retrained_version_becomes_c
     assert "cooldown" in result.second_monitor.claim.why
     assert any((work / "kfp").iterdir()), "the retraining ran as a kfp.local pipeline"
 
-    # Shadow, approval, canary, promotion: the champion moved to the retrained version.
+    # Staging shadow, an approval, production canary and promotion: production's champion moved
+    # to the very version staging shadowed; staging's version records the release.
+    production = "building-energy-production"
+    assert result.production_model == production
+    assert result.released["state"] == "released"
+    assert result.released["approved_by"] == getpass.getuser()  # no registry auth here
     assert result.rollout.state == "promoted"
     assert result.champion_after == "V1.0.1"
     settings = MonitoringSettings(
         work_dir=work, **{"MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}"}
     )
     client = model_store.configure(settings)
-    champion = client.get_model_version_by_alias("building-energy", registry.CHAMPION)
-    assert champion.tags[registry.TAG_NAME] == "V1.0.1"
+    champion = client.get_model_version_by_alias(production, registry.CHAMPION)
+    assert result.released["released_as"] == f"{production}/{champion.version}"
     tags = champion.tags
-    assert tags["kubeloop.rollout.approved_by"] == "auto"
+    assert tags[registry.TAG_NAME] == "V1.0.1"
+    assert tags[registry.TAG_RELEASED_FROM].startswith("building-energy/")
+    assert tags["kubeloop.rollout.state"] == "promoted"
     assert {
-        "kubeloop.rollout.shadow_result",
+        "kubeloop.rollout.shadow_result",  # staging's record travelled with the copy
+        "kubeloop.rollout.stress_result",
         "kubeloop.rollout.canary_10_result",
         "kubeloop.rollout.canary_50_result",
         "kubeloop.rollout.canary_100_result",
         "kubeloop.lineage",
         "kubeloop.retrained_because",
     } <= set(tags)
+    staging = client.get_model_version_by_alias("building-energy", registry.CHAMPION)
+    assert staging.tags[registry.TAG_NAME] == "V1.0.0"  # staging's alias is not production's
     assert result.shadow_report and Path(result.shadow_report).exists()
+    assert result.metrics_file == work / "metrics" / f"{production}.prom"
 
     # The new champion serves the drifted traffic better than the old one did.
     after = result.monitor_after
