@@ -374,7 +374,7 @@ def run(args: argparse.Namespace) -> list[Result]:
             path.write_bytes(build(X))
             bodies[name, n] = path
 
-    mlflow_port, kserve_port = free_port(), free_port()
+    mlflow_port = free_port()
     servers = {
         "kubeloop": kubeloop_server("kubeloop", prepared, REPO, log_store(args, "predictions")),
         "mlflow": Server(
@@ -402,26 +402,7 @@ def run(args: argparse.Namespace) -> list[Result]:
             mlflow_port,
             "/ping",
         ),
-        "kserve": Server(
-            "kserve",
-            [
-                str(kserve_python),
-                str(HERE / "kserve_server.py"),
-                "--model_name",
-                payloads.MODEL,
-                "--model_dir",
-                prepared["kserve_dir"],
-                "--http_port",
-                str(kserve_port),
-                "--grpc_port",
-                str(free_port()),
-                "--workers",
-                "1",
-            ],
-            {},
-            kserve_port,
-            f"/v1/models/{payloads.MODEL}",
-        ),
+        "kserve": kserve_server(kserve_python, prepared),
     }
     kubeloops = ["kubeloop"]
     if args.before is not None:
@@ -549,6 +530,26 @@ def kubeloop_server(name: str, prepared: dict[str, str], checkout: Path, log_url
     headers = {"Authorization": f"Bearer {TOKEN}"}
     command = [sys.executable, "-m", "serving"]
     return Server(name, command, env, port, "/health/ready", headers, cwd=checkout, log_url=log_url)
+
+
+def kserve_server(python: Path, prepared: dict[str, str]) -> Server:
+    """KServe's Python model server (its own venv) on the prepared joblib model."""
+    port = free_port()
+    command = [
+        str(python),
+        str(HERE / "kserve_server.py"),
+        "--model_name",
+        payloads.MODEL,
+        "--model_dir",
+        prepared["kserve_dir"],
+        "--http_port",
+        str(port),
+        "--grpc_port",
+        str(free_port()),
+        "--workers",
+        "1",
+    ]
+    return Server("kserve", command, {}, port, f"/v1/models/{payloads.MODEL}")
 
 
 def entity_runs(
