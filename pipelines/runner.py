@@ -17,6 +17,7 @@ from kubeloop.errors import KubeloopError
 from kubeloop.settings import PlatformSettings
 from kubeloop.spec import ProjectSpec, dump_spec
 from pipelines.containers import docker_runner
+from pipelines.local_conditions import conditions_evaluated
 from pipelines.progress import StepLog
 
 EXPERIMENT = "kubeloop"
@@ -54,8 +55,11 @@ def outcome(client, model_name: str, verdict: dict[str, Any]) -> LocalRun:
             version="", reasons=tuple(verdict.get("reasons") or ()), mlflow_run_id=run_id
         )
     version = registry.version_of_run(client, model_name, run_id)
-    if version is None:
-        return LocalRun(version="", reasons=("the gate passed but no version was registered",))
+    if version is None:  # the register step did not run although the gate passed
+        raise PipelineFailed(
+            f"the evaluation gate passed but no version of {model_name} was registered from "
+            f"MLflow run {run_id}: the register step did not run"
+        )
     return LocalRun(version=version.tags[registry.TAG_NAME], mlflow_run_id=run_id)
 
 
@@ -119,6 +123,7 @@ def run_local(
     with warnings.catch_warnings(), contextlib.ExitStack() as stack:
         # The steps use kubeloop's own image on a cluster; here they run in this environment.
         warnings.filterwarnings("ignore", message=".*non-Python base image.*")
+        stack.enter_context(conditions_evaluated())  # the register step's dsl.If
         if steps is not None:
             stack.enter_context(contextlib.closing(steps))
             stack.enter_context(contextlib.redirect_stdout(steps))

@@ -55,6 +55,23 @@ def test_kfp_local_pipeline_on_postgres_and_redis(tmp_path, service_settings, mo
 
 
 @pytest.mark.slow
+def test_kfp_local_run_through_the_gate_registers_under_the_condition(tmp_path, settings):
+    """kfp.local runs the register step inside its ``dsl.If`` when the gate passed (its own
+    condition evaluator would skip it: pipelines/local_conditions.py)."""
+    spec = small_spec(tmp_path)
+    result = run_local(spec, settings)
+    assert result.registered and result.version == "V1.0.0"
+    assert result.detail == "registered V1.0.0"
+    client = model_store.configure(settings)
+    assert (
+        registry.version_of_run(client, spec.model_name, result.mlflow_run_id).tags[
+            registry.TAG_NAME
+        ]
+        == "V1.0.0"
+    )
+
+
+@pytest.mark.slow
 def test_kfp_local_run_rejected_by_the_gate_registers_nothing_and_says_why(tmp_path, settings):
     """The register step sits under ``dsl.If`` on the gate: kfp.local skips it, and the run's
     output (the verdict) carries the reasons the launcher and the CLI print."""
