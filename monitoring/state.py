@@ -9,10 +9,10 @@ PostgreSQL on a cluster, so every CronJob run sees the same record):
   finished, failed), for the audit trail, the report and the lineage of superseded runs.
 
 A run, once started, is never stopped by a person; only a newer trigger supersedes it (the
-requirement). So a claim past the cooldown is granted even while a run is in progress, and
-names that run (``Claim.superseded``) for the caller to terminate. Claiming is one conditional
-``UPDATE`` that also checks the slot is still as read (same status and run): of two jobs racing,
-exactly one sees a row count of 1, so concurrent triggers never start two runs.
+requirement). So a claim is granted even while a run is in progress (past monitoring's cooldown,
+for monitoring), and names that run (``Claim.superseded``) for the caller to terminate. Claiming
+is one conditional ``UPDATE`` that checks the slot is still as read (same status and run): of
+two jobs racing, exactly one sees a row count of 1, so concurrent triggers never start two runs.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from sqlalchemy import (
     String,
     Table,
     and_,
+    func,
     insert,
-    or_,
     select,
     update,
 )
@@ -61,7 +61,7 @@ events = Table(
     ),
     Column("model_name", String(128), nullable=False, index=True),
     Column("ts", DateTime(timezone=True), nullable=False),
-    # launched|cooldown|raced|superseded|finished|failed
+    # launched (monitoring)|triggered (others)|cooldown|raced|superseded|finished|failed
     Column("action", String(32), nullable=False),
     Column("run_id", String(256), nullable=True),
     Column("detail", String(2000), nullable=True),
@@ -139,6 +139,16 @@ def _in_progress(record: Record | None, now: datetime, run_timeout: timedelta) -
     )
 
 
+def _last_monitoring_launch(engine, model_name: str) -> datetime | None:
+    with engine.connect() as conn:
+        last = conn.execute(
+            select(func.max(events.c.ts)).where(
+                events.c.model_name == model_name, events.c.action == "launched"
+            )
+        ).scalar()
+    return _utc(last)
+
+
 def claim(
     engine,
     model_name: str,
@@ -148,11 +158,14 @@ def claim(
     run_timeout: timedelta,
     launcher: str,
     reason: str,
+    trigger: str = "monitoring",
 ) -> Claim:
-    """Take the launch slot once the cooldown since the last launch has passed; a run still in
-    progress is superseded (``Claim.superseded``), never waited for.
+    """Take the launch slot; a run still in progress is superseded (``Claim.superseded``),
+    never waited for.
 
-    Triggers that are not monitoring's (manual, schedule, new data, merge) pass a zero cooldown.
+    Only monitoring keeps a cooldown, counted from its own last launch (``launched`` events):
+    the other triggers (manual, schedule, new data, merge; recorded as ``triggered``) are
+    deliberate, pass no cooldown, and do not hold monitoring back either.
     """
     create_all(engine)
     with engine.begin() as conn:
@@ -161,6 +174,20 @@ def claim(
                 conn.execute(insert(retraining).values(model_name=model_name, status=IDLE))
         except IntegrityError:
             pass  # the row exists
+    last = _last_monitoring_launch(engine, model_name) if cooldown > timedelta(0) else None
+    if last is not None and last > now - cooldown:
+        record = read(engine, model_name)
+        why = f"cooldown until {last + cooldown:%Y-%m-%d %H:%M:%S} UTC"
+        with engine.begin() as conn:
+            _event(
+                conn,
+                model_name,
+                "cooldown",
+                now,
+                run_id=record.run_id if record else None,
+                detail=f"{reason} ({why})",
+            )
+        return Claim(False, why, record)
     before = read(engine, model_name)
     assert before is not None
     same_slot = [retraining.c.status == before.status]
@@ -171,11 +198,7 @@ def claim(
     )
     granted_update = (
         update(retraining)
-        .where(
-            retraining.c.model_name == model_name,
-            *same_slot,
-            or_(retraining.c.launched_at.is_(None), retraining.c.launched_at <= now - cooldown),
-        )
+        .where(retraining.c.model_name == model_name, *same_slot)
         .values(
             status=RUNNING,
             launcher=launcher,
@@ -187,25 +210,32 @@ def claim(
         )
     )
     superseded = before if _in_progress(before, now, run_timeout) else None
+    action = "launched" if trigger == "monitoring" else "triggered"
     with engine.begin() as conn:
         granted = conn.execute(granted_update).rowcount == 1
         if granted:
-            _event(conn, model_name, "launched", now, detail=reason)
+            _event(conn, model_name, action, now, detail=reason)
     record = read(engine, model_name)
     if granted:
         if superseded is None:
             return Claim(True, "granted", record)
         why = f"supersedes run {superseded.run_id or '(starting)'} ({superseded.reason})"
         return Claim(True, why, record, superseded)
-    assert record is not None
-    if record.launched_at is not None and record.launched_at > now - cooldown:
-        why = f"cooldown until {record.launched_at + cooldown:%Y-%m-%d %H:%M:%S} UTC"
-        action = "cooldown"
+    # Another trigger changed the slot between the read and the update: one claim per moment.
+    last = _last_monitoring_launch(engine, model_name)
+    if cooldown > timedelta(0) and last is not None and last > now - cooldown:
+        why, action = f"cooldown until {last + cooldown:%Y-%m-%d %H:%M:%S} UTC", "cooldown"
     else:
-        why = "another trigger claimed the slot at the same moment"
-        action = "raced"
+        why, action = "another trigger claimed the slot at the same moment", "raced"
     with engine.begin() as conn:
-        _event(conn, model_name, action, now, run_id=record.run_id, detail=f"{reason} ({why})")
+        _event(
+            conn,
+            model_name,
+            action,
+            now,
+            run_id=record.run_id if record else None,
+            detail=f"{reason} ({why})",
+        )
     return Claim(False, why, record)
 
 

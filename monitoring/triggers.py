@@ -58,6 +58,7 @@ def trigger_run(
         run_timeout=timedelta(hours=settings.run_timeout_hours),
         launcher=launcher.name,
         reason=f"{trigger}: {reason}",
+        trigger=trigger,
     )
     if not claim.granted:
         return Triggered(claim, None)

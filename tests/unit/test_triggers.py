@@ -73,3 +73,38 @@ def test_each_newer_trigger_terminates_the_run_in_progress_and_records_it(env) -
     assert state.supersessions(engine, SPEC.model_name) == {"run-1": "run-2", "run-2": "run-3"}
     record = state.read(engine, SPEC.model_name)
     assert record is not None and record.run_id == "run-3" and record.reason == "merge: abc123"
+
+
+def test_deliberate_triggers_neither_wait_for_nor_hold_back_monitorings_cooldown(env) -> None:
+    from datetime import timedelta
+
+    settings, engine = env
+    launcher = Recorder(settings)
+    manual = trigger_run(SPEC, settings, launcher, trigger="manual", reason="x", engine=engine)
+    assert manual.launched is not None
+    # Monitoring right after a manual run: its cooldown counts from its own launches only.
+    first = state.claim(
+        engine,
+        SPEC.model_name,
+        now=state.utcnow(),
+        cooldown=timedelta(hours=6),
+        run_timeout=timedelta(hours=6),
+        launcher="kfp",
+        reason="drift",
+    )
+    assert first.granted and first.superseded is not None  # supersedes the manual run
+    again = state.claim(
+        engine,
+        SPEC.model_name,
+        now=state.utcnow(),
+        cooldown=timedelta(hours=6),
+        run_timeout=timedelta(hours=6),
+        launcher="kfp",
+        reason="drift",
+    )
+    assert not again.granted and again.why.startswith("cooldown until")
+    # A merge inside monitoring's cooldown still starts at once.
+    merge = trigger_run(SPEC, settings, launcher, trigger="merge", reason="abc", engine=engine)
+    assert merge.launched is not None
+    actions = [e["action"] for e in state.history(engine, SPEC.model_name)]
+    assert actions[0] == "triggered" and actions[1] == "launched" and "cooldown" in actions
