@@ -134,6 +134,32 @@ def document_entity_ids(spec: dict[str, Any], value_type: str) -> None:
             )
 
 
+def document_feedback(spec: dict[str, Any], classes: list[Any] | None) -> None:
+    """``actual`` as this server takes it: a number for a regression model, one of the model's
+    classes for a classifier (integer classes also as their decimal strings), with examples
+    to match. The request model says "number or string" because one build serves either task;
+    the document a client reads says which."""
+    item = spec["components"]["schemas"]["FeedbackItem"]["properties"]
+    description = item["actual"].get("description", "")
+    body = spec["paths"]["/feedback"]["post"]["requestBody"]["content"][JSON]
+    if classes is None:
+        item["actual"] = {"type": "number", "description": description}
+        return
+    allowed = list(classes) + [str(c) for c in classes if not isinstance(c, str)]
+    item["actual"] = {"enum": allowed, "description": description}
+    rid = "3f2a9c0d4b1e4e5f8a7b6c5d4e3f2a1b"
+    body["examples"] = {
+        "one": {
+            "summary": "The true class of one prediction",
+            "value": {"request_id": f"{rid}-0", "actual": classes[0]},
+        },
+        "many": {
+            "summary": "Several at once",
+            "value": [{"request_id": f"{rid}-{i}", "actual": c} for i, c in enumerate(classes[:2])],
+        },
+    }
+
+
 def openapi_builder(app: FastAPI) -> Callable[[], dict[str, Any]]:
     """``app.openapi``: built once, then cached on the app."""
 
@@ -172,11 +198,18 @@ def openapi_builder(app: FastAPI) -> Callable[[], dict[str, Any]]:
                     if operation is not None:
                         operation.update(security)
         paths.update(hot_operations())
-        features = getattr(getattr(app.state, "runtime", None), "features", None)
+        runtime = getattr(app.state, "runtime", None)
+        features = getattr(runtime, "features", None)
         layout = features.layout if features is not None else None
-        if layout is None:
-            return spec  # not cached: documented again once the feature store is open
+        champion = runtime.models.state.champion if runtime is not None else None
+        classify = getattr(runtime, "task", "regression") == "classification"
+        if layout is None or (classify and champion is None):
+            # not cached: documented again once the feature store is open (and a classifier's
+            # classes are known)
+            return spec
         document_entity_ids(spec, getattr(layout.value_type, "name", str(layout.value_type)))
+        classes = champion.classes if classify and champion is not None else None
+        document_feedback(spec, None if classes is None else classes.tolist())
         app.openapi_schema = spec
         return spec
 

@@ -259,10 +259,6 @@ FEEDBACK_EXAMPLES = {
             {"request_id": "3f2a9c0d4b1e4e5f8a7b6c5d4e3f2a1b-1", "actual": 91.0},
         ],
     },
-    "class_label": {
-        "summary": "A classifier's true class",
-        "value": {"request_id": "3f2a9c0d4b1e4e5f8a7b6c5d4e3f2a1b-0", "actual": "class_1"},
-    },
 }
 
 DOC_MODELS: tuple[type[BaseModel], ...] = (PredictBody, V2InferRequest, FeedbackRequest)

@@ -359,6 +359,7 @@ def test_the_documented_contract_refuses_what_the_server_refuses(server):
     assert response.status_code == 422
     schema = server.client.get("/openapi.json").json()["components"]["schemas"]
     assert schema["RecordById"]["properties"]["entity_id"]["type"] == "integer"  # INT64 key
+    assert schema["FeedbackItem"]["properties"]["actual"]["type"] == "number"  # regression
     both = server.predict([{"entity_id": 1002, "features": ROW}])
     assert both.status_code == 422 and error_of(both)["field"] == "records[0].features"
     v2_not_found = server.client.get("/v2/models/other", headers=AUTH)

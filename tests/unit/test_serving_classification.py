@@ -107,3 +107,13 @@ def test_feedback_takes_a_class_label_and_refuses_other_types_naming_the_field(s
     with server.runtime._engine().connect() as conn:
         stored = conn.execute(select(feedback.c.actual, feedback.c.actual_label)).all()
     assert [tuple(r) for r in stored] == [(None, "side")]
+
+
+def test_the_served_openapi_says_feedback_takes_one_of_the_classes(server):
+    document = server.get("/openapi.json").json()
+    actual = document["components"]["schemas"]["FeedbackItem"]["properties"]["actual"]
+    assert actual["enum"] == ["high", "low", "side"]
+    examples = document["paths"]["/feedback"]["post"]["requestBody"]["content"]["application/json"][
+        "examples"
+    ]
+    assert examples["one"]["value"]["actual"] == "high"
