@@ -74,8 +74,12 @@ def test_the_guide_runs_from_a_csv_to_predictions_monitoring_and_a_new_version(
     assert max(wine["probabilities"], key=wine["probabilities"].get) == wine["prediction"]
     summaries = sorted((tmp_path / ".kubeloop" / "reports" / "wine").glob("monitor-*.json"))
     summary = json.loads(summaries[0].read_text())
-    assert summary["labelled_rows"] >= 2  # what the shipper had stored when monitor read
-    assert set(summary["quality"]["live"]) == {"accuracy", "f1", "roc_auc", "log_loss"}
+    # what the shipper had stored when monitor read (all 60 but for a busy machine's lag)
+    assert summary["labelled_rows"] >= 2
+    live = set(summary["quality"]["live"])
+    assert {"accuracy", "f1"} <= live
+    if summary["labelled_rows"] >= 30:  # every class labelled: the logged probabilities count
+        assert {"roc_auc", "log_loss"} <= live
     assert summary["quality"]["primary"] == "f1"
     assert "chi-square" in summary["drift"]["prediction"]["method"]  # the class mix, categorical
 
