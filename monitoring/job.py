@@ -24,6 +24,7 @@ from monitoring.decide import Verdict, decide
 from monitoring.drift import Analysis, analyze
 from monitoring.errors import LaunchError
 from monitoring.launch import Launched, Launcher, make_launcher
+from monitoring.lineage import tag_supersedes
 from monitoring.reference import Baseline, load_baseline
 from monitoring.settings import MonitoringSettings
 from monitoring.window import count_labelled_since, open_log, read_window
@@ -269,6 +270,9 @@ def _refresh_running(engine, launcher: Launcher, model_name: str, now: datetime)
     if record is None or record.status != state.RUNNING or not record.run_id:
         return
     seen = launcher.status(record.run_id, model_name)
+    if seen is not None and seen.version:
+        client = model_store.configure(launcher.settings)
+        tag_supersedes(client, engine, model_name, seen.version, record.run_id)
     if seen is not None and seen.finished:
         state.finish(
             engine,
@@ -365,6 +369,7 @@ def _launch(
     outcome.launched = launched
     if launched.version:
         _tag_retrained(client, spec, launched.version, outcome.verdict.reason)
+        tag_supersedes(client, engine, spec.model_name, launched.version, launched.run_id)
     if launched.finished:
         state.finish(
             engine,

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 LINEAGE_TAG = "kubeloop.lineage"
 RETRAIN_REASON_TAG = "kubeloop.retrained_because"
+SUPERSEDES_TAG = "kubeloop.supersedes"  # the run in progress the version's run superseded
 # Rollout steps recorded on the version (monitoring.rollout writes them).
 TRAFFIC_TAGS = {
     "shadow_since": "kubeloop.rollout.shadow_started_at",
@@ -103,6 +104,7 @@ def build(client, name: str, ref: str) -> dict[str, Any]:
             "approved_at": tags.get("kubeloop.approved_at"),
             "promoted_from": tags.get("kubeloop.promoted_from"),
             "retrained_because": tags.get(RETRAIN_REASON_TAG),
+            "supersedes": tags.get(SUPERSEDES_TAG),
         },
         "traffic": {key: tags.get(tag) for key, tag in TRAFFIC_TAGS.items()},
         "stress_test": json.loads(tags[STRESS_TAG]) if STRESS_TAG in tags else None,
@@ -120,6 +122,20 @@ def record(client, name: str, ref: str) -> dict[str, Any]:
         name, data["version"], LINEAGE_TAG, json.dumps(frozen, sort_keys=True, default=str)
     )
     return data
+
+
+def tag_supersedes(client, engine, name: str, label: str, run_id: str) -> None:
+    """Say on a version which run its own run superseded, if any (``monitoring.state``)."""
+    from monitoring import state
+
+    old = {new: old for old, new in state.supersessions(engine, name).items()}.get(run_id)
+    if not old:
+        return
+    try:
+        version = registry.find_version(client, name, label)
+        client.set_model_version_tag(name, version.version, SUPERSEDES_TAG, old)
+    except Exception as exc:  # noqa: BLE001 - lineage detail, never worth failing the run
+        log.warning("could not tag %s with the run it superseded: %s", label, exc)
 
 
 def show(client, name: str, ref: str) -> dict[str, Any]:

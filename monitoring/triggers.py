@@ -69,6 +69,12 @@ def trigger_run(
             engine, spec.model_name, now=state.utcnow(), outcome=f"failed: {exc}", failed=True
         )
         raise
+    if launched.version:
+        from kubeloop import model_store
+        from monitoring.lineage import tag_supersedes
+
+        client = model_store.configure(settings)
+        tag_supersedes(client, engine, spec.model_name, launched.version, launched.run_id)
     if launched.finished:
         state.finish(
             engine,

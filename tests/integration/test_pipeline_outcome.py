@@ -81,3 +81,44 @@ def test_a_run_that_registered_reports_its_version_and_a_second_trigger_supersed
         assert again.exit_code == 0, again.output
         assert "superseded run run-1" in again.output
         assert [r.method for r in stub.requests if r.path.endswith("run-1:terminate")] == ["POST"]
+
+
+def test_the_lineage_says_which_run_a_version_superseded(settings, tmp_path, monkeypatch):
+    """A newer trigger terminates the run in progress; the version its own run registers
+    carries the superseded run (``kubeloop lineage``: registry.supersedes)."""
+    from sqlalchemy import create_engine
+
+    from monitoring import lineage, state
+    from monitoring.launch import Launched, Launcher
+    from monitoring.settings import MonitoringSettings
+    from monitoring.triggers import trigger_run
+
+    label = candidate(settings, passed=True, register=True)
+
+    class Cluster(Launcher):
+        name = "kfp"
+        terminated: list[str] = []
+
+        def launch(self, spec, *, reason, source=None, on_start=None) -> Launched:
+            run_id = "run-2" if self.terminated else "run-1"
+            if on_start:
+                on_start(run_id)
+            if run_id == "run-1":
+                return Launched(run_id, finished=False)
+            return Launched(run_id, finished=True, succeeded=True, version=label, detail="ok")
+
+        def terminate(self, run_id: str) -> str:
+            self.terminated.append(run_id)
+            return "terminated"
+
+    monitoring_settings = MonitoringSettings()
+    engine = create_engine(f"sqlite:///{tmp_path / 'slot.db'}")
+    launcher = Cluster(monitoring_settings)
+    trigger_run(SPEC, monitoring_settings, launcher, trigger="schedule", reason="x", engine=engine)
+    done = trigger_run(
+        SPEC, monitoring_settings, launcher, trigger="manual", reason="y", engine=engine
+    )
+    assert launcher.terminated == ["run-1"] and done.launched is not None
+    assert state.supersessions(engine, SPEC.model_name) == {"run-1": "run-2"}
+    client = model_store.configure(settings)
+    assert lineage.build(client, SPEC.model_name, label)["registry"]["supersedes"] == "run-1"
