@@ -21,6 +21,7 @@ adds the logged rows as they are (``split``).
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import orjson
@@ -188,3 +189,16 @@ def combine(joined: pd.DataFrame, served: pd.DataFrame, spec: ProjectSpec) -> pd
     taken = pd.MultiIndex.from_frame(served.loc[served[spec.entity_key].notna(), keys])
     kept = joined.loc[~pd.MultiIndex.from_frame(joined[keys]).isin(taken)]
     return pd.concat([kept, served], ignore_index=True)
+
+
+def source_rows(path: str | Path) -> int:
+    """Rows of a versioned dataset file that came from the data source (what the new-data
+    trigger compares with the source), without reading more than the origin column."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(path)
+    if ORIGIN not in meta.schema_arrow.names:
+        return meta.metadata.num_rows
+    origin = pq.read_table(path, columns=[ORIGIN])[ORIGIN]
+    return int(pc.sum(pc.not_equal(origin, FROM_LOG)).as_py() or 0)

@@ -49,11 +49,11 @@ def source_rows(spec: ProjectSpec, settings: PlatformSettings, source: str | Non
 
 
 def trained_rows(client, spec: ProjectSpec, settings: PlatformSettings) -> int | None:
-    """Rows of the dataset the newest registered version was trained on, restored from DVC."""
+    """Rows of the data source the newest registered version was trained on, restored from
+    DVC (production's labelled rows versioned with them are not the source's)."""
     import mlflow
-    import pyarrow.parquet as pq
 
-    from kubeloop import registry
+    from kubeloop import production_labels, registry
     from kubeloop.data_version import checkout
 
     versions = registry.all_versions(client, spec.model_name)
@@ -63,4 +63,4 @@ def trained_rows(client, spec: ProjectSpec, settings: PlatformSettings) -> int |
     pointer = mlflow.artifacts.load_text(f"runs:/{newest.run_id}/data/dataset.parquet.dvc")
     with tempfile.TemporaryDirectory(prefix="kubeloop-rows-") as tmp:
         path = checkout(settings, pointer, Path(tmp) / "dataset.parquet")
-        return pq.ParquetFile(path).metadata.num_rows
+        return production_labels.source_rows(path)

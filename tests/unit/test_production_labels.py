@@ -154,3 +154,10 @@ def test_a_feature_the_log_does_not_hold_is_named() -> None:
     with pytest.raises(SpecError, match=r"\['c'\]") as caught:
         pl.served_rows(labels[pl.is_logged(labels)], SPEC, ["a", "c"])
     assert caught.value.field == "retraining.labelled_hours"
+
+
+def test_the_source_rows_of_a_dataset_leave_the_logged_ones_out(tmp_path: Path) -> None:
+    dataset().to_parquet(tmp_path / "mixed.parquet")
+    assert pl.source_rows(tmp_path / "mixed.parquet") == 2
+    dataset().iloc[:2].drop(columns=[pl.ORIGIN]).to_parquet(tmp_path / "plain.parquet")
+    assert pl.source_rows(tmp_path / "plain.parquet") == 2
