@@ -46,13 +46,14 @@ def by_name(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {c["name"]: c for _, c in containers(objects)}
 
 
-def test_processes_that_compile_pipelines_get_the_image_from_the_image_values(objects) -> None:
-    """The monitor (retraining) and the trigger jobs compile the pipeline: every step then runs
-    the image these values name, whatever registry and tag the release uses."""
+def test_processes_that_compile_pipelines_get_the_image_from_the_image_values() -> None:
+    """The monitor (retraining), the trigger jobs and the workspace's notebooks compile the
+    pipeline: every step then runs the image these values name, whatever registry and tag."""
     from kubeloop.settings import PlatformSettings
 
-    found = by_name(objects)
-    for name in ("monitor", "train-schedule", "train-new-data"):
+    workspace = {"enabled": True, "repository": {"url": "https://git.example.com/energy.git"}}
+    found = by_name(render({**TRIGGERS, "workspace": workspace}))
+    for name in ("monitor", "train-schedule", "train-new-data", "jupyterlab"):
         env = env_of(found[name])
         settings = PlatformSettings(
             pipeline_image_registry=env["KUBELOOP_PIPELINE_IMAGE_REGISTRY"],
