@@ -23,7 +23,7 @@ from datetime import datetime
 import numpy as np
 import orjson
 import pandas as pd
-from sqlalchemy import Text, and_, bindparam, cast, func, select
+from sqlalchemy import Text, and_, bindparam, cast, func, literal_column, select
 
 from kubeloop.log_store import feedback, predictions
 
@@ -262,10 +262,21 @@ def _numbers(conn, query) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def count_labelled_since(engine, model_name: str, since: datetime | None) -> int:
-    """Feedback rows that arrived after ``since`` for requests this model answered."""
+    """Feedback rows that arrived after ``since`` for requests this model answered.
+
+    The labels are read by their time (``ix_feedback_ts``) and each one's prediction by
+    request id, so the cost follows the labels since the last training, not the whole log.
+    SQLite, without statistics, may instead scan every prediction (features included) and look
+    its feedback up; the unary ``+`` on ``feedback.request_id`` takes that index out of its
+    choices (SQLite's documented way to steer a plan)."""
+    feedback_id = (
+        literal_column("+feedback.request_id")
+        if engine.dialect.name == "sqlite"
+        else feedback.c.request_id
+    )
     query = (
         select(func.count())
-        .select_from(feedback.join(predictions, predictions.c.request_id == feedback.c.request_id))
+        .select_from(feedback.join(predictions, predictions.c.request_id == feedback_id))
         .where(predictions.c.model_name == model_name, predictions.c.role.in_(SERVED_ROLES))
     )
     if since is not None:

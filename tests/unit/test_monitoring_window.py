@@ -117,8 +117,8 @@ def test_a_sampled_window_reads_features_of_a_sample_and_every_label(engine) -> 
 
 
 def test_a_log_from_before_the_feedback_time_index_gets_it(engine) -> None:
-    """Counting the labels since the last training reads them by ``feedback.ts``; a log an
-    older server created gets the index when a server or shipper next opens it."""
+    """A log an older server created gets the index on ``feedback.ts`` when a server or
+    shipper next opens it."""
     from sqlalchemy import inspect
 
     from kubeloop.log_store import ensure_schema
@@ -129,9 +129,30 @@ def test_a_log_from_before_the_feedback_time_index_gets_it(engine) -> None:
     assert "ix_feedback_ts" not in {i["name"] for i in inspect(engine).get_indexes("feedback")}
     ensure_schema(engine)
     assert "ix_feedback_ts" in {i["name"] for i in inspect(engine).get_indexes("feedback")}
-    with engine.connect() as conn:
-        plan = conn.exec_driver_sql(
-            "EXPLAIN QUERY PLAN SELECT count(*) FROM feedback JOIN predictions "
-            "ON predictions.request_id = feedback.request_id WHERE feedback.ts > '2026-11-02'"
-        ).all()
-    assert "ix_feedback_ts" in str(plan)
+
+
+def test_labels_since_are_counted_from_their_time_not_by_scanning_every_prediction(
+    engine,
+) -> None:
+    """On a fresh log SQLite, left to itself, scans ``predictions`` (the whole log, features
+    included) and looks each one's feedback up; the count steers it to the labels since."""
+    from sqlalchemy import event
+
+    ids = log(engine, 5)
+    log_feedback(engine, ids, [1.0] * 5, START)
+    plans: list[str] = []
+    event.listen(engine, "before_cursor_execute", _explain(plans))
+    assert count_labelled_since(engine, "m", START) == 0
+    assert "SEARCH feedback USING INDEX ix_feedback_ts" in plans[0]
+    assert "SEARCH predictions USING INDEX ix_predictions_request_id" in plans[0]
+
+
+def _explain(plans: list[str]):
+    """A cursor hook that records SQLite's plan of each count query."""
+
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:
+        if statement.startswith("SELECT count(*)"):
+            rows = conn.connection.execute("EXPLAIN QUERY PLAN " + statement, parameters)
+            plans.append(str(rows.fetchall()))
+
+    return record
