@@ -178,6 +178,11 @@ def test_drifted_traffic_is_flagged_exported_reported_and_retrained(loop: Loop, 
             "kubeloop_model_rmse" + json.dumps({**labels, "dataset": "baseline"}, sort_keys=True)
         ]
     )
+    # The task's primary metric as one series dashboards follow, whatever the task.
+    primary = json.dumps({**live, "metric": "rmse"}, sort_keys=True)
+    assert exported["kubeloop_model_primary_metric" + primary] == pytest.approx(
+        exported["kubeloop_model_rmse" + json.dumps(live, sort_keys=True)]
+    )
     html = outcome.report.read_text()
     assert outcome.report.exists() and "<html" in html[:2000].lower()
     # The report opens with what was compared and decided, before Evidently's plots.
