@@ -39,13 +39,20 @@ FROM_LOG = "prediction_log"
 LOGGED = "logged."
 
 
-def read_labelled(engine: Engine, model_name: str, start: datetime, end: datetime) -> pd.DataFrame:
+def read_labelled(
+    engine: Engine,
+    model_name: str,
+    start: datetime,
+    end: datetime,
+    task: str = "regression",
+) -> pd.DataFrame:
     """Served predictions of ``model_name`` made in ``[start, end)`` that have ground truth.
 
     Returns:
         One row per prediction, in log order: ``entity_id`` (text or None), ``ts`` (UTC),
-        ``actual`` and one column per logged feature. Empty when the log has no tables yet
-        (no server ever wrote to it).
+        ``actual`` (a number; for ``task="classification"`` the true class as the log keeps
+        it, text) and one column per logged feature. Empty when the log has no tables yet (no
+        server ever wrote to it).
     """
     from sqlalchemy import Text, cast, inspect, select
 
@@ -54,11 +61,13 @@ def read_labelled(engine: Engine, model_name: str, start: datetime, end: datetim
     tables = inspect(engine)
     if not (tables.has_table("predictions") and tables.has_table("feedback")):
         return pd.DataFrame(columns=["entity_id", "ts", "actual"])
+    classify = task == "classification"
+    truth = feedback.c.actual_label if classify else feedback.c.actual
     query = (
         select(
             predictions.c.entity_id,
             predictions.c.ts,
-            feedback.c.actual,
+            truth,
             cast(predictions.c.features, Text),
         )
         .select_from(predictions.join(feedback, feedback.c.request_id == predictions.c.request_id))
@@ -67,7 +76,7 @@ def read_labelled(engine: Engine, model_name: str, start: datetime, end: datetim
             predictions.c.role.in_(SERVED_ROLES),
             predictions.c.ts >= start,
             predictions.c.ts < end,
-            feedback.c.actual.is_not(None),
+            truth.is_not(None),
         )
         .order_by(predictions.c.id)
     )
@@ -77,7 +86,7 @@ def read_labelled(engine: Engine, model_name: str, start: datetime, end: datetim
         {
             "entity_id": [r[0] for r in rows],
             "ts": pd.to_datetime([r[1] for r in rows], utc=True),
-            "actual": pd.array([r[2] for r in rows], dtype="float64"),
+            "actual": pd.array([r[2] for r in rows], dtype="object" if classify else "float64"),
         }
     )
     features = pd.DataFrame([orjson.loads(r[3]) for r in rows], index=frame.index)
@@ -120,12 +129,17 @@ def rules(spec: ProjectSpec, rows: pd.DataFrame) -> dict[str, ColumnRule]:
     return found
 
 
-def as_key_type(rows: pd.DataFrame, spec: ProjectSpec) -> pd.DataFrame:
-    """Logged entity ids (text in the log) in the key's declared type, once the rules passed."""
-    rule = spec.data.columns.get(spec.entity_key)
-    if rule is not None and rule.type == "int":
-        key = pd.to_numeric(rows[spec.entity_key]).astype("Int64")
-        rows = rows.assign(**{spec.entity_key: key})
+def as_declared_types(rows: pd.DataFrame, spec: ProjectSpec) -> pd.DataFrame:
+    """Logged entity ids and true classes (text in the log) in the types the spec declares
+    for the key and the target, once the rules passed: a class 3 is the source's 3, not
+    "3"."""
+    columns = {spec.entity_key: "Int64", spec.target: "int64"}
+    for name, integral in columns.items():
+        rule = spec.data.columns.get(name)
+        if rule is not None and rule.type == "int":
+            rows = rows.assign(**{name: pd.to_numeric(rows[name]).astype(integral)})
+        elif rule is not None and rule.type == "float":
+            rows = rows.assign(**{name: pd.to_numeric(rows[name]).astype("float64")})
     return rows
 
 

@@ -79,7 +79,7 @@ def logged_rows(
     engine = make_engine(settings.log_url)
     try:
         labelled = production_labels.read_labelled(
-            engine, spec.model_name, end - timedelta(hours=hours), end
+            engine, spec.model_name, end - timedelta(hours=hours), end, task=spec.task
         )
     finally:
         engine.dispose()
@@ -93,7 +93,7 @@ def logged_rows(
             report,
         )
     log.info("%d labelled predictions of the last %g h from the prediction log", len(rows), hours)
-    return production_labels.as_key_type(rows, spec)
+    return production_labels.as_declared_types(rows, spec)
 
 
 def ingest(

@@ -12,6 +12,7 @@ import pytest
 from components.ingest.quality import check_rules
 from kubeloop import production_labels as pl
 from kubeloop.errors import SpecError
+from kubeloop.spec import ColumnRule
 from monitoring.window import open_log
 from tests.utils.factories import example_spec
 from tests.utils.monitoring import log_feedback, log_rows
@@ -88,7 +89,7 @@ def test_one_row_per_entity_and_time_the_latest_logged_and_every_row_without_an_
         pl.ORIGIN,
     ]
     assert (rows[pl.ORIGIN] == pl.FROM_LOG).all()
-    assert pl.as_key_type(rows, SPEC)["building_id"].tolist()[:2] == [7, 8]
+    assert pl.as_declared_types(rows, SPEC)["building_id"].tolist()[:2] == [7, 8]
 
 
 def test_logged_rows_pass_the_spec_rules_for_key_and_target_and_need_every_feature() -> None:
@@ -115,7 +116,9 @@ def dataset() -> pd.DataFrame:
             "building_type": ["office", "retail"],
         }
     )
-    logged = pl.as_key_type(pl.training_rows(labelled(["2", None], [0, 5], [7.0, 8.0]), SPEC), SPEC)
+    logged = pl.as_declared_types(
+        pl.training_rows(labelled(["2", None], [0, 5], [7.0, 8.0]), SPEC), SPEC
+    )
     return pd.concat([source.assign(**{pl.ORIGIN: pl.FROM_SOURCE}), logged], ignore_index=True)
 
 
@@ -161,3 +164,30 @@ def test_the_source_rows_of_a_dataset_leave_the_logged_ones_out(tmp_path: Path) 
     assert pl.source_rows(tmp_path / "mixed.parquet") == 2
     dataset().iloc[:2].drop(columns=[pl.ORIGIN]).to_parquet(tmp_path / "plain.parquet")
     assert pl.source_rows(tmp_path / "plain.parquet") == 2
+
+
+def test_a_classifiers_labelled_rows_carry_the_true_class_in_the_targets_type(engine) -> None:
+    from kubeloop.log_store import feedback
+
+    ids = log(engine, served(4, ["1", "2", "3", "4"]))
+    with engine.begin() as conn:
+        conn.execute(
+            feedback.insert(),
+            [
+                {"request_id": ids[0], "ts": START, "actual": None, "actual_label": "1"},
+                {"request_id": ids[1], "ts": START, "actual": None, "actual_label": "0"},
+                {"request_id": ids[2], "ts": START, "actual": 2.5, "actual_label": None},
+            ],
+        )
+    got = pl.read_labelled(engine, "m", START, START + timedelta(days=1), task="classification")
+    assert got["actual"].tolist() == ["1", "0"]
+    spec = SPEC.model_copy(
+        update={
+            "data": SPEC.data.model_copy(
+                update={"columns": {**SPEC.data.columns, "energy_kwh": ColumnRule(type="int")}}
+            )
+        }
+    )
+    rows = pl.training_rows(got, spec)
+    assert check_rules(rows, pl.rules(spec, rows)).passed
+    assert pl.as_declared_types(rows, spec)["energy_kwh"].tolist() == [1, 0]
