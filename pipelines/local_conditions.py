@@ -6,7 +6,9 @@ output named ``Output`` (anything else is looked up as a pipeline input, fails, 
 is False), and it then ``eval``s the IR's expression as Python, where
 ``inputs.parameter_values[...]`` and ``true`` do not exist. So under kfp.local the branch was
 always skipped, whatever the gate said. ``conditions_evaluated()`` puts a correct evaluator in
-its place for the duration of a local run; KFP's backend evaluates the same IR itself.
+its place for the duration of a local run; KFP's backend evaluates the same IR itself. Upstream:
+kubeflow/pipelines#13313 (a CEL evaluator for kfp.local, open as of 2026-12); remove this
+once the pinned kfp ships it.
 """
 
 from __future__ import annotations
