@@ -117,3 +117,18 @@ def test_the_served_openapi_says_feedback_takes_one_of_the_classes(server):
         "examples"
     ]
     assert examples["one"]["value"]["actual"] == "high"
+
+
+def test_integer_classes_answer_numbers_and_take_integer_feedback(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("KUBELOOP_WORK_DIR", str(tmp_path))
+    settings = ServingSettings(work_dir=tmp_path, registry_poll_seconds=60)
+    y = np.array([3, 3, 5, 5, 7, 7])
+    registry = FakeRegistry("grades", {"1": classifier("1", y)}, {"champion": "1"})
+    runtime = fake_runtime(registry, settings, task="classification")
+    with TestClient(create_app(settings, runtime)) as client:
+        body = {"records": [{"features": {"a": 5.0, "b": 5.0}}]}
+        answer = client.post("/predict", json=body).json()["predictions"][0]
+        assert answer["prediction"] == 5 and set(answer["probabilities"]) == {"3", "5", "7"}
+        assert client.post("/feedback", json={"request_id": "r-0", "actual": 7}).status_code == 200
+        half = client.post("/feedback", json={"request_id": "r-0", "actual": 2.5})
+        assert half.status_code == 422 and half.json()["error"]["field"] == "actual"
