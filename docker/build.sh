@@ -25,6 +25,13 @@ if [ "$BUILDER" = buildah ] && [ -n "$HOST_CA_BUNDLE" ] && [ -s "$HOST_CA_BUNDLE
   volumes+=(-v "$HOST_CA_BUNDLE:/run/host-ca.crt:ro")
   args+=(--build-arg PIP_CERT=/run/host-ca.crt --build-arg SSL_CERT_FILE=/run/host-ca.crt)
 fi
+# The host's uv cache (filled by `make setup`), mounted as the build's: wheels the host already
+# has are not downloaded again. UV_HOST_CACHE= (empty) turns it off.
+UV_HOST_CACHE="${UV_HOST_CACHE-$HOME/.cache/uv}"
+if [ "$BUILDER" = buildah ] && [ -n "$UV_HOST_CACHE" ] && [ -d "$UV_HOST_CACHE" ]; then
+  volumes+=(-v "$UV_HOST_CACHE:/var/cache/uv-host")
+  args+=(--build-arg UV_CACHE_DIR=/var/cache/uv-host)
+fi
 for target in "${targets[@]}"; do
   image="$(image_for "$target")"
   echo "build: docker/$target.Dockerfile -> $image" >&2
