@@ -117,7 +117,7 @@ def test_the_workspace_clones_the_project_serves_jupyterlab_and_submits_to_kfp(
     monkeypatch.setenv("HOME", str(home))  # kfp.Client keeps a context file there
     monkeypatch.setenv("KUBELOOP_QUICKSTART_ROWS", "3000")
     notebook = nbformat.read(repo_dir / "notebooks" / "quickstart.ipynb", as_version=4)
-    assert plain_env(lab)["KFP_HOST"] == "http://ml-pipeline.kubeflow:8888"
+    assert plain_env(lab)["KFP_HOST"] == "http://kubeloop-kfp-gateway.kubeflow:8888"  # the gateway
     with kfp_stub() as stub:
         stub.run_state = "SUCCEEDED"  # the notebook waits for the run it submitted
         monkeypatch.setenv("KFP_HOST", stub.host)

@@ -366,11 +366,95 @@ def test_the_workspace_runs_with_exactly_the_data_scientists_rights() -> None:
     assert env["GIT_URL"] == "https://git.example.com/ml/kubeloop.git" and env["GIT_REF"] == "v1.2"
     assert "dulwich clone" in clone["command"][-1]
     lab_env = {e["name"]: e for e in lab["env"]}
-    assert lab_env["KFP_HOST"]["value"] == "http://ml-pipeline.kubeflow:8888"
+    # KFP through the gateway (which refuses to stop runs), not monitoring's direct ml-pipeline.
+    assert lab_env["KFP_HOST"]["value"] == "http://kubeloop-kfp-gateway.kubeflow:8888"
     secrets = {e["valueFrom"]["secretKeyRef"]["name"] for e in lab["env"] if "valueFrom" in e}
     assert secrets == {"ds-mlflow"}  # a data scientist's MLflow user; no raw or feature Secrets
     assert owner["spec"]["template"]["metadata"]["labels"]["kubeloop.io/mlflow-client"] == "true"
     assert "kubeloop.io/feast-client" not in owner["spec"]["template"]["metadata"]["labels"]
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Kubernetes label-selector semantics (matchLabels and matchExpressions; {} selects all)."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    tests = {
+        "In": lambda key, values: labels.get(key) in values,
+        "NotIn": lambda key, values: labels.get(key) not in values,
+        "Exists": lambda key, _: key in labels,
+        "DoesNotExist": lambda key, _: key not in labels,
+    }
+    return all(
+        tests[e["operator"]](e["key"], e.get("values", []))
+        for e in selector.get("matchExpressions", [])
+    )
+
+
+def _egress_admits(policy: dict[str, Any], namespace: str, labels: dict[str, str]) -> bool:
+    """Whether ``policy`` lets its pods open a connection to a pod (selectors only: ipBlock is
+    for addresses outside the cluster)."""
+    namespace_labels = {"kubernetes.io/metadata.name": namespace}
+    own = policy["metadata"]["namespace"]
+    for rule in policy["spec"]["egress"]:
+        for peer in rule.get("to", []):
+            if "ipBlock" in peer:
+                continue
+            in_namespace = (
+                _selects(peer["namespaceSelector"], namespace_labels)
+                if "namespaceSelector" in peer
+                else namespace == own
+            )
+            if in_namespace and _selects(peer.get("podSelector", {}), labels):
+                return True
+    return False
+
+
+def test_the_workspace_reaches_kfp_only_through_the_gateway() -> None:
+    """The notebooks' KFP_HOST is the gateway, the one KFP Service the data-scientist Role may
+    proxy to; and the workspace's NetworkPolicy keeps the pod itself off KFP's API server and UI
+    (standalone KFP's `app` labels), so no notebook terminates a run by calling ml-pipeline."""
+    cidrs = ["10.244.0.0/16", "10.96.0.0/12"]
+    objects = render(
+        FULL | WORKSPACE_VALUES | {"networkPolicy": {"enabled": True, "clusterCIDRs": cidrs}}
+    )
+    [lab] = [c for _, c in containers(objects) if c["name"] == "jupyterlab"]
+    host = {e["name"]: e.get("value") for e in lab["env"]}["KFP_HOST"]
+    [service] = [
+        s for s in kinds(objects, "Service") if s["metadata"]["name"] == "kubeloop-kfp-gateway"
+    ]
+    name, namespace = service["metadata"]["name"], service["metadata"]["namespace"]
+    assert host == f"http://{name}.{namespace}:{service['spec']['ports'][0]['port']}"
+    [role] = [
+        r
+        for r in kinds(objects, "Role")
+        if r["metadata"]["name"] == "kubeloop-data-scientist"
+        and r["metadata"]["namespace"] == namespace
+    ]
+    assert _grants(role, "services/proxy", "create", name)
+
+    [policy] = [
+        p for p in kinds(objects, "NetworkPolicy") if p["metadata"]["name"] == "kubeloop-workspace"
+    ]
+    workspace = next(
+        o for o, _ in pod_specs(objects) if o["metadata"]["name"] == "kubeloop-workspace"
+    )
+    assert _selects(policy["spec"]["podSelector"], pod_labels(workspace))
+    assert "Egress" in policy["spec"]["policyTypes"]
+    gateway = next(o for o in kinds(objects, "Deployment") if o["metadata"]["name"] == name)
+    assert _egress_admits(policy, "kubeflow", pod_labels(gateway))
+    for app in ("ml-pipeline", "ml-pipeline-ui"):  # standalone KFP's API server and UI pods
+        assert not _egress_admits(policy, "kubeflow", {"app": app, "application-crd-id": "x"})
+    # Everything else stays reachable: KFP's MinIO, MLflow, DNS, the release's own pods.
+    mlflow = next(
+        o for o in kinds(objects, "Deployment") if o["metadata"]["name"].endswith("mlflow")
+    )
+    assert _egress_admits(policy, "kubeflow", {"app": "minio"})
+    assert _egress_admits(policy, "kubeloop", pod_labels(mlflow))
+    assert _egress_admits(policy, "kube-system", {"k8s-app": "kube-dns"})
+    # Outside addresses too (git, S3, databases), but not the cluster's own ranges, where a
+    # CNI that matches pods by ipBlock would find ml-pipeline's pod address.
+    [outside] = [p["ipBlock"] for r in policy["spec"]["egress"] for p in r["to"] if "ipBlock" in p]
+    assert outside == {"cidr": "0.0.0.0/0", "except": cidrs}
 
 
 def test_the_workspace_needs_a_repository_and_outside_dev_a_token() -> None:

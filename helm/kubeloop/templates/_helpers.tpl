@@ -259,6 +259,23 @@ bitnami's validateValues: all problems are collected and reported at once.
 {{- end -}}
 {{- end -}}
 
+{{/* The KFP gateway's URL (kfp-gateway.yaml), where the workspace's notebooks reach KFP. */}}
+{{- define "kubeloop.kfpGateway.url" -}}
+{{- printf "http://%s.%s:8888" (include "kubeloop.component.fullname" (dict "ctx" . "component" "kfp-gateway")) .Values.rbac.kfpNamespace -}}
+{{- end -}}
+
+{{/* KFP_HOST of the workspace: workspace.kfpHost, else the KFP gateway (the one KFP Service the
+data-scientist Role may reach), else monitoring.kfpHost when the chart runs no gateway. */}}
+{{- define "kubeloop.workspace.kfpHost" -}}
+{{- if .Values.workspace.kfpHost -}}
+{{- .Values.workspace.kfpHost -}}
+{{- else if and .Values.pipelines.gateway.enabled .Values.rbac.kfpNamespace -}}
+{{- include "kubeloop.kfpGateway.url" . -}}
+{{- else -}}
+{{- .Values.monitoring.kfpHost -}}
+{{- end -}}
+{{- end -}}
+
 {{/* The data scientists' ServiceAccount: the workspace runs as it (workspace.yaml). */}}
 {{- define "kubeloop.workspace.serviceAccount" -}}
 {{- include "kubeloop.component.fullname" (dict "ctx" . "component" "data-scientist") -}}
