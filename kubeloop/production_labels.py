@@ -2,7 +2,9 @@
 
 A prediction a caller received (role champion or canary) whose ground truth came back by
 request id is a training row with exactly the features the model saw: the log recorded them at
-prediction time, so no point-in-time join is needed ("log and wait"). The ingest step reads them
+prediction time, so no point-in-time join is needed ("log and wait"). Production's rows
+(``rollout.production_model``) are taken where the log holds any, else the project model's
+(``labelled_models`` says why). The ingest step reads them
 from the log store itself (the database monitoring reads: PostgreSQL on a cluster, where every
 step is its own pod), checks them with the same data-quality rules as the data source, and
 writes them into the dataset it versions with DVC, next to the source's rows:
@@ -91,6 +93,37 @@ def read_labelled(
     )
     features = pd.DataFrame([orjson.loads(r[3]) for r in rows], index=frame.index)
     return pd.concat([frame, features], axis=1)
+
+
+def labelled_models(spec: ProjectSpec) -> tuple[str, ...]:
+    """The registered models whose served rows may feed training, production's first.
+
+    In the two-environment setup production's callers are answered by
+    ``rollout.production_model`` and its rows are logged under that name; the project's model
+    is what dev (one environment does everything) serves, and staging. Staging's labelled rows,
+    where it has any, are a mirror of production's requests or test traffic: a mirrored request
+    has its own request id and time there, so de-duplication by entity and time could not keep
+    it from counting twice.
+    """
+    return tuple(name for name in (spec.rollout.production_model, spec.model_name) if name)
+
+
+def read_production_labelled(
+    engine: Engine, spec: ProjectSpec, start: datetime, end: datetime
+) -> tuple[str | None, pd.DataFrame]:
+    """The labelled served rows a training run takes (``retraining.labelled_hours``):
+    production's (``rollout.production_model``) when the log holds any in ``[start, end)``,
+    else the project model's (dev, one environment, or a production not live yet).
+
+    Returns:
+        The model whose rows they are (None when neither has any) and ``read_labelled``'s rows.
+    """
+    rows = pd.DataFrame(columns=["entity_id", "ts", "actual"])
+    for name in labelled_models(spec):
+        rows = read_labelled(engine, name, start, end, task=spec.task)
+        if len(rows):
+            return name, rows
+    return None, rows
 
 
 def training_rows(labelled: pd.DataFrame, spec: ProjectSpec) -> pd.DataFrame:

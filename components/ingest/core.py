@@ -68,7 +68,8 @@ def logged_rows(
     spec: ProjectSpec, settings: PlatformSettings, now: datetime | None = None
 ) -> pd.DataFrame:
     """The served predictions of the last ``retraining.labelled_hours`` with their ground
-    truth, read from the prediction log (``KUBELOOP_PREDICTION_LOG_URL``: the store monitoring
+    truth (production's where the log holds any: ``production_labels.labelled_models``), read
+    from the prediction log (``KUBELOOP_PREDICTION_LOG_URL``: the store monitoring
     reads) and checked like any data: a broken rule stops the run with its report."""
     from kubeloop.log_store import make_engine
 
@@ -78,8 +79,8 @@ def logged_rows(
     end = now or datetime.now(UTC)
     engine = make_engine(settings.log_url)
     try:
-        labelled = production_labels.read_labelled(
-            engine, spec.model_name, end - timedelta(hours=hours), end, task=spec.task
+        model, labelled = production_labels.read_production_labelled(
+            engine, spec, end - timedelta(hours=hours), end
         )
     finally:
         engine.dispose()
@@ -92,7 +93,12 @@ def logged_rows(
             f"{len(report.violations)} rule(s)\n{report.render()}\nreport: {saved}",
             report,
         )
-    log.info("%d labelled predictions of the last %g h from the prediction log", len(rows), hours)
+    log.info(
+        "%d labelled predictions of %s of the last %g h from the prediction log",
+        len(rows),
+        model or "no model",
+        hours,
+    )
     return production_labels.as_declared_types(rows, spec)
 
 

@@ -58,6 +58,31 @@ def test_labelled_rows_are_served_predictions_of_the_window_with_feedback(engine
     np.testing.assert_allclose(got[FEATURES].to_numpy(), expected)
 
 
+def test_training_takes_production_models_rows_where_the_log_holds_them(engine) -> None:
+    production = str(SPEC.rollout.production_model)  # the bundled spec's two environments
+    one_environment = SPEC.model_copy(
+        update={"rollout": SPEC.rollout.model_copy(update={"production_model": None})}
+    )
+    window = (START, START + timedelta(days=1))
+    # dev and staging answer with the project's model (staging: production's requests mirrored)
+    staging = log(engine, served(6, seed=1), model_name=SPEC.model_name, prefix="s")
+    log_feedback(engine, staging, [1.0] * 6, START + timedelta(hours=2))
+    assert pl.read_production_labelled(engine, SPEC, *window)[0] == SPEC.model_name
+
+    # production's callers, answered by the model approvals fill: theirs, never both
+    answered = log(engine, served(4, seed=2), model_name=production, prefix="p")
+    log_feedback(engine, answered, [2.0] * 4, START + timedelta(hours=2))
+    model, rows = pl.read_production_labelled(engine, SPEC, *window)
+    assert (model, rows["actual"].tolist()) == (production, [2.0] * 4)
+    expected = served(4, seed=2)[FEATURES].to_numpy()
+    np.testing.assert_allclose(rows[FEATURES].to_numpy(), expected)
+
+    # a spec without a production model: one environment, the project's rows
+    model, rows = pl.read_production_labelled(engine, one_environment, *window)
+    assert (model, rows["actual"].tolist()) == (SPEC.model_name, [1.0] * 6)
+    assert pl.read_production_labelled(engine, SPEC, START, START)[0] is None
+
+
 def test_a_log_no_server_wrote_yet_has_no_labelled_rows(engine) -> None:
     assert pl.read_labelled(engine, "m", START, START + timedelta(days=1)).empty
 
