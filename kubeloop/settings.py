@@ -18,12 +18,15 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kubeloop import images
+
+if TYPE_CHECKING:
+    from kubeloop.spec import ProjectSpec
 
 
 class PlatformSettings(BaseSettings):
@@ -74,6 +77,13 @@ class PlatformSettings(BaseSettings):
         "(postgresql+psycopg://...): monitoring reads it, and a training run with "
         "retraining.labelled_hours reads its labelled rows; default: SQLite at "
         "<work_dir>/predictions.db.",
+    )
+    served_model: Literal["project", "production"] = Field(
+        "project",
+        description="Which registered model this environment serves, and so whose predictions "
+        "its monitoring reads: 'project', the spec's model, where training registers versions "
+        "(dev, staging); 'production', the spec's rollout.production_model, which only "
+        "approved releases fill (copy_model_version).",
     )
     dvc_remote: str | None = Field(
         None,
@@ -138,6 +148,21 @@ class PlatformSettings(BaseSettings):
     def log_url(self) -> str:
         """The prediction log's SQLAlchemy URL (the same default as the server's)."""
         return self.prediction_log_url or f"sqlite:///{self.work_dir / 'predictions.db'}"
+
+    def model_name(self, spec: ProjectSpec) -> str:
+        """The registered model this environment serves (``served_model``): the server loads
+        its aliases and logs its predictions under it, monitoring reads those predictions."""
+        if self.served_model == "project":
+            return spec.model_name
+        if not spec.rollout.production_model:
+            from kubeloop.errors import SpecError
+
+            raise SpecError(
+                "KUBELOOP_SERVED_MODEL=production needs rollout.production_model in the spec: "
+                "the registered model approved releases are copied into",
+                field="rollout.production_model",
+            )
+        return spec.rollout.production_model
 
     def storage_options(self, url: str) -> dict[str, Any] | None:
         """fsspec options (pandas, pyarrow via fsspec) for reading ``url``: the S3 endpoint."""

@@ -1,10 +1,12 @@
 """One monitoring run: window -> Evidently -> report and metrics -> decision -> launch.
 
-``run_monitor`` is what ``kubeloop monitor`` and the CronJob run. It reads the champion's
-predictions of the last ``monitoring.window_hours`` with their feedback, compares them with the
-champion's reference sample, writes the HTML report (also logged to the champion's MLflow run)
-and a JSON summary, exports the figures as Prometheus metrics, and, when a threshold is crossed,
-claims the launch slot (cooldown, one run at a time) and launches retraining.
+``run_monitor`` is what ``kubeloop monitor`` and the CronJob run. It reads the predictions of
+the champion of the model its environment serves (``KUBELOOP_SERVED_MODEL``: the project's
+model, or in production ``rollout.production_model``) of the last ``monitoring.window_hours``
+with their feedback, compares them with the champion's reference sample, writes the HTML
+report (also logged to the champion's MLflow run) and a JSON summary, exports the figures as
+Prometheus metrics labelled with that model, and, when a threshold is crossed, claims the
+launch slot (cooldown, one run at a time) and launches retraining.
 """
 
 from __future__ import annotations
@@ -418,12 +420,16 @@ def run_monitor(
     client = client or model_store.configure(settings)
     engine = engine or open_log(settings.log_url)
     state.create_all(engine)
-    baseline = load_baseline(client, spec)
+    # The model this environment serves (the server's KUBELOOP_SERVED_MODEL): production's
+    # predictions are logged under rollout.production_model. Retraining, whatever its trigger,
+    # registers into the project's model, whose launch slot this run claims.
+    served = settings.model_name(spec)
+    baseline = load_baseline(client, spec, served)
     lap("baseline")
     start = now - timedelta(hours=spec.monitoring.window_hours)
     window = read_window(
         engine,
-        spec.model_name,
+        served,
         baseline.features,
         start,
         now,
@@ -434,7 +440,7 @@ def run_monitor(
     lap("read_window")
     log.info(
         "%s %s: %d predictions in the window, %d labelled",
-        spec.model_name,
+        served,
         baseline.label,
         window.rows,
         len(window.labelled),
@@ -455,7 +461,7 @@ def run_monitor(
     record = state.read(engine, spec.model_name)
     last_launch = record.launched_at if record else None
     since = max(t for t in (baseline.trained_at, last_launch) if t is not None)
-    new_labels = count_labelled_since(engine, spec.model_name, since)
+    new_labels = count_labelled_since(engine, served, since)
     verdict = decide(
         spec.monitoring,
         window_rows=window.rows,
@@ -467,9 +473,9 @@ def run_monitor(
         new_labels=new_labels,
     )
     stamp = now.strftime("%Y%m%d-%H%M%S")
-    folder = settings.reports_path / spec.model_name
+    folder = settings.reports_path / served
     outcome = MonitorOutcome(
-        model_name=spec.model_name,
+        model_name=served,
         version=baseline.version,
         label=baseline.label,
         start=start,
@@ -492,14 +498,14 @@ def run_monitor(
         outcome.duration_seconds = time.perf_counter() - started
         current = state.read(engine, spec.model_name)
         registry = exporter.build_registry(
-            spec.model_name,
+            served,
             baseline.label,
             samples(outcome, baseline, spec, current.launched_at if current else None)
-            + registry_samples(client, spec.model_name),
+            + registry_samples(client, served),
         )
         outcome.metrics_target = exporter.publish(
             registry,
-            spec.model_name,
+            served,
             pushgateway_url=settings.pushgateway_url,
             job=settings.pushgateway_job,
             folder=settings.metrics_path,

@@ -55,8 +55,12 @@ def baseline_metrics(run, reference: pd.DataFrame, target: str, task: str) -> tu
     return {}, "none"
 
 
-def load_baseline(client, spec: ProjectSpec, alias: str = registry.CHAMPION) -> Baseline:
-    """The baseline of the version behind ``alias`` (the champion).
+def load_baseline(
+    client, spec: ProjectSpec, name: str | None = None, alias: str = registry.CHAMPION
+) -> Baseline:
+    """The baseline of the version behind ``alias`` (the champion) of the registered model
+    ``name`` (default: the spec's; production monitors ``rollout.production_model``, whose
+    versions are copies that keep their training run).
 
     Raises:
         ModelNotFoundError: No version carries the alias.
@@ -66,7 +70,7 @@ def load_baseline(client, spec: ProjectSpec, alias: str = registry.CHAMPION) -> 
     from mlflow.exceptions import MlflowException
     from mlflow.models import get_model_info
 
-    name = spec.model_name
+    name = name or spec.model_name
     version = registry.by_alias(client, name, alias)
     if version is None:
         raise ModelNotFoundError(

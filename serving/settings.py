@@ -2,24 +2,22 @@
 
 Built once in the server's entry point (``python -m serving``, ``kubeloop serve`` or the app
 factory of each uvicorn worker), never at import time. Everything the platform shares (work
-folder, MLflow, Feast backends) comes from ``PlatformSettings``; this class adds what only the
-server needs. Libraries read their own variables: ``MLFLOW_TRACKING_URI`` for MLflow and
+folder, MLflow, Feast backends, the prediction log, which registered model this environment
+serves) comes from ``PlatformSettings``; this class adds what only the server needs.
+Libraries read their own variables: ``MLFLOW_TRACKING_URI`` for MLflow and
 ``PROMETHEUS_MULTIPROC_DIR`` for prometheus-client.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from kubeloop.images import SERVER_PORT
 from kubeloop.registry import CHALLENGER
 from kubeloop.settings import PlatformSettings
-
-if TYPE_CHECKING:
-    from kubeloop.spec import ProjectSpec
 
 DEFAULT_SPEC = Path("examples/building_energy/spec.yaml")
 # Regression outputs of the bundled example fall between a few and a few hundred kWh.
@@ -57,12 +55,6 @@ class ServingSettings(PlatformSettings):
         "reload), for the rollout controller and approvers only; the predict token is refused "
         "there. Without it the admin routes answer 403, except in env=dev with no token at "
         "all. Must differ from the API token; from its own Kubernetes Secret; never logged.",
-    )
-    served_model: Literal["project", "production"] = Field(
-        "project",
-        description="Which registered model this server serves: 'project', the spec's model, "
-        "where training registers versions (dev, staging); 'production', the spec's "
-        "rollout.production_model, which only approved releases fill (copy_model_version).",
     )
     host: str = Field("0.0.0.0", description="Address to listen on.")
     port: int = Field(SERVER_PORT, ge=1, le=65535, description="Port to listen on.")
@@ -154,11 +146,6 @@ class ServingSettings(PlatformSettings):
         "call. The batcher only waits while traffic is concurrent; a lone request goes at once.",
     )
 
-    prediction_log_url: str | None = Field(
-        None,
-        description="SQLAlchemy URL of the prediction log (postgresql+psycopg://...); default: "
-        "SQLite at <work_dir>/predictions.db.",
-    )
     log_spool_dir: Path | None = Field(
         None,
         description="Where predictions wait on local disk (Arrow IPC segments) before they are "
@@ -212,22 +199,6 @@ class ServingSettings(PlatformSettings):
                 "Kubernetes Secret (the server refuses to start unguarded outside dev)"
             )
         return self
-
-    def model_name(self, spec: ProjectSpec) -> str:
-        """The registered model whose aliases this server serves (``served_model``)."""
-        if self.served_model == "project":
-            return spec.model_name
-        if not spec.rollout.production_model:
-            raise ValueError(
-                "KUBELOOP_SERVED_MODEL=production needs rollout.production_model in the spec "
-                f"({self.spec}): the registered model approved releases are copied into"
-            )
-        return spec.rollout.production_model
-
-    @property
-    def log_url(self) -> str:
-        """The prediction log's SQLAlchemy URL."""
-        return self.prediction_log_url or f"sqlite:///{self.work_dir / 'predictions.db'}"
 
     @property
     def spool_dir(self) -> Path:

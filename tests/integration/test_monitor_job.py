@@ -116,17 +116,26 @@ def env(loop: Loop, tmp_path: Path):
 
 
 def serve_traffic(
-    loop: Loop, engine, raw: pd.DataFrame, *, labelled: bool = True, end: datetime = NOW
+    loop: Loop,
+    engine,
+    raw: pd.DataFrame,
+    *,
+    labelled: bool = True,
+    end: datetime = NOW,
+    served: tuple[str, str] | None = None,
 ) -> None:
     """What the server would log for these readings over the hour before ``end``, plus
-    feedback."""
+    feedback; ``served`` (registered model, version) names what answered, else the project's
+    champion."""
     rows = production_rows(raw, loop.spec, loop.trained.model, loop.trained.features)
+    model_name, version = served or (loop.spec.model_name, loop.champion.version)
     ids = log_rows(
         engine,
         rows,
         loop.trained.features,
-        model_name=loop.spec.model_name,
-        version=loop.champion.version,
+        model_name=model_name,
+        version=version,
+        prefix=model_name,
         label=loop.champion.label,
         start=end - timedelta(hours=1),
         spacing=timedelta(seconds=3600 / len(rows)),
@@ -146,8 +155,10 @@ def drifted(rows: int = 800) -> pd.DataFrame:
     return generate(GeneratorConfig(rows=rows, drift="both", strength=1.0, **CONFIG))
 
 
-def metrics_file(settings: MonitoringSettings, loop: Loop) -> dict[str, float]:
-    text = (settings.metrics_path / f"{loop.spec.model_name}.prom").read_text()
+def metrics_file(
+    settings: MonitoringSettings, loop: Loop, model_name: str | None = None
+) -> dict[str, float]:
+    text = (settings.metrics_path / f"{model_name or loop.spec.model_name}.prom").read_text()
     return {
         s.name + json.dumps(s.labels, sort_keys=True): s.value
         for f in text_string_to_metric_families(text)
@@ -314,3 +325,77 @@ def test_monitor_and_lineage_commands_print_their_results(
     assert result.exit_code == 0 and loop.champion.label in result.output  # a readable table
     result = runner.invoke(app, ["rollout", "status", "--spec", str(spec_file), "--json"])
     assert result.exit_code == 0 and json.loads(result.stdout)["label"] == loop.champion.label
+
+
+def rendered_monitor_env(values_file: str) -> dict[str, str]:
+    """The plain environment the chart gives the monitoring CronJob for an environment."""
+    from tests.k8s import chart
+
+    objects = chart.render_scenario(chart.CHART / values_file)
+    (cron,) = [
+        o for o in chart.kinds(objects, "CronJob") if o["metadata"]["name"].endswith("-monitor")
+    ]
+    container = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+
+
+def test_each_environment_monitors_the_model_it_serves_with_the_settings_it_renders(
+    loop: Loop, env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Staging serves the project's model, production the copy an approval released: each
+    environment's monitoring job reads its own server's rows and labels its figures with it."""
+    from kubeloop import registry
+
+    local, engine = env
+    client = model_store.configure(local)
+    production = str(loop.spec.rollout.production_model)
+    released = registry.release(
+        client, loop.spec.model_name, loop.champion.version, production, state_tags={}
+    )
+    registry.promote(client, production, str(released.version), approve=True, approver="tests")
+    # One log, both servers: staging's callers look like training, production's drifted.
+    serve_traffic(loop, engine, like_training(loop, 400, 1))
+    serve_traffic(loop, engine, drifted(), served=(production, str(released.version)))
+
+    outcomes = {}
+    for values_file in ("values-staging.yaml", "values-prod.yaml"):
+        with monkeypatch.context() as patch:
+            for key, value in rendered_monitor_env(values_file).items():
+                patch.setenv(key, value)
+            # what points at the cluster, replaced by this machine's
+            settings = MonitoringSettings(
+                work_dir=local.work_dir,
+                mlflow_tracking_uri=local.tracking_uri,
+                prediction_log_url=local.log_url,
+                reports_dir=local.reports_path,
+                metrics_dir=local.metrics_path,
+                pushgateway_url=None,
+                kfp_host=None,
+            )
+        outcomes[values_file] = run_monitor(
+            loop.spec, settings, now=NOW, launch=False, client=client, engine=engine
+        )
+    staging, prod = outcomes["values-staging.yaml"], outcomes["values-prod.yaml"]
+    assert (staging.model_name, staging.version, staging.rows) == (
+        loop.spec.model_name,
+        loop.champion.version,
+        400,
+    )
+    assert not staging.verdict.retrain
+    assert (prod.model_name, prod.version, prod.rows) == (production, str(released.version), 800)
+    assert {"drift", "quality"} <= {t.kind for t in prod.verdict.triggers}
+    assert prod.report.parent == local.reports_path / production
+
+    exported = metrics_file(local, loop, production)
+    labels = {"model": production, "version": loop.champion.label}  # the copy keeps its name
+    assert exported["kubeloop_drift_share" + json.dumps(labels, sort_keys=True)] == pytest.approx(
+        prod.analysis.drift.share
+    )
+    alias = {**labels, "alias": "champion", "model_label": loop.champion.label}
+    alias["model_version"] = str(released.version)
+    assert exported["kubeloop_registry_alias_info" + json.dumps(alias, sort_keys=True)] == 1.0
+    staging_figures = metrics_file(local, loop)
+    staging_labels = {"model": loop.spec.model_name, "version": loop.champion.label}
+    assert staging_figures[
+        "kubeloop_drift_share" + json.dumps(staging_labels, sort_keys=True)
+    ] == pytest.approx(staging.analysis.drift.share)

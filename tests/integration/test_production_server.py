@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from kubeloop import model_store, registry
+from kubeloop.errors import SpecError
 from serving.process import ServerProcess
 from tests.k8s import chart
 from tests.utils.serving import Seeded
@@ -65,7 +66,7 @@ def test_each_environment_renders_the_model_its_server_serves(
     without = spec.model_copy(
         update={"rollout": spec.rollout.model_copy(update={"production_model": None})}
     )
-    with pytest.raises(ValueError, match="needs rollout.production_model"):
+    with pytest.raises(SpecError, match="needs rollout.production_model"):
         ServingSettings(served_model="production", spec=EXAMPLE_SPEC).model_name(without)
 
 

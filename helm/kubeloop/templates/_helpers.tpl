@@ -124,6 +124,13 @@ securityContext:
   value: {{ include "kubeloop.specPath" . | quote }}
 - name: MLFLOW_TRACKING_URI
   value: {{ include "kubeloop.mlflow.trackingUri" . | quote }}
+{{- /* The production half serves the registered model releases are copied into (the spec's
+  rollout.production_model), never the one training writes to; its monitoring reads that
+  model's predictions. One setting (PlatformSettings.served_model) for every process. */}}
+{{- if eq .Values.rollout.phase "production" }}
+- name: KUBELOOP_SERVED_MODEL
+  value: production
+{{- end }}
 {{- end -}}
 
 {{/* Feast online store and registry (PlatformSettings), for the server and the jobs. */}}
