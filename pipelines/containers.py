@@ -9,7 +9,9 @@ would find what a step leaves there: ``local_problems`` names each such setting.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,11 @@ def local_problems(settings: PlatformSettings) -> list[str]:
         problems.append("KUBELOOP_FEAST_ONLINE_STORE: redis")
     if not (settings.dvc_remote or "").startswith("s3://"):
         problems.append("KUBELOOP_DVC_REMOTE: an object store (s3://bucket/prefix)")
+    if settings.log_url.startswith("sqlite"):
+        problems.append(
+            "KUBELOOP_PREDICTION_LOG_URL: the prediction log the ingest step reads production's "
+            "labels from, a database server (postgresql+psycopg://...)"
+        )
     return problems
 
 
@@ -78,3 +85,45 @@ def docker_runner(settings: PlatformSettings, pipeline_root: Path) -> Any:
         "environment": step_environment(settings),
     }
     return local.DockerRunner(**{**options, **settings.docker_run_args})
+
+
+@contextlib.contextmanager
+def exit_status_kept() -> Iterator[None]:
+    """kfp.local's DockerRunner reads each step's exit status correctly inside this block.
+
+    kfp 2.16.1 starts every container with ``auto_remove=True`` and asks for its status after
+    streaming its log: a step that fails fast is gone by then, and the ``NotFound`` that follows
+    counts as exit 0. The failed step "succeeds" without outputs and the next one fails on a
+    missing input instead (``task 'ingest' not found``, as make cluster-test saw it). Upstream:
+    kubeflow/pipelines#13332 (fixes #13402 and #13907 open as of 2026-12); remove this once the
+    pinned kfp ships one.
+    """
+    from kfp.local import docker_task_handler as handler
+
+    original = handler.run_docker_container
+    handler.run_docker_container = run_container
+    try:
+        yield
+    finally:
+        handler.run_docker_container = original
+
+
+def run_container(client: Any, image: str, command: list[str], volumes: dict, **run_args) -> int:
+    """kfp.local's ``run_docker_container`` keeping the container until its status is read:
+    its log goes to stdout (kfp.local's step log), then its exit code; removed either way
+    (``containers.run`` pulls the image when the engine lacks it)."""
+    container = client.containers.run(
+        image=image,
+        command=command,
+        detach=True,
+        stdout=True,
+        stderr=True,
+        volumes=volumes,
+        **run_args,
+    )
+    try:
+        for line in container.logs(stream=True):
+            print(line.decode(errors="replace"), end="")
+        return int(container.wait()["StatusCode"])
+    finally:
+        container.remove(force=True)

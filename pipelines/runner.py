@@ -16,7 +16,7 @@ from typing import Any
 from kubeloop.errors import KubeloopError
 from kubeloop.settings import PlatformSettings
 from kubeloop.spec import ProjectSpec, dump_spec
-from pipelines.containers import docker_runner
+from pipelines.containers import docker_runner, exit_status_kept
 from pipelines.local_conditions import conditions_evaluated
 from pipelines.progress import StepLog
 
@@ -124,6 +124,8 @@ def run_local(
         # The steps use kubeloop's own image on a cluster; here they run in this environment.
         warnings.filterwarnings("ignore", message=".*non-Python base image.*")
         stack.enter_context(conditions_evaluated())  # the register step's dsl.If
+        if settings.local_runner == "docker":
+            stack.enter_context(exit_status_kept())  # a failed step's container reads as failed
         if steps is not None:
             stack.enter_context(contextlib.closing(steps))
             stack.enter_context(contextlib.redirect_stdout(steps))

@@ -23,6 +23,7 @@ SHARED = {
     "feast_online_store": "redis",
     "dvc_remote": "s3://datasets/dvc",
     "s3_endpoint_url": "http://minio:9000",
+    "prediction_log_url": "postgresql+psycopg://server@db/predictions",
 }
 
 
@@ -34,6 +35,7 @@ def test_embedded_defaults_name_every_setting_a_container_cannot_share(tmp_path:
         "KUBELOOP_FEAST_OFFLINE_STORE",
         "KUBELOOP_FEAST_ONLINE_STORE",
         "KUBELOOP_DVC_REMOTE",
+        "KUBELOOP_PREDICTION_LOG_URL",
     ]
     with pytest.raises(NotShareable, match="each step its own disk"):
         docker_runner(PlatformSettings(work_dir=tmp_path), tmp_path)
