@@ -345,6 +345,10 @@ LATENCY_QUERY = (
     "histogram_quantile(0.99, sum by (le) (rate(kubeloop_request_duration_seconds_bucket"
     f'{{{PREDICT_ROUTES},model_version="$version"}}[$window])))'
 )
+LATENCY_BUCKETS_QUERY = (
+    "sum by (le) (increase(kubeloop_request_duration_seconds_bucket"
+    f'{{{PREDICT_ROUTES},model_version="$version"}}[$window]))'
+)
 
 
 class AnalysisSpec(_Strict):
@@ -355,6 +359,12 @@ class AnalysisSpec(_Strict):
     requests_query: str = Field(REQUESTS_QUERY, description="PromQL: requests of $version.")
     errors_query: str = Field(ERRORS_QUERY, description="PromQL: 5xx a model caused.")
     latency_query: str = Field(LATENCY_QUERY, description="PromQL: p99 seconds of $version.")
+    latency_buckets_query: str = Field(
+        LATENCY_BUCKETS_QUERY,
+        description="PromQL: $version's latency histogram over the step, by le: how many "
+        "requests were slower than a p99 limit, so that a p99 above it rolls back only when "
+        "that is more than chance (see monitoring/canary.py).",
+    )
     max_p99_latency_ms: float | None = Field(
         None, gt=0, description="Roll back when the candidate's p99 exceeds this; unset: no cap."
     )

@@ -920,10 +920,13 @@ def step_rows(status: dict[str, Any], metric: str) -> list[dict[str, str]]:
         problems = [p for p in (analysis.get("errors"), analysis.get("latency")) if p]
         if not problems and analysis.get("latency_wait"):
             problems = [f"waiting for latency: {analysis['latency_wait']}"]
+        if not problems and analysis.get("latency_note"):
+            problems = [f"ok; {analysis['latency_note']}"]
+        limit = analysis.get("latency_limit_ms")
         rows.append(
             {
                 "step": f"canary {result['weight']:.0%}",
-                "candidate": side(cand),
+                "candidate": side(cand) + ("" if limit is None else f" (limit {limit:g} ms)"),
                 "champion": f"{side(champ)} ({analysis.get('champion_from', 'this step')})",
                 "quality": describe_comparison(quality, metric),
                 "source": f"{cand.get('source', '-')}; quality: {quality.get('source', '-')}",

@@ -8,6 +8,7 @@ test_rollout_replicas.py`` reads the same series from real server processes and 
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from datetime import UTC, datetime
@@ -19,9 +20,11 @@ from kubeloop.spec import AnalysisSpec, StressSpec
 from monitoring.canary import (
     Tally,
     VersionStats,
+    chance_of_at_least,
     expand_replicas,
     judge,
     quantile_from_buckets,
+    slower_than,
     tally_metrics,
 )
 from monitoring.stress import Load, judge_load, run_load
@@ -141,6 +144,87 @@ def test_latency_is_waited_for_never_skipped() -> None:
     assert alone.latency is None and alone.latency_wait is None
     assert verdict(VersionStats(50, 0, 0.400), VersionStats()).latency is not None
     assert no_p99.to_dict()["latency_wait"] == no_p99.latency_wait
+
+
+def test_requests_slower_than_a_limit_are_read_from_the_buckets() -> None:
+    buckets = {0.01: 50.0, 0.1: 90.0, 0.25: 100.0, float("inf"): 100.0}
+    assert slower_than(0.1, buckets) == 10
+    assert slower_than(0.055, buckets) == pytest.approx(30)  # half of the 0.01-0.1 bucket
+    assert slower_than(0.005, buckets) == pytest.approx(75)  # half of the first bucket
+    assert slower_than(0.3, buckets) == 0
+    assert slower_than(5.0, {0.25: 90.0, float("inf"): 100.0}) == 10  # beyond the last bound
+    assert slower_than(0.1, {}) == 0
+
+
+def test_the_chance_of_so_many_slow_requests() -> None:
+    """The binomial tail, checked against the sum written out."""
+
+    def exact(k: int, n: int, p: float) -> float:
+        return sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k, n + 1))
+
+    for k, n in ((1, 34), (2, 34), (3, 40), (12, 100), (0, 5), (5, 5)):
+        assert chance_of_at_least(k, n, 0.01) == pytest.approx(exact(k, n, 0.01), rel=1e-9)
+    assert chance_of_at_least(1, 34, 0.01) == pytest.approx(0.2894, abs=1e-4)
+    assert chance_of_at_least(6, 5, 0.01) == 0.0
+    assert chance_of_at_least(40, 40, 0.01) == pytest.approx(1e-80)
+    assert 0 < chance_of_at_least(1500, 100_000, 0.01) < 1e-40  # large n: no overflow
+    assert 0.4 < chance_of_at_least(1000, 100_000, 0.01) < 0.6
+
+
+def test_one_stalled_request_does_not_roll_back_a_healthy_candidate() -> None:
+    """The demo's failing step, as measured (the buckets one judgement read): the candidate's
+    34 requests against the champion's 276 over the same seconds, one request on each side
+    stalled 100-250 ms by a busy machine. Its p99 is that one request; a p99 at the limit
+    gives one such request in 34 with a chance of 0.29: let through, and said so. A candidate
+    that is really slower (here 8 of 40 requests between 50 and 250 ms, or all of them above
+    the cap) is rolled back on the same small sample."""
+    inf = float("inf")
+    champion_buckets = {
+        0.002: 106.0, 0.003: 155.0, 0.005: 200.0, 0.0075: 222.0, 0.01: 237.0,
+        0.015: 254.0, 0.025: 267.0, 0.05: 273.0, 0.1: 275.0, 0.25: 276.0, inf: 276.0,
+    }  # fmt: skip
+    candidate_buckets = {
+        0.002: 9.0, 0.003: 15.0, 0.005: 21.0, 0.0075: 24.0, 0.01: 25.0, 0.015: 27.0,
+        0.025: 31.0, 0.05: 32.0, 0.1: 32.0, 0.25: 33.0, inf: 33.0,
+    }  # fmt: skip
+    champion = VersionStats(
+        276, 0, quantile_from_buckets(0.99, champion_buckets), buckets=champion_buckets
+    )
+    healthy = VersionStats(
+        33, 0, quantile_from_buckets(0.99, candidate_buckets), buckets=candidate_buckets
+    )
+    analysis = AnalysisSpec()  # 50% slower + 5 ms
+
+    def verdict(candidate: VersionStats, spec: AnalysisSpec = analysis):
+        return judge(
+            candidate, champion, max_error_rate_increase=0.01, analysis=spec, min_requests=10
+        )
+
+    passed = verdict(healthy)
+    assert healthy.p99_seconds is not None and healthy.p99_seconds > 0.15
+    assert passed.latency is None and passed.latency_wait is None
+    assert passed.latency_note is not None and "let through" in passed.latency_note
+    assert "1 of 33 requests slower than" in passed.latency_note
+    assert "a chance of 0.28" in passed.latency_note
+    assert passed.latency_limit_ms == pytest.approx(
+        1000 * (1.5 * champion.p99_seconds + 0.005), abs=1e-3
+    )
+    assert passed.to_dict()["latency_note"] == passed.latency_note
+    # Without the histogram only the p99 is known: it decides, as before.
+    assert verdict(VersionStats(33, 0, healthy.p99_seconds)).latency is not None
+    slower = {0.01: 20.0, 0.025: 30.0, 0.05: 32.0, 0.25: 40.0, inf: 40.0}
+    slow = verdict(VersionStats(40, 0, quantile_from_buckets(0.99, slower), buckets=slower))
+    assert slow.latency == (
+        "p99 latency 240.0 ms against the champion's 56.0 ms (at most 89.0 ms); 6 of 40 "
+        "requests slower than 89.0 ms, a chance of 2.9e-06 with a p99 within it"
+    )
+    sleeping = {0.25: 0.0, 0.5: 40.0, inf: 40.0}  # 400 ms each: every one above a 60 ms cap
+    capped = verdict(
+        VersionStats(40, 0, quantile_from_buckets(0.99, sleeping), buckets=sleeping),
+        AnalysisSpec(max_p99_latency_ms=60),
+    )
+    assert capped.latency is not None
+    assert capped.latency.startswith("p99 latency 497.5 ms above the limit of 60 ms; 40 of 40")
 
 
 def test_a_single_address_stays_one_replica() -> None:

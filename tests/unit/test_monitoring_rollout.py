@@ -485,7 +485,8 @@ def test_the_stress_result_of_a_promoted_version_is_frozen_in_its_lineage(world)
     assert rows["shadow"]["candidate"].startswith("60 requests both answered")
     assert rows["shadow"]["quality"].startswith("60 requests, rmse candidate")
     assert "rmse" in rows["shadow"]["verdict"] and "prediction log" in rows["shadow"]["source"]
-    assert rows["canary 10%"]["candidate"] == "20 requests, 0 errors, p99 11.0 ms"
+    # the limit compared: the champion's 10 ms p99, 50% more, plus 5 ms
+    assert rows["canary 10%"]["candidate"] == "20 requests, 0 errors, p99 11.0 ms (limit 20 ms)"
     assert rows["canary 10%"]["champion"].endswith("(this step)")
     assert rows["canary 100%"]["champion"].endswith("(canary 50% step)")
     assert "before the canary began" in rows["canary 100%"]["source"]
