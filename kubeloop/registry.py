@@ -10,7 +10,9 @@ project's model (staging serves it); an approval *releases* a version by copying
 (``copy_model_version``: same artifacts, same tags, a new version number) into the production
 model, which only approvers may edit under MLflow's authentication. The copy is the approval:
 whoever can create it is an approver, and the identity recorded is the one MLflow
-authenticated, not a name the caller passes.
+authenticated, not a name the caller passes. Once production promotes the copy, staging's
+champion follows it (``follow_production``), so staging compares candidates with what
+production serves.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ TAG_RUN = "kubeloop.run_id"
 CANARY_TAG = "kubeloop.canary"
 TAG_RELEASED_FROM = "kubeloop.released_from"  # on a production version: "<model>/<version>"
 TAG_APPROVED_BY = "kubeloop.approved_by"
+# On a staging version made champion because production promoted its copy: "<model>/<version>"
+TAG_FOLLOWS = "kubeloop.follows"
 CURRENT_USER_PATH = "/api/2.0/mlflow/users/current"  # MLflow's basic-auth app
 
 
@@ -264,6 +268,32 @@ def release(client, name: str, ref: str, production: str, *, state_tags: dict[st
         who,
     )
     return client.get_model_version(production, copy.version)
+
+
+def follow_production(client, name: str, production: str):
+    """Move ``name``'s (staging's) ``champion`` to the version production's champion was
+    released from, so that staging shadows the next candidate against what production serves.
+
+    Only a promotion in production moves it: an approval alone does not (the canary may still
+    roll the version back), nor does a rollback. The approval recorded is the release's. Who
+    calls this needs EDIT on ``name`` only (staging's rollout controller, a job), never on
+    ``production``.
+
+    Returns:
+        The version that became staging's champion, or None when nothing moved (production has
+        no champion, its champion was not released from ``name``, or staging's already is it).
+    """
+    served = by_alias(client, production, CHAMPION)
+    origin = (served.tags or {}).get(TAG_RELEASED_FROM, "") if served is not None else ""
+    model, _, version = origin.rpartition("/")
+    if model != name or not version:
+        return None
+    current = by_alias(client, name, CHAMPION)
+    if current is not None and str(current.version) == version:
+        return None
+    moved = promote(client, name, version, approve=True, approver=served.tags.get(TAG_APPROVED_BY))
+    client.set_model_version_tag(name, version, TAG_FOLLOWS, f"{production}/{served.version}")
+    return client.get_model_version(name, moved.version)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,9 @@ Two environments run one half each (``phase``, from ``KUBELOOP_ROLLOUT_PHASE``):
 shadows, stress-tests and waits for approval; the approval *releases* the version, copying it
 into the production model (``registry.release``, which only approvers may edit) where it starts
 ``approved`` and its state here becomes ``released``. **production** takes only released
-versions through the canary steps to champion. ``all`` (dev) runs everything in one place.
+versions through the canary steps to champion; once it promotes one, staging's champion follows
+at staging's next step (``registry.follow_production``), so the next shadow compares with what
+production serves. ``all`` (dev) runs everything in one place.
 - **stress**: once shadow passes, a bounded load test against the candidate
   (``monitoring.stress``, ``rollout.stress``); a candidate that misses it never takes traffic.
   The result is a tag on the version and part of its lineage.
@@ -479,8 +481,30 @@ class Rollout:
         log.warning("%s version %s rolled back: %s", self.name, version.version, reason)
         return Step(ROLLED_BACK, f"rolled back: {reason}")
 
+    def follow_production(self) -> None:
+        """Staging: make production's champion staging's too (``registry.follow_production``)
+        before anything is compared with the champion, and tell the server at once."""
+        if self.phase != "staging":
+            return
+        moved = registry.follow_production(
+            self.client, self.name, str(self.spec.rollout.production_model)
+        )
+        if moved is None:
+            return
+        log.info(
+            "%s: champion follows production: %s (version %s)",
+            self.name,
+            moved.tags.get(registry.TAG_NAME),
+            moved.version,
+        )
+        try:
+            self.server.reload()
+        except RolloutError as exc:
+            log.info("server not updated at once (it follows at its next poll): %s", exc)
+
     def step(self, ref: str | None = None) -> Step:
         """Advance the rollout by at most one transition."""
+        self.follow_production()
         version = self.candidate(ref)
         tags = self._tags(version)
         state = tags.get(STATE_TAG)

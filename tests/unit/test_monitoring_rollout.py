@@ -63,6 +63,7 @@ class FakeServer(ServerAdmin):
         self.shadow = shadow
         self.candidate_version = "2"
         self.weights: list[float] = []
+        self.reloads = 0
 
     def status(self) -> dict:
         return {
@@ -72,6 +73,9 @@ class FakeServer(ServerAdmin):
 
     def set_canary_weight(self, weight: float) -> None:
         self.weights.append(weight)
+
+    def reload(self) -> None:
+        self.reloads += 1
 
 
 class FakeMetrics(MetricsSource):
@@ -602,6 +606,46 @@ def test_staging_and_production_each_run_their_half_with_the_settings_they_rende
     assert "kubeloop.rollout.stress_result" in copy.tags  # its staging record travels with it
     assert production.step().state == CANARY and world.server.weights == [0.1]
     assert production.status()["model"] == PRODUCTION
+
+
+def test_staging_shadows_the_next_candidate_against_productions_champion(
+    settings, tmp_path
+) -> None:
+    rollout_spec = RolloutSpec(steps=STEPS, production_model=PRODUCTION)
+    world = World(settings, tmp_path, rollout_spec)
+    registry.release(world.client, world.name, "1", PRODUCTION, state_tags={})
+    registry.promote(world.client, PRODUCTION, "1", approve=True)
+    released = registry.release(world.client, world.name, "2", PRODUCTION, state_tags={})
+    world.client.set_model_version_tag(world.name, "2", "kubeloop.rollout.state", "released")
+
+    def half(phase: str) -> Rollout:
+        return Rollout(
+            world.client,
+            world.spec,
+            world.server,
+            world.engine,
+            env="staging",
+            reports_dir=tmp_path / "reports",
+            metrics=world.metrics,
+            phase=phase,
+            clock=world.clock,
+        )
+
+    staging = half("staging")
+    assert staging.step().state == "released" and world.champion() == "1"  # canary pending
+    registry.promote(world.client, PRODUCTION, str(released.version), approve=True)
+    half("production").step()  # production's controller never moves staging's aliases
+    assert world.champion() == "1"
+
+    # the next retraining's candidate: staging's first step makes V1.0.1 its champion
+    world.client.create_model_version(
+        world.name, source=str(tmp_path / "model-2"), tags={registry.TAG_NAME: "V1.0.2"}
+    )
+    world.client.set_registered_model_alias(world.name, registry.CHALLENGER, "3")
+    world.server.candidate_version = "3"
+    assert staging.step().state == SHADOW
+    assert world.champion() == "2" and world.server.reloads == 1
+    assert staging.status()["version"] == "3"
 
 
 def test_production_refuses_a_version_nobody_released(settings, tmp_path) -> None:
