@@ -11,6 +11,19 @@ import pytest
 from kubeloop.settings import PlatformSettings
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests that need the container images run last, and the images start building now, in
+    the background (tests/utils/images.py): minutes of building overlap the rest of the suite."""
+    needs_images = [item for item in items if "base_image" in getattr(item, "fixturenames", ())]
+    if needs_images and not config.option.collectonly:
+        others = [item for item in items if "base_image" not in getattr(item, "fixturenames", ())]
+        items[:] = others + needs_images
+        from tests.utils.images import start_builds
+
+        start_builds()
+
+
 @pytest.fixture(scope="session")
 def mlflow_db_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An empty, fully migrated MLflow SQLite store, made once: migrating a new store takes
