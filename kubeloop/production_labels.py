@@ -232,10 +232,25 @@ def combine(joined: pd.DataFrame, served: pd.DataFrame, spec: ProjectSpec) -> pd
     at the same time, the served row stays (its label is the newer truth)."""
     if served.empty:
         return joined
+    times = served[spec.timestamp]
+    served = served.assign(**{spec.timestamp: _like(times, joined[spec.timestamp])})
     keys = [spec.entity_key, spec.timestamp]
     taken = pd.MultiIndex.from_frame(served.loc[served[spec.entity_key].notna(), keys])
     kept = joined.loc[~pd.MultiIndex.from_frame(joined[keys]).isin(taken)]
     return pd.concat([kept, served], ignore_index=True)
+
+
+def _like(times: pd.Series, reference: pd.Series) -> pd.Series:
+    """``times`` (UTC) in ``reference``'s representation: its zone and unit, or naive UTC.
+    Offline stores differ: Feast's PostgreSQL store gives the join's timestamps back in another
+    representation than the logged rows', and pandas cannot sort the two in one column."""
+    utc = pd.to_datetime(times, utc=True)
+    target = reference.dtype
+    if isinstance(target, pd.DatetimeTZDtype):
+        return utc.astype(target)
+    if target.kind == "M":
+        return utc.dt.tz_localize(None).astype(target)
+    return utc
 
 
 def source_rows(path: str | Path) -> int:

@@ -169,6 +169,28 @@ def test_a_served_row_replaces_the_source_row_of_the_same_entity_and_time() -> N
     assert combined.loc[combined["energy_kwh"] == 7.0, "a"].item() == 1.0
 
 
+@pytest.mark.parametrize("zone", [None, "UTC", "Europe/Berlin"])
+def test_served_rows_take_the_joins_time_representation(zone: str | None) -> None:
+    """Feast's PostgreSQL store gives the join back naive or in its own zone and unit; the
+    served rows join it in that representation, so the frame sorts and the same instant is
+    still the same row."""
+    labels = dataset()
+    history = pl.source_labels(labels, SPEC)
+    times = (
+        history["event_timestamp"]
+        .dt.tz_convert(zone or "UTC")
+        .astype(f"datetime64[ns, {zone}]" if zone else "datetime64[ns, UTC]")
+    )
+    if zone is None:
+        times = times.dt.tz_localize(None)
+    joined = history.assign(event_timestamp=times, a=[0.0, 0.0], b=[0.0, 0.0])
+    served = pl.served_rows(labels[pl.is_logged(labels)], SPEC, FEATURES)
+    combined = pl.combine(joined, served, SPEC)
+    assert combined["event_timestamp"].dtype == joined["event_timestamp"].dtype
+    assert sorted(combined["energy_kwh"].tolist()) == [7.0, 8.0, 10.0]  # 20.0 replaced by 7.0
+    combined.sort_values(["event_timestamp", "building_id"])  # one representation: it sorts
+
+
 def test_labels_without_logged_rows_train_on_the_source_alone() -> None:
     labels = dataset().iloc[:2].drop(columns=[pl.ORIGIN])
     assert not pl.is_logged(labels).any()
