@@ -14,6 +14,7 @@ Depends on the server labelling every request sample with the version and role t
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -35,6 +36,7 @@ from serving.process import ServerProcess, free_port
 from tests.observability import stack
 from tests.observability.conftest import INSTALLER
 from tests.utils import tools
+from tests.utils.processes import cpu_burner
 from tests.utils.serving import Seeded
 from tests.utils.switchable import register_switchable
 
@@ -181,12 +183,17 @@ class Release:
             lambda: both_serve(replicas, self.champion, self.candidate), 60, what="both serve"
         )
 
-    def rollout(self, metrics: MetricsSource, analysis: AnalysisSpec, folder: Path) -> Rollout:
-        spec = self.seeded.spec()
-        steps = (
+    def rollout(
+        self,
+        metrics: MetricsSource,
+        analysis: AnalysisSpec,
+        folder: Path,
+        steps: tuple[CanaryStep, ...] = (
             CanaryStep(weight=0.5, hold_minutes=0.15, min_requests=40, min_labelled=0),
             CanaryStep(weight=1.0, hold_minutes=0.05, min_requests=20, min_labelled=0),
-        )
+        ),
+    ) -> Rollout:
+        spec = self.seeded.spec()
         rollout_spec = RolloutSpec(
             steps=steps, analysis=analysis, stress=StressSpec(enabled=False), timeout_minutes=2
         )
@@ -276,7 +283,37 @@ def test_a_slow_candidate_is_rolled_back_on_latency(
     # log fills sooner than a rate window): it waits, then rolls back there on latency.
     assert seen[-1].startswith(f"[{ROLLED_BACK}]"), seen
     assert "canary 50%: p99 latency" in seen[-1] and "above the limit of 60 ms" in seen[-1], seen
+    # judged on Prometheus' histogram of the step: every request was slower than the cap
+    assert "requests slower than 60.0 ms" in seen[-1], seen
     assert not any("canary 100%" in message for message in seen), seen
+
+
+def test_a_healthy_candidate_is_promoted_on_a_busy_machine(
+    seeded, replicas, log_url, tmp_path
+) -> None:
+    """The candidate is the champion's model (same kind, same servers) while two CPU-bound
+    processes keep both cores busy, as on a shared CI runner: some requests of either version
+    wait tens to hundreds of ms for a CPU. The 10% step's p99 comes from a few dozen candidate
+    requests, so one stalled request can be it; that alone must not roll the candidate back
+    (it did: "p99 63 ms against 12 ms" in the demo). Judged from the replicas' own /metrics,
+    as the demo does; the spec's default latency limits."""
+    release = Release(seeded, replicas, log_url, tmp_path, "slow")  # never switched: healthy
+    analysis = AnalysisSpec()
+    steps = (
+        CanaryStep(weight=0.1, hold_minutes=0.12, min_requests=20, min_labelled=0),
+        CanaryStep(weight=0.5, hold_minutes=0.06, min_requests=20, min_labelled=0),
+        CanaryStep(weight=1.0, hold_minutes=0.03, min_requests=20, min_labelled=0),
+    )
+    rollout = release.rollout(ReplicaScrape(replicas), analysis, tmp_path, steps)
+    with cpu_burner(50), Traffic(replicas, seeded.entities, rps=40):
+        seen = drive(rollout, release.candidate, seconds=45)
+    status = rollout.status(release.candidate)
+    for weight in (10, 50, 100):
+        print(f"canary {weight}%:", status.get(f"canary_{weight}_result"))
+    assert seen[-1].startswith(f"[{PROMOTED}]"), seen
+    judged = json.loads(status["canary_10_result"])["analysis"]
+    assert judged["latency"] is None and judged["latency_wait"] is None, judged
+    assert judged["candidate"]["requests"] >= 20 and judged["candidate"]["p99_ms"] is not None
 
 
 def test_the_stress_gate_fails_a_slow_candidate_and_passes_a_fast_one(
