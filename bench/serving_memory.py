@@ -114,11 +114,13 @@ def rollup(pid: int) -> dict[str, float]:
 
 
 def process_name(pid: int) -> str:
-    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    text = " ".join(a.decode(errors="replace") for a in argv if a)
-    if "multiprocessing" in text:
+    """What a process of kubeloop's tree is, from its command line."""
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    if "resource_tracker" in argv:
+        return "multiprocessing resource tracker"
+    if "multiprocessing" in argv:
         return "log shipper (spawned)"
-    return "server" if len(text) > 0 else "?"
+    return "server"
 
 
 _MAPPING = re.compile(r"^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$")
