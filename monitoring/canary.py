@@ -399,9 +399,9 @@ def beyond_chance(
     let through): it fails when more of its requests were slower than the limit than a p99 at
     the limit lets happen, with a chance below ``SIGNIFICANCE``. Without a histogram only the
     p99 itself is known, and it decides."""
-    if not candidate.buckets:
+    n = round(max(candidate.buckets.values())) if candidate.buckets else 0
+    if not n:
         return problem, None
-    n = round(max(candidate.buckets.values()))
     k = round(slower_than(limit, candidate.buckets))
     chance = chance_of_at_least(k, n, 1 - QUANTILE)
     evidence = (

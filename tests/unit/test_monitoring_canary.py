@@ -212,6 +212,8 @@ def test_one_stalled_request_does_not_roll_back_a_healthy_candidate() -> None:
     assert passed.to_dict()["latency_note"] == passed.latency_note
     # Without the histogram only the p99 is known: it decides, as before.
     assert verdict(VersionStats(33, 0, healthy.p99_seconds)).latency is not None
+    empty = {0.1: 0.0, inf: 0.0}
+    assert verdict(VersionStats(33, 0, healthy.p99_seconds, buckets=empty)).latency is not None
     slower = {0.01: 20.0, 0.025: 30.0, 0.05: 32.0, 0.25: 40.0, inf: 40.0}
     slow = verdict(VersionStats(40, 0, quantile_from_buckets(0.99, slower), buckets=slower))
     assert slow.latency == (
