@@ -399,10 +399,11 @@ def beyond_chance(
     let through): it fails when more of its requests were slower than the limit than a p99 at
     the limit lets happen, with a chance below ``SIGNIFICANCE``. Without a histogram only the
     p99 itself is known, and it decides."""
-    n = round(max(candidate.buckets.values())) if candidate.buckets else 0
-    if not n:
+    buckets = candidate.buckets or {}
+    n = round(max(buckets.values(), default=0.0))
+    if not n:  # no histogram, or nothing in it
         return problem, None
-    k = round(slower_than(limit, candidate.buckets))
+    k = round(slower_than(limit, buckets))
     chance = chance_of_at_least(k, n, 1 - QUANTILE)
     evidence = (
         f"{k} of {n} requests slower than {1000 * limit:.1f} ms, a chance of {chance:.2g} "
