@@ -6,16 +6,17 @@ server serves the project's model with shadow scoring on, a production server th
 
 1. generate sample data; 2. train and register a model with the kfp.local pipeline; 3. approve
 it: champion in staging, released into production as its champion; 4. serve both; 5. send
-production's callers traffic that drifts (a heatwave, busier buildings, new equipment; staging
-gets a mirror of it) and 6. its ground truth; the labelled predictions stay in the prediction
-log; 7. monitor: Evidently finds the drift, quality has dropped, retraining is launched
-(kfp.local, the same pipeline: the next automatic revision) on the history and the labelled
-predictions its ingest step reads from the log (``retraining.labelled_hours``), and a second
-run right after launches nothing (cooldown); 8. release the new challenger: staging shadow and
-stress test, an approval (``kubeloop rollout approve``: the OS user here, the registry's
-authenticated user on a cluster) that copies it into the production model, production canary
-10% -> 50% -> 100%, promotion; 9. monitor production's new champion. A summary ends it:
-versions, metrics before and after, and where the reports are.
+production's callers traffic that drifts (a heatwave, busier buildings, new equipment) and 6.
+its ground truth; the labelled predictions stay in the prediction log; 7. production's
+monitoring (``KUBELOOP_SERVED_MODEL=production``, as values-prod.yaml sets it): Evidently finds
+the drift, quality has dropped, retraining is launched (kfp.local, the same pipeline: the next
+automatic revision) on the history and production's labelled predictions its ingest step reads
+from the log (``retraining.labelled_hours``), and a second run right after launches nothing
+(cooldown); 8. release the new challenger: staging shadow and stress test, an approval
+(``kubeloop rollout approve``: the OS user here, the registry's authenticated user on a
+cluster) that copies it into the production model, production canary 10% -> 50% -> 100%,
+promotion, and staging's champion follows production's; 9. monitor production's new champion.
+A summary ends it: versions, metrics before and after, and where the reports are.
 
 Everything lands in ``<work_dir>/demo`` (``.kubeloop/demo``), wiped at the start so every run
 is a fresh one; inspect it afterwards with ``KUBELOOP_WORK_DIR=.kubeloop/demo kubeloop ...``.
@@ -82,6 +83,7 @@ class DemoResult:
     lineage: dict[str, Any]
     production_model: str
     released: dict[str, Any]  # the staging version's status after the approval released it
+    staging_champion: str  # staging's champion at the end: production's, followed
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -112,26 +114,16 @@ def records(raw: pd.DataFrame, spec: ProjectSpec) -> tuple[list[dict], np.ndarra
     return out, frame[spec.target].to_numpy()
 
 
-def send(
-    server: httpx.Client,
-    recs: list[dict],
-    actuals: np.ndarray,
-    batch: int,
-    mirror: httpx.Client | None = None,
-) -> int:
-    """Predict in batches, then send the ground truth of every prediction; returns the count.
-    ``mirror`` (staging) gets a copy of every request and its ground truth, as a traffic
-    mirror would give it."""
+def send(server: httpx.Client, recs: list[dict], actuals: np.ndarray, batch: int) -> int:
+    """Predict in batches, then send the ground truth of every prediction; returns the count."""
     sent = 0
     for start in range(0, len(recs), batch):
-        body = {"records": recs[start : start + batch]}
-        for target in (server, mirror) if mirror is not None else (server,):
-            answer = _post(target, "/predict", body)
-            items = [
-                {"request_id": p["request_id"], "actual": float(actuals[start + i])}
-                for i, p in enumerate(answer["predictions"])
-            ]
-            _post(target, "/feedback", items)
+        answer = _post(server, "/predict", {"records": recs[start : start + batch]})
+        items = [
+            {"request_id": p["request_id"], "actual": float(actuals[start + i])}
+            for i, p in enumerate(answer["predictions"])
+        ]
+        _post(server, "/feedback", items)
         sent += len(items)
     return sent
 
@@ -225,12 +217,6 @@ def demo_spec(spec: ProjectSpec, config: DemoConfig) -> ProjectSpec:
     return spec.model_copy(update={"rollout": rollout})
 
 
-def production_view(spec: ProjectSpec) -> ProjectSpec:
-    """The spec as production's monitoring sees it: the production model's predictions."""
-    name = str(spec.rollout.production_model)
-    return spec.model_copy(update={"model": spec.model.model_copy(update={"name": name})})
-
-
 def run_demo(
     work_dir: Path,
     config: DemoConfig = DemoConfig(),
@@ -255,6 +241,8 @@ def run_demo(
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work_dir / 'mlflow.db'}"
     settings = MonitoringSettings(work_dir=work_dir)
     settings.export_to_environment()
+    # Production's monitoring job: the model production serves (the chart sets it so there).
+    watch = settings.model_copy(update={"served_model": "production"})
     spec = demo_spec(load_spec(SPEC), config)
     production = str(spec.rollout.production_model)
     clock: dict[str, float] = {}
@@ -352,20 +340,19 @@ def run_demo(
         say(f"{len(recs):,} readings of a {config.drift} shift (hotter, busier, new equipment)")
 
         section("[bold]6/9 feedback (ground truth)")
-        with caller(production_server.url) as http, caller(server.url) as mirror:
-            sent = send(http, recs, actuals, batch=100, mirror=mirror)
-        both = (spec.model_name, production)
-        wait_for(lambda: min(logged_rows(engine, n) for n in both) >= sent, "the prediction log")
+        with caller(production_server.url) as http:
+            sent = send(http, recs, actuals, batch=100)
+        wait_for(lambda: logged_rows(engine, production) >= sent, "the prediction log")
         say(
-            f"{sent:,} predictions answered by production (and mirrored to staging) and "
-            "labelled, in the prediction log: retraining reads the labelled ones from there "
-            "(retraining.labelled_hours in the spec)"
+            f"{sent:,} predictions answered by production and labelled, in the prediction log: "
+            "retraining reads production's labelled ones from there (retraining.labelled_hours "
+            "in the spec)"
         )
         lap("traffic")
 
         section("[bold]7/9 monitoring -> retraining")
         launcher = LocalLauncher(settings)
-        monitor_before = run_monitor(spec, settings, launcher=launcher, engine=engine)
+        monitor_before = run_monitor(spec, watch, launcher=launcher, engine=engine)
         drift, quality = monitor_before.analysis.drift, monitor_before.analysis.quality
         say(
             f"drift: {drift.share:.0%} of features ({', '.join(drift.drifted)}); rmse "
@@ -384,7 +371,7 @@ def run_demo(
             f"retraining (kfp.local, the history and the labelled predictions) registered "
             f"[bold]{challenger}[/bold] as challenger"
         )
-        second = run_monitor(spec, settings, launcher=launcher, engine=engine)
+        second = run_monitor(spec, watch, launcher=launcher, engine=engine)
         say(
             f"a second monitoring run right after: "
             f"{second.claim.why if second.claim else 'nothing to do'}"
@@ -427,7 +414,11 @@ def run_demo(
         # production loads the copy once the first canary weight asks for it
         with Traffic(production_server.url, live, live_actuals):
             result = prod.run(progress=progress("production"), max_seconds=240)
+        staging.step(challenger)  # staging's next run: its champion follows production's
         status = staging.status(challenger)
+        followed = registry.by_alias(client, spec.model_name, registry.CHAMPION)
+        staging_champion = followed.tags[registry.TAG_NAME]
+        say(f"  staging's champion follows production's: {staging_champion}")
         lap("rollout")
 
         section("[bold]9/9 the new champion")
@@ -445,7 +436,7 @@ def run_demo(
         wait_for(
             lambda: logged_rows(engine, production) >= before_rows + sent, "the prediction log"
         )
-        monitor_after = run_monitor(production_view(spec), settings, launch=False, engine=engine)
+        monitor_after = run_monitor(spec, watch, launch=False, engine=engine)
         lap("after")
     finally:
         production_server.stop()
@@ -466,6 +457,7 @@ def run_demo(
         lineage=show(client, production, after_label),
         production_model=production,
         released=released,
+        staging_champion=staging_champion,
         seconds=clock,
     )
 
@@ -505,7 +497,7 @@ def epilogue(result: DemoResult) -> list[str]:
         f"staging: {result.challenger} approved by {result.released['approved_by']}, released "
         f"as {result.released['released_as']}",
         f"production canary of {result.challenger}: {result.rollout.state} "
-        f"({result.rollout.message})",
+        f"({result.rollout.message}); staging's champion now {result.staging_champion}",
         f"lineage of {result.champion_after}: DVC {data.get('dvc_md5')}, Feast "
         f"{feats.get('feature_service')} materialized {feats.get('materialized_from')} .. "
         f"{feats.get('materialized_to')}, MLflow run {result.lineage['mlflow']['run_id']}",

@@ -50,14 +50,17 @@ def test_drift_retrains_through_the_pipeline_and_the_retrained_version_becomes_c
     result = run_demo(work, config, say=lambda *a, **k: None, section=lambda *a, **k: None)
     print("demo phases (s):", {k: round(v, 1) for k, v in result.seconds.items()})
 
-    # Drift was detected, and the figure was exported for Prometheus.
+    # Production's monitoring read production's rows: drift was detected, and the figure was
+    # exported for Prometheus, labelled with the production model.
     before = result.monitor_before
+    assert before.model_name == "building-energy-production" and before.rows == 1_500
     assert "drift" in {t.kind for t in before.verdict.triggers}
     assert before.analysis.drift.share >= 0.3 and before.report.exists()
     exported = {
         (s.name, s.labels.get("version")): s.value
         for f in text_string_to_metric_families(result.exported_before)
         for s in f.samples
+        if s.labels.get("model") == before.model_name
     }
     assert exported[("kubeloop_drift_share", "V1.0.0")] == pytest.approx(
         before.analysis.drift.share
@@ -98,8 +101,10 @@ def test_drift_retrains_through_the_pipeline_and_the_retrained_version_becomes_c
         "kubeloop.lineage",
         "kubeloop.retrained_because",
     } <= set(tags)
+    # staging's next rollout step: its champion follows production's (not at the approval)
     staging = client.get_model_version_by_alias("building-energy", registry.CHAMPION)
-    assert staging.tags[registry.TAG_NAME] == "V1.0.0"  # staging's alias is not production's
+    assert result.staging_champion == staging.tags[registry.TAG_NAME] == "V1.0.1"
+    assert staging.tags[registry.TAG_FOLLOWS] == f"{production}/{champion.version}"
     assert result.shadow_report and Path(result.shadow_report).exists()
     assert result.metrics_file == work / "metrics" / f"{production}.prom"
 
