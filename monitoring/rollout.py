@@ -837,7 +837,9 @@ class Rollout:
         return self._promote(version, champion, tags)
 
     def _promote(self, version, champion, tags: dict[str, str]) -> Step:
-        approver = tags.get(P + "approved_by") or "auto"
+        # production's copy carries the approval its release recorded (the authenticated
+        # approver), not the staging rollout's tag, which is written after the copy is made
+        approver = tags.get(P + "approved_by") or tags.get(registry.TAG_APPROVED_BY) or "auto"
         registry.promote(
             self.client, self.name, str(version.version), approve=True, approver=approver
         )

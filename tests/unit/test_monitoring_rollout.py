@@ -648,6 +648,53 @@ def test_staging_shadows_the_next_candidate_against_productions_champion(
     assert staging.status()["version"] == "3"
 
 
+def test_production_promotes_with_the_approval_the_release_recorded(settings, tmp_path) -> None:
+    """The approver of record on production's champion is the authenticated one the release
+    recorded, not ``auto``; staging's champion then follows with that approval."""
+    world = World(settings, tmp_path, RolloutSpec(steps=STEPS, production_model=PRODUCTION))
+    registry.release(world.client, world.name, "1", PRODUCTION, state_tags={})
+    registry.promote(world.client, PRODUCTION, "1", approve=True)
+    staging = Rollout(
+        world.client,
+        world.spec,
+        world.server,
+        world.engine,
+        env="staging",
+        reports_dir=tmp_path / "reports",
+        metrics=world.metrics,
+        phase="staging",
+        clock=world.clock,
+    )
+    world.client.set_model_version_tag(world.name, "2", "kubeloop.rollout.state", AWAITING)
+    assert staging.approve("2")["released_as"] == f"{PRODUCTION}/2"
+    production = Rollout(
+        world.client,
+        world.spec,
+        world.server,
+        world.engine,
+        env="prod",
+        reports_dir=tmp_path / "reports",
+        metrics=world.metrics,
+        phase="production",
+        clock=world.clock,
+    )
+    world.name = PRODUCTION  # production's server logs under the production model
+    world.canary_traffic(200, 0.0)  # the champion's rows before the canary
+    world.clock.advance(seconds=5)
+    assert production.step().state == CANARY
+    for weight in (0.1, 0.5, 1.0):
+        world.canary_traffic(200, weight)
+        world.clock.advance(seconds=61)
+        result = production.step()
+    assert result.state == PROMOTED, result.message
+    champion = world.client.get_model_version_by_alias(PRODUCTION, registry.CHAMPION)
+    assert champion.tags[registry.TAG_APPROVED_BY] == getpass.getuser()
+    staging.step("2")
+    followed = world.client.get_model_version_by_alias(world.spec.model_name, registry.CHAMPION)
+    assert str(followed.version) == "2"
+    assert followed.tags[registry.TAG_APPROVED_BY] == getpass.getuser()
+
+
 def test_production_refuses_a_version_nobody_released(settings, tmp_path) -> None:
     rollout_spec = RolloutSpec(steps=STEPS, production_model=PRODUCTION)
     world = World(settings, tmp_path, rollout_spec)
