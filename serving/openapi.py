@@ -161,10 +161,15 @@ def document_feedback(spec: dict[str, Any], classes: list[Any] | None) -> None:
 
 
 def openapi_builder(app: FastAPI) -> Callable[[], dict[str, Any]]:
-    """``app.openapi``: built once, then cached on the app."""
+    """``app.openapi``: built once, then cached on the app until the champion's classes change
+    (a new champion of a classifier may know other classes, and feedback must name one)."""
 
     def build() -> dict[str, Any]:
-        if app.openapi_schema:
+        runtime = getattr(app.state, "runtime", None)
+        champion = runtime.models.state.champion if runtime is not None else None
+        classify = getattr(runtime, "task", "regression") == "classification"
+        classes = champion.classes.tolist() if classify and champion is not None else None
+        if app.openapi_schema and getattr(app.state, "openapi_classes", None) == classes:
             return app.openapi_schema
         spec = get_openapi(
             title=app.title,
@@ -198,19 +203,16 @@ def openapi_builder(app: FastAPI) -> Callable[[], dict[str, Any]]:
                     if operation is not None:
                         operation.update(security)
         paths.update(hot_operations())
-        runtime = getattr(app.state, "runtime", None)
         features = getattr(runtime, "features", None)
         layout = features.layout if features is not None else None
-        champion = runtime.models.state.champion if runtime is not None else None
-        classify = getattr(runtime, "task", "regression") == "classification"
         if layout is None or (classify and champion is None):
             # not cached: documented again once the feature store is open (and a classifier's
             # classes are known)
             return spec
         document_entity_ids(spec, getattr(layout.value_type, "name", str(layout.value_type)))
-        classes = champion.classes if classify and champion is not None else None
-        document_feedback(spec, None if classes is None else classes.tolist())
+        document_feedback(spec, classes)
         app.openapi_schema = spec
+        app.state.openapi_classes = classes
         return spec
 
     return build

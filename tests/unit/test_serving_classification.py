@@ -119,6 +119,19 @@ def test_the_served_openapi_says_feedback_takes_one_of_the_classes(server):
     assert examples["one"]["value"]["actual"] == "high"
 
 
+def test_a_new_champion_with_other_classes_is_documented_without_a_restart(server):
+    def enum() -> list[str]:
+        document = server.get("/openapi.json").json()
+        return document["components"]["schemas"]["FeedbackItem"]["properties"]["actual"]["enum"]
+
+    assert enum() == ["high", "low", "side"]
+    registry = server.runtime.models.client
+    registry.models["3"] = classifier("3", np.where(Y == "side", "sweet", Y))
+    registry.aliases["champion"] = "3"
+    assert server.runtime.models.poll_once()
+    assert enum() == ["high", "low", "sweet"]
+
+
 def test_integer_classes_answer_numbers_and_take_integer_feedback(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("KUBELOOP_WORK_DIR", str(tmp_path))
     settings = ServingSettings(work_dir=tmp_path, registry_poll_seconds=60)
