@@ -55,7 +55,9 @@ def monitor(
 ) -> None:
     """Drift and quality of the champion's recent predictions; retrain when needed.
 
-    Compares the window with the champion's training reference (Evidently), exports the
+    The champion is that of the model this environment serves (KUBELOOP_SERVED_MODEL, the
+    server's setting: production's model in production). Compares the window with the
+    champion's training reference (Evidently), exports the
     figures as Prometheus metrics, writes the HTML report, and launches retraining when a
     threshold of the spec is crossed (once per cooldown).
     """
