@@ -95,18 +95,22 @@ class Analysis:
 
 
 def probability_matrix(
-    rows: Any, y_true: np.ndarray
+    probabilities: Any, y_true: np.ndarray
 ) -> tuple[np.ndarray, list[str]] | tuple[None, None]:
-    """Logged ``{class: probability}`` rows as a matrix with sorted class columns (absent
-    classes 0); (None, None) when a row has none or a true class is not among them (a model
-    that never learned it has no probability for it, so ROC AUC and log loss are undefined)."""
-    rows = list(rows)
-    if not rows or any(not r for r in rows):
+    """Logged class probabilities as a matrix with sorted class columns (absent classes 0);
+    (None, None) when a row has none or a true class is not among them (a model that never
+    learned it has no probability for it, so ROC AUC and log loss are undefined).
+
+    ``probabilities``: a frame with a column per class (the window's, NaN where a row's JSON
+    lacks the class), or rows of ``{class: probability}`` (the paired read's)."""
+    if not isinstance(probabilities, pd.DataFrame):
+        probabilities = pd.DataFrame([r or {} for r in probabilities])
+    if probabilities.empty or probabilities.isna().all(axis=1).any():
         return None, None
-    classes = sorted({c for r in rows for c in r})
-    if not set(map(str, y_true)) <= set(classes):
+    classes = sorted(map(str, probabilities.columns))
+    if not set(pd.unique(np.asarray(y_true, dtype=object))) <= set(classes):
         return None, None
-    matrix = np.array([[r.get(c, 0.0) for c in classes] for r in rows], dtype=np.float64)
+    matrix = probabilities.rename(columns=str)[classes].fillna(0.0).to_numpy(np.float64)
     return matrix, classes
 
 
@@ -114,7 +118,8 @@ def live_quality(
     task: str, y_true: np.ndarray, y_pred: np.ndarray, probabilities: Any = None
 ) -> dict[str, float]:
     """The evaluation step's metrics on live rows (empty with fewer than two rows); for a
-    classifier with its logged ``probabilities`` (one dict per row) also ROC AUC and log loss."""
+    classifier with its logged ``probabilities`` (``probability_matrix``'s forms) also ROC AUC
+    and log loss."""
     if len(y_true) < 2:
         return {}
     if task == "classification":
@@ -214,6 +219,7 @@ def analyze(
     baseline_metrics: dict[str, float],
     sample_rows: int | None = 100_000,
     labelled: pd.DataFrame | None = None,
+    probabilities: pd.DataFrame | None = None,
 ) -> Analysis:
     """Compare a window with the reference: per-feature and prediction drift, live quality.
 
@@ -230,6 +236,8 @@ def analyze(
             (None: every row); quality figures always use every labelled row.
         labelled: ``prediction`` and ``actual`` of every labelled row of the window, when
             ``current`` is already a sample of it (None: the labelled rows of ``current``).
+        probabilities: A classifier's class probabilities of those labelled rows, a column per
+            class (the window's); None: the ``probabilities`` column of the labelled rows.
 
     Returns:
         The drift summary, the quality figures and the Evidently snapshot.
@@ -259,7 +267,7 @@ def analyze(
             task,
             labelled_rows[ACTUAL].to_numpy(),
             labelled_rows[PREDICTION].to_numpy(),
-            labelled_rows.get(PROBABILITIES),
+            labelled_rows.get(PROBABILITIES) if probabilities is None else probabilities,
         ),
         baseline=dict(baseline_metrics),
         primary=primary_metric,

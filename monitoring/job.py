@@ -456,6 +456,7 @@ def run_monitor(
         baseline_metrics=baseline.metrics,
         sample_rows=settings.drift_sample_rows,
         labelled=window.labelled,
+        probabilities=window.probabilities,
     )
     lap("evidently")
     record = state.read(engine, spec.model_name)

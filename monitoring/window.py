@@ -9,20 +9,25 @@ of ids, by primary key. Quality figures use every labelled row; the cost of the 
 longer grows with the window. JSON is parsed with orjson straight into a float matrix.
 
 For a classifier (``task="classification"``) ``prediction`` is the predicted class and
-``actual`` the true one (the log's ``label`` and ``actual_label``: strings, None where
-unlabelled), and ``probabilities`` holds each row's ``{class: probability}`` for ROC AUC and
-log loss. Those rows are read through SQLAlchemy, not the numeric fast path.
+``actual`` the true one (the log's ``label`` and ``actual_label``: strings, missing where
+unlabelled), read through the same cursor as the numbers, a chunk at a time, into categoricals
+(a code per row, not a string object: 10M rows of two labels would otherwise hold ~1 GB of
+strings). ``Window.probabilities`` holds the labelled rows' ``{class: probability}`` JSON as a
+float matrix, one column per class, for ROC AUC and log loss; only labelled rows' JSON is
+parsed, since drift sees the predicted class, not its probabilities.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import orjson
 import pandas as pd
+from pandas.api.types import union_categoricals
 from sqlalchemy import Text, and_, bindparam, cast, func, literal_column, select
 
 from kubeloop.log_store import feedback, predictions
@@ -45,16 +50,18 @@ def open_log(url: str):
 class Window:
     """Predictions of one model in ``[start, end)``.
 
-    ``frame``: features, prediction, actual (NaN or None: none) of every row, or of a uniform
-    sample when the window was read with ``sample_rows``; ``labelled``: prediction and actual
-    (and a classifier's probabilities) of every labelled row; ``total_rows``: rows in the
-    window (None: ``len(frame)``)."""
+    ``frame``: features, prediction, actual (NaN or missing: none) of every row, or of a
+    uniform sample when the window was read with ``sample_rows``; ``labelled``: prediction and
+    actual of every labelled row; ``probabilities``: a classifier's class probabilities of those
+    labelled rows, one column per class (NaN: absent from a row's JSON); ``total_rows``: rows
+    in the window (None: ``len(frame)``)."""
 
     start: datetime
     end: datetime
     frame: pd.DataFrame
     total_rows: int | None = None
     labelled_rows: pd.DataFrame | None = field(default=None, repr=False)
+    probabilities: pd.DataFrame | None = field(default=None, repr=False)
 
     @property
     def rows(self) -> int:
@@ -68,14 +75,19 @@ class Window:
 
 
 def _parse_features(texts: Sequence[str | None], names: Sequence[str]) -> np.ndarray:
-    """JSON feature objects -> float matrix in ``names`` order (missing or null -> NaN).
+    """JSON feature objects -> float matrix in ``names`` order (missing or null -> NaN)."""
+    loads = orjson.loads
+    return _matrix((loads(t) if t else {} for t in texts), len(texts), names)
+
+
+def _matrix(objects: Iterable[dict], rows: int, names: Sequence[str]) -> np.ndarray:
+    """Parsed JSON objects -> float matrix in ``names`` order (missing or null -> NaN).
 
     One flat list and one array conversion (None becomes NaN): about twice as fast as filling
     the matrix row by row.
     """
-    loads = orjson.loads
-    values = [d.get(n) for d in (loads(t) if t else {} for t in texts) for n in names]
-    return np.array(values, dtype="float64").reshape(len(texts), len(names))
+    values = [d.get(n) for d in objects for n in names]
+    return np.array(values, dtype="float64").reshape(rows, len(names))
 
 
 def read_window(
@@ -104,7 +116,8 @@ def read_window(
         model_version: Only rows of this registry version; None: any version.
         chunk_rows: Rows fetched and parsed at a time (bounds memory).
         sample_rows: Above this many rows, features are read for a uniform random sample of
-            this size only (``seed``); None: for every row.
+            this size only (``seed``); None: for every row (a classifier's window is read in
+            the same two passes then, the sample being every row).
         task: ``classification`` reads the predicted and true classes and the probabilities.
 
     Returns:
@@ -112,9 +125,11 @@ def read_window(
     """
     conditions = _conditions(model_name, roles, start, end, model_version)
     classify = task == "classification"
-    if sample_rows is not None:
-        return _read_sampled(engine, features, start, end, conditions, sample_rows, seed, classify)
-    frame = _read_rows(engine, features, conditions, chunk_rows, classify)
+    if sample_rows is not None or classify:
+        return _read_sampled(
+            engine, features, (start, end), conditions, sample_rows, seed, classify, chunk_rows
+        )
+    frame = _read_rows(engine, features, conditions, chunk_rows)
     return Window(start=start, end=end, frame=frame)
 
 
@@ -133,7 +148,8 @@ def outcome_columns(classify: bool) -> list:
 def _classes(
     rows: Sequence[tuple[str | None, str | None, str | None]],
 ) -> tuple[np.ndarray, np.ndarray, list[dict[str, float] | None]]:
-    """(label, actual label, probabilities JSON) rows as object arrays and dicts."""
+    """(label, actual label, probabilities JSON) rows as object arrays and dicts (the paired
+    read: a rollout step's rows, kept per request for the shadow join)."""
     if not rows:
         return np.empty(0, object), np.empty(0, object), []
     label, actual, proba = zip(*rows, strict=True)
@@ -153,56 +169,44 @@ def _conditions(model_name, roles, start, end, model_version) -> list:
     return conditions
 
 
-def _read_rows(
-    engine, features: Sequence[str], conditions: list, chunk_rows: int, classify: bool = False
-) -> pd.DataFrame:
-    """Every row of the window with its features."""
+def _read_rows(engine, features: Sequence[str], conditions: list, chunk_rows: int) -> pd.DataFrame:
+    """Every row of the window with its features (a regression model's)."""
     query = (
-        select(cast(predictions.c.features, Text), *outcome_columns(classify))
+        select(cast(predictions.c.features, Text), *outcome_columns(False))
         .select_from(
             predictions.outerjoin(feedback, feedback.c.request_id == predictions.c.request_id)
         )
         .where(and_(*conditions))
     )
-    matrices, preds, actuals, probas = [], [], [], []
+    matrices, preds, actuals = [], [], []
     with engine.connect() as conn:
         result = conn.execution_options(yield_per=chunk_rows).execute(query)
         for rows in result.partitions():
-            texts = [row[0] for row in rows]
-            matrices.append(_parse_features(texts, features))
-            if classify:
-                pred, actual, proba = _classes([tuple(row[1:]) for row in rows])
-                preds.append(pred)
-                actuals.append(actual)
-                probas += proba
-            else:
-                preds.append(np.asarray([row[1] for row in rows], dtype="float64"))
-                actuals.append(
-                    np.asarray([np.nan if row[2] is None else row[2] for row in rows], "float64")
-                )
-    columns = [*features, PREDICTION, ACTUAL] + ([PROBABILITIES] if classify else [])
+            matrices.append(_parse_features([row[0] for row in rows], features))
+            preds.append(np.asarray([row[1] for row in rows], dtype="float64"))
+            actuals.append(
+                np.asarray([np.nan if row[2] is None else row[2] for row in rows], "float64")
+            )
     if not matrices:
-        return pd.DataFrame(columns=columns, dtype="object" if classify else "float64")
+        return pd.DataFrame(columns=[*features, PREDICTION, ACTUAL], dtype="float64")
     frame = pd.DataFrame(np.concatenate(matrices), columns=list(features))
     frame[PREDICTION] = np.concatenate(preds)
     frame[ACTUAL] = np.concatenate(actuals)
-    if classify:
-        frame[PROBABILITIES] = probas
     return frame
 
 
 def _read_sampled(
     engine,
     features: Sequence[str],
-    start: datetime,
-    end: datetime,
+    span: tuple[datetime, datetime],
     conditions: list,
-    sample_rows: int,
+    sample_rows: int | None,
     seed: int,
-    classify: bool = False,
+    classify: bool,
+    chunk_rows: int,
 ) -> Window:
-    """Outcomes of every row (one pass, no feature JSON), then the features of a sample, by
-    id."""
+    """Outcomes of every row (one pass, no feature JSON), then the features of a sample (None:
+    of every row), by id."""
     outcomes = (
         select(predictions.c.id, *outcome_columns(classify))
         .select_from(
@@ -210,16 +214,15 @@ def _read_sampled(
         )
         .where(and_(*conditions))
     )
-    proba: list[dict[str, float] | None] = []
     with engine.connect() as conn:
         if classify:
-            rows = conn.execute(outcomes).all()
-            ids = np.asarray([row[0] for row in rows], np.int64)
-            pred, actual, proba = _classes([tuple(row[1:]) for row in rows])
+            chunks = _fetch(conn, outcomes, _class_chunk, chunk_rows)
+            ids, pred, actual, proba = _class_outcomes(chunks)
         else:
-            ids, pred, actual = _numbers(conn, outcomes)
+            ids, pred, actual = _numbers(_fetch(conn, outcomes, _number_chunk, chunk_rows))
+            proba = None
         picked = np.arange(len(ids))
-        if len(ids) > sample_rows:
+        if sample_rows is not None and len(ids) > sample_rows:
             rng = np.random.default_rng(seed)
             picked = np.sort(rng.choice(len(ids), sample_rows, replace=False))
         by_id = select(predictions.c.id, cast(predictions.c.features, Text)).where(
@@ -234,18 +237,23 @@ def _read_sampled(
     )
     frame[PREDICTION] = pred[picked]
     frame[ACTUAL] = actual[picked]
-    has_label = pd.notna(actual)
+    has_label = np.asarray(pd.notna(actual))
     labelled = pd.DataFrame({PREDICTION: pred[has_label], ACTUAL: actual[has_label]})
-    if classify:
-        labelled[PROBABILITIES] = [p for p, keep in zip(proba, has_label, strict=True) if keep]
-    return Window(start=start, end=end, frame=frame, total_rows=len(ids), labelled_rows=labelled)
+    return Window(
+        start=span[0],
+        end=span[1],
+        frame=frame,
+        total_rows=len(ids),
+        labelled_rows=labelled,
+        probabilities=proba,
+    )
 
 
-def _numbers(conn, query) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(id, prediction, actual) of every row as arrays (actual NaN when NULL), fetched in chunks
-    from the DBAPI cursor (a server-side one on PostgreSQL) and converted a chunk at a time:
-    SQLAlchemy rows and per-column tuples cost more than the database's own scan and join.
-    The statement is rendered with its values inline (they come from the spec and the clock)."""
+def _fetch(conn, query, convert: Callable[[list[tuple]], Any], chunk_rows: int) -> list:
+    """``convert`` of each chunk of the query's rows, fetched from the DBAPI cursor (a
+    server-side one on PostgreSQL): SQLAlchemy rows and per-column tuples cost more than the
+    database's own scan and join. The statement is rendered with its values inline (they come
+    from the spec and the clock)."""
     sql = str(query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
     raw = conn.connection.driver_connection
     postgres = conn.dialect.name == "postgresql"
@@ -253,12 +261,57 @@ def _numbers(conn, query) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     chunks = []
     try:
         cursor.execute(sql)
-        while rows := cursor.fetchmany(CHUNK_ROWS):
-            chunks.append(np.array(rows, dtype=np.float64))  # None -> NaN
+        while rows := cursor.fetchmany(chunk_rows):
+            chunks.append(convert(rows))
     finally:
         cursor.close()
+    return chunks
+
+
+def _number_chunk(rows: list[tuple]) -> np.ndarray:
+    return np.array(rows, dtype=np.float64)  # None -> NaN
+
+
+def _numbers(chunks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(id, prediction, actual) of every row as arrays (actual NaN when NULL)."""
     data = np.concatenate(chunks) if chunks else np.empty((0, 3))
     return data[:, 0].astype(np.int64), data[:, 1].copy(), data[:, 2].copy()
+
+
+ClassChunk = tuple[np.ndarray, pd.Categorical, pd.Categorical, pd.DataFrame]
+
+
+def _class_chunk(rows: list[tuple]) -> ClassChunk:
+    """(id, label, actual label, probabilities JSON) rows -> ids, the classes as categoricals,
+    and the labelled rows' probabilities as a matrix with a column per class."""
+    ids, label, actual, proba = zip(*rows, strict=True)
+    loads = orjson.loads
+    parsed = [loads(t) if t else {} for t, a in zip(proba, actual, strict=True) if a is not None]
+    classes = sorted(set().union(*parsed))
+    return (
+        np.array(ids, dtype=np.int64),
+        pd.Categorical(label, categories=sorted(set(label) - {None})),
+        pd.Categorical(actual, categories=sorted(set(actual) - {None})),
+        pd.DataFrame(_matrix(parsed, len(parsed), classes), columns=classes),
+    )
+
+
+def _class_outcomes(
+    chunks: list[ClassChunk],
+) -> tuple[np.ndarray, pd.Categorical, pd.Categorical, pd.DataFrame]:
+    """Chunks joined: categories are unioned (codes recoded in C), probability columns aligned
+    (a class absent from a chunk is NaN there)."""
+    if not chunks:
+        empty = pd.Categorical([], categories=pd.Index([], dtype=object))
+        return np.empty(0, np.int64), empty, empty, pd.DataFrame()
+    ids, label, actual, proba = zip(*chunks, strict=True)
+    probabilities = pd.concat(proba, ignore_index=True)
+    return (
+        np.concatenate(ids),
+        union_categoricals(label),
+        union_categoricals(actual),
+        probabilities[sorted(probabilities.columns)],
+    )
 
 
 def count_labelled_since(engine, model_name: str, since: datetime | None) -> int:

@@ -10,10 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from kubeloop.log_store import ensure_schema
 from monitoring import state
 from monitoring.window import count_labelled_since, open_log, read_paired, read_window
 from tests.utils import services
-from tests.utils.monitoring import log_feedback, log_rows
+from tests.utils.monitoring import log_classes, log_feedback, log_rows
 
 pytestmark = pytest.mark.services
 FEATURES = ["a", "b"]
@@ -111,3 +112,35 @@ def test_the_launch_slot_admits_one_of_racing_jobs_on_postgresql(engine) -> None
     )
     assert not later.granted and "cooldown" in later.why
     assert state.read(engine, "m").launched_at == now
+
+
+def test_a_classifier_window_reads_the_same_on_postgresql(engine) -> None:
+    """Classes, true classes and probabilities through the server-side cursor in chunks, as
+    the shipper stores them (COPY), with a later version that knows a fourth class."""
+    from serving.prediction_log import write_feedback
+
+    ensure_schema(engine)
+    classes = ["class_0", "class_1", "class_2"]
+    first = np.random.default_rng(0).dirichlet([1.0] * 3, size=90)
+    ids = log_classes(engine, "c", first, classes, START + timedelta(minutes=1))
+    four = [*classes, "class_3"]
+    second = np.random.default_rng(1).dirichlet([1.0] * 4, size=30)
+    ids_four = log_classes(engine, "d", second, four, START + timedelta(minutes=2), version="2")
+    actual = [classes[i % 3] for i in range(60)] + ["class_3"] * 20
+    write_feedback(engine, list(zip(ids[:60] + ids_four[:20], actual, strict=True)))
+    window = read_window(
+        engine,
+        "wine",
+        FEATURES,
+        START,
+        START + timedelta(hours=1),
+        chunk_rows=16,
+        sample_rows=40,
+        task="classification",
+    )
+    assert window.rows == 120 and len(window.frame) == 40 and len(window.labelled) == 80
+    assert sorted(window.labelled["actual"]) == sorted(actual)
+    assert list(window.probabilities.columns) == four
+    assert window.probabilities["class_3"].isna().sum() == 60
+    assert np.allclose(window.probabilities.fillna(0).sum(axis=1), 1.0, atol=1e-5)
+    assert set(window.frame["prediction"]) <= set(four)

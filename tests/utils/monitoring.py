@@ -92,3 +92,39 @@ def log_feedback(
     with engine.begin() as conn:
         for chunk in range(0, len(rows), 5_000):
             conn.execute(feedback.insert(), rows[chunk : chunk + 5_000])
+
+
+def log_classes(
+    engine,
+    base: str,
+    proba: np.ndarray,
+    classes: Sequence[str],
+    ts: datetime,
+    *,
+    role: str = "champion",
+    version: str = "1",
+    model_name: str = "wine",
+) -> list[str]:
+    """A classifier's rows stored the way the server stores them (its spool table, then the
+    shipper): features ``a`` and ``b``, the class of the highest probability, every class's
+    probability. Returns the request ids."""
+    from serving.prediction_log import LogBatch
+    from serving.shipper import store_segments
+    from serving.spool import to_table
+
+    batch = LogBatch(
+        base_id=base,
+        ts=ts.timestamp(),
+        positions=None,
+        entity_ids=None,
+        feature_names=("a", "b"),
+        features=np.random.default_rng(1).normal(size=(len(proba), 2)),
+        predictions=proba,
+        classes=np.asarray(classes),
+        model_name=model_name,
+        model_version=version,
+        model_label=f"V1.0.{int(version) - 1}",
+        role=role,
+    )
+    store_segments(engine, [(f"run/{base}-{role}", to_table([batch]))])
+    return [f"{base}-{i}" for i in range(len(proba))]
