@@ -16,8 +16,9 @@ each server's tree is sampled; the peaks are reported as
   libraries (file-backed mappings under ``site-packages/<package>``), the interpreter and the
   system's libraries, and anonymous memory (Python objects, arrays, allocator arenas);
 - an **import replay**: the top-level packages the warm server had imported (asked of the
-  server itself with SIGUSR1 through a wrapper, in its own import order), imported again in that
-  order by a fresh interpreter, with the resident memory each one adds. What the replay does not
+  server itself with SIGUSR1 through a wrapper), imported again by a fresh interpreter, numpy,
+  pyarrow, pandas, scipy and scikit-learn first, then the rest in the server's own order, with
+  the resident memory each one adds. What the replay does not
   explain is the server's run-time data: the models, the batcher's and the spool's buffers.
 """
 
@@ -160,11 +161,17 @@ def peaks(pids_of: dict[str, int], samples: dict[str, dict[int, dict[str, float]
                 kept[key] = max(kept[key], value)
 
 
+# Imported first in the replay when the server has them: the array and table libraries that
+# nearly everything else builds on, so that each later package shows its own cost.
+FOUNDATION = ("numpy", "pyarrow", "pandas", "scipy", "sklearn")
+
+
 def replay(modules: list[str]) -> list[tuple[str, float]]:
-    """The import replay of the server's top-level, non-standard-library packages."""
+    """The import replay of the server's top-level, non-standard-library packages: the
+    foundation first, then the rest in the server's own order."""
     import subprocess
 
-    tops: list[str] = []
+    tops: list[str] = [name for name in FOUNDATION if name in modules]
     for name in modules:
         top = name.split(".")[0]
         if top not in tops and top not in sys.stdlib_module_names and not top.startswith("_"):
@@ -216,7 +223,7 @@ def report(
     for owner, mb in sorted(owners.items(), key=lambda kv: -kv[1]):
         if mb >= 1:
             lines.append(f"| {owner} | {mb:.0f} |")
-    lines += ["", "Import replay (the server's packages in its import order, fresh interpreter):"]
+    lines += ["", "Import replay (fresh interpreter; foundation first, then the server's order):"]
     lines += ["", "| package | MB added |", "| --- | ---: |"]
     total = 0.0
     for name, mb in imports:
