@@ -123,12 +123,25 @@ def live_quality(
     if len(y_true) < 2:
         return {}
     if task == "classification":
-        y_true = np.asarray([str(v) for v in y_true], dtype=object)
-        y_pred = np.asarray([str(v) for v in y_pred], dtype=object)
+        (true, true_names), (pred, pred_names) = (
+            pd.factorize(np.asarray(y, dtype=object), use_na_sentinel=False)
+            for y in (y_true, y_pred)
+        )
+        true_names, pred_names = [str(v) for v in true_names], [str(v) for v in pred_names]
         matrix, classes = (None, None)
         if probabilities is not None:
-            matrix, classes = probability_matrix(probabilities, y_true)
-        return classification_metrics(y_true, y_pred, matrix, classes)
+            matrix, classes = probability_matrix(probabilities, np.asarray(true_names))
+        # Classes as integer codes into one sorted list of names (an integer class 3 meets the
+        # logged "3"): scikit-learn sorts the labels again and again (np.unique), which on
+        # millions of string objects was nearly all of the cost (4-8 s for 500,000 rows).
+        names = sorted({*true_names, *pred_names, *(classes or [])})
+        index = {name: i for i, name in enumerate(names)}
+        codes = [
+            np.array([index[n] for n in found], dtype=np.int64)[at]
+            for found, at in ((true_names, true), (pred_names, pred))
+        ]
+        labels = None if classes is None else [index[c] for c in classes]
+        return classification_metrics(codes[0], codes[1], matrix, labels)
     return regression_metrics(y_true, y_pred)
 
 
