@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -331,6 +332,24 @@ def launch_superseding(
     return launcher.launch(spec, reason=reason, source=source, on_start=on_start)
 
 
+def settle_launch(
+    engine, client_for: Callable[[], Any], spec: ProjectSpec, launched: Launched
+) -> None:
+    """After a launch: the version a run registered names the run it superseded (lineage), and
+    a run that has already ended (a local one) frees the slot with its outcome."""
+    if launched.version:
+        tag_supersedes(client_for(), engine, spec.model_name, launched.version, launched.run_id)
+    if launched.finished:
+        state.finish(
+            engine,
+            spec.model_name,
+            now=state.utcnow(),
+            outcome=launched.detail,
+            failed=not launched.succeeded,
+            run_id=launched.run_id,
+        )
+
+
 def _launch(
     client,
     engine,
@@ -371,16 +390,7 @@ def _launch(
     outcome.launched = launched
     if launched.version:
         _tag_retrained(client, spec, launched.version, outcome.verdict.reason)
-        tag_supersedes(client, engine, spec.model_name, launched.version, launched.run_id)
-    if launched.finished:
-        state.finish(
-            engine,
-            spec.model_name,
-            now=state.utcnow(),
-            outcome=launched.detail,
-            failed=not launched.succeeded,
-            run_id=launched.run_id,
-        )
+    settle_launch(engine, lambda: client, spec, launched)
 
 
 def run_monitor(

@@ -45,7 +45,7 @@ def trigger_run(
     engine=None,
 ) -> Triggered:
     """Claim the slot for ``trigger`` and start the run, superseding the one in progress."""
-    from monitoring.job import launch_superseding
+    from monitoring.job import launch_superseding, settle_launch
     from monitoring.window import open_log
 
     engine = engine or open_log(settings.log_url)
@@ -69,19 +69,7 @@ def trigger_run(
             engine, spec.model_name, now=state.utcnow(), outcome=f"failed: {exc}", failed=True
         )
         raise
-    if launched.version:
-        from kubeloop import model_store
-        from monitoring.lineage import tag_supersedes
+    from kubeloop import model_store
 
-        client = model_store.configure(settings)
-        tag_supersedes(client, engine, spec.model_name, launched.version, launched.run_id)
-    if launched.finished:
-        state.finish(
-            engine,
-            spec.model_name,
-            now=state.utcnow(),
-            outcome=launched.detail,
-            failed=not launched.succeeded,
-            run_id=launched.run_id,
-        )
+    settle_launch(engine, lambda: model_store.configure(settings), spec, launched)
     return Triggered(claim, launched)
