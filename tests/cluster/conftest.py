@@ -73,6 +73,7 @@ def platform(docker_host: str, tmp_path_factory) -> Iterator[Platform]:
         services.postgres_database() as backend,
         services.postgres_database() as registry,
         services.postgres_database() as offline,
+        services.postgres_database() as prediction_log,
         services.redis_db(REDIS_DB) as redis_url,
         mlflow_server(backend, s3, "s3://mlflow/artifacts", log) as mlflow_url,
     ):
@@ -86,6 +87,8 @@ def platform(docker_host: str, tmp_path_factory) -> Iterator[Platform]:
             "KUBELOOP_REDIS_URL": redis_url,
             "KUBELOOP_DVC_REMOTE": "s3://datasets/dvc",
             "KUBELOOP_S3_ENDPOINT_URL": s3.endpoint,
+            # The server's log, which monitoring and the ingest step of a retraining read.
+            "KUBELOOP_PREDICTION_LOG_URL": prediction_log,
         }
         yield Platform(s3=s3, mlflow_url=mlflow_url, env=env, offline_url=offline)
 

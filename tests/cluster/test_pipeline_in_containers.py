@@ -24,7 +24,7 @@ from components.features.core import materialize_incremental
 from kubeloop import model_store, registry
 from kubeloop.feature_store import offline_table, open_store
 from kubeloop.settings import PlatformSettings
-from kubeloop.spec import dump_spec
+from kubeloop.spec import Threshold, dump_spec
 from tests.cluster.conftest import Platform, environ_with
 from tests.utils.factories import example_spec, sample_frame
 from tests.utils.monitoring import log_feedback, log_rows, production_rows
@@ -57,7 +57,7 @@ def run_args(probes: Path) -> dict:
     }
 
 
-def kubeloop(args: list[str], env: dict[str, str], log: Path) -> float:
+def kubeloop(args: list[str], env: dict[str, str], log: Path, returncode: int = 0) -> float:
     """The CLI in a child process (as a laptop or the monitor's CronJob runs it); wall time."""
     started = time.monotonic()
     with log.open("w") as out:
@@ -69,8 +69,13 @@ def kubeloop(args: list[str], env: dict[str, str], log: Path) -> float:
             timeout=2400,
             check=False,
         )
-    assert proc.returncode == 0, log.read_text()[-6000:]
+    assert proc.returncode == returncode, log.read_text()[-6000:]
     return time.monotonic() - started
+
+
+def said(log: Path) -> str:
+    """The CLI's output with its line wrapping undone (rich wraps at 80 columns off a tty)."""
+    return " ".join(log.read_text().split())
 
 
 def probes_of(folder: Path) -> list[tuple[str, str, int]]:
@@ -155,8 +160,8 @@ def test_every_step_in_its_own_container_then_a_monitor_retraining(
     registry.promote(client, spec.model_name, str(first.version), approve=True, approver="test")
     champion = registry.load_alias(client, spec.model_name, registry.CHAMPION)
     assert champion is not None
-    log_url = f"sqlite:///{tmp_path / 'predictions.db'}"
-    log_engine = sqlalchemy.create_engine(log_url)
+    # The prediction log is a database every step reaches (a laptop's SQLite file is not).
+    log_engine = sqlalchemy.create_engine(platform.env["KUBELOOP_PREDICTION_LOG_URL"])
     now = datetime.now(UTC)
     rows = production_rows(
         sample_frame(400, seed=11, buildings=30), spec, champion.model, champion.metadata_features
@@ -180,20 +185,42 @@ def test_every_step_in_its_own_container_then_a_monitor_retraining(
         {
             **env,
             "KUBELOOP_LAUNCHER": "local",
-            "KUBELOOP_PREDICTION_LOG_URL": log_url,
             "KUBELOOP_RETRAIN_SOURCE": source,
         },
         tmp_path / "monitor.log",
     )
     print(f"harness: monitor with its retraining in containers {retrain:.1f} s")
-    assert "registered V" in (tmp_path / "monitor.log").read_text(), (
-        tmp_path / "monitor.log"
-    ).read_text()[-6000:]
+    assert "registered V" in said(tmp_path / "monitor.log")
     assert {step for step, _, _ in probes_of(probes)} == STEPS
     versions = registry.all_versions(client, spec.model_name)
     names = sorted(v.tags[registry.TAG_NAME] for v in versions)
     tag, manual, auto = first.tags[registry.TAG_NAME][1:].split(".")
     assert names == sorted([first.tags[registry.TAG_NAME], f"V{tag}.{manual}.{int(auto) + 1}"])
+
+    # A candidate the gate rejects: its register step is skipped (the dsl.If on the evaluate
+    # step's `passed`), the CLI says why and exits 1, and the registry is unchanged.
+    strict = spec.model_copy(
+        update={
+            "evaluation": spec.evaluation.model_copy(
+                update={"thresholds": {spec.evaluation.primary_metric: Threshold(max=1e-9)}}
+            )
+        }
+    )
+    strict_file = tmp_path / "strict.yaml"
+    strict_file.write_text(yaml.safe_dump(dump_spec(strict)))
+    for old in probes.iterdir():
+        old.unlink()
+    rejected = kubeloop(
+        ["run", "training", "--spec", str(strict_file), "--source", source],
+        env,
+        tmp_path / "rejected.log",
+        returncode=1,
+    )
+    print(f"harness: a rejected training in containers {rejected:.1f} s")
+    log = said(tmp_path / "rejected.log")
+    assert "rejected by the evaluation gate" in log and "above the maximum" in log, log[-6000:]
+    assert {step for step, _, _ in probes_of(probes)} == STEPS - {"register"}
+    assert len(registry.all_versions(client, spec.model_name)) == 2
 
 
 def _feast(platform: Platform) -> dict:
