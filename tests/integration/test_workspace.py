@@ -4,8 +4,8 @@ The chart's initContainer command clones this repository (its committed ``main``
 ``file://`` URL standing in for the project's git server) with the tool the image has (dulwich);
 the chart's JupyterLab command serves the clone and answers its probe path; then
 ``notebooks/quickstart.ipynb`` of the clone runs as JupyterLab runs a notebook (the kernel in
-``notebooks/``) with the container's ``KFP_HOST``, pointed here at a stub of the KFP API, and
-submits the training pipeline to it.
+``notebooks/``) with the container's ``KFP_HOST``, the KFP gateway (started with its rendered
+command) in front of a stub of the KFP API, and submits the training pipeline through it.
 """
 
 from __future__ import annotations
@@ -35,12 +35,16 @@ VALUES = {
 }
 
 
-def workspace_pod() -> dict[str, Any]:
+def pod_of(name: str) -> dict[str, Any]:
     objects = chart.render(VALUES)
     (deployment,) = [
-        o for o in chart.kinds(objects, "Deployment") if o["metadata"]["name"].endswith("workspace")
+        o for o in chart.kinds(objects, "Deployment") if o["metadata"]["name"].endswith(name)
     ]
     return deployment["spec"]["template"]["spec"]
+
+
+def workspace_pod() -> dict[str, Any]:
+    return pod_of("workspace")
 
 
 def plain_env(container: dict[str, Any]) -> dict[str, str]:
@@ -113,20 +117,34 @@ def test_the_workspace_clones_the_project_serves_jupyterlab_and_submits_to_kfp(
             stop(proc)
 
     # 3. The clone's quickstart, its kernel started in notebooks/ as JupyterLab starts it, with
-    # the container's KFP_HOST pointed at a KFP API stub.
+    # the container's KFP_HOST: the KFP gateway (its rendered command), here in front of a KFP
+    # API stub.
     monkeypatch.setenv("HOME", str(home))  # kfp.Client keeps a context file there
     monkeypatch.setenv("KUBELOOP_QUICKSTART_ROWS", "3000")
     notebook = nbformat.read(repo_dir / "notebooks" / "quickstart.ipynb", as_version=4)
-    assert plain_env(lab)["KFP_HOST"] == "http://kubeloop-kfp-gateway.kubeflow:8888"  # the gateway
+    assert plain_env(lab)["KFP_HOST"] == "http://kubeloop-kfp-gateway.kubeflow:8888"
+    (gateway,) = pod_of("kfp-gateway")["containers"]
+    gateway_port = free_port()
     with kfp_stub() as stub:
         stub.run_state = "SUCCEEDED"  # the notebook waits for the run it submitted
-        monkeypatch.setenv("KFP_HOST", stub.host)
-        NotebookClient(
-            notebook,
-            timeout=600,
-            kernel_name="python3",
-            resources={"metadata": {"path": str(repo_dir / "notebooks")}},
-        ).execute()
+        replaced = {"8888": str(gateway_port), "http://ml-pipeline.kubeflow:8888": stub.host}
+        argv = [replaced.get(a, a) for a in gateway["command"]] + ["--host", "127.0.0.1"]
+        assert argv[:2] == ["kubeloop", "kfp-gateway"]
+        gateway_log = tmp_path / "gateway.log"
+        with gateway_log.open("wb") as out:
+            proc = subprocess.Popen(argv, env=base, stdout=out, stderr=subprocess.STDOUT)
+            try:
+                url = f"http://127.0.0.1:{gateway_port}"
+                wait_until_answers(url + "/gateway/healthz", proc, 60, gateway_log.read_text)
+                monkeypatch.setenv("KFP_HOST", url)
+                NotebookClient(
+                    notebook,
+                    timeout=600,
+                    kernel_name="python3",
+                    resources={"metadata": {"path": str(repo_dir / "notebooks")}},
+                ).execute()
+            finally:
+                stop(proc)
     outputs = "".join(o.get("text", "") for cell in notebook.cells for o in cell.get("outputs", []))
     assert "submitted run run-1" in outputs
     [run] = stub.posted("/apis/v2beta1/runs")
