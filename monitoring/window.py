@@ -28,7 +28,7 @@ import numpy as np
 import orjson
 import pandas as pd
 from pandas.api.types import union_categoricals
-from sqlalchemy import Text, and_, bindparam, cast, func, literal_column, select
+from sqlalchemy import Text, and_, bindparam, case, cast, func, literal_column, select
 
 from kubeloop.log_store import feedback, predictions
 
@@ -135,12 +135,14 @@ def read_window(
 
 def outcome_columns(classify: bool) -> list:
     """What ``prediction`` and ``actual`` are read from: the numbers, or for a classifier the
-    classes and the probabilities."""
+    classes and the probabilities. Only a labelled row's probabilities are read (ROC AUC and
+    log loss need its true class; drift sees the predicted class): the database leaves the
+    others' JSON unsent, half of a window's rows."""
     if classify:
         return [
             predictions.c.label,
             feedback.c.actual_label,
-            cast(predictions.c.probabilities, Text),
+            case((feedback.c.actual_label.is_not(None), cast(predictions.c.probabilities, Text))),
         ]
     return [predictions.c.prediction, feedback.c.actual]
 
