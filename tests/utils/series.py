@@ -31,6 +31,19 @@ CLUSTER_SERIES = frozenset(
         "kube_horizontalpodautoscaler_status_desired_replicas",
     }
 )
+
+
+def task_series(task: str) -> frozenset[str]:
+    """The series only a model of ``task`` gives: its live quality figures (one per metric the
+    spec allows for the task) and, for a classifier, its predicted classes."""
+    from kubeloop.spec import TASK_METRICS
+
+    names = {f"kubeloop_model_{metric}" for metric in TASK_METRICS[task]}
+    if task == "classification":
+        names.add("kubeloop_predicted_class_total")
+    return frozenset(names)
+
+
 # Prometheus's own series, always there for a scraped target.
 PROMETHEUS_SERIES = frozenset({"up"})
 
