@@ -169,6 +169,22 @@ class World:
             clock=self.clock,
         )
         self.requests = 0
+        self.tmp = tmp
+
+    def in_phase(self, env: str, phase: str, *, stress: bool = False) -> Rollout:
+        """A controller of one environment's half (staging or production) on this world."""
+        return Rollout(
+            self.client,
+            self.spec,
+            self.server,
+            self.engine,
+            env=env,
+            reports_dir=self.tmp / "reports",
+            metrics=self.metrics,
+            stress=self.stress if stress else None,
+            phase=phase,
+            clock=self.clock,
+        )
 
     def champion(self) -> str:
         return str(self.client.get_model_version_by_alias(self.name, "champion").version)
@@ -575,18 +591,8 @@ def test_staging_and_production_each_run_their_half_with_the_settings_they_rende
     registry.promote(world.client, PRODUCTION, "1", approve=True)  # production's champion
 
     def half(values_file: str) -> Rollout:
-        return Rollout(
-            world.client,
-            world.spec,
-            world.server,
-            world.engine,
-            env=halves[values_file].env,
-            reports_dir=tmp_path / "reports",
-            metrics=world.metrics,
-            stress=world.stress,
-            phase=halves[values_file].rollout_phase,
-            clock=world.clock,
-        )
+        rendered = halves[values_file]
+        return world.in_phase(rendered.env, rendered.rollout_phase, stress=True)
 
     staging, production = half("values-staging.yaml"), half("values-prod.yaml")
     with pytest.raises(RolloutError, match="released to production only once shadow"):
@@ -619,17 +625,7 @@ def test_staging_shadows_the_next_candidate_against_productions_champion(
     world.client.set_model_version_tag(world.name, "2", "kubeloop.rollout.state", "released")
 
     def half(phase: str) -> Rollout:
-        return Rollout(
-            world.client,
-            world.spec,
-            world.server,
-            world.engine,
-            env="staging",
-            reports_dir=tmp_path / "reports",
-            metrics=world.metrics,
-            phase=phase,
-            clock=world.clock,
-        )
+        return world.in_phase("staging", phase)
 
     staging = half("staging")
     assert staging.step().state == "released" and world.champion() == "1"  # canary pending
@@ -654,30 +650,10 @@ def test_production_promotes_with_the_approval_the_release_recorded(settings, tm
     world = World(settings, tmp_path, RolloutSpec(steps=STEPS, production_model=PRODUCTION))
     registry.release(world.client, world.name, "1", PRODUCTION, state_tags={})
     registry.promote(world.client, PRODUCTION, "1", approve=True)
-    staging = Rollout(
-        world.client,
-        world.spec,
-        world.server,
-        world.engine,
-        env="staging",
-        reports_dir=tmp_path / "reports",
-        metrics=world.metrics,
-        phase="staging",
-        clock=world.clock,
-    )
+    staging = world.in_phase("staging", "staging")
     world.client.set_model_version_tag(world.name, "2", "kubeloop.rollout.state", AWAITING)
     assert staging.approve("2")["released_as"] == f"{PRODUCTION}/2"
-    production = Rollout(
-        world.client,
-        world.spec,
-        world.server,
-        world.engine,
-        env="prod",
-        reports_dir=tmp_path / "reports",
-        metrics=world.metrics,
-        phase="production",
-        clock=world.clock,
-    )
+    production = world.in_phase("prod", "production")
     world.name = PRODUCTION  # production's server logs under the production model
     world.canary_traffic(200, 0.0)  # the champion's rows before the canary
     world.clock.advance(seconds=5)
@@ -703,17 +679,7 @@ def test_production_refuses_a_version_nobody_released(settings, tmp_path) -> Non
         world.client.create_model_version(PRODUCTION, source=str(tmp_path / "m"))
     registry.promote(world.client, PRODUCTION, "1", approve=True)
     world.client.set_registered_model_alias(PRODUCTION, registry.CHALLENGER, "2")
-    production = Rollout(
-        world.client,
-        world.spec,
-        world.server,
-        world.engine,
-        env="prod",
-        reports_dir=tmp_path / "reports",
-        metrics=world.metrics,
-        phase="production",
-        clock=world.clock,
-    )
+    production = world.in_phase("prod", "production")
     with pytest.raises(RolloutError, match="was not released from staging"):
         production.step()
     assert world.server.weights == []
