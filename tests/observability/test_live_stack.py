@@ -208,9 +208,22 @@ def loop(
     from tests.utils.serving import post_many, seed_example
 
     root = tmp_path_factory.mktemp("observability")
-    seeded = seed_example(
-        root / "seed", rows=1_500, buildings=30, mlflow_template=mlflow_db_template
+    # Seeded by a process of its own, as a pipeline's features step fills the online store:
+    # sqlite3's adapters are process-wide, and a suite's earlier tests may have replaced
+    # Feast's in this one (the server then failed to read the timestamps back).
+    seed = f"seed_example(Path({str(root / 'seed')!r}), rows=1_500, buildings=30, "
+    seed += f"mlflow_template=Path({str(mlflow_db_template)!r}))"
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from pathlib import Path\nfrom tests.utils.serving import seed_example\n" + seed,
+        ],
+        cwd=obs.REPO,
+        check=True,
+        timeout=600,
     )
+    seeded = seed_example(root / "seed")  # reads what the seeding process wrote
     spec = seeded.spec()
     log_db = root / "predictions.db"
     ports = {name: free_port() for name in ("prometheus", "pushgateway", "alertmanager")}
