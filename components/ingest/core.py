@@ -87,11 +87,8 @@ def logged_rows(
     rows = production_labels.training_rows(labelled, spec)
     report = check_rules(rows, production_labels.rules(spec, rows))
     if not report.passed:
-        saved = save_report(report, settings, spec)
-        raise DataQualityError(
-            f"ingest stopped: the labelled predictions of the last {hours:g} h break "
-            f"{len(report.violations)} rule(s)\n{report.render()}\nreport: {saved}",
-            report,
+        raise stopped(
+            report, f"the labelled predictions of the last {hours:g} h break", spec, settings
         )
     log.info(
         "%d labelled predictions of %s of the last %g h from the prediction log",
@@ -100,6 +97,19 @@ def logged_rows(
         hours,
     )
     return production_labels.as_declared_types(rows, spec)
+
+
+def stopped(
+    report: QualityReport, what: str, spec: ProjectSpec, settings: PlatformSettings
+) -> DataQualityError:
+    """The error that stops ingest: ``what`` broke how many rules, the report, where it is
+    saved (source rows and production's labelled rows alike)."""
+    saved = save_report(report, settings, spec)
+    return DataQualityError(
+        f"ingest stopped: {what} {len(report.violations)} rule(s)\n"
+        f"{report.render()}\nreport: {saved}",
+        report,
+    )
 
 
 def ingest(
@@ -118,12 +128,7 @@ def ingest(
     report = check_quality(raw, spec)
     log.info(report.render())
     if not report.passed:
-        saved = save_report(report, settings, spec)
-        raise DataQualityError(
-            f"ingest stopped: the data breaks {len(report.violations)} rule(s)\n"
-            f"{report.render()}\nreport: {saved}",
-            report,
-        )
+        raise stopped(report, "the data breaks", spec, settings)
     clean = normalize(raw, spec)
     logged = logged_rows(spec, settings)
     if len(logged):
