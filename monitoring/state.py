@@ -10,13 +10,15 @@ PostgreSQL on a cluster, so every CronJob run sees the same record):
 
 A run, once started, is never stopped by a person; only a newer trigger supersedes it (the
 requirement). So a claim is granted even while a run is in progress (past monitoring's cooldown,
-for monitoring), and names that run (``Claim.superseded``) for the caller to terminate. Claiming
-is one conditional ``UPDATE`` that checks the slot is still as read (same status and run): of
-two jobs racing, exactly one sees a row count of 1, so concurrent triggers never start two runs.
+for monitoring), and names that run (``Claim.superseded``) for the caller to terminate. A claim
+is one transaction that holds the slot's row from its first read to its commit, so racing jobs
+queue: of monitoring jobs racing, the first launches and the others find its cooldown.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -34,6 +36,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 metadata = MetaData()
@@ -61,7 +64,7 @@ events = Table(
     ),
     Column("model_name", String(128), nullable=False, index=True),
     Column("ts", DateTime(timezone=True), nullable=False),
-    # launched (monitoring)|triggered (others)|cooldown|raced|superseded|finished|failed
+    # launched (monitoring)|triggered (others)|cooldown|superseded|finished|failed
     Column("action", String(32), nullable=False),
     Column("run_id", String(256), nullable=True),
     Column("detail", String(2000), nullable=True),
@@ -103,13 +106,42 @@ class Claim:
 
 def read(engine, model_name: str) -> Record | None:
     with engine.connect() as conn:
-        row = conn.execute(select(retraining).where(retraining.c.model_name == model_name)).first()
+        return _read(conn, model_name)
+
+
+def _read(conn, model_name: str) -> Record | None:
+    row = conn.execute(select(retraining).where(retraining.c.model_name == model_name)).first()
     if row is None:
         return None
     values = dict(row._mapping)
     for key in ("launched_at", "finished_at"):
         values[key] = _utc(values[key])
     return Record(**values)
+
+
+@contextmanager
+def _holding_the_slot(engine, model_name: str) -> Iterator[Connection]:
+    """One transaction that holds the model's slot row from before its first read to its commit:
+    racing claims queue behind it, so each one reads what the one before it decided (its
+    launch, hence its cooldown). PostgreSQL locks the row (``FOR UPDATE``); SQLite has no row
+    locks, so the claim takes the database's write lock first (``BEGIN IMMEDIATE``)."""
+    with engine.begin() as conn:
+        try:
+            with conn.begin_nested():
+                conn.execute(insert(retraining).values(model_name=model_name, status=IDLE))
+        except IntegrityError:
+            pass  # the row exists
+    with engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.execute(
+                select(retraining.c.model_name)
+                .where(retraining.c.model_name == model_name)
+                .with_for_update()
+            )
+        yield conn
+        conn.commit()
 
 
 def _event(conn, model_name: str, action: str, now: datetime, run_id=None, detail=None) -> None:
@@ -139,13 +171,12 @@ def _in_progress(record: Record | None, now: datetime, run_timeout: timedelta) -
     )
 
 
-def _last_monitoring_launch(engine, model_name: str) -> datetime | None:
-    with engine.connect() as conn:
-        last = conn.execute(
-            select(func.max(events.c.ts)).where(
-                events.c.model_name == model_name, events.c.action == "launched"
-            )
-        ).scalar()
+def _last_monitoring_launch(conn, model_name: str) -> datetime | None:
+    last = conn.execute(
+        select(func.max(events.c.ts)).where(
+            events.c.model_name == model_name, events.c.action == "launched"
+        )
+    ).scalar()
     return _utc(last)
 
 
@@ -168,75 +199,40 @@ def claim(
     deliberate, pass no cooldown, and do not hold monitoring back either.
     """
     create_all(engine)
-    with engine.begin() as conn:
-        try:
-            with conn.begin_nested():
-                conn.execute(insert(retraining).values(model_name=model_name, status=IDLE))
-        except IntegrityError:
-            pass  # the row exists
-    last = _last_monitoring_launch(engine, model_name) if cooldown > timedelta(0) else None
-    if last is not None and last > now - cooldown:
-        record = read(engine, model_name)
-        why = f"cooldown until {last + cooldown:%Y-%m-%d %H:%M:%S} UTC"
-        with engine.begin() as conn:
-            _event(
-                conn,
-                model_name,
-                "cooldown",
-                now,
-                run_id=record.run_id if record else None,
-                detail=f"{reason} ({why})",
+    with _holding_the_slot(engine, model_name) as conn:
+        before = _read(conn, model_name)
+        last = _last_monitoring_launch(conn, model_name) if cooldown > timedelta(0) else None
+        if last is not None and last > now - cooldown:
+            why = f"cooldown until {last + cooldown:%Y-%m-%d %H:%M:%S} UTC"
+            run_id = before.run_id if before else None
+            _event(conn, model_name, "cooldown", now, run_id=run_id, detail=f"{reason} ({why})")
+            return Claim(False, why, before)
+        conn.execute(
+            update(retraining)
+            .where(retraining.c.model_name == model_name)
+            .values(
+                status=RUNNING,
+                launcher=launcher,
+                run_id=None,
+                reason=reason,
+                launched_at=now,
+                finished_at=None,
+                outcome=None,
             )
-        return Claim(False, why, record)
-    before = read(engine, model_name)
-    assert before is not None
-    same_slot = [retraining.c.status == before.status]
-    same_slot.append(
-        retraining.c.run_id.is_(None)
-        if before.run_id is None
-        else retraining.c.run_id == before.run_id
-    )
-    granted_update = (
-        update(retraining)
-        .where(retraining.c.model_name == model_name, *same_slot)
-        .values(
-            status=RUNNING,
-            launcher=launcher,
-            run_id=None,
-            reason=reason,
-            launched_at=now,
-            finished_at=None,
-            outcome=None,
         )
-    )
-    superseded = before if _in_progress(before, now, run_timeout) else None
-    action = "launched" if trigger == "monitoring" else "triggered"
-    with engine.begin() as conn:
-        granted = conn.execute(granted_update).rowcount == 1
-        if granted:
-            _event(conn, model_name, action, now, detail=reason)
-    record = read(engine, model_name)
-    if granted:
-        if superseded is None:
-            return Claim(True, "granted", record)
-        why = f"supersedes run {superseded.run_id or '(starting)'} ({superseded.reason})"
-        return Claim(True, why, record, superseded)
-    # Another trigger changed the slot between the read and the update: one claim per moment.
-    last = _last_monitoring_launch(engine, model_name)
-    if cooldown > timedelta(0) and last is not None and last > now - cooldown:
-        why, action = f"cooldown until {last + cooldown:%Y-%m-%d %H:%M:%S} UTC", "cooldown"
-    else:
-        why, action = "another trigger claimed the slot at the same moment", "raced"
-    with engine.begin() as conn:
         _event(
             conn,
             model_name,
-            action,
+            "launched" if trigger == "monitoring" else "triggered",
             now,
-            run_id=record.run_id if record else None,
-            detail=f"{reason} ({why})",
+            detail=reason,
         )
-    return Claim(False, why, record)
+        record = _read(conn, model_name)
+    superseded = before if _in_progress(before, now, run_timeout) else None
+    if superseded is None:
+        return Claim(True, "granted", record)
+    why = f"supersedes run {superseded.run_id or '(starting)'} ({superseded.reason})"
+    return Claim(True, why, record, superseded)
 
 
 def superseded(engine, model_name: str, *, old_run: str, new_run: str, now: datetime) -> None:
