@@ -40,6 +40,23 @@ Every response names the model that answered in `X-Model-Version` and `X-Model-R
 """
 
 
+class ServingApp(FastAPI):
+    """FastAPI with ``ServingMiddleware`` outermost. The hot routes then skip FastAPI's own
+    layers (the error page, exception telemetry, its body limit: a coroutine and a ``send``
+    wrapper each, per request), which the hot routes do not need: they answer their own errors
+    and ``ServingMiddleware`` enforces the body limit. Every other route still passes through
+    all of them."""
+
+    def __init__(self, *, max_body_bytes: int, fast_path: bool, **kwargs: Any):
+        super().__init__(**kwargs)
+        self._max_body_bytes, self._fast_path = max_body_bytes, fast_path
+
+    def build_middleware_stack(self) -> Any:
+        return ServingMiddleware(
+            super().build_middleware_stack(), self._max_body_bytes, self._fast_path
+        )
+
+
 def create_app(settings: ServingSettings | None = None, runtime: Runtime | None = None) -> FastAPI:
     """The server app; ``runtime`` defaults to the real one built from ``settings``."""
     settings = settings or ServingSettings()
@@ -57,7 +74,9 @@ def create_app(settings: ServingSettings | None = None, runtime: Runtime | None 
     telemetry: Any = (
         None if settings.opentelemetry else {"tracing": False, "metrics": False, "logs": False}
     )
-    app = FastAPI(
+    app = ServingApp(
+        max_body_bytes=settings.max_body_bytes,
+        fast_path=settings.asgi_fast_path,
         title="kubeloop model server",
         version=VERSION,
         description=DESCRIPTION,
@@ -68,9 +87,6 @@ def create_app(settings: ServingSettings | None = None, runtime: Runtime | None 
     app.state.tokens = Tokens.from_settings(settings)
     include_routes(app)
     install_error_handlers(app)
-    app.add_middleware(
-        ServingMiddleware, max_body_bytes=settings.max_body_bytes, fast_path=settings.asgi_fast_path
-    )
     app.openapi = openapi_builder(app)  # type: ignore[method-assign]
     if settings.token is None:
         log.warning(

@@ -32,7 +32,7 @@ from serving.errors import (
     Unavailable,
 )
 from serving.features import OnlineFeatures
-from serving.inputs import dumps, loads, parse_body
+from serving.inputs import dumps, parse_predict
 from serving.metrics import Metrics
 from serving.models import ModelRepository, ServedModel, Snapshot, align_classes
 from serving.prediction_log import LogBatch, PredictionLog
@@ -271,8 +271,8 @@ class Runtime:
     async def predict(self, body: bytes, base_id: str) -> Answer:
         """``POST /predict``: records (entity ids or explicit features) to predictions."""
         state = self.ready_state()
-        batch = parse_body(
-            loads(body), state.input_features, self._parse_entity, self.settings.max_batch_records
+        batch = parse_predict(
+            body, state.input_features, self._parse_entity, self.settings.max_batch_records
         )
         if batch.entity_positions:
             positions = batch.entity_positions

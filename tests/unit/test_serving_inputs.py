@@ -9,7 +9,8 @@ import orjson
 import pytest
 
 from serving.errors import InvalidFeature, InvalidField, InvalidRequest, PayloadTooLarge
-from serving.inputs import loads, parse_body, parse_records, records_of
+from serving import inputs
+from serving.inputs import loads, parse_body, parse_predict, parse_records, records_of
 
 NAMES = ("a", "b", "c")
 
@@ -21,8 +22,9 @@ def entity(raw, field):
 
 
 def parse(body: bytes | str, limit: int = 100):
+    """What ``POST /predict`` does with a body: the typed decoder, else the checking path."""
     raw = body.encode() if isinstance(body, str) else body
-    return parse_records(records_of(loads(raw), limit), NAMES, entity)
+    return parse_predict(raw, NAMES, entity, limit)
 
 
 def features(**values):
@@ -131,11 +133,39 @@ def test_predict_rejects_wrong_typed_entity_id():
     assert err.value.field == "records[0].entity_id"
 
 
-def test_batch_over_the_limit_is_413():
-    body = orjson.dumps({"records": [{"entity_id": i} for i in range(11)]})
+@pytest.mark.parametrize(
+    "record", [{"entity_id": 1}, {"features": {"a": 1, "b": 2, "c": 3}}], ids=["entity", "features"]
+)
+def test_batch_over_the_limit_is_413(record):
+    body = orjson.dumps({"records": [record] * 11})
     with pytest.raises(PayloadTooLarge) as err:
         parse(body, limit=10)
     assert err.value.status_code == 413
+    assert len(parse(body, limit=11)) == 11
+
+
+def test_the_typed_decoder_builds_what_the_checking_path_builds(monkeypatch):
+    """Feature names that are not identifiers, integers and floats, any key order."""
+    names = ("humidity-pct", "class", "x 1", "a")
+    rng = np.random.default_rng(0)
+    records = []
+    for _ in range(50):
+        values = {n: float(v) for n, v in zip(names, rng.normal(size=4), strict=True)}
+        values["class"] = int(rng.integers(-5, 5))
+        order = [str(n) for n in rng.permutation(list(values))]
+        records.append({"features": {n: values[n] for n in order}})
+    body = orjson.dumps({"records": records})
+    checked = parse_records(records_of(loads(body), 100), names, entity).X
+
+    def no_fallback(*args, **kwargs):
+        raise AssertionError("the common batch went through the checking path")
+
+    monkeypatch.setattr(inputs, "parse_body", no_fallback)
+    typed = parse_predict(body, names, entity, 100)
+    assert typed.X.dtype == np.float64 and typed.X.shape == (50, 4)
+    assert np.array_equal(typed.X, checked)
+    assert typed.entity_positions == [] and typed.keys == [None] * 50
+    assert not typed.has_entity_ids
 
 
 @pytest.mark.parametrize(
