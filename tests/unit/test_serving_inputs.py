@@ -8,8 +8,8 @@ import numpy as np
 import orjson
 import pytest
 
-from serving.errors import InvalidFeature, InvalidField, InvalidRequest, PayloadTooLarge
 from serving import inputs
+from serving.errors import InvalidFeature, InvalidField, InvalidRequest, PayloadTooLarge
 from serving.inputs import loads, parse_body, parse_predict, parse_records, records_of
 
 NAMES = ("a", "b", "c")
