@@ -17,6 +17,13 @@ class LaunchError(KubeloopError):
     status_code = 502
 
 
+class SupersededWhileStarting(KubeloopError):
+    """A newer trigger took the launch slot while this run was starting: the run was stopped
+    rather than left running beside the newer one (one run per model at a time)."""
+
+    status_code = 409
+
+
 class RolloutError(KubeloopError):
     """A rollout step cannot proceed (no candidate, server unreachable, wrong state)."""
 

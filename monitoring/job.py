@@ -25,7 +25,7 @@ from kubeloop.spec import ProjectSpec
 from monitoring import exporter, report, state
 from monitoring.decide import Verdict, decide
 from monitoring.drift import Analysis, analyze
-from monitoring.errors import LaunchError
+from monitoring.errors import LaunchError, SupersededWhileStarting
 from monitoring.launch import Launched, Launcher, make_launcher
 from monitoring.lineage import tag_supersedes
 from monitoring.reference import Baseline, load_baseline
@@ -317,9 +317,18 @@ def launch_superseding(
     old = claim.superseded
     if old is not None and old.run_id:
         log.info("superseding: %s", launcher.terminate(old.run_id))
+    assert claim.record is not None and claim.record.launched_at is not None
+    launched_at = claim.record.launched_at
 
     def on_start(run_id: str) -> None:
-        state.started(engine, spec.model_name, run_id)
+        if not state.started(engine, spec.model_name, run_id, launched_at=launched_at):
+            # A newer trigger superseded this run before its handle existed, so the newer one
+            # could not terminate it: it stops itself rather than run beside the newer one.
+            stopped = launcher.terminate(run_id)
+            raise SupersededWhileStarting(
+                f"a newer trigger took the launch slot while {run_id} was starting; "
+                f"it does not run beside the newer one ({stopped})"
+            )
         if old is not None:
             state.superseded(
                 engine,
@@ -381,6 +390,9 @@ def _launch(
             reason=outcome.verdict.reason,
             source=settings.retrain_source,
         )
+    except SupersededWhileStarting as exc:  # the slot is the newer run's: leave it be
+        outcome.launch_error = exc.message
+        return
     except LaunchError as exc:
         outcome.launch_error = exc.message
         state.finish(

@@ -102,7 +102,7 @@ def terminate_local(handle: str) -> str:
     if host != socket.gethostname():
         return f"{handle}: runs on {host}, not here; not terminated"
     if pid == os.getpid():
-        return f"{handle}: this process; it ended before the new run"
+        return f"{handle}: this process, not signalled"
     try:
         if os.getpgid(pid) == pid:
             os.killpg(pid, signal.SIGTERM)

@@ -250,13 +250,22 @@ def supersessions(engine, model_name: str) -> dict[str, str]:
     }
 
 
-def started(engine, model_name: str, run_id: str) -> None:
-    """Record the launcher's handle of the run that holds the slot."""
+def started(engine, model_name: str, run_id: str, *, launched_at: datetime) -> bool:
+    """Record the handle of the run the claim made at ``launched_at`` started. False when a
+    newer claim has taken the slot since (this run was superseded while starting): nothing is
+    written, and the caller stops its run."""
     with engine.begin() as conn:
-        conn.execute(
-            update(retraining)
-            .where(retraining.c.model_name == model_name, retraining.c.status == RUNNING)
-            .values(run_id=run_id)
+        return (
+            conn.execute(
+                update(retraining)
+                .where(
+                    retraining.c.model_name == model_name,
+                    retraining.c.status == RUNNING,
+                    retraining.c.launched_at == launched_at,
+                )
+                .values(run_id=run_id)
+            ).rowcount
+            == 1
         )
 
 

@@ -106,11 +106,11 @@ def test_a_newer_trigger_supersedes_the_run_in_progress(engine) -> None:
     """Runs are never stopped by people, only superseded: past the cooldown, a trigger gets the
     slot and names the running run for its launcher to terminate; the lineage says who won."""
     assert take(engine, NOW).granted
-    state.started(engine, "m", "run-1")
+    assert state.started(engine, "m", "run-1", launched_at=NOW)
     later = take(engine, NOW + timedelta(hours=2))  # past the cooldown, still running
     assert later.granted and later.why == "supersedes run run-1 (drift)"
     assert later.superseded is not None and later.superseded.run_id == "run-1"
-    state.started(engine, "m", "run-2")
+    assert state.started(engine, "m", "run-2", launched_at=NOW + timedelta(hours=2))
     state.superseded(engine, "m", old_run="run-1", new_run="run-2", now=NOW + timedelta(hours=2))
     assert state.supersessions(engine, "m") == {"run-1": "run-2"}
     # The superseded run ending late frees nothing: the slot is run-2's.
@@ -136,7 +136,7 @@ def test_the_cooldown_stops_a_second_launch_after_the_first_finished(engine) -> 
 
 def test_a_run_past_the_run_timeout_is_lost_not_superseded(engine) -> None:
     assert take(engine, NOW).granted
-    state.started(engine, "m", "run-1")
+    assert state.started(engine, "m", "run-1", launched_at=NOW)
     after = take(engine, NOW + timedelta(minutes=361))
     assert after.granted and after.superseded is None and after.why == "granted"
 

@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import create_engine
 
 from monitoring import state
+from monitoring.errors import SupersededWhileStarting
 from monitoring.launch import Launched, Launcher
 from monitoring.settings import MonitoringSettings
 from monitoring.triggers import trigger_run
@@ -73,6 +74,34 @@ def test_each_newer_trigger_terminates_the_run_in_progress_and_records_it(env) -
     assert state.supersessions(engine, SPEC.model_name) == {"run-1": "run-2", "run-2": "run-3"}
     record = state.read(engine, SPEC.model_name)
     assert record is not None and record.run_id == "run-3" and record.reason == "merge: abc123"
+
+
+def test_a_run_superseded_while_starting_stops_itself_and_leaves_the_slot_to_the_newer(
+    env,
+) -> None:
+    """The newer trigger cannot terminate a run whose handle does not exist yet; that run,
+    once it has one, finds the slot taken, stops itself and frees nothing."""
+    settings, engine = env
+    launcher = Recorder(settings)
+
+    class Overtaken(Recorder):
+        """Submits its run after a manual trigger has claimed the slot meanwhile."""
+
+        def launch(self, spec, *, reason, source=None, on_start=None) -> Launched:
+            trigger_run(SPEC, settings, launcher, trigger="manual", reason="by hand", engine=engine)
+            if on_start:
+                on_start("slow-1")
+            return Launched("slow-1", finished=False)
+
+    slow = Overtaken(settings)
+    with pytest.raises(SupersededWhileStarting) as err:
+        trigger_run(SPEC, settings, slow, trigger="schedule", reason="nightly", engine=engine)
+    assert slow.terminated == ["slow-1"] and "slow-1 was starting" in err.value.message
+    assert launcher.started == ["by hand"] and launcher.terminated == []
+    record = state.read(engine, SPEC.model_name)
+    assert record is not None and record.status == state.RUNNING
+    assert record.run_id == "run-1" and record.reason == "manual: by hand"  # the newer run's
+    assert state.supersessions(engine, SPEC.model_name) == {"(starting)": "run-1"}
 
 
 def test_deliberate_triggers_neither_wait_for_nor_hold_back_monitorings_cooldown(env) -> None:
