@@ -17,7 +17,7 @@ class LaunchError(KubeloopError):
     status_code = 502
 
 
-class SupersededWhileStarting(KubeloopError):
+class SupersededWhileStarting(LaunchError):
     """A newer trigger took the launch slot while this run was starting: the run was stopped
     rather than left running beside the newer one (one run per model at a time)."""
 

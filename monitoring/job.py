@@ -312,8 +312,9 @@ def launch_superseding(
 ) -> Launched:
     """Start the run a granted claim allows: terminate the run it supersedes first (a person
     never stops a run; a newer trigger does), record the new run's handle as soon as it exists,
-    and which run it superseded. Every trigger (monitoring, manual, schedule, new data, merge)
-    launches through here."""
+    and which run it superseded. A launch that fails frees the slot with its error and raises
+    on, unless the run was superseded while starting (the slot is then the newer run's). Every
+    trigger (monitoring, manual, schedule, new data, merge) launches through here."""
     old = claim.superseded
     if old is not None and old.run_id:
         log.info("superseding: %s", launcher.terminate(old.run_id))
@@ -338,7 +339,15 @@ def launch_superseding(
                 now=state.utcnow(),
             )
 
-    return launcher.launch(spec, reason=reason, source=source, on_start=on_start)
+    try:
+        return launcher.launch(spec, reason=reason, source=source, on_start=on_start)
+    except SupersededWhileStarting:
+        raise  # the slot is the newer run's: leave it be
+    except Exception as exc:
+        state.finish(
+            engine, spec.model_name, now=state.utcnow(), outcome=f"failed: {exc}", failed=True
+        )
+        raise
 
 
 def settle_launch(
@@ -390,14 +399,8 @@ def _launch(
             reason=outcome.verdict.reason,
             source=settings.retrain_source,
         )
-    except SupersededWhileStarting as exc:  # the slot is the newer run's: leave it be
+    except LaunchError as exc:  # the slot is freed (or the newer run's): say why
         outcome.launch_error = exc.message
-        return
-    except LaunchError as exc:
-        outcome.launch_error = exc.message
-        state.finish(
-            engine, spec.model_name, now=state.utcnow(), outcome=f"failed: {exc}", failed=True
-        )
         return
     outcome.launched = launched
     if launched.version:

@@ -19,7 +19,6 @@ from typing import Literal
 
 from kubeloop.spec import ProjectSpec
 from monitoring import state
-from monitoring.errors import SupersededWhileStarting
 from monitoring.launch import Launched, Launcher
 from monitoring.settings import MonitoringSettings
 
@@ -63,15 +62,7 @@ def trigger_run(
     )
     if not claim.granted:
         return Triggered(claim, None)
-    try:
-        launched = launch_superseding(engine, launcher, spec, claim, reason=reason, source=source)
-    except SupersededWhileStarting:
-        raise  # the slot is the newer run's: leave it be
-    except Exception as exc:
-        state.finish(
-            engine, spec.model_name, now=state.utcnow(), outcome=f"failed: {exc}", failed=True
-        )
-        raise
+    launched = launch_superseding(engine, launcher, spec, claim, reason=reason, source=source)
     from kubeloop import model_store
 
     settle_launch(engine, lambda: model_store.configure(settings), spec, launched)

@@ -50,6 +50,12 @@ def test_image_builds_runs_as_non_root_with_its_entrypoint(target: str, base_ima
         "server": "import serving.__main__, serving.app",
         "pipeline": "import kubeloop.cli.main, mlflow.cli, feast.cli.cli, monitoring",
     }[target]
+    run_sealed(image, "python", "-c", probe, timeout=300)
+
+
+def run_sealed(image: str, entrypoint: str, *args: str, timeout: int) -> None:
+    """``entrypoint args`` in ``image`` as the chart runs it: no network, a read-only root,
+    ``/tmp`` in memory."""
     run(
         [
             "podman",
@@ -62,12 +68,11 @@ def test_image_builds_runs_as_non_root_with_its_entrypoint(target: str, base_ima
             "--tmpfs",
             "/tmp",
             "--entrypoint",
-            "python",
+            entrypoint,
             image,
-            "-c",
-            probe,
+            *args,
         ],
-        timeout=300,
+        timeout=timeout,
     )
 
 
@@ -101,25 +106,7 @@ def test_pipeline_image_provides_the_charts_commands(base_image: str) -> None:
         f"echo {shlex.quote(' '.join(c))} && {shlex.join([*c, '--help'])} >/dev/null"
         for c in commands
     )
-    run(
-        [
-            "podman",
-            "run",
-            "--rm",
-            *RUNTIME,
-            "--network",
-            "none",
-            "--read-only",
-            "--tmpfs",
-            "/tmp",
-            "--entrypoint",
-            "sh",
-            image,
-            "-ec",
-            script,
-        ],
-        timeout=600,
-    )
+    run_sealed(image, "sh", "-ec", script, timeout=600)
 
 
 @pytest.fixture
