@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
@@ -102,3 +103,25 @@ def test_batches_grow_with_concurrency(concurrency):
     asyncio.run(clients())
     assert sum(model.calls) == 20 * concurrency
     assert len(model.calls) <= 20 * 2  # about one call per round, not one per request
+
+
+def test_requests_arriving_while_the_loop_is_busy_share_one_call():
+    """Under load, a round of closed-loop clients reaches the batcher a little apart (each
+    request read and parsed in turn while the loop is busy): a batch smaller than usual waits
+    for the rest (within ``max_wait``) instead of going in two or three thin calls, each paying
+    the model's per-call cost."""
+    model = CountingModel()
+    batcher = MicroBatcher(max_rows=1024, max_wait=0.002)
+
+    async def clients():
+        async def client(i):
+            for j in range(40):
+                await asyncio.sleep(0.0001 * i)  # the client's turn-around, staggered
+                time.sleep(0.0003)  # reading and parsing the body: the loop is busy
+                await batcher.predict(model, rows(j))
+
+        await asyncio.gather(*(client(i) for i in range(8)))
+
+    asyncio.run(clients())
+    later = model.calls[5:]  # once the batcher has learnt the usual batch
+    assert sum(later) / len(later) >= 6, model.calls
