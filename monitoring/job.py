@@ -312,9 +312,9 @@ def launch_superseding(
 ) -> Launched:
     """Start the run a granted claim allows: terminate the run it supersedes first (a person
     never stops a run; a newer trigger does), record the new run's handle as soon as it exists,
-    and which run it superseded. A launch that fails frees the slot with its error and raises
-    on, unless the run was superseded while starting (the slot is then the newer run's). Every
-    trigger (monitoring, manual, schedule, new data, merge) launches through here."""
+    and which run it superseded. A launch that fails frees its slot with its error and raises
+    on; a slot a newer trigger took meanwhile is the newer run's and stays taken. Every trigger
+    (monitoring, manual, schedule, new data, merge) launches through here."""
     old = claim.superseded
     if old is not None and old.run_id:
         log.info("superseding: %s", launcher.terminate(old.run_id))
@@ -341,11 +341,14 @@ def launch_superseding(
 
     try:
         return launcher.launch(spec, reason=reason, source=source, on_start=on_start)
-    except SupersededWhileStarting:
-        raise  # the slot is the newer run's: leave it be
-    except Exception as exc:
+    except Exception as exc:  # a run superseded while starting included: its slot is gone
         state.finish(
-            engine, spec.model_name, now=state.utcnow(), outcome=f"failed: {exc}", failed=True
+            engine,
+            spec.model_name,
+            now=state.utcnow(),
+            outcome=f"failed: {exc}",
+            failed=True,
+            launched_at=launched_at,
         )
         raise
 

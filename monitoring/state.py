@@ -277,11 +277,18 @@ def finish(
     outcome: str,
     failed: bool = False,
     run_id: str | None = None,
+    launched_at: datetime | None = None,
 ) -> None:
-    """Free the slot (the cooldown still counts from the launch) and record how the run ended."""
+    """Free the slot (the cooldown still counts from the launch) and record how the run ended.
+
+    Only the run's own slot: by ``run_id`` once it has one, by its claim's ``launched_at``
+    before (a launch that fails after a newer trigger took the slot). A superseded run that
+    ends late must not free its successor's slot."""
     conditions = [retraining.c.model_name == model_name, retraining.c.status == RUNNING]
-    if run_id is not None:  # a superseded run that ends late must not free its successor's slot
+    if run_id is not None:
         conditions.append(retraining.c.run_id == run_id)
+    if launched_at is not None:
+        conditions.append(retraining.c.launched_at == launched_at)
     with engine.begin() as conn:
         changed = conn.execute(
             update(retraining)

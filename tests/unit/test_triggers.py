@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import create_engine
 
 from monitoring import state
-from monitoring.errors import SupersededWhileStarting
+from monitoring.errors import LaunchError, SupersededWhileStarting
 from monitoring.launch import Launched, Launcher
 from monitoring.settings import MonitoringSettings
 from monitoring.triggers import trigger_run
@@ -102,6 +102,35 @@ def test_a_run_superseded_while_starting_stops_itself_and_leaves_the_slot_to_the
     assert record is not None and record.status == state.RUNNING
     assert record.run_id == "run-1" and record.reason == "manual: by hand"  # the newer run's
     assert state.supersessions(engine, SPEC.model_name) == {"(starting)": "run-1"}
+
+
+def test_a_launch_that_fails_after_being_overtaken_leaves_the_newer_run_its_slot(env) -> None:
+    """A submission that fails once a newer trigger has taken the slot records its failure
+    without freeing the slot: the newer run is still running, and a third trigger must see it
+    (and supersede it), not an idle slot."""
+    settings, engine = env
+    launcher = Recorder(settings)
+
+    class OvertakenThenDown(Recorder):
+        """A manual trigger claims the slot while this submission waits on an API that then
+        refuses it."""
+
+        def launch(self, spec, *, reason, source=None, on_start=None) -> Launched:
+            trigger_run(SPEC, settings, launcher, trigger="manual", reason="by hand", engine=engine)
+            raise LaunchError("KFP API unreachable")
+
+    with pytest.raises(LaunchError):
+        trigger_run(
+            SPEC,
+            settings,
+            OvertakenThenDown(settings),
+            trigger="schedule",
+            reason="nightly",
+            engine=engine,
+        )
+    record = state.read(engine, SPEC.model_name)
+    assert record is not None and record.status == state.RUNNING
+    assert record.run_id == "run-1" and record.reason == "manual: by hand"
 
 
 def test_deliberate_triggers_neither_wait_for_nor_hold_back_monitorings_cooldown(env) -> None:
