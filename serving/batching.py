@@ -17,7 +17,7 @@ How a batch forms, per model, on the event loop:
   clients reach the batcher a little apart, each read and parsed in turn; flushing on the
   first loop iteration split 8 concurrent 100-row requests into calls of about 5, and each
   call pays scikit-learn's per-call validation (~0.2-0.4 ms). Waiting for the usual batch
-  served 16% more requests/s at 8 connections (docs/benchmarks.md). "Usual" rises at once
+  served 10-16% more requests/s at 8 connections (docs/benchmarks.md). "Usual" rises at once
   and decays by a fifth per flush, so one round split by a hiccup does not settle the
   batcher on thin batches, and a burst that ends costs a lone client a few waits of at most
   ``max_wait``.
