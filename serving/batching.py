@@ -14,8 +14,8 @@ How a batch forms, per model, on the event loop:
 * Adaptive wait: when traffic is concurrent (recent batches held several requests) but the
   pending batch is smaller than usual, the flush waits a little more, never beyond
   ``max_wait`` after the oldest request arrived. Under load the requests of one round of
-  clients reach the batcher a little apart, each read and parsed in turn; flushing on the
-  first loop iteration split 8 concurrent 100-row requests into calls of about 5, and each
+  clients reach the batcher a little apart, each read and parsed in turn; flushing once half
+  the usual batch was there split 8 concurrent 100-row requests into calls of about 5, and each
   call pays scikit-learn's per-call validation (~0.2-0.4 ms). Waiting for the usual batch
   served 10-16% more requests/s at 8 connections (docs/benchmarks.md). "Usual" rises at once
   and decays by a fifth per flush, so one round split by a hiccup does not settle the
