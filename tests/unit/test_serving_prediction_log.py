@@ -3,6 +3,7 @@ spool's disk budget is full; a dead server's spool is adopted and its lost rows 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -195,6 +196,37 @@ def test_a_segment_stored_twice_is_skipped(tmp_path: Path):
     # stored, then the process died before deleting the file: the next ship skips it
     assert shipper.store_segments(engine, [("run/seg-1.arrow", table)]) == 0
     assert len(stored(str(engine.url))) == 5
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+def test_a_segment_is_stored_in_chunks_whole_and_at_once(tmp_path: Path, monkeypatch, store):
+    """A segment bigger than a chunk (a busy flush interval) is turned into rows a chunk at a
+    time, to bound the shipper's memory, in the one transaction: every row once with its own
+    features, beside the next segment's, or none of them."""
+    monkeypatch.setattr(shipper, "STORE_CHUNK_ROWS", 3)
+    with contextlib.ExitStack() as stack:
+        if store == "sqlite":
+            url = sqlite_url(tmp_path)
+        else:
+            url = stack.enter_context(services.postgres_database())
+        engine = make_engine(url)
+        stack.callback(engine.dispose)
+        ensure_schema(engine)
+        big = spool.to_table([batch("big", 7), batch("more", 1)])
+        small = spool.to_table([batch("small", 2)])
+        named = [("run/seg-1.arrow", big), ("run/seg-2.arrow", small)]
+        assert shipper.store_segments(engine, named) == 10
+        with engine.connect() as conn:
+            rows = {r.request_id: r.features for r in conn.execute(select(predictions))}
+        assert sorted(rows) == sorted(
+            [f"big-{i}" for i in range(7)] + ["more-0", "small-0", "small-1"]
+        )
+        assert rows["big-6"] == {"a": 12.0, "b": 13.0} and rows["small-1"] == {"a": 2.0, "b": 3.0}
+        bad = spool.to_table([batch("ok", 4), batch("x" * 100, 1)])  # refused in its 2nd chunk
+        if store == "postgresql":  # SQLite does not enforce VARCHAR lengths
+            with pytest.raises(Exception, match="too long"):
+                shipper.store_segments(engine, [("run/seg-3.arrow", bad)])
+            assert len(stored(url)) == 10  # the first chunk was rolled back with the rest
 
 
 def test_postgres_copy_stores_rows_and_refuses_bad_segments_alone(tmp_path: Path):
