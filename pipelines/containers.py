@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -106,6 +108,30 @@ def exit_status_kept() -> Iterator[None]:
         yield
     finally:
         handler.run_docker_container = original
+
+
+@contextlib.contextmanager
+def removed_on_sigterm() -> Iterator[None]:
+    """Inside this block SIGTERM ends the run by raising ``SystemExit`` (exit 143), so the
+    running step's container is removed on the way out (``run_container``'s ``finally``).
+
+    A newer trigger stops a local run with SIGTERM (``monitoring.launch.terminate_local``).
+    Python's default for SIGTERM ends the process at once, and the step's container, which the
+    engine runs outside the run's process group, ran on beside the newer run. Only the main
+    thread can set a signal handler; elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_container(client: Any, image: str, command: list[str], volumes: dict, **run_args) -> int:

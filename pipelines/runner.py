@@ -16,7 +16,7 @@ from typing import Any
 from kubeloop.errors import KubeloopError
 from kubeloop.settings import PlatformSettings
 from kubeloop.spec import ProjectSpec, dump_spec
-from pipelines.containers import docker_runner, exit_status_kept
+from pipelines.containers import docker_runner, exit_status_kept, removed_on_sigterm
 from pipelines.local_conditions import conditions_evaluated
 from pipelines.progress import StepLog
 
@@ -126,6 +126,7 @@ def run_local(
         stack.enter_context(conditions_evaluated())  # the register step's dsl.If
         if settings.local_runner == "docker":
             stack.enter_context(exit_status_kept())  # a failed step's container reads as failed
+            stack.enter_context(removed_on_sigterm())  # a superseded run's too
         if steps is not None:
             stack.enter_context(contextlib.closing(steps))
             stack.enter_context(contextlib.redirect_stdout(steps))

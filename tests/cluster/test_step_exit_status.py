@@ -1,14 +1,22 @@
 """A step's exit status as the harness's engine (podman) reports it, read by
 ``pipelines.containers.run_container`` (kfp.local's own reader counted a fast failure as exit 0:
-kubeflow/pipelines#13332)."""
+kubeflow/pipelines#13332), and a step's container stopped with a superseded run."""
 
 from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from pipelines.containers import run_container
 
 pytestmark = [pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_a_step_that_fails_fast_reads_as_failed_and_leaves_no_container(
@@ -34,4 +42,51 @@ def test_a_step_that_fails_fast_reads_as_failed_and_leaves_no_container(
         left = client.containers.list(all=True, filters={"label": "kubeloop.test=exit-status"})
         assert left == []
     finally:
+        client.close()
+
+
+CHILD = """
+import sys, docker
+from pipelines.containers import removed_on_sigterm, run_container
+client = docker.DockerClient(base_url=sys.argv[1])
+options = {
+    "runtime": "runc",
+    "ulimits": [
+        docker.types.Ulimit(name="nofile", soft=1024, hard=1024),
+        docker.types.Ulimit(name="nproc", soft=4096, hard=4096),
+    ],
+    "network_mode": "none",
+    "labels": {"kubeloop.test": "superseded"},
+}
+with removed_on_sigterm():
+    run_container(client, sys.argv[2], ["sleep", "300"], {}, **options)
+"""
+
+
+def test_a_superseded_local_run_takes_its_running_step_container_with_it(
+    docker_host: str, base_image: str
+) -> None:
+    """A newer trigger SIGTERMs a local run (``terminate_local``); the step container it was
+    waiting on, which the engine runs outside the run's process group, goes with it instead of
+    running on beside the newer run."""
+    import docker
+
+    client = docker.DockerClient(base_url=docker_host)
+    running = {"label": "kubeloop.test=superseded"}
+    run = subprocess.Popen(
+        [sys.executable, "-c", CHILD, docker_host, base_image], cwd=REPO, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not client.containers.list(filters=running):
+            assert run.poll() is None and time.monotonic() < deadline, "the step never started"
+            time.sleep(0.5)
+        run.send_signal(signal.SIGTERM)
+        assert run.wait(timeout=60) == 128 + signal.SIGTERM
+        assert client.containers.list(all=True, filters=running) == []
+    finally:
+        if run.poll() is None:
+            run.kill()
+        for left in client.containers.list(all=True, filters=running):
+            left.remove(force=True)
         client.close()
