@@ -136,8 +136,14 @@ def removed_on_sigterm() -> Iterator[None]:
 
 def run_container(client: Any, image: str, command: list[str], volumes: dict, **run_args) -> int:
     """kfp.local's ``run_docker_container`` keeping the container until its status is read:
-    its log goes to stdout (kfp.local's step log), then its exit code; removed either way
-    (``containers.run`` pulls the image when the engine lacks it)."""
+    its log goes to stdout (kfp.local's step log) as it runs, then its exit code; removed
+    either way (``containers.run`` pulls the image when the engine lacks it).
+
+    The exit is awaited, not the end of the log: podman's compat API can leave a followed log
+    open after a fast container has exited (containers/podman#11461, #6627), and a step that
+    failed at once then hung its run (600 s, once in a test run here). Whatever the followed
+    log has not printed ``LOG_GRACE_SECONDS`` after the exit is read once, unfollowed.
+    """
     container = client.containers.run(
         image=image,
         command=command,
@@ -148,8 +154,37 @@ def run_container(client: Any, image: str, command: list[str], volumes: dict, **
         **run_args,
     )
     try:
-        for line in container.logs(stream=True):
-            print(line.decode(errors="replace"), end="")
-        return int(container.wait()["StatusCode"])
+        relay = LogRelay(container)
+        status = int(container.wait()["StatusCode"])
+        relay.finish()
+        return status
     finally:
         container.remove(force=True)
+
+
+LOG_GRACE_SECONDS = 5.0
+
+
+class LogRelay:
+    """Prints a container's log as it comes, from a thread of its own."""
+
+    def __init__(self, container: Any):
+        self.container = container
+        self.printed = 0  # bytes of the log printed so far
+        self._thread = threading.Thread(target=self._follow, name="step-log", daemon=True)
+        self._thread.start()
+
+    def _follow(self) -> None:
+        try:
+            for chunk in self.container.logs(stream=True, follow=True):
+                print(chunk.decode(errors="replace"), end="")
+                self.printed += len(chunk)
+        except Exception:  # noqa: BLE001 - a log cut by the container's removal; finish() reads it
+            return
+
+    def finish(self) -> None:
+        """After the container's exit: the rest of its log, once."""
+        self._thread.join(LOG_GRACE_SECONDS)
+        if self._thread.is_alive():  # the followed log hangs: read the rest without it
+            rest = self.container.logs(stream=False, follow=False)[self.printed :]
+            print(rest.decode(errors="replace"), end="")

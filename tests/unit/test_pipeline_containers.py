@@ -3,11 +3,14 @@ this machine's disk holds."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from kubeloop.settings import PlatformSettings
+from pipelines import containers
 from pipelines.containers import (
     CONTAINER_WORK_DIR,
     NotShareable,
@@ -68,3 +71,41 @@ def test_the_runner_runs_kfps_command_on_the_host_network(tmp_path: Path):
     assert args["entrypoint"] == ["env"]  # a pod's command replaces the image's ENTRYPOINT
     assert args["environment"]["KUBELOOP_WORK_DIR"] == CONTAINER_WORK_DIR
     assert root.stat().st_mode & 0o777 == 0o777  # the image's non-root user writes outputs
+
+
+class HangingLog:
+    """A container as podman's compat API can leave one: exited with status 3, its followed
+    log stuck open after the first line."""
+
+    def __init__(self) -> None:
+        self.removed = False
+        self.release = threading.Event()
+
+    def logs(self, *, stream: bool, follow: bool = True):
+        if not stream:
+            return b"first line\nfailing\n"
+        return self._followed()
+
+    def _followed(self):
+        yield b"first line\n"
+        self.release.wait(10)  # hangs (until the test ends)
+
+    def wait(self) -> dict[str, int]:
+        return {"StatusCode": 3}
+
+    def remove(self, force: bool) -> None:
+        self.removed = True
+
+
+def test_a_step_whose_log_hangs_after_it_exited_still_ends_with_its_status_and_whole_log(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    container = HangingLog()
+    client = SimpleNamespace(containers=SimpleNamespace(run=lambda **_options: container))
+    monkeypatch.setattr(containers, "LOG_GRACE_SECONDS", 0.2)
+    try:
+        assert containers.run_container(client, "image", ["false"], {}) == 3
+    finally:
+        container.release.set()
+    assert capsys.readouterr().out == "first line\nfailing\n"  # each line once
+    assert container.removed
