@@ -36,14 +36,14 @@ demo: setup ## Run the whole loop on the embedded default, with progress
 
 PACKAGES := kubeloop components pipelines serving monitoring feature_repo
 
-lint: setup ## Ruff (lint and format) over all Python, mypy over every package
-	$(BIN)/ruff check $(PACKAGES) tests bench
-	$(BIN)/ruff format --check $(PACKAGES) tests bench
+lint: setup ## Ruff (lint and format) over all Python and the notebooks, mypy over every package
+	$(BIN)/ruff check $(PACKAGES) tests bench notebooks
+	$(BIN)/ruff format --check $(PACKAGES) tests bench notebooks
 	$(BIN)/mypy $(PACKAGES)
 
 format: setup ## Apply ruff's formatting and safe fixes
-	$(BIN)/ruff format $(PACKAGES) tests bench
-	$(BIN)/ruff check --fix $(PACKAGES) tests bench
+	$(BIN)/ruff format $(PACKAGES) tests bench notebooks
+	$(BIN)/ruff check --fix $(PACKAGES) tests bench notebooks
 
 ci: lint test ## What CI runs (.ci/run): lint, then the whole test suite
 
