@@ -27,6 +27,7 @@ from kubeloop.settings import PlatformSettings
 from kubeloop.spec import Threshold, dump_spec
 from tests.cluster.conftest import Platform, environ_with
 from tests.utils.factories import example_spec, sample_frame
+from tests.utils.images import ENGINE_OPTIONS
 from tests.utils.monitoring import log_feedback, log_rows, production_rows
 
 pytestmark = [pytest.mark.slow, pytest.mark.services, pytest.mark.timeout(3600)]
@@ -48,11 +49,7 @@ PROBE = (
 def run_args(probes: Path) -> dict:
     """DockerRunner options for podman: runc, lowered ulimits, the probe as entrypoint."""
     return {
-        "runtime": "runc",
-        "ulimits": [
-            {"name": "nofile", "soft": 1024, "hard": 1024},
-            {"name": "nproc", "soft": 4096, "hard": 4096},
-        ],
+        **ENGINE_OPTIONS,
         "entrypoint": ["/bin/sh", "-c", PROBE.format(probes=probes), "probe"],
     }
 

@@ -4,6 +4,7 @@ kubeflow/pipelines#13332), and a step's container stopped with a superseded run.
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -13,10 +14,16 @@ from pathlib import Path
 import pytest
 
 from pipelines.containers import run_container
+from tests.utils.images import ENGINE_OPTIONS
 
 pytestmark = [pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def step_options(label: str) -> dict:
+    """A step container as the harness's podman runs it, offline, labelled for clean-up."""
+    return {**ENGINE_OPTIONS, "network_mode": "none", "labels": {"kubeloop.test": label}}
 
 
 def test_a_step_that_fails_fast_reads_as_failed_and_leaves_no_container(
@@ -25,15 +32,7 @@ def test_a_step_that_fails_fast_reads_as_failed_and_leaves_no_container(
     import docker
 
     client = docker.DockerClient(base_url=docker_host)
-    options = {
-        "runtime": "runc",
-        "ulimits": [
-            docker.types.Ulimit(name="nofile", soft=1024, hard=1024),
-            docker.types.Ulimit(name="nproc", soft=4096, hard=4096),
-        ],
-        "network_mode": "none",
-        "labels": {"kubeloop.test": "exit-status"},
-    }
+    options = step_options("exit-status")
     try:
         failing = ["sh", "-c", "echo failing; exit 3"]
         assert run_container(client, base_image, failing, {}, **options) == 3
@@ -46,20 +45,11 @@ def test_a_step_that_fails_fast_reads_as_failed_and_leaves_no_container(
 
 
 CHILD = """
-import sys, docker
+import json, sys, docker
 from pipelines.containers import removed_on_sigterm, run_container
 client = docker.DockerClient(base_url=sys.argv[1])
-options = {
-    "runtime": "runc",
-    "ulimits": [
-        docker.types.Ulimit(name="nofile", soft=1024, hard=1024),
-        docker.types.Ulimit(name="nproc", soft=4096, hard=4096),
-    ],
-    "network_mode": "none",
-    "labels": {"kubeloop.test": "superseded"},
-}
 with removed_on_sigterm():
-    run_container(client, sys.argv[2], ["sleep", "300"], {}, **options)
+    run_container(client, sys.argv[2], ["sleep", "300"], {}, **json.loads(sys.argv[3]))
 """
 
 
@@ -73,8 +63,11 @@ def test_a_superseded_local_run_takes_its_running_step_container_with_it(
 
     client = docker.DockerClient(base_url=docker_host)
     running = {"label": "kubeloop.test=superseded"}
+    options = json.dumps(step_options("superseded"))
     run = subprocess.Popen(
-        [sys.executable, "-c", CHILD, docker_host, base_image], cwd=REPO, start_new_session=True
+        [sys.executable, "-c", CHILD, docker_host, base_image, options],
+        cwd=REPO,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 120

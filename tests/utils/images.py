@@ -32,6 +32,14 @@ CACHE = Path(os.environ.get("KUBELOOP_CACHE", "/var/cache/kubeloop"))
 BASE_IMAGE = "localhost/kubeloop/bookworm-python:3.11"
 # podman here: runc, and ulimits the machine allows (podman's defaults exceed them).
 RUNTIME = ["--runtime", "runc", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096"]
+# The same as docker-py options (the docker SDK against podman's service, kfp.local's DockerRunner).
+ENGINE_OPTIONS = {
+    "runtime": "runc",
+    "ulimits": [
+        {"name": "nofile", "soft": 1024, "hard": 1024},
+        {"name": "nproc", "soft": 4096, "hard": 4096},
+    ],
+}
 TOOLS = ("debootstrap", "buildah", "podman", "runc")
 TARGETS = ("server", "pipeline")
 
