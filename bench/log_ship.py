@@ -8,7 +8,11 @@ request path):
 - ``submit``: the request path (``SpoolWriter.submit``), per request;
 - ``spool``: batches to one Arrow table and an IPC file (the flush thread), per row;
 - ``ship (COPY)``: segment to ``predictions`` columns and ``COPY ... FROM STDIN`` into a fresh
-  PostgreSQL database (``--postgres``), per row;
+  PostgreSQL database (``--postgres``), per row, with the server's time-ordered request ids
+  (UUIDv7) and with random ones (UUIDv4, as the server made before and as callers may send),
+  over ``--segments`` segments so the ``request_id`` index grows as it does in service; beside
+  the shipper's wall time, the CPU all PostgreSQL processes spent (when they run on this
+  machine), which on a shared node is taken from the server;
 - ``ship (executemany, SQLite)``: the same rows into SQLite;
 - ``insert (SQLAlchemy executemany, PostgreSQL)``: the alternative, as the log wrote before: a
   dict per row (features as a dict serialised by orjson) and ``insert()`` through SQLAlchemy.
@@ -26,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import uuid_utils
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -39,11 +44,19 @@ NAMES = tuple(f"f{i}" for i in range(10))
 DATABASE = "kubeloop_bench_log_ship"
 
 
-def batches(rows: int, size: int) -> list[LogBatch]:
+ID_SCHEMES = {
+    "time-ordered ids (UUIDv7)": lambda: uuid_utils.uuid7().hex,
+    "random ids (UUIDv4)": lambda: uuid_utils.uuid4().hex,
+}
+
+
+def batches(
+    rows: int, size: int, make_id: Callable[[], str] = ID_SCHEMES["time-ordered ids (UUIDv7)"]
+) -> list[LogBatch]:
     rng = np.random.default_rng(0)
     return [
         LogBatch(
-            base_id=f"{i:032x}",
+            base_id=make_id(),
             ts=time.time(),
             positions=None,
             entity_ids=None,
@@ -63,6 +76,39 @@ def timed(run: Callable[[], object]) -> float:
     started = time.perf_counter()
     run()
     return time.perf_counter() - started
+
+
+def postgres_cpu_seconds() -> float | None:
+    """CPU time of every PostgreSQL process on this machine (None when there is none)."""
+    tick, total, found = os.sysconf("SC_CLK_TCK"), 0, False
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        if text[text.index("(") + 1 : text.rindex(")")] == "postgres":
+            fields = text[text.rindex(")") + 2 :].split()
+            total, found = total + int(fields[11]) + int(fields[12]), True
+    return total / tick if found else None
+
+
+def ship_growing(
+    url: str, n: int, segments: int, make_id: Callable[[], str]
+) -> tuple[float, float]:
+    """Ship ``segments`` segments of ``n`` rows into a fresh store; wall seconds per row, and
+    PostgreSQL's CPU seconds per row (NaN when it runs elsewhere)."""
+    engine = make_engine(url)
+    ensure_schema(engine)
+    wall, cpu = 0.0, 0.0
+    for k in range(segments):
+        segment = spool.to_table(batches(n, 100, make_id))
+        cpu_before, started = postgres_cpu_seconds(), time.perf_counter()
+        shipper.store_segments(engine, [(f"bench/{k}", segment)])
+        wall += time.perf_counter() - started
+        cpu_after = postgres_cpu_seconds()
+        cpu += float("nan") if cpu_before is None or cpu_after is None else cpu_after - cpu_before
+    engine.dispose()
+    return wall / (n * segments), cpu / (n * segments)
 
 
 def dict_rows(items: list[LogBatch]) -> list[dict[str, object]]:
@@ -92,6 +138,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--postgres", default=ADMIN_URL, help="PostgreSQL admin URL")
+    parser.add_argument(
+        "--segments", type=int, default=5, help="segments of --rows shipped per id scheme"
+    )
     args = parser.parse_args()
     n = args.rows
     per_row: dict[str, float] = {}
@@ -118,20 +167,19 @@ def main() -> None:
 
         per_row["spool (Arrow table + IPC file), per row"] = timed(spool_once) / n
         segment = spool.read_segment(spooled)
-        url = fresh_database(DATABASE, args.postgres)
-        targets = {
-            "ship (COPY, PostgreSQL)": url,
-            "ship (executemany, SQLite)": f"sqlite:///{tmp}/log.db",
-        }
-        for label, target in targets.items():
-            engine = make_engine(target)
-            ensure_schema(engine)
-            named = [(f"bench/{label}", segment)]
-            started = time.perf_counter()
-            shipper.store_segments(engine, named)
-            per_row[label + ", per row"] = (time.perf_counter() - started) / n
-            engine.dispose()
-        engine = make_engine(url)
+        sqlite = make_engine(f"sqlite:///{tmp}/log.db")
+        ensure_schema(sqlite)
+        per_row["ship (executemany, SQLite), per row"] = (
+            timed(lambda: shipper.store_segments(sqlite, [("bench/sqlite", segment)])) / n
+        )
+        sqlite.dispose()
+        for scheme, make_id in ID_SCHEMES.items():
+            url = fresh_database(DATABASE, args.postgres)
+            wall, cpu = ship_growing(url, n, args.segments, make_id)
+            per_row[f"ship (COPY, PostgreSQL), {scheme}, per row"] = wall
+            per_row[f"PostgreSQL CPU for that, {scheme}, per row"] = cpu
+        engine = make_engine(fresh_database(DATABASE, args.postgres))
+        ensure_schema(engine)
 
         def insert_dicts() -> None:
             rows = dict_rows(items)

@@ -163,6 +163,7 @@ def run_container(client: Any, image: str, command: list[str], volumes: dict, **
 
 
 LOG_GRACE_SECONDS = 5.0
+LOG_THREAD = "step-log"
 
 
 class LogRelay:
@@ -171,20 +172,27 @@ class LogRelay:
     def __init__(self, container: Any):
         self.container = container
         self.printed = 0  # bytes of the log printed so far
-        self._thread = threading.Thread(target=self._follow, name="step-log", daemon=True)
+        self._lock = threading.Lock()
+        self._taken_over = False  # finish() read the rest: a resumed stream prints nothing more
+        self._thread = threading.Thread(target=self._follow, name=LOG_THREAD, daemon=True)
         self._thread.start()
 
     def _follow(self) -> None:
         try:
             for chunk in self.container.logs(stream=True, follow=True):
-                print(chunk.decode(errors="replace"), end="")
-                self.printed += len(chunk)
+                with self._lock:
+                    if self._taken_over:
+                        return
+                    print(chunk.decode(errors="replace"), end="")
+                    self.printed += len(chunk)
         except Exception:  # noqa: BLE001 - a log cut by the container's removal; finish() reads it
             return
 
     def finish(self) -> None:
         """After the container's exit: the rest of its log, once."""
         self._thread.join(LOG_GRACE_SECONDS)
-        if self._thread.is_alive():  # the followed log hangs: read the rest without it
-            rest = self.container.logs(stream=False, follow=False)[self.printed :]
-            print(rest.decode(errors="replace"), end="")
+        with self._lock:
+            self._taken_over = True
+            if self._thread.is_alive():  # the followed log hangs: read the rest without it
+                rest = self.container.logs(stream=False, follow=False)[self.printed :]
+                print(rest.decode(errors="replace"), end="")

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import logging
 import re
-import uuid
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
+
+import uuid_utils
 
 from kubeloop.errors import KubeloopError
 from serving.auth import check_predict_token
@@ -54,11 +55,16 @@ class ClientGone(Exception):
 
 
 def request_id(scope: Mapping[str, Any]) -> str:
-    """The caller's ``X-Request-ID`` when it is a sane id, else a fresh one."""
+    """The caller's ``X-Request-ID`` when it is a sane id, else a fresh one.
+
+    A fresh id is a UUIDv7 (RFC 9562), which starts with the time: the prediction log's
+    ``request_id`` index then grows at its right edge instead of at random leaves. PostgreSQL
+    spent 13% less CPU per stored row at 2 million rows (``bench/log_ship.py``), a gap that
+    grows once a random index outgrows memory; and it costs 0.6 µs to make against 4."""
     value = header(scope, b"x-request-id")
     if value is not None and _REQUEST_ID.match(value):
         return value
-    return uuid.uuid4().hex
+    return uuid_utils.uuid7().hex
 
 
 def header(scope: Mapping[str, Any], wanted: bytes) -> str | None:

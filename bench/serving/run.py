@@ -61,6 +61,7 @@ KSERVE_VENV = RESULTS / "venv-kserve"
 TOKEN = "bench-token"
 BEFORE = "kubeloop (before)"
 REDIS_DB = 14
+PROMETHEUS_MULTIPROCESS = ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR")
 
 
 @dataclass
@@ -204,7 +205,11 @@ class Server:
     ):
         self.name, self.command, self.port, self.cwd = name, command, port, cwd
         self.log_url = log_url  # the prediction log store (kubeloop)
-        self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        # Importing Feast (``prepare_models``) set PROMETHEUS_MULTIPROC_DIR in this process;
+        # inherited, it would put every server's metrics in multiprocess (mmap) mode, which a
+        # one-process pod does not use.
+        inherited = {k: v for k, v in os.environ.items() if k not in PROMETHEUS_MULTIPROCESS}
+        self.env = {**inherited, **env, "PYTHONUNBUFFERED": "1"}
         self.ready_path, self.headers = ready_path, headers or {}
         self.log_path = RESULTS / f"serving-{name.replace(' ', '-').strip('()')}.log"
         self.process: subprocess.Popen | None = None

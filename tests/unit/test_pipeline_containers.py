@@ -75,7 +75,7 @@ def test_the_runner_runs_kfps_command_on_the_host_network(tmp_path: Path):
 
 class HangingLog:
     """A container as podman's compat API can leave one: exited with status 3, its followed
-    log stuck open after the first line."""
+    log stuck open after the first line until ``release``, then going on."""
 
     def __init__(self) -> None:
         self.removed = False
@@ -88,7 +88,8 @@ class HangingLog:
 
     def _followed(self):
         yield b"first line\n"
-        self.release.wait(10)  # hangs (until the test ends)
+        self.release.wait(10)  # hangs (until the test releases it)
+        yield b"failing\n"
 
     def wait(self) -> dict[str, int]:
         return {"StatusCode": 3}
@@ -106,6 +107,9 @@ def test_a_step_whose_log_hangs_after_it_exited_still_ends_with_its_status_and_w
     try:
         assert containers.run_container(client, "image", ["false"], {}) == 3
     finally:
-        container.release.set()
+        container.release.set()  # the followed log resumes after the rest was read without it
+    for thread in threading.enumerate():
+        if thread.name == containers.LOG_THREAD:
+            thread.join(5)
     assert capsys.readouterr().out == "first line\nfailing\n"  # each line once
     assert container.removed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +108,15 @@ def test_predict_answers_each_record_with_prediction_version_and_request_id(serv
         f"{body['request_id']}-{i}" for i in range(3)
     ]
     assert response.headers["x-request-id"] == body["request_id"]
+
+
+def test_fresh_request_ids_are_uuid7s_in_the_order_they_were_answered(server):
+    ids = []
+    for _ in range(3):
+        ids.append(server.predict([{"features": ROW}]).json()["request_id"])
+        time.sleep(0.002)  # UUIDv7 orders by the millisecond
+    assert ids == sorted(ids) and len(set(ids)) == 3
+    assert {uuid.UUID(i).version for i in ids} == {7}
 
 
 def test_predict_uses_the_callers_request_id(server):
