@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -60,13 +61,33 @@ def dataset_path(settings: PlatformSettings, name: str) -> Path:
     return settings.work_dir / "dvc" / "datasets" / name / "dataset.parquet"
 
 
-def version_file(settings: PlatformSettings, path: Path) -> DataVersion:
-    """``dvc add`` and ``dvc push`` a file that sits inside the DVC project."""
+# The pointer's ``meta`` key for the rows of a dataset that came from the data source (not
+# production's labelled rows versioned with them): what the new-data trigger compares with.
+SOURCE_ROWS = "source_rows"
+
+
+def pointer_meta(pointer_text: str) -> dict[str, Any]:
+    """The ``meta`` field of a ``.dvc`` pointer ({} when it has none)."""
+    return yaml.safe_load(pointer_text).get("meta") or {}
+
+
+def version_file(
+    settings: PlatformSettings, path: Path, meta: dict[str, Any] | None = None
+) -> DataVersion:
+    """``dvc add`` and ``dvc push`` a file that sits inside the DVC project.
+
+    ``meta`` goes in the pointer's ``meta`` field (which DVC keeps and ignores), so facts about
+    the data, such as its row count, travel with the pointer and are read without pulling it.
+    """
     repo, remote = _repo(settings)
     repo.add(str(path))
     repo.push()
     pointer = path.with_name(path.name + ".dvc")
-    md5 = yaml.safe_load(pointer.read_text())["outs"][0]["md5"]
+    content = yaml.safe_load(pointer.read_text())
+    if meta:
+        content["meta"] = meta
+        pointer.write_text(yaml.safe_dump(content, sort_keys=False))
+    md5 = content["outs"][0]["md5"]
     return DataVersion(md5=md5, path=path, pointer=pointer, remote=remote)
 
 

@@ -2,8 +2,9 @@
 version (``monitoring.new_source_rows`` in the spec; ``kubeloop trigger new-data``).
 
 Rows are counted as ingest keeps them (read, then normalized) on both sides: the source now, and
-the dataset the newest registered version was trained on, restored from the DVC remote by the
-pointer its MLflow run logged, so the count is against the data version, not a guess.
+the dataset the newest registered version was trained on, as ingest recorded it in the DVC
+pointer its MLflow run logged (``meta``), so the count is against the data version, not a
+guess, and a check does not pull the whole dataset from the remote.
 """
 
 from __future__ import annotations
@@ -49,18 +50,30 @@ def source_rows(spec: ProjectSpec, settings: PlatformSettings, source: str | Non
 
 
 def trained_rows(client, spec: ProjectSpec, settings: PlatformSettings) -> int | None:
-    """Rows of the data source the newest registered version was trained on, restored from
-    DVC (production's labelled rows versioned with them are not the source's)."""
+    """Rows of the data source the newest registered version was trained on (production's
+    labelled rows versioned with them are not the source's): from its DVC pointer's ``meta``,
+    or, for a pointer written before ingest recorded them, counted in the restored dataset."""
     import mlflow
 
-    from kubeloop import production_labels, registry
-    from kubeloop.data_version import checkout
+    from kubeloop import registry
+    from kubeloop.data_version import SOURCE_ROWS, pointer_meta
 
     versions = registry.all_versions(client, spec.model_name)
     if not versions:
         return None
     newest = max(versions, key=lambda v: int(v.version))
     pointer = mlflow.artifacts.load_text(f"runs:/{newest.run_id}/data/dataset.parquet.dvc")
+    recorded = pointer_meta(pointer).get(SOURCE_ROWS)
+    if recorded is not None:
+        return int(recorded)
+    return restored_source_rows(settings, pointer)
+
+
+def restored_source_rows(settings: PlatformSettings, pointer: str) -> int:
+    """Rows from the source in the dataset a pointer names, pulled from the DVC remote."""
+    from kubeloop import production_labels
+    from kubeloop.data_version import checkout
+
     with tempfile.TemporaryDirectory(prefix="kubeloop-rows-") as tmp:
         path = checkout(settings, pointer, Path(tmp) / "dataset.parquet")
         return production_labels.source_rows(path)

@@ -12,7 +12,7 @@ import pandas as pd
 
 from components.ingest.quality import QualityReport, check_quality, check_rules, normalize
 from kubeloop import production_labels
-from kubeloop.data_version import DataVersion, dataset_path, version_file
+from kubeloop.data_version import SOURCE_ROWS, DataVersion, dataset_path, version_file
 from kubeloop.errors import DataQualityError, SpecError
 from kubeloop.settings import PlatformSettings
 from kubeloop.spec import ProjectSpec, resolve_source
@@ -130,6 +130,7 @@ def ingest(
     if not report.passed:
         raise stopped(report, "the data breaks", spec, settings)
     clean = normalize(raw, spec)
+    from_source = len(clean)
     logged = logged_rows(spec, settings)
     if len(logged):
         clean = pd.concat(
@@ -139,7 +140,7 @@ def ingest(
     path = dataset_path(settings, spec.name)
     path.parent.mkdir(parents=True, exist_ok=True)
     clean.to_parquet(path, index=False)
-    version = version_file(settings, path)
+    version = version_file(settings, path, meta={SOURCE_ROWS: from_source})
     log.info("dataset %s: %d rows, DVC md5 %s", spec.name, len(clean), version.md5)
     return IngestResult(version=version, report=report, rows=len(clean))
 
