@@ -185,8 +185,8 @@ class LogRelay:
                         return
                     print(chunk.decode(errors="replace"), end="")
                     self.printed += len(chunk)
-        except Exception:  # noqa: BLE001 - a log cut by the container's removal; finish() reads it
-            return
+        except Exception:  # noqa: BLE001 - a broken stream (the container removed on SIGTERM)
+            return  # ends the relay; the step's exit status, not its log, decides the step
 
     def finish(self) -> None:
         """After the container's exit: the rest of its log, once."""

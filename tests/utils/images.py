@@ -30,9 +30,8 @@ from tests.utils.tools import K8S_INSTALLER, REPO, require_command
 
 CACHE = Path(os.environ.get("KUBELOOP_CACHE", "/var/cache/kubeloop"))
 BASE_IMAGE = "localhost/kubeloop/bookworm-python:3.11"
-# podman here: runc, and ulimits the machine allows (podman's defaults exceed them).
-RUNTIME = ["--runtime", "runc", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096"]
-# The same as docker-py options (the docker SDK against podman's service, kfp.local's DockerRunner).
+# podman here: runc, and ulimits the machine allows (podman's defaults exceed them), as
+# docker-py options (the docker SDK against podman's service, kfp.local's DockerRunner) ...
 ENGINE_OPTIONS = {
     "runtime": "runc",
     "ulimits": [
@@ -40,6 +39,16 @@ ENGINE_OPTIONS = {
         {"name": "nproc", "soft": 4096, "hard": 4096},
     ],
 }
+# ... and as ``podman run`` arguments.
+RUNTIME = [
+    "--runtime",
+    ENGINE_OPTIONS["runtime"],
+    *(
+        part
+        for limit in ENGINE_OPTIONS["ulimits"]
+        for part in ("--ulimit", f"{limit['name']}={limit['soft']}:{limit['hard']}")
+    ),
+]
 TOOLS = ("debootstrap", "buildah", "podman", "runc")
 TARGETS = ("server", "pipeline")
 
