@@ -174,6 +174,7 @@ class LogRelay:
         self.printed = 0  # bytes of the log printed so far
         self._lock = threading.Lock()
         self._taken_over = False  # finish() read the rest: a resumed stream prints nothing more
+        self._ended = False  # the followed log reached its end: nothing is left to read
         self._thread = threading.Thread(target=self._follow, name=LOG_THREAD, daemon=True)
         self._thread.start()
 
@@ -185,14 +186,22 @@ class LogRelay:
                         return
                     print(chunk.decode(errors="replace"), end="")
                     self.printed += len(chunk)
-        except Exception:  # noqa: BLE001 - a broken stream (the container removed on SIGTERM)
-            return  # ends the relay; the step's exit status, not its log, decides the step
+        except Exception:  # noqa: BLE001 - a broken stream: finish() reads the rest
+            return
+        self._ended = True
 
     def finish(self) -> None:
-        """After the container's exit: the rest of its log, once."""
+        """After the container's exit: the rest of its log, once. The followed log may have
+        hung (podman's compat API) or broken off before the end: what it did not print is read
+        in one piece, unless the container is gone (removed on SIGTERM); the step's exit
+        status, not its log, decides the step."""
         self._thread.join(LOG_GRACE_SECONDS)
         with self._lock:
             self._taken_over = True
-            if self._thread.is_alive():  # the followed log hangs: read the rest without it
+            if self._ended:
+                return
+            try:
                 rest = self.container.logs(stream=False, follow=False)[self.printed :]
-                print(rest.decode(errors="replace"), end="")
+            except Exception:  # noqa: BLE001 - the container is gone: its log with it
+                return
+            print(rest.decode(errors="replace"), end="")

@@ -113,3 +113,34 @@ def test_a_step_whose_log_hangs_after_it_exited_still_ends_with_its_status_and_w
             thread.join(5)
     assert capsys.readouterr().out == "first line\nfailing\n"  # each line once
     assert container.removed
+
+
+class BrokenLog(HangingLog):
+    """A container whose followed log breaks off after the first line (a dropped connection to
+    the engine); ``gone`` also removes it before its log can be read again."""
+
+    def __init__(self, gone: bool = False) -> None:
+        super().__init__()
+        self.gone = gone
+
+    def logs(self, *, stream: bool, follow: bool = True):
+        if not stream and self.gone:
+            raise ConnectionError("no such container")
+        return super().logs(stream=stream, follow=follow)
+
+    def _followed(self):
+        yield b"first line\n"
+        raise ConnectionError("connection reset by peer")
+
+
+@pytest.mark.parametrize(
+    ("gone", "printed"), [(False, "first line\nfailing\n"), (True, "first line\n")]
+)
+def test_a_step_whose_followed_log_breaks_prints_the_rest_if_the_container_still_has_it(
+    gone: bool, printed: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    container = BrokenLog(gone)
+    client = SimpleNamespace(containers=SimpleNamespace(run=lambda **_options: container))
+    assert containers.run_container(client, "image", ["false"], {}) == 3
+    assert capsys.readouterr().out == printed
+    assert container.removed
