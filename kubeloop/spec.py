@@ -377,6 +377,16 @@ class AnalysisSpec(_Strict):
     latency_slack_ms: float = Field(
         5, ge=0, description="Absolute p99 difference always tolerated (sub-ms noise)."
     )
+    latency_significance: float = Field(
+        0.001,
+        gt=0,
+        lt=1,
+        description="A p99 above a limit rolls back only when that many of the candidate's "
+        "requests slower than the limit had less than this chance with a p99 within it "
+        "(binomial). The step is looked at every few seconds, so it is small: a healthy "
+        "candidate's rollback stays rare over all of a rollout's looks. Raise it to roll back "
+        "on thinner evidence.",
+    )
 
 
 class StressSpec(_Strict):

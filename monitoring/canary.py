@@ -22,7 +22,8 @@ as many requests. Measured on a 2-core machine at load ~8 with two copies of one
 candidate's p99 exceeded the champion's limit (1.5x + 5 ms) in 19% of 10% steps. So, as
 Kayenta's statistical judge and Argo Rollouts' inconclusive results do, a p99 above the limit
 rolls back only when the count of the candidate's requests slower than the limit is more than
-a p99 at the limit lets happen by chance (binomial, ``SIGNIFICANCE``); otherwise the verdict
+a p99 at the limit lets happen by chance (binomial, the spec's ``latency_significance``);
+otherwise the verdict
 records why it was let through. Ten times slower candidates are still found at 34 requests.
 """
 
@@ -48,10 +49,6 @@ DURATION = "kubeloop_request_duration_seconds"  # histogram family
 PREDICT_ROUTES = ("/predict", "/v2/models")
 NO_MODEL = ("", "none")  # model_version of requests no model answered
 QUANTILE = 0.99  # the latency judged
-# Chance below which "more of the candidate's requests than a p99 allows are slower than the
-# limit" is taken as the candidate's doing; the step is looked at every few seconds, so this
-# is small enough that a healthy candidate's rollback stays rare over all of a rollout's looks.
-SIGNIFICANCE = 0.001
 
 
 @dataclass(frozen=True)
@@ -393,11 +390,11 @@ class Verdict:
 
 
 def beyond_chance(
-    candidate: VersionStats, limit: float, problem: str
+    candidate: VersionStats, limit: float, problem: str, significance: float
 ) -> tuple[str | None, str | None]:
     """(why the candidate rolls back, None), or (None, why its p99 above ``limit`` seconds was
     let through): it fails when more of its requests were slower than the limit than a p99 at
-    the limit lets happen, with a chance below ``SIGNIFICANCE``. Without a histogram only the
+    the limit lets happen, with a chance below ``significance``. Without a histogram only the
     p99 itself is known, and it decides."""
     buckets = candidate.buckets or {}
     n = round(max(buckets.values(), default=0.0))
@@ -409,7 +406,7 @@ def beyond_chance(
         f"{k} of {n} requests slower than {1000 * limit:.1f} ms, a chance of {chance:.2g} "
         f"with a p99 within it"
     )
-    if chance < SIGNIFICANCE:
+    if chance < significance:
         return f"{problem}; {evidence}", None
     return None, f"{problem}, let through: {evidence}"
 
@@ -463,7 +460,10 @@ def judge(
         for seconds, said in limits:  # the cap first: it needs no champion
             if p99 > seconds:
                 latency, note = beyond_chance(
-                    candidate, seconds, f"p99 latency {1000 * p99:.1f} ms {said}"
+                    candidate,
+                    seconds,
+                    f"p99 latency {1000 * p99:.1f} ms {said}",
+                    analysis.latency_significance,
                 )
                 break
         if latency is None and champion.p99_seconds is None and champion.requests:

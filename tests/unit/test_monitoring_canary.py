@@ -210,6 +210,9 @@ def test_one_stalled_request_does_not_roll_back_a_healthy_candidate() -> None:
         1000 * (1.5 * champion.p99_seconds + 0.005), abs=1e-3
     )
     assert passed.to_dict()["latency_note"] == passed.latency_note
+    # A rollout that accepts thinner evidence (its own significance) rolls the same one back.
+    strict = verdict(healthy, AnalysisSpec(latency_significance=0.3))
+    assert strict.latency is not None and "a chance of 0.28" in strict.latency
     # Without the histogram only the p99 is known: it decides, as before.
     assert verdict(VersionStats(33, 0, healthy.p99_seconds)).latency is not None
     empty = {0.1: 0.0, inf: 0.0}
