@@ -23,8 +23,8 @@ candidate's p99 exceeded the champion's limit (1.5x + 5 ms) in 19% of 10% steps.
 Kayenta's statistical judge and Argo Rollouts' inconclusive results do, a p99 above the limit
 rolls back only when the count of the candidate's requests slower than the limit is more than
 a p99 at the limit lets happen by chance (binomial, the spec's ``latency_significance``);
-otherwise the verdict
-records why it was let through. Ten times slower candidates are still found at 34 requests.
+otherwise the verdict records why it was let through. Ten times slower candidates are still
+found at 34 requests.
 """
 
 from __future__ import annotations
