@@ -163,13 +163,18 @@ def run_dirs(root: Path) -> list[Path]:
 
 
 def spool_bytes(root: Path) -> int:
-    """Bytes the spool holds (every run's segments, the rejected ones included)."""
+    """Bytes the spool holds (every run's segments, the rejected ones included). Servers sharing
+    the volume create, rename and remove run directories during the walk: ``os.walk`` skips a
+    directory that vanished (``Path.rglob`` raised, and a replica failed to start), and a
+    segment shipped meanwhile is not counted."""
     total = 0
-    for path in root.rglob("*.arrow"):
-        try:
-            total += path.stat().st_size
-        except FileNotFoundError:  # shipped meanwhile
-            continue
+    for folder, _, files in os.walk(root):
+        for name in files:
+            if name.endswith(".arrow"):
+                try:
+                    total += os.stat(os.path.join(folder, name)).st_size
+                except FileNotFoundError:
+                    continue
     return total
 
 
@@ -268,7 +273,10 @@ class SpoolWriter:
 
     def _run(self) -> None:
         while not self._stop.wait(self.flush_seconds):
-            self.flush()
+            try:
+                self.flush()
+            except Exception:  # an unexpected failure must not end the flushing for good
+                log.exception("prediction log spool: flush failed; retrying at the next one")
 
     def flush(self) -> None:
         """Write the buffered batches as segments now."""

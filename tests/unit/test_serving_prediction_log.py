@@ -4,6 +4,7 @@ spool's disk budget is full; a dead server's spool is adopted and its lost rows 
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from pathlib import Path
 
@@ -264,3 +265,51 @@ def test_postgres_copy_stores_rows_and_refuses_bad_segments_alone(tmp_path: Path
 def test_submit_never_raises_even_when_not_started(tmp_path: Path):
     log = PredictionLog("sqlite://", tmp_path / "spool")
     assert log.submit(batch("x", 2))  # buffered; never raises
+
+
+def test_the_spool_is_measured_while_another_server_renames_its_run_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Replicas sharing a spool volume: one starts (its run directory made under a dot name,
+    then renamed into place) while another measures the spool. That walk failed the second
+    replica's start ("No such file or directory: .../prediction-spool/.vm-...")."""
+    root = tmp_path / "spool"
+    (root / "run-a").mkdir(parents=True)
+    (root / "run-a" / "seg-000000000001.arrow").write_bytes(b"x" * 100)
+    making = root / ".run-b"
+    making.mkdir()
+    real_scandir = os.scandir
+
+    def scandir(path):
+        if Path(path) == making:  # renamed by the other server just before it is read
+            making.rename(root / "run-b")
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    assert spool.spool_bytes(root) == 100
+
+
+def test_a_flush_that_fails_unexpectedly_does_not_end_the_flushing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    writer = spool.SpoolWriter(tmp_path / "spool", max_bytes=2**30, flush_seconds=0.05)
+    writer.open()
+    failures = iter([OSError("the spool could not be measured")])
+    real = spool.spool_bytes
+
+    def measure_once_failing(root: Path) -> int:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return real(root)
+
+    monkeypatch.setattr(spool, "spool_bytes", measure_once_failing)
+    try:
+        # The first flush fails (after its writes, if it had any); the thread goes on.
+        assert writer.submit(batch("first", 2))
+        wait_for(lambda: len(spool.segments(writer.run_dir)) == 1)
+        assert writer.submit(batch("second", 3))
+        wait_for(lambda: len(spool.segments(writer.run_dir)) == 2)
+    finally:
+        writer.close()
+        writer.release()
