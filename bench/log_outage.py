@@ -40,6 +40,7 @@ from bench.postgres import ADMIN_URL, fresh_database  # noqa: E402
 from bench.serving import payloads  # noqa: E402
 from bench.serving import run as serving_bench  # noqa: E402
 from serving.process import ServerProcess  # noqa: E402
+from serving.spool import spool_bytes  # noqa: E402
 from tests.utils.tcp_proxy import TcpProxy  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
@@ -76,10 +77,6 @@ def metric(server: ServerProcess, name: str, **labels: str) -> float:
         if line.startswith(name) and all(f'{k}="{v}"' in line for k, v in labels.items()):
             total += float(line.rsplit(" ", 1)[1])
     return total
-
-
-def spool_bytes(spool: Path) -> int:
-    return sum(p.stat().st_size for p in spool.rglob("*.arrow") if p.exists())
 
 
 def server(prepared: dict[str, str], url: str, spool: Path, log_path: Path) -> ServerProcess:
