@@ -75,26 +75,49 @@ def _records_decoder(names: tuple[str, ...]) -> msgspec.json.Decoder:
 _FEATURES_OF = attrgetter("features")
 
 
+@lru_cache(maxsize=8)
+def _table_decoder(width: int) -> msgspec.json.Decoder:
+    """A decoder of a table body whose rows are ``width`` numbers each (floats or integers
+    within float64; no bools, strings or nulls), with only the table's fields. The columns are
+    checked against the model's features after decoding."""
+    ids = list[str | int | None] | None
+    body = msgspec.defstruct(
+        "Table",
+        [
+            ("columns", list[str]),
+            ("rows", list[tuple[(float,) * width]]),  # type: ignore[misc]
+            ("keys", ids, None),
+            ("entity_ids", ids, None),
+        ],
+        forbid_unknown_fields=True,
+    )
+    return msgspec.json.Decoder(body)
+
+
 def parse_predict(body: bytes, names: tuple[str, ...], parse_entity, max_records: int) -> Batch:
-    """A ``/predict`` body as a ``Batch``: the common batch through the typed decoder (a third of
-    orjson's time plus the checks below, measured in docs/benchmarks.md), everything else,
-    errors included, through ``parse_body``."""
+    """A ``/predict`` body as a ``Batch``: the common shapes (records of explicit features, a
+    table without bad cells) through the typed decoders (a third of orjson's time plus the
+    checks below, measured in docs/benchmarks.md), everything else, errors included, through
+    ``parse_body``. A decoder refuses a body of the other shape at its first key."""
     try:
         records = _records_decoder(names).decode(body).records
     except msgspec.MsgspecError:
         records = None
-    if not records or len(records) > max_records:
-        return parse_body(loads(body), names, parse_entity, max_records)
-    n, k = len(records), len(names)
-    values = chain.from_iterable(map(msgspec.structs.astuple, map(_FEATURES_OF, records)))
-    nothing: list[Any] = [None] * n
-    return Batch(
-        X=np.fromiter(values, np.float64, n * k).reshape(n, k),
-        entity_positions=[],
-        entity_ids=nothing,
-        keys=list(nothing),
-        has_entity_ids=False,
-    )
+    k = len(names)
+    if records and len(records) <= max_records:
+        values = chain.from_iterable(map(msgspec.structs.astuple, map(_FEATURES_OF, records)))
+        return _without_ids(np.fromiter(values, np.float64, len(records) * k).reshape(-1, k))
+    if records is None:
+        try:
+            table = _table_decoder(k).decode(body)
+        except msgspec.MsgspecError:
+            table = None
+        if table is not None:
+            order = _column_order(tuple(table.columns), names)
+            n = _row_count(table.rows, max_records)
+            X = np.fromiter(chain.from_iterable(table.rows), np.float64, n * k).reshape(n, k)
+            return _table_batch(X, order, table.keys, table.entity_ids)
+    return parse_body(loads(body), names, parse_entity, max_records)
 
 
 def parse_body(payload: Any, names: tuple[str, ...], parse_entity, max_records: int) -> Batch:
@@ -115,6 +138,24 @@ def parse_table(payload: dict[str, Any], names: tuple[str, ...], max_records: in
     columns, rows = payload.get("columns"), payload["rows"]
     if type(columns) is not list or not all(type(c) is str for c in columns):
         raise InvalidField('"columns" must be a list of feature names', field="columns")
+    order = _column_order(tuple(columns), names)
+    if type(rows) is not list:
+        raise InvalidField('"rows" must be a non-empty list of rows', field="rows")
+    _row_count(rows, max_records)
+    if set(map(type, rows)) != {list} or set(map(len, rows)) != {len(columns)}:
+        i = next(i for i, r in enumerate(rows) if type(r) is not list or len(r) != len(columns))
+        raise InvalidField(
+            f"rows[{i}] must be a list of {len(columns)} values (one per column)",
+            field=f"rows[{i}]",
+        )
+    X = _matrix(rows, len(columns), lambda: _first_bad_cell(rows, columns))
+    return _table_batch(X, order, payload.get("keys"), payload.get("entity_ids"))
+
+
+@lru_cache(maxsize=64)
+def _column_order(columns: tuple[str, ...], names: tuple[str, ...]) -> tuple[int, ...] | None:
+    """Where each model feature is among a table's columns (None: in model order already);
+    every feature exactly once. Cached: a client sends the same columns every time."""
     if len(set(columns)) != len(columns):
         duplicate = next(c for c in columns if columns.count(c) > 1)
         raise InvalidFeature(f"column {duplicate!r} appears twice", field=f"columns.{duplicate}")
@@ -131,26 +172,32 @@ def parse_table(payload: dict[str, Any], names: tuple[str, ...], max_records: in
             f"unknown feature {unknown!r}; the model takes: " + ", ".join(names),
             field=f"columns.{unknown}",
         )
-    if type(rows) is not list or not rows:
+    order = tuple(columns.index(n) for n in names)
+    return None if order == tuple(range(len(names))) else order
+
+
+def _row_count(rows: list[Any], max_records: int) -> int:
+    if not rows:
         raise InvalidField('"rows" must be a non-empty list of rows', field="rows")
     if len(rows) > max_records:
         raise PayloadTooLarge(
             f"{len(rows)} rows in one request; the limit is {max_records}: split the batch",
             field="rows",
         )
-    if set(map(type, rows)) != {list} or set(map(len, rows)) != {len(columns)}:
-        i = next(i for i, r in enumerate(rows) if type(r) is not list or len(r) != len(columns))
-        raise InvalidField(
-            f"rows[{i}] must be a list of {len(columns)} values (one per column)",
-            field=f"rows[{i}]",
-        )
-    X = _matrix(rows, len(columns), lambda: _first_bad_cell(rows, columns))
-    order = [columns.index(n) for n in names]
-    if order != list(range(len(names))):
+    return len(rows)
+
+
+def _table_batch(
+    X: np.ndarray, order: tuple[int, ...] | None, keys: list[Any] | None, entities: list[Any] | None
+) -> Batch:
+    """A table's matrix in model order, with its optional per-row keys and entity ids."""
+    if order is not None:
         X = X[:, order]
-    n = len(rows)
-    keys = _optional_list(payload, "keys", n)
-    entities = _optional_list(payload, "entity_ids", n)
+    n = len(X)
+    if keys is None and entities is None:
+        return _without_ids(X)
+    keys = _optional_list(keys, "keys", n)
+    entities = _optional_list(entities, "entity_ids", n)
     entity_ids: list[int | str | None] = [None if e is None else str(e) for e in entities]
     routing: list[str | None] = [
         str(k) if k is not None else (None if e is None else str(e))
@@ -165,8 +212,13 @@ def parse_table(payload: dict[str, Any], names: tuple[str, ...], max_records: in
     )
 
 
-def _optional_list(payload: dict[str, Any], name: str, n: int) -> list[Any]:
-    values = payload.get(name)
+def _without_ids(X: np.ndarray) -> Batch:
+    """A batch of explicit features only: no entity ids, no routing keys."""
+    nothing: list[Any] = [None] * len(X)
+    return Batch(X, [], nothing, list(nothing), has_entity_ids=False)
+
+
+def _optional_list(values: Any, name: str, n: int) -> list[Any]:
     if values is None:
         return [None] * n
     if (

@@ -209,6 +209,33 @@ def test_a_table_body_is_reordered_into_model_order():
 
 
 @pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"keys": ["k1", None], "entity_ids": [None, 42]},
+        {"entity_ids": ["e-1", 7]},
+        {"keys": [3, "k2"]},
+        {"columns": ["a", "b", "c"], "rows": [[1, 2, 3]] * 40},
+    ],
+)
+def test_a_valid_table_is_decoded_typed_into_what_the_checking_path_builds(changes, monkeypatch):
+    body = orjson.dumps(
+        {"columns": ["c", "a", "b"], "rows": [[3, 1.0, 2.0], [6.5, -4, 5e-3]], **changes}
+    )
+    checked = parse_body(loads(body), NAMES, entity, 100)
+
+    def no_fallback(*args, **kwargs):
+        raise AssertionError("a valid table went through the checking path")
+
+    monkeypatch.setattr(inputs, "parse_body", no_fallback)
+    typed = parse(body)
+    assert typed.X.dtype == np.float64 and np.array_equal(typed.X, checked.X)
+    assert (typed.keys, typed.entity_ids) == (checked.keys, checked.entity_ids)
+    assert typed.has_entity_ids == checked.has_entity_ids
+    assert typed.entity_positions == []
+
+
+@pytest.mark.parametrize(
     ("changes", "field"),
     [
         ({"columns": ["a", "b"]}, "columns.c"),
