@@ -48,9 +48,19 @@ def kserve(X: np.ndarray) -> bytes:
     return json.dumps({"instances": X.tolist()}).encode()
 
 
+def v2(X: np.ndarray) -> bytes:
+    """``POST /v2/models/diabetes/infer`` (the Open Inference Protocol, which both kubeloop and
+    KServe serve): one FP64 tensor ``[N, F]``, its data flat and row-major, as tritonclient
+    sends it. The same bytes go to both servers."""
+    tensor = {"name": "input-0", "shape": list(X.shape), "datatype": "FP64"}
+    return json.dumps({"inputs": [{**tensor, "data": X.ravel().tolist()}]}).encode()
+
+
 def predictions(server: str, body: bytes) -> list[float]:
-    """The predictions out of a server's response body."""
+    """The predictions out of a server's response body (a form of ``PATHS``)."""
     data = json.loads(body)
+    if server.endswith("-v2"):
+        return list(data["outputs"][0]["data"])
     if server.startswith("kubeloop"):
         return [p["prediction"] for p in data["predictions"]]
     return list(data["predictions"])
@@ -61,10 +71,14 @@ PATHS = {
     "kubeloop-table": "/predict",
     "mlflow": "/invocations",
     "kserve": f"/v1/models/{MODEL}:predict",
+    "kubeloop-v2": f"/v2/models/{MODEL}/infer",
+    "kserve-v2": f"/v2/models/{MODEL}/infer",
 }
 BUILDERS = {
     "kubeloop": kubeloop,
     "kubeloop-table": kubeloop_table,
     "mlflow": mlflow,
     "kserve": kserve,
+    "kubeloop-v2": v2,
+    "kserve-v2": v2,
 }

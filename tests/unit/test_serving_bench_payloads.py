@@ -6,6 +6,7 @@ import importlib.util
 import os
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pytest
 from fastapi.testclient import TestClient
@@ -49,7 +50,7 @@ def bench(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         yield payloads, client, model, X
 
 
-@pytest.mark.parametrize("form", ["kubeloop", "kubeloop-table"])
+@pytest.mark.parametrize("form", ["kubeloop", "kubeloop-table", "kubeloop-v2"])
 @pytest.mark.parametrize("rows", [1, 100])
 def test_bench_payloads_are_accepted_with_the_models_predictions(bench, rows, form):
     payloads, client, model, _ = bench
@@ -60,7 +61,7 @@ def test_bench_payloads_are_accepted_with_the_models_predictions(bench, rows, fo
         headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
     )
     assert response.status_code == 200, response.text
-    got = payloads.predictions("kubeloop", response.content)
+    got = payloads.predictions(form, response.content)
     assert got == pytest.approx(model.predict(X).tolist())
 
 
@@ -82,3 +83,6 @@ def test_peer_payloads_carry_the_same_rows(bench):
     X = payloads.rows(3)
     assert orjson.loads(payloads.mlflow(X))["dataframe_split"]["data"] == X.tolist()
     assert orjson.loads(payloads.kserve(X))["instances"] == X.tolist()
+    v2 = orjson.loads(payloads.v2(X))["inputs"][0]
+    assert np.reshape(v2["data"], v2["shape"]).tolist() == X.tolist()
+    assert payloads.BUILDERS["kserve-v2"] is payloads.BUILDERS["kubeloop-v2"]
