@@ -755,8 +755,13 @@ class Rollout:
         baseline = json.loads(tags.get(P + "step_baseline", "{}"))
         measured = self.metrics.measure(baseline, since, now, [cand_v, champ_v])
         champ, champion_from = measured[champ_v], "this step"
-        if not champ.requests:
-            champ, champion_from = self._earlier_champion(tags, index)
+        if champ.requests < max(1, step.min_requests):
+            # Too few champion requests in the step for a p99 (at 100%, the stragglers of
+            # replicas that had not yet taken the new weight): an earlier step's figures, which
+            # counted more, are the baseline.
+            earlier, where = self._earlier_champion(tags, index)
+            if not champ.requests or earlier.requests > champ.requests:
+                champ, champion_from = earlier, where
         verdict = judge(
             measured[cand_v],
             champ,
