@@ -3,6 +3,12 @@ podman, every step in its own container of the pipeline image, sharing nothing b
 pipeline root and the services (PostgreSQL, Redis, S3, an MLflow tracking server). Then
 ``kubeloop monitor`` launches a retraining into the same harness.
 
+A candidate the gate rejects is not run here as well (it was, at a third of this test's 10
+minutes on a slow machine): the skipped register step and the CLI's exit code 1 are kfp.local's
+and the CLI's own, tested with the SubprocessRunner in ``test_training_pipeline.py`` and
+``test_pipeline_outcome.py``; what containers change, steps meeting only through the pipeline
+root and the services, both runs here show.
+
 `make cluster-test` runs just this; CI runs it with the rest (KUBELOOP_REQUIRE_SERVICES=1).
 """
 
@@ -24,7 +30,7 @@ from components.features.core import materialize_incremental
 from kubeloop import model_store, registry
 from kubeloop.feature_store import offline_table, open_store
 from kubeloop.settings import PlatformSettings
-from kubeloop.spec import Threshold, dump_spec
+from kubeloop.spec import dump_spec
 from tests.cluster.conftest import Platform, environ_with
 from tests.utils.factories import example_spec, sample_frame
 from tests.utils.images import ENGINE_OPTIONS
@@ -193,31 +199,6 @@ def test_every_step_in_its_own_container_then_a_monitor_retraining(
     names = sorted(v.tags[registry.TAG_NAME] for v in versions)
     tag, manual, auto = first.tags[registry.TAG_NAME][1:].split(".")
     assert names == sorted([first.tags[registry.TAG_NAME], f"V{tag}.{manual}.{int(auto) + 1}"])
-
-    # A candidate the gate rejects: its register step is skipped (the dsl.If on the evaluate
-    # step's `passed`), the CLI says why and exits 1, and the registry is unchanged.
-    strict = spec.model_copy(
-        update={
-            "evaluation": spec.evaluation.model_copy(
-                update={"thresholds": {spec.evaluation.primary_metric: Threshold(max=1e-9)}}
-            )
-        }
-    )
-    strict_file = tmp_path / "strict.yaml"
-    strict_file.write_text(yaml.safe_dump(dump_spec(strict)))
-    for old in probes.iterdir():
-        old.unlink()
-    rejected = kubeloop(
-        ["run", "training", "--spec", str(strict_file), "--source", source],
-        env,
-        tmp_path / "rejected.log",
-        returncode=1,
-    )
-    print(f"harness: a rejected training in containers {rejected:.1f} s")
-    log = said(tmp_path / "rejected.log")
-    assert "rejected by the evaluation gate" in log and "above the maximum" in log, log[-6000:]
-    assert {step for step, _, _ in probes_of(probes)} == STEPS - {"register"}
-    assert len(registry.all_versions(client, spec.model_name)) == 2
 
 
 def _feast(platform: Platform) -> dict:
