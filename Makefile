@@ -50,7 +50,7 @@ ci: lint test ## What CI runs (.ci/run): lint, then the whole test suite
 bench: setup ## Benchmarks (figures go to docs/benchmarks.md by hand)
 	$(BIN)/python bench/pipeline.py
 
-bench-serving: setup ## Serving benchmark: kubeloop vs mlflow serve and KServe with wrk (~6 min)
+bench-serving: setup ## Serving benchmark: kubeloop vs mlflow serve and KServe with wrk (~25 min)
 	$(BIN)/python bench/serving/run.py
 
 compile: setup ## Regenerate the golden pipeline IR YAML

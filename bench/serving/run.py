@@ -14,8 +14,8 @@ What it does, all on 127.0.0.1 and with nothing downloaded but packages:
    the rows into Feast's Redis online store (db 14) as entities.
 3. Starts the three servers side by side (one process each; kubeloop with its token,
    validation, metrics and prediction log on), checks that every payload answers exactly the
-   model's predictions, then, scenario by scenario and server after server (so that a shared
-   machine's drifting load weighs on all alike), runs wrk (2 threads) for 1-row and 100-row
+   model's predictions, then, scenario by scenario, runs wrk (2 threads) on each server in
+   turn, ``--rounds`` times (3; every other round in reverse order), for 1-row and 100-row
    requests at 8 and 64 connections, 100 rows through the Open Inference Protocol (V2, the
    same body to kubeloop and KServe), and, for kubeloop, 100 rows as a table (``columns`` +
    ``rows``, the same information as MLflow's ``dataframe_split``) and 1-row requests by entity
@@ -23,9 +23,12 @@ What it does, all on 127.0.0.1 and with nothing downloaded but packages:
    its protocol. Each run follows a short warm-up; after a kubeloop run the next waits until
    kubeloop's prediction log has stored every row it answered (PostgreSQL by default,
    ``--log-store``), so shipping does not run during a peer's turn, and counts the rows in the
-   store.
-4. Prints RPS, p50, p99 and the RSS of the server's process tree, and writes the results as
-   JSON and as a Markdown table under ``bench/results/``.
+   store. A shared machine's speed drifts over minutes (by a third between two runs of the
+   same server, minutes apart, on 2026-12-02): interleaved rounds make the drift weigh on
+   every server alike, and the median round is what a scenario reports.
+4. Prints RPS (the median round's and each round's), p50, p99 and the largest RSS of the
+   server's process tree, and writes the results as JSON and as a Markdown table under
+   ``bench/results/``.
 
 ``--before CHECKOUT`` adds a "kubeloop (before)" server: the same ``python -m serving`` run
 from another checkout of the repository (e.g. ``git worktree add ../before <commit>``), measured
@@ -46,9 +49,10 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -85,6 +89,8 @@ class Result:
     rows_logged: int | None = None
     rows_dropped: int | None = None
     log_drain_seconds: float | None = None
+    # Requests/s of each round (``--rounds``); rps, p50 and p99 are the median round's.
+    rps_runs: list[float] | None = None
 
 
 def log(message: str) -> None:
@@ -441,17 +447,18 @@ def run(args: argparse.Namespace) -> list[Result]:
             for form in sorted(forms):
                 check_payloads(server, form, model, X_by_rows)
             log(f"{name}: payloads answer the model's predictions")
+        runs: dict[tuple[str, str, int], list[Result]] = {}
         for scenario, n, by_server in scenarios:
             for connections in (8, 64):
                 order = list(by_server.items())
                 if connections == 64:
                     order.reverse()
-                for name, form in order:
+                for name, form in interleaved(order, args.rounds):
                     server = servers[name]
-                    url = server.url(payloads.PATHS[form])
                     token = TOKEN if name in kubeloops else ""
                     script_args = [str(bodies[form, n]), token]
                     rows_before = stored_rows(server)
+                    url = server.url(payloads.PATHS[form])
                     warm = wrk(binary, url, connections, args.warmup, "post.lua", script_args)
                     rps, p50, p99, errors, answered = wrk(
                         binary, url, connections, args.duration, "post.lua", script_args
@@ -459,7 +466,7 @@ def run(args: argparse.Namespace) -> list[Result]:
                     result = Result(
                         name, scenario, connections, rps, p50, p99, errors, server.rss_mb()
                     )
-                    results.append(result)
+                    runs.setdefault((name, scenario, connections), []).append(result)
                     log(
                         f"{name} {scenario} c={connections}: {rps:,.0f} req/s, "
                         f"p50 {p50:.2f} ms, p99 {p99:.2f} ms, errors {errors}, "
@@ -467,11 +474,16 @@ def run(args: argparse.Namespace) -> list[Result]:
                     )
                     if name in kubeloops:
                         account(result, server, rows_before, (warm[4] + answered) * n, args)
-        results += entity_runs(
-            binary, [servers[name] for name in kubeloops], args, int(prepared["entities"])
-        )
+        entity_servers = [servers[name] for name in kubeloops]
+        for server in entity_servers:
+            check_entity_payload(server)
+        for connections in (8, 64):
+            for server in interleaved(entity_servers, args.rounds):
+                result = entity_run(binary, server, args, int(prepared["entities"]), connections)
+                runs.setdefault((server.name, result.scenario, connections), []).append(result)
         for name in kubeloops:
             log_status(servers[name])
+        results = [combined(measured) for measured in runs.values()]
     results.sort(key=lambda r: ("kubeloop", BEFORE, "mlflow", "kserve").index(r.server))
     write(results, args)
     return results
@@ -565,18 +577,38 @@ def kserve_server(python: Path, prepared: dict[str, str]) -> Server:
     return Server("kserve", command, {}, port, f"/v1/models/{payloads.MODEL}")
 
 
-def entity_runs(
-    binary: str, servers: list[Server], args: argparse.Namespace, entities: int
-) -> list[Result]:
-    for server in servers:
-        status, body = server.post("/predict", payloads.kubeloop_entity(7))
-        if status != 200:
-            raise RuntimeError(f"{server.name} refused an entity payload: {status} {body[:300]!r}")
-    out = []
-    for connections in (8, 64):
-        for server in servers if connections == 8 else servers[::-1]:
-            out.append(entity_run(binary, server, args, entities, connections))
+def interleaved(order: list[Any], rounds: int) -> list[Any]:
+    """``rounds`` passes over ``order``, every other one reversed: a machine whose speed drifts
+    over minutes (a shared host's does, by a third between runs of the same server here) then
+    weighs on every server alike, instead of on whichever ran during a slow spell."""
+    out: list[Any] = []
+    for turn in range(rounds):
+        out += order if turn % 2 == 0 else order[::-1]
     return out
+
+
+def combined(runs: list[Result]) -> Result:
+    """A scenario's runs as one result: the median run's throughput and latency, every run's
+    requests/s beside it, the largest RSS, and the rows of all runs."""
+    median = sorted(runs, key=lambda r: r.rps)[(len(runs) - 1) // 2]
+    out = replace(
+        median,
+        errors=sum(r.errors for r in runs),
+        rss_mb=max(r.rss_mb for r in runs),
+        rps_runs=[r.rps for r in runs],
+    )
+    if median.rows_answered is not None:
+        out.rows_answered = sum(r.rows_answered or 0 for r in runs)
+        out.rows_logged = sum(r.rows_logged or 0 for r in runs)
+        out.rows_dropped = sum(r.rows_dropped or 0 for r in runs)
+        out.log_drain_seconds = max(r.log_drain_seconds or 0.0 for r in runs)
+    return out
+
+
+def check_entity_payload(server: Server) -> None:
+    status, body = server.post("/predict", payloads.kubeloop_entity(7))
+    if status != 200:
+        raise RuntimeError(f"{server.name} refused an entity payload: {status} {body[:300]!r}")
 
 
 def entity_run(
@@ -634,9 +666,10 @@ def log_status(server: Server) -> None:
 
 def table(results: list[Result]) -> str:
     lines = [
-        "| server | request | connections | RPS | p50 (ms) | p99 (ms) | errors | RSS (MB) "
-        "| rows answered | rows logged (in the store) | rows dropped | log drained after (s) |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| server | request | connections | RPS (median) | RPS of each round | p50 (ms) | p99 (ms) "
+        "| errors | RSS (MB) | rows answered | rows logged (in the store) | rows dropped "
+        "| log drained after (s) |",
+        "| --- | --- |" + " ---: |" * 11,
     ]
 
     def count(value: int | None) -> str:
@@ -645,8 +678,9 @@ def table(results: list[Result]) -> str:
     for r in results:
         lookup = f" (lookup p99 ≤ {r.lookup_p99_ms:.2f} ms)" if r.lookup_p99_ms is not None else ""
         drain = "-" if r.log_drain_seconds is None else f"{r.log_drain_seconds:.0f}"
+        each = ", ".join(f"{rps:,.0f}" for rps in r.rps_runs or [r.rps])
         lines.append(
-            f"| {r.server} | {r.scenario}{lookup} | {r.connections} | {r.rps:,.0f} | "
+            f"| {r.server} | {r.scenario}{lookup} | {r.connections} | {r.rps:,.0f} | {each} | "
             f"{r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.errors} | {r.rss_mb:.0f} | "
             f"{count(r.rows_answered)} | {count(r.rows_logged)} | {count(r.rows_dropped)} | "
             f"{drain} |"
@@ -698,7 +732,8 @@ def write(results: list[Result], args: argparse.Namespace) -> None:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     header = (
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, wrk -t2, "
-        f"{args.duration:g} s per run, load average {args.load_before:.1f} at the start "
+        f"{args.rounds} rounds of {args.duration:g} s per server and scenario (the median "
+        f"round reported), load average {args.load_before:.1f} at the start "
         f"and {os.getloadavg()[0]:.1f} at the end"
     )
     markdown = f"{header}\n\n{table(results)}\n\n{ratios(results)}\n"
@@ -712,8 +747,14 @@ def write(results: list[Result], args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--duration", type=float, default=15.0, help="seconds per wrk run")
-    parser.add_argument("--warmup", type=float, default=3.0, help="seconds of warm-up per run")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per run")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="runs per server and scenario, interleaved with the other servers' (median reported)",
+    )
     parser.add_argument(
         "--before",
         type=Path,
