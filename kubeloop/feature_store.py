@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import importlib
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,7 @@ from kubeloop.spec import ProjectSpec
 
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow as pa
 
 
 def feast_project(spec: ProjectSpec) -> str:
@@ -190,37 +192,81 @@ def write_offline(store: Any, view: Any, frame: pd.DataFrame, settings: Platform
     return f"table {table}"
 
 
+def joins_as_of(store: Any, views: list[tuple[Any, list[str]]]) -> bool:
+    """Whether ``asof_join`` can serve these views: every source a Parquet file of the
+    embedded DuckDB store, or a table of the PostgreSQL store, without a field mapping."""
+    from feast.infra.offline_stores.contrib.postgres_offline_store.postgres_source import (
+        PostgreSQLSource,
+    )
+    from feast.infra.offline_stores.file_source import FileSource
+
+    kind = {"duckdb": FileSource, "postgres": PostgreSQLSource}.get(store.config.offline_store.type)
+    return kind is not None and all(
+        isinstance(view.batch_source, kind) and not view.batch_source.field_mapping
+        for view, _ in views
+    )
+
+
+def offline_rows(
+    store: Any, view: Any, names: list[str], start: datetime, end: datetime
+) -> str | pa.Table:
+    """What ``asof_join`` reads for a view: its Parquet file on the embedded store; on
+    PostgreSQL, the view's rows a join of labels from ``start`` to ``end`` can pick (those of
+    the TTL before ``start`` included), pulled through Feast's offline store as the
+    materialization does: one scan of the table, whatever the rows per entity."""
+    from feast.infra.offline_stores.contrib.postgres_offline_store.postgres import (
+        PostgreSQLOfflineStore,
+    )
+    from feast.infra.offline_stores.file_source import FileSource
+
+    source = view.batch_source
+    if isinstance(source, FileSource):
+        return FileSource.get_uri_for_file_path(store.config.repo_path, source.path)
+    return PostgreSQLOfflineStore.pull_all_from_table_or_query(
+        config=store.config,
+        data_source=source,
+        join_key_columns=[e.name for e in view.entity_columns],
+        feature_name_columns=names,
+        timestamp_field=source.timestamp_field,
+        start_date=start - view.ttl if view.ttl else datetime(1970, 1, 1, tzinfo=UTC),
+        end_date=end,
+    ).to_arrow()
+
+
 def asof_join(
     entity_df: pd.DataFrame,
-    views: list[tuple[Any, list[str]]],
-    repo: Path,
+    views: list[tuple[Any, list[str], str | pa.Table]],
     timestamp: str,
 ) -> pd.DataFrame:
-    """Feast's point-in-time join for file sources, as one DuckDB ``ASOF LEFT JOIN`` per view.
+    """Feast's point-in-time join as one DuckDB ``ASOF LEFT JOIN`` per view.
 
     Each entity row gets the latest feature row of its key at or before its time, none when
-    that row is older than the view's TTL: Feast's semantics. Feast's own join for DuckDB joins
-    every label with every feature row of its entity and keeps the newest, so its cost grows
-    with rows times rows per entity (21x the time for 10x the rows in ``bench/pipeline.py``);
-    an as-of join sorts once and grows with the rows.
+    that row is older than the view's TTL: Feast's semantics. Feast's own joins pair every
+    label with every feature row of its entity inside the TTL and keep the newest (its DuckDB
+    store in ibis, its PostgreSQL store in SQL), so their cost grows with rows times rows per
+    entity (21x the time for 10x the rows in ``bench/pipeline.py``); an as-of join sorts once
+    and grows with the rows.
 
     Args:
         entity_df: The labels: join keys, ``timestamp`` (UTC) and anything else, kept.
-        views: (FeatureView with a FileSource, feature names) pairs, in output order.
-        repo: The Feast repo path relative source paths resolve against.
+        views: (FeatureView, feature names, its rows from ``offline_rows``: a Parquet path or
+            an Arrow table) triples, in output order.
         timestamp: The entity rows' event-time column.
     """
     import duckdb
-    from feast.infra.offline_stores.file_source import FileSource
 
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
         con.register("entities", entity_df)
         current = "entities"
-        for i, (view, names) in enumerate(views):
+        for i, (view, names, rows) in enumerate(views):
             source = view.batch_source
-            path = FileSource.get_uri_for_file_path(str(repo), source.path)
+            if isinstance(rows, str):
+                relation, parameters = "read_parquet(?)", [rows]
+            else:
+                relation, parameters = f"rows_{i}", []
+                con.register(relation, rows)
             keys = view.projection.join_key_map or {e.name: e.name for e in view.entity_columns}
             on = " AND ".join(f'e."{v}" = f."{k}"' for k, v in keys.items())
             ts = source.timestamp_field
@@ -232,8 +278,8 @@ def asof_join(
             picked = ", ".join(f'CASE WHEN {fresh} THEN f."{n}" END AS "{n}"' for n in names)
             con.execute(
                 f"CREATE TEMP TABLE joined_{i} AS SELECT e.*, {picked} FROM {current} e "
-                f'ASOF LEFT JOIN read_parquet(?) f ON {on} AND e."{timestamp}" >= f."{ts}"',
-                [path],
+                f'ASOF LEFT JOIN {relation} f ON {on} AND e."{timestamp}" >= f."{ts}"',
+                parameters,
             )
             current = f"joined_{i}"
         return con.execute(f"SELECT * FROM {current}").df()

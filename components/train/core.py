@@ -10,6 +10,7 @@ import logging
 import subprocess
 import tempfile
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from sklearn.preprocessing import StandardScaler
 
 from components.features.core import service_views
 from kubeloop import model_store, production_labels
-from kubeloop.feature_store import asof_join, open_store
+from kubeloop.feature_store import asof_join, joins_as_of, offline_rows, open_store
 from kubeloop.metrics import score
 from kubeloop.settings import PlatformSettings
 from kubeloop.spec import ProjectSpec
@@ -46,18 +47,20 @@ def feature_names(store, spec: ProjectSpec) -> list[str]:
 def training_set(store, spec: ProjectSpec, entity_df: pd.DataFrame) -> pd.DataFrame:
     """Point-in-time join of the labels with the feature service (Feast offline store).
 
-    On the embedded DuckDB store over Parquet files the join is ``asof_join`` (Feast's
-    semantics, linear cost); other offline stores run Feast's ``get_historical_features``.
+    On the embedded DuckDB store over Parquet files and on the PostgreSQL store the join is
+    ``asof_join`` (Feast's semantics, linear cost: on PostgreSQL the rows of the labels' window
+    are pulled once, then joined here); other offline stores run Feast's
+    ``get_historical_features``.
     """
-    from feast.infra.offline_stores.file_source import FileSource
-
     views = service_views(store, spec)
-    as_of = store.config.offline_store.type == "duckdb" and all(
-        isinstance(view.batch_source, FileSource) and not view.batch_source.field_mapping
-        for view, _ in views
-    )
-    if as_of:
-        frame = asof_join(entity_df, views, Path(store.config.repo_path), spec.timestamp)
+    if joins_as_of(store, views):
+        times = entity_df[spec.timestamp]
+        end = times.max().to_pydatetime() if len(times) else datetime.now(UTC)
+        start = times.min().to_pydatetime() if len(times) else end
+        sources = [
+            (view, names, offline_rows(store, view, names, start, end)) for view, names in views
+        ]
+        frame = asof_join(entity_df, sources, spec.timestamp)
     else:
         service = store.get_feature_service(spec.features.service)
         frame = store.get_historical_features(entity_df=entity_df, features=service).to_df()

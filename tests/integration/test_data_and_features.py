@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-import pandas as pd
+from collections.abc import Iterator
 
-from components.features.core import materialize_features
+import pandas as pd
+import pytest
+
+from components.features.core import materialize_features, service_views
 from components.ingest.quality import normalize
 from components.train.core import feature_names, training_set
 from feature_repo.engineering import FEATURES, building_features
 from kubeloop.data_version import checkout, dataset_path, version_file
-from kubeloop.feature_store import open_store
+from kubeloop.feature_store import joins_as_of, open_store
+from kubeloop.settings import PlatformSettings
+from tests.utils import services
 from tests.utils.factories import example_spec, sample_frame
 
 
@@ -64,31 +69,49 @@ def test_training_set_joins_each_label_with_features_of_its_own_time(settings):
         assert (merged[name] - merged[f"{name}_x"]).abs().max() < 1e-9, name
 
 
-def test_the_as_of_join_gives_what_feasts_own_join_gives(settings):
+@pytest.fixture(params=["embedded", pytest.param("postgresql", marks=pytest.mark.services)])
+def offline_store(request, settings: PlatformSettings) -> Iterator[PlatformSettings]:
+    """The embedded DuckDB offline store over Parquet, or the cluster's PostgreSQL one."""
+    if request.param == "embedded":
+        yield settings
+        return
+    with services.postgres_database() as url:
+        yield settings.model_copy(update={"feast_offline_store": url})
+
+
+def test_the_as_of_join_gives_what_feasts_own_join_gives(offline_store: PlatformSettings):
     """Label times between readings, beyond the view's 7-day TTL, before any reading, and an
-    unknown building: the DuckDB as-of join and Feast's get_historical_features agree."""
+    unknown building: the DuckDB as-of join (over the Parquet file, or over the rows pulled
+    from PostgreSQL) and Feast's get_historical_features on the same store agree."""
     spec = example_spec(source="/unused")
     raw = normalize(sample_frame(600, buildings=6), spec)
-    materialize_features(raw, spec, settings)
-    store = open_store(settings, spec)
+    materialize_features(raw, spec, offline_store)
+    store = open_store(offline_store, spec)
+    assert joins_as_of(store, service_views(store, spec))
+    kind = "postgres" if offline_store.feast_offline_store else "duckdb"
+    assert store.config.offline_store.type == kind
     labels = raw[["building_id", "event_timestamp", "energy_kwh"]].copy()
     shift = pd.to_timedelta([90, 0, 8 * 86_400, -200 * 86_400] * 150, unit="s")
     labels["event_timestamp"] += shift
     labels.loc[labels.index[::50], "building_id"] = 999
-    ours = training_set(store, spec, labels)
     service = store.get_feature_service(spec.features.service)
-    feast = (
-        store.get_historical_features(entity_df=labels, features=service)
-        .to_df()
-        .sort_values(["event_timestamp", "building_id"], ignore_index=True)
-    )
+    # All of them, then only labels 90 s after a known building's reading: the earliest needs a
+    # row from before its own time (the PostgreSQL pull must reach back a TTL).
+    for chosen in (labels, labels.iloc[4::4]):
+        ours = training_set(store, spec, chosen)
+        feast = (
+            store.get_historical_features(entity_df=chosen, features=service)
+            .to_df()
+            .sort_values(["event_timestamp", "building_id"], ignore_index=True)
+        )
+        assert len(ours) == len(feast) == len(chosen)
+        pd.testing.assert_frame_equal(
+            ours[["building_id", "event_timestamp", "energy_kwh", *FEATURES]],
+            feast[["building_id", "event_timestamp", "energy_kwh", *FEATURES]],
+            check_dtype=False,
+        )
+    ours = training_set(store, spec, labels)
     assert ours[FEATURES].isna().all(axis=1).sum() > 150  # the TTL and the unknown id matter
-    assert len(ours) == len(feast) == len(labels)
-    pd.testing.assert_frame_equal(
-        ours[["building_id", "event_timestamp", "energy_kwh", *FEATURES]],
-        feast[["building_id", "event_timestamp", "energy_kwh", *FEATURES]],
-        check_dtype=False,
-    )
 
 
 def test_declared_features_reach_feast_offline_and_online_without_python(settings):
