@@ -12,7 +12,7 @@ from components.features.core import materialize_features, materialize_increment
 from components.ingest.core import ingest
 from components.ingest.quality import normalize
 from components.train.core import feature_names, fit_and_log, training_set
-from kubeloop.feature_store import offline_table, open_store
+from kubeloop.feature_store import copy_rows, offline_table, open_store
 from kubeloop.settings import PlatformSettings
 from tests.utils import services
 from tests.utils.factories import example_spec, sample_frame
@@ -86,6 +86,38 @@ def test_feast_offline_rows_in_postgres_serve_training_and_the_materialize_job(t
         )
         assert all(online[name][0] is not None for name in names)
         assert not (tmp_path / "train" / "feast" / "offline").exists()
+
+
+def test_offline_rows_reach_postgresql_through_copy_as_the_frame_holds_them():
+    """The features step writes a view's rows with COPY (``copy_rows``): a missing value is
+    NULL (not the text 'nan'), timestamps keep their instant, text with quotes and commas
+    survives, and the table is replaced, not appended to."""
+    import pandas as pd
+    import sqlalchemy
+
+    frame = pd.DataFrame(
+        {
+            "building_id": [1001, 1002, 1003],
+            "event_timestamp": pd.to_datetime(
+                ["2026-09-01 00:33:50.25", "2026-09-01 02:10:37", "2026-09-02 23:59:59"],
+                utc=True,
+                format="ISO8601",
+            ),
+            "building_type": ["office", 'retail, "outlet"', None],
+            "occupancy": [0.5, float("nan"), 12.0],
+        }
+    )
+    with services.postgres_database() as url:
+        engine = sqlalchemy.create_engine(url)
+        try:
+            for _ in range(2):
+                frame.to_sql("rows", engine, if_exists="replace", index=False, method=copy_rows)
+            back = pd.read_sql_table("rows", engine)
+            nulls = pd.read_sql_query("SELECT count(*) FROM rows WHERE occupancy IS NULL", engine)
+        finally:
+            engine.dispose()
+    pd.testing.assert_frame_equal(back, frame)
+    assert nulls.iloc[0, 0] == 1
 
 
 def test_mlflow_server_proxies_artifacts_to_s3(s3: S3Server, tmp_path: Path):
