@@ -188,7 +188,9 @@ def write_offline(store: Any, view: Any, frame: pd.DataFrame, settings: Platform
     table = offline_table(source.name)
     engine = sqlalchemy.create_engine(settings.feast_offline_store or "")
     try:
-        frame.to_sql(table, engine, if_exists="replace", index=False, method=copy_rows)
+        frame.to_sql(
+            table, engine, if_exists="replace", index=False, chunksize=10_000, method=copy_rows
+        )
     finally:
         engine.dispose()
     return f"table {table}"
@@ -197,7 +199,8 @@ def write_offline(store: Any, view: Any, frame: pd.DataFrame, settings: Platform
 def copy_rows(table: Any, conn: Any, keys: list[str], data_iter: Any) -> int:
     """pandas' ``to_sql`` insertion through ``COPY ... FROM STDIN`` (psycopg 3), the method
     pandas documents for PostgreSQL: its INSERTs took most of the features step at 1M rows.
-    pandas hands over rows with NaN as None (NULL) and timestamps as datetimes."""
+    pandas hands over rows with NaN as None (NULL) and timestamps as datetimes, one chunk per
+    call, all in one transaction: a chunk's rows and text, not the whole view's, are held."""
     rows = list(data_iter)
     buffer = io.StringIO()
     csv.writer(buffer).writerows(rows)

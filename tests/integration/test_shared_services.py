@@ -111,7 +111,9 @@ def test_offline_rows_reach_postgresql_through_copy_as_the_frame_holds_them():
         engine = sqlalchemy.create_engine(url)
         try:
             for _ in range(2):
-                frame.to_sql("rows", engine, if_exists="replace", index=False, method=copy_rows)
+                frame.to_sql(
+                    "rows", engine, if_exists="replace", index=False, chunksize=2, method=copy_rows
+                )
             back = pd.read_sql_table("rows", engine)
             nulls = pd.read_sql_query("SELECT count(*) FROM rows WHERE occupancy IS NULL", engine)
         finally:
