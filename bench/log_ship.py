@@ -7,12 +7,13 @@ request path):
 
 - ``submit``: the request path (``SpoolWriter.submit``), per request;
 - ``spool``: batches to one Arrow table and an IPC file (the flush thread), per row;
-- ``ship (COPY)``: segment to ``predictions`` columns and ``COPY ... FROM STDIN`` into a fresh
-  PostgreSQL database (``--postgres``), per row, with the server's time-ordered request ids
-  (UUIDv7) and with random ones (UUIDv4, as the server made before and as callers may send),
-  over ``--segments`` segments so the ``request_id`` index grows as it does in service; beside
-  the shipper's wall time, the CPU all PostgreSQL processes spent (when they run on this
-  machine), which on a shared node is taken from the server;
+- ``ship (COPY)``: segment to ``predictions`` columns and ``COPY ... FROM STDIN (FORMAT
+  binary)`` into a fresh PostgreSQL database (``--postgres``), per row, with the server's
+  time-ordered request ids (UUIDv7) and with random ones (UUIDv4, as the server made before and
+  as callers may send), over ``--segments`` segments so the ``request_id`` index grows as it
+  does in service; beside the shipper's wall time, the CPU all PostgreSQL processes spent (when
+  they run on this machine), which on a shared node is taken from the server; and, time-ordered
+  ids, the same rows as CSV (``FORMAT csv``, as the shipper sent them before);
 - ``ship (executemany, SQLite)``: the same rows into SQLite;
 - ``insert (SQLAlchemy executemany, PostgreSQL)``: the alternative, as the log wrote before: a
   dict per row (features as a dict serialised by orjson) and ``insert()`` through SQLAlchemy.
@@ -21,6 +22,7 @@ request path):
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 import tempfile
@@ -28,6 +30,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import uuid_utils
@@ -36,23 +39,30 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.postgres import ADMIN_URL, fresh_database  # noqa: E402
-from kubeloop.log_store import ensure_schema, make_engine, predictions  # noqa: E402
+from kubeloop.log_store import (  # noqa: E402
+    PREDICTION_COLUMNS,
+    ensure_schema,
+    make_engine,
+    predictions,
+)
 from serving import shipper, spool  # noqa: E402
 from serving.prediction_log import LogBatch  # noqa: E402
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 NAMES = tuple(f"f{i}" for i in range(10))
 DATABASE = "kubeloop_bench_log_ship"
 
 
+UUID7 = "time-ordered ids (UUIDv7)"
 ID_SCHEMES = {
-    "time-ordered ids (UUIDv7)": lambda: uuid_utils.uuid7().hex,
+    UUID7: lambda: uuid_utils.uuid7().hex,
     "random ids (UUIDv4)": lambda: uuid_utils.uuid4().hex,
 }
 
 
-def batches(
-    rows: int, size: int, make_id: Callable[[], str] = ID_SCHEMES["time-ordered ids (UUIDv7)"]
-) -> list[LogBatch]:
+def batches(rows: int, size: int, make_id: Callable[[], str] = ID_SCHEMES[UUID7]) -> list[LogBatch]:
     rng = np.random.default_rng(0)
     return [
         LogBatch(
@@ -92,8 +102,30 @@ def postgres_cpu_seconds() -> float | None:
     return total / tick if found else None
 
 
+def ship_binary(engine, name: str, segment: pa.Table) -> None:
+    shipper.store_segments(engine, [(name, segment)])
+
+
+def ship_csv(engine, name: str, segment: pa.Table) -> None:
+    """The alternative: the same columns as CSV text, ``COPY ... (FORMAT csv)``."""
+    import pyarrow.csv as csv
+
+    columns = ", ".join(PREDICTION_COLUMNS)
+    with engine.begin() as conn, conn.connection.driver_connection.cursor() as cursor:
+        for offset in range(0, segment.num_rows, shipper.STORE_CHUNK_ROWS):
+            buffer = io.BytesIO()
+            table = shipper.store_table(segment.slice(offset, shipper.STORE_CHUNK_ROWS))
+            csv.write_csv(table, buffer, csv.WriteOptions(include_header=False))
+            with cursor.copy(f"COPY predictions ({columns}) FROM STDIN (FORMAT csv)") as copy:
+                copy.write(buffer.getbuffer())
+
+
 def ship_growing(
-    url: str, n: int, segments: int, make_id: Callable[[], str]
+    url: str,
+    n: int,
+    segments: int,
+    make_id: Callable[[], str],
+    ship: Callable[[Any, str, pa.Table], None] = ship_binary,
 ) -> tuple[float, float]:
     """Ship ``segments`` segments of ``n`` rows into a fresh store; wall seconds per row, and
     PostgreSQL's CPU seconds per row (NaN when it runs elsewhere)."""
@@ -103,7 +135,7 @@ def ship_growing(
     for k in range(segments):
         segment = spool.to_table(batches(n, 100, make_id))
         cpu_before, started = postgres_cpu_seconds(), time.perf_counter()
-        shipper.store_segments(engine, [(f"bench/{k}", segment)])
+        ship(engine, f"bench/{k}", segment)
         wall += time.perf_counter() - started
         cpu_after = postgres_cpu_seconds()
         cpu += float("nan") if cpu_before is None or cpu_after is None else cpu_after - cpu_before
@@ -173,11 +205,13 @@ def main() -> None:
             timed(lambda: shipper.store_segments(sqlite, [("bench/sqlite", segment)])) / n
         )
         sqlite.dispose()
-        for scheme, make_id in ID_SCHEMES.items():
+        ships = [("ship (COPY, PostgreSQL)", "that", scheme, ship_binary) for scheme in ID_SCHEMES]
+        ships.append(("alternative: ship (COPY as CSV, PostgreSQL)", "the CSV", UUID7, ship_csv))
+        for label, of, scheme, ship in ships:
             url = fresh_database(DATABASE, args.postgres)
-            wall, cpu = ship_growing(url, n, args.segments, make_id)
-            per_row[f"ship (COPY, PostgreSQL), {scheme}, per row"] = wall
-            per_row[f"PostgreSQL CPU for that, {scheme}, per row"] = cpu
+            wall, cpu = ship_growing(url, n, args.segments, ID_SCHEMES[scheme], ship)
+            per_row[f"{label}, {scheme}, per row"] = wall
+            per_row[f"PostgreSQL CPU for {of}, {scheme}, per row"] = cpu
         engine = make_engine(fresh_database(DATABASE, args.postgres))
         ensure_schema(engine)
 

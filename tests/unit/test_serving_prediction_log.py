@@ -262,6 +262,49 @@ def test_postgres_copy_stores_rows_and_refuses_bad_segments_alone(tmp_path: Path
         engine.dispose()
 
 
+def test_postgres_holds_each_value_as_the_segment_does():
+    """The binary COPY: numbers to the last bit, timestamps to the microsecond and in UTC,
+    non-finite features as JSON null, text with quotes, commas, newlines and non-ASCII as
+    sent, missing entity ids as NULL."""
+    odd = ['quote " and, comma', "line\nbreak", "naïve ✓", None]
+    X = np.array([[0.1 + 0.2, -0.0], [1e-300, np.nan], [np.inf, 2.5], [-1.5e300, 7.0]])
+    values = np.array([1 / 3, -2.2250738585072014e-308, 123456789.123456789, 0.0])
+    stamp = 1_764_000_000.123456
+    row_batch = LogBatch(
+        base_id="exact",
+        ts=stamp,
+        positions=None,
+        entity_ids=odd,
+        feature_names=("x y", 'q"uote'),
+        features=X,
+        predictions=values,
+        model_name="démo",
+        model_version="12",
+        model_label="V1.0.2",
+        role="shadow",
+    )
+    with services.postgres_database() as url:
+        engine = make_engine(url)
+        ensure_schema(engine)
+        assert shipper.store_segments(engine, [("run/seg", spool.to_table([row_batch]))]) == 4
+        with engine.connect() as conn:
+            rows = conn.execute(select(predictions).order_by(predictions.c.request_id)).all()
+        engine.dispose()
+    assert [r.request_id for r in rows] == [f"exact-{i}" for i in range(4)]
+    assert [r.entity_id for r in rows] == odd
+    assert [r.prediction for r in rows] == values.tolist()  # exact, not within a tolerance
+    assert [r.features for r in rows] == [
+        {"x y": 0.1 + 0.2, 'q"uote': -0.0},
+        {"x y": 1e-300, 'q"uote': None},
+        {"x y": None, 'q"uote': 2.5},
+        {"x y": -1.5e300, 'q"uote': 7.0},
+    ]
+    assert {r.ts.timestamp() for r in rows} == {stamp}
+    assert rows[0].ts.utcoffset().total_seconds() == 0 and rows[0].ts.microsecond == 123456
+    assert {(r.model_name, r.model_version, r.role) for r in rows} == {("démo", "12", "shadow")}
+    assert {(r.label, r.probabilities) for r in rows} == {(None, None)}
+
+
 def test_submit_never_raises_even_when_not_started(tmp_path: Path):
     log = PredictionLog("sqlite://", tmp_path / "spool")
     assert log.submit(batch("x", 2))  # buffered; never raises
