@@ -7,13 +7,14 @@ with Arrow compute (request ids, the features as a JSON object, timestamps: no P
 for PostgreSQL), ``STORE_CHUNK_ROWS`` at a time so that a big segment's text never sits in
 memory whole, and stores them in one transaction together with the segments' names in
 ``log_segments``: PostgreSQL through ``COPY ... FROM STDIN (FORMAT binary)`` (psycopg 3; the
-rows encoded from Arrow by pgpq), SQLite through ``executemany``. Binary rather than CSV: the
-numbers and timestamps travel as PostgreSQL stores them, so neither side formats or parses
-them as text: a row took 5.6 µs to store against 8.7, of which PostgreSQL's CPU 3.8 against
-5.5 (``bench/log_ship.py``). One server's log is one COPY stream, so that per-row cost bounds
-how many rows a pod can log for good, whatever the database's size. Only then are the files deleted; a segment found
-in ``log_segments`` (stored, then the process died before deleting it) is skipped, so no row is
-stored twice.
+rows encoded from Arrow by pgpq), SQLite through ``executemany``. Only then are the files
+deleted; a segment found in ``log_segments`` (stored, then the process died before deleting it)
+is skipped, so no row is stored twice.
+
+Binary rather than CSV: numbers and timestamps travel as PostgreSQL stores them, so neither
+side formats or parses them as text. A row took 5.6 µs to store against 8.7, of which
+PostgreSQL's CPU 3.8 against 5.5 (``bench/log_ship.py``); one server's log is one COPY stream,
+so that cost bounds how many rows a pod can log for good.
 
 While the database is unreachable the segments wait (the spool grows) and the shipper retries
 with back-off, forever; a segment the database refuses for its content is moved to
@@ -29,6 +30,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -107,16 +109,17 @@ def store_table(segment: pa.Table) -> pa.Table:
     )
 
 
-def binary_copy(table: pa.Table) -> bytes:
-    """``table`` in PostgreSQL's binary COPY format, columns in its order. The JSON columns go
-    as text, which is also the binary form of ``json``; the timestamps as microseconds."""
+def binary_copy(table: pa.Table) -> Iterator[bytes]:
+    """``table`` in PostgreSQL's binary COPY format, columns in its order, a record batch at a
+    time. The JSON columns go as text, which is also the binary form of ``json``; the
+    timestamps as microseconds (UTC)."""
     import pgpq
 
     encoder = pgpq.ArrowToPostgresBinaryEncoder(table.schema)
-    parts = [encoder.write_header()]
-    parts += [encoder.write_batch(batch) for batch in table.to_batches()]
-    parts.append(encoder.finish())
-    return b"".join(parts)
+    yield encoder.write_header()
+    for batch in table.to_batches():
+        yield encoder.write_batch(batch)
+    yield encoder.finish()
 
 
 def insert_rows(conn, table: pa.Table) -> None:
@@ -129,7 +132,8 @@ def insert_rows(conn, table: pa.Table) -> None:
             conn.connection.driver_connection.cursor() as cursor,
             cursor.copy(f"COPY predictions ({columns}) FROM STDIN WITH (FORMAT binary)") as copy,
         ):
-            copy.write(binary_copy(table))
+            for part in binary_copy(table):
+                copy.write(part)
         return
     # SQLite stores DateTime as SQLAlchemy formats it; Arrow's %S carries the microseconds.
     stamps = pc.strftime(table["ts"], format="%Y-%m-%d %H:%M:%S").to_pylist()

@@ -17,8 +17,10 @@ from kubeloop.sample_data import Drift
 app = typer.Typer(help="kubeloop: the closed ML loop on Kubernetes.", no_args_is_help=True)
 data_app = typer.Typer(help="Sample data and dataset versions.", no_args_is_help=True)
 run_app = typer.Typer(help="Run pipelines locally or on a KFP cluster.", no_args_is_help=True)
+log_app = typer.Typer(help="The prediction log.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(run_app, name="run")
+app.add_typer(log_app, name="log")
 
 
 @data_app.command("generate")
@@ -237,6 +239,50 @@ def feature_store_yaml(spec: SpecOption = DEFAULT_SPEC) -> None:
 
     project, settings = context(spec)
     typer.echo(render_yaml(settings, feast_project(project)))
+
+
+@log_app.command("prune")
+@friendly
+def log_prune(
+    keep_days: Annotated[
+        float,
+        typer.Option(
+            min=0.001,
+            envvar="KUBELOOP_PREDICTION_LOG_RETENTION_DAYS",
+            help="Keep the predictions and feedback of the last this many days.",
+        ),
+    ],
+    dry_run: Annotated[bool, typer.Option(help="Count what would go; delete nothing.")] = False,
+    spec: SpecOption = DEFAULT_SPEC,
+) -> None:
+    """Delete the prediction log's rows older than the retention (KUBELOOP_PREDICTION_LOG_URL),
+    oldest first, a batch per transaction; refuses a retention shorter than a window the spec
+    reads from the log."""
+    from sqlalchemy import make_url
+
+    from kubeloop.log_retention import check_retention, cutoff, prune
+    from kubeloop.log_store import make_engine
+
+    project, settings = context(spec)
+    check_retention(keep_days, project)
+    before = cutoff(keep_days)
+    where = make_url(settings.log_url).render_as_string(hide_password=True)
+    console.print(f"prediction log {where}: rows before {before:%F %T} UTC", highlight=False)
+    engine = make_engine(settings.log_url)
+    try:
+        pruned = prune(
+            engine,
+            before,
+            dry_run=dry_run,
+            on_batch=lambda table, rows: console.print(f"  {table}: {rows:,} deleted so far"),
+        )
+    finally:
+        engine.dispose()
+    verb = "would delete" if dry_run else "deleted"
+    console.print(
+        f"{verb} {pruned.predictions:,} predictions and {pruned.feedback:,} feedback rows",
+        highlight=False,
+    )
 
 
 @app.command("kfp-gateway")

@@ -10,7 +10,9 @@ from tests.k8s.chart import (
     CHART,
     KUBE_VERSIONS,
     VALUES_FILES,
+    kinds,
     load_values,
+    one,
     render,
     render_files,
     render_scenario,
@@ -71,6 +73,10 @@ def test_notes_say_how_to_reach_the_server_and_check_the_install() -> None:
         ({"server": {"resources": {"limits": None}}}, "/server/resources"),  # null drops a default
         ({"mlflow": {"artifacts": {"destination": "my-bucket"}}}, "/mlflow/artifacts/destination"),
         ({"monitoring": {"schedule": "every hour"}}, "/monitoring/schedule"),
+        (
+            {"server": {"predictionLog": {"retention": {"keepDays": 0}}}},
+            "/server/predictionLog/retention/keepDays",
+        ),
         ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
         ({"server": {"auth": {"existingSecret": "Not_A_Name"}}}, "/server/auth/existingSecret"),
         ({"metrics": {"prometheusRule": {"errorRatio": 5}}}, "/metrics/prometheusRule/errorRatio"),
@@ -124,3 +130,25 @@ def test_every_error_is_reported_at_once() -> None:
         render({"environment": "prod"})
     message = str(excinfo.value)
     assert message.count("existingSecret") >= 3, message
+
+
+def test_the_log_retention_job_prunes_the_shared_log_only() -> None:
+    """Daily, on the prediction log's database, with keepDays; not where the log is the dev
+    server's own SQLite file, nor when turned off."""
+    log = {"existingSecret": "kubeloop-databases", "existingSecretKey": "prediction-log-url"}
+    job = one(
+        render({"server": {"predictionLog": {**log, "retention": {"keepDays": 30}}}}),
+        "CronJob",
+        "kubeloop-log-retention",
+    )
+    container = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["kubeloop", "log", "prune", "--keep-days", "30"]
+    url = next(e for e in container["env"] if e["name"] == "KUBELOOP_PREDICTION_LOG_URL")
+    assert url["valueFrom"]["secretKeyRef"] == {
+        "name": log["existingSecret"],
+        "key": log["existingSecretKey"],
+    }
+    off = {"server": {"predictionLog": {**log, "retention": {"enabled": False}}}}
+    for values in ({}, off):
+        names = {o["metadata"]["name"] for o in kinds(render(values), "CronJob")}
+        assert "kubeloop-log-retention" not in names
