@@ -1,0 +1,79 @@
+"""Benchmark: how fast retention (``kubeloop log prune``) empties a big prediction log.
+
+    .venv/bin/python bench/log_prune.py [--rows 2000000]
+
+Fills a fresh PostgreSQL database (``--postgres``) and an SQLite file through the shipper's own
+path with ``--rows`` 10-feature rows, the older half 100 days old and the newer half new, then
+prunes with a 90-day retention and prints the rows deleted per second, the longest batch (how
+long one transaction holds its rows: what a concurrent COPY or monitoring read could wait on),
+and that the newer half is intact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.log_ship import batches  # noqa: E402
+from bench.postgres import ADMIN_URL, fresh_database  # noqa: E402
+from kubeloop.log_retention import cutoff, prune  # noqa: E402
+from kubeloop.log_store import ensure_schema, make_engine, predictions  # noqa: E402
+from serving import shipper, spool  # noqa: E402
+
+DATABASE = "kubeloop_bench_log_prune"
+SEGMENT_ROWS = 200_000
+DAY = 86_400.0
+
+
+def fill(engine, rows: int) -> None:
+    """Half the rows 100 days old, half new, a segment at a time."""
+    ensure_schema(engine)
+    for k in range(max(1, rows // SEGMENT_ROWS)):
+        items = batches(SEGMENT_ROWS, 100)
+        if k % 2 == 0:
+            items = [b.__class__(**{**b.__dict__, "ts": b.ts - 100 * DAY}) for b in items]
+        shipper.store_segments(engine, [(f"bench/{k}", spool.to_table(items))])
+
+
+def measure(name: str, url: str, rows: int) -> None:
+    engine = make_engine(url)
+    started = time.perf_counter()
+    fill(engine, rows)
+    filled = time.perf_counter() - started
+    marks = [time.perf_counter()]
+    pruned = prune(engine, cutoff(90), on_batch=lambda _t, _n: marks.append(time.perf_counter()))
+    seconds = marks[-1] - marks[0]
+    longest = max(b - a for a, b in zip(marks, marks[1:], strict=False))
+    with engine.connect() as conn:
+        left = conn.scalar(select(func.count()).select_from(predictions))
+    engine.dispose()
+    print(
+        f"| {name} | {rows:,} | {filled:.1f} | {pruned.predictions:,} | {seconds:.1f} | "
+        f"{pruned.predictions / seconds:,.0f} | {longest:.2f} | {left:,} |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=2_000_000)
+    parser.add_argument("--postgres", default=ADMIN_URL, help="PostgreSQL admin URL")
+    args = parser.parse_args()
+    print(
+        "| store | rows logged | fill (s) | rows pruned | prune (s) | rows/s | longest batch (s) "
+        "| rows left |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    )
+    measure("PostgreSQL", fresh_database(DATABASE, args.postgres), args.rows)
+    with tempfile.TemporaryDirectory() as tmp:
+        measure("SQLite", f"sqlite:///{tmp}/log.db", args.rows)
+
+
+if __name__ == "__main__":
+    main()
