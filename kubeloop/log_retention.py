@@ -15,6 +15,7 @@ the retraining's labelled window (``check_retention``).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -58,6 +59,23 @@ def check_retention(keep_days: float, spec: ProjectSpec) -> None:
 def cutoff(keep_days: float, now: datetime | None = None) -> datetime:
     """The oldest time kept: ``keep_days`` before ``now`` (UTC)."""
     return (now or datetime.now(UTC)) - timedelta(days=keep_days)
+
+
+def every_few_seconds(
+    report: Callable[[str, int], None], seconds: float = 10.0
+) -> Callable[[str, int], None]:
+    """``report`` at most every ``seconds``: a prune of a billion rows is 20,000 batches, and a
+    line per batch would bury the job's log."""
+    last = -float("inf")
+
+    def throttled(table: str, rows: int) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= seconds:
+            last = now
+            report(table, rows)
+
+    return throttled
 
 
 def prune(

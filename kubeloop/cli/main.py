@@ -260,7 +260,7 @@ def log_prune(
     reads from the log."""
     from sqlalchemy import make_url
 
-    from kubeloop.log_retention import check_retention, cutoff, prune
+    from kubeloop.log_retention import check_retention, cutoff, every_few_seconds, prune
     from kubeloop.log_store import make_engine
 
     project, settings = context(spec)
@@ -274,7 +274,9 @@ def log_prune(
             engine,
             before,
             dry_run=dry_run,
-            on_batch=lambda table, rows: console.print(f"  {table}: {rows:,} deleted so far"),
+            on_batch=every_few_seconds(
+                lambda table, rows: console.print(f"  {table}: {rows:,} deleted so far")
+            ),
         )
     finally:
         engine.dispose()

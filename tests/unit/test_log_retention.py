@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from kubeloop.errors import SpecError
-from kubeloop.log_retention import check_retention, cutoff, prune
+from kubeloop.log_retention import check_retention, cutoff, every_few_seconds, prune
 from kubeloop.log_store import ensure_schema, feedback, make_engine, predictions
 from kubeloop.spec import load_spec
 from serving import shipper, spool
@@ -135,3 +135,14 @@ def test_the_prune_command_deletes_old_rows_and_refuses_a_too_short_retention(
     assert "deleted 11 predictions and 1 feedback rows" in result.output
     assert kept(engine) == (["new-0", "new-1"], ["new-0"])
     engine.dispose()
+
+
+def test_progress_is_reported_at_most_every_few_seconds():
+    seen: list[int] = []
+    hourly = every_few_seconds(lambda _table, rows: seen.append(rows), seconds=3600)
+    for rows in (50_000, 100_000, 150_000):
+        hourly("predictions", rows)
+    always = every_few_seconds(lambda _table, rows: seen.append(-rows), seconds=0)
+    for rows in (1, 2):
+        always("feedback", rows)
+    assert seen == [50_000, -1, -2]
