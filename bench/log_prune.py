@@ -16,6 +16,7 @@ import argparse
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -40,7 +41,7 @@ def fill(engine, rows: int) -> None:
     for k in range(max(1, rows // SEGMENT_ROWS)):
         items = batches(SEGMENT_ROWS, 100)
         if k % 2 == 0:
-            items = [b.__class__(**{**b.__dict__, "ts": b.ts - 100 * DAY}) for b in items]
+            items = [replace(b, ts=b.ts - 100 * DAY) for b in items]
         shipper.store_segments(engine, [(f"bench/{k}", spool.to_table(items))])
 
 

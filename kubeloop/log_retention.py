@@ -35,9 +35,8 @@ BATCH_ROWS = 50_000
 
 @dataclass(frozen=True)
 class Pruned:
-    """Rows deleted (or, on a dry run, that would be) per table, older than ``before``."""
+    """Rows deleted (or, on a dry run, that would be) per table."""
 
-    before: datetime
     predictions: int
     feedback: int
 
@@ -56,9 +55,9 @@ def check_retention(keep_days: float, spec: ProjectSpec) -> None:
         )
 
 
-def cutoff(keep_days: float, now: datetime | None = None) -> datetime:
-    """The oldest time kept: ``keep_days`` before ``now`` (UTC)."""
-    return (now or datetime.now(UTC)) - timedelta(days=keep_days)
+def cutoff(keep_days: float) -> datetime:
+    """The oldest time kept: ``keep_days`` before now (UTC)."""
+    return datetime.now(UTC) - timedelta(days=keep_days)
 
 
 def every_few_seconds(
@@ -102,7 +101,7 @@ def prune(
             counts[table.name] = _count_before(engine, table, before)
         else:
             counts[table.name] = _delete_before(engine, table, key, before, batch_rows, on_batch)
-    return Pruned(before, counts["predictions"], counts["feedback"])
+    return Pruned(counts["predictions"], counts["feedback"])
 
 
 def _count_before(engine: Engine, table: Table, before: datetime) -> int:

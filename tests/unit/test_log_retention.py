@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import numpy as np
 import pytest
 from sqlalchemy import select
 
@@ -18,27 +18,14 @@ from kubeloop.spec import load_spec
 from serving import shipper, spool
 from serving.prediction_log import LogBatch, write_feedback
 from tests.utils import services
-from tests.utils.factories import REPO
+from tests.utils.factories import EXAMPLE_SPEC
+from tests.utils.serving import log_batch
 
-SPEC = REPO / "examples" / "building_energy" / "spec.yaml"
 DAY = 86_400.0
 
 
 def logged(base: str, n: int, age_days: float) -> LogBatch:
-    X = np.arange(n * 2, dtype=np.float64).reshape(n, 2)
-    return LogBatch(
-        base_id=base,
-        ts=time.time() - age_days * DAY,
-        positions=None,
-        entity_ids=None,
-        feature_names=("a", "b"),
-        features=X,
-        predictions=X[:, 0],
-        model_name="demo",
-        model_version="1",
-        model_label="V1.0.0",
-        role="champion",
-    )
+    return replace(log_batch(base, n), ts=time.time() - age_days * DAY)
 
 
 def fill(engine) -> None:
@@ -99,7 +86,7 @@ def test_a_log_no_server_wrote_to_has_nothing_to_prune(tmp_path: Path):
 
 
 def test_a_retention_shorter_than_a_window_the_spec_reads_is_refused():
-    spec = load_spec(SPEC)
+    spec = load_spec(EXAMPLE_SPEC)
     check_retention(1, spec)  # the example reads 24 hours back
     with pytest.raises(SpecError, match="monitoring.window_hours") as refused:
         check_retention(0.5, spec)
@@ -123,7 +110,7 @@ def test_the_prune_command_deletes_old_rows_and_refuses_a_too_short_retention(
     fill(engine)
     monkeypatch.setenv("KUBELOOP_WORK_DIR", str(tmp_path))
     monkeypatch.setenv("KUBELOOP_PREDICTION_LOG_URL", url)
-    command = ["log", "prune", "--spec", str(SPEC)]
+    command = ["log", "prune", "--spec", str(EXAMPLE_SPEC)]
 
     refused = CliRunner().invoke(app, [*command, "--keep-days", "0.25"])
     assert refused.exit_code == 2

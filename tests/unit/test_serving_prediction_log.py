@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,26 +17,9 @@ from kubeloop.log_store import ensure_schema, make_engine, predictions
 from serving import shipper, spool
 from serving.prediction_log import LogBatch, PredictionLog
 from tests.utils import services
+from tests.utils.serving import log_batch
 
-NAMES = ("a", "b")
 UNREACHABLE = "postgresql+psycopg://postgres@127.0.0.1:9/nowhere"
-
-
-def batch(base: str, n: int, role: str = "champion", entities=None) -> LogBatch:
-    X = np.arange(n * 2, dtype=np.float64).reshape(n, 2)
-    return LogBatch(
-        base_id=base,
-        ts=time.time(),
-        positions=None,
-        entity_ids=entities,
-        feature_names=NAMES,
-        features=X,
-        predictions=X[:, 0] * 10.0,
-        model_name="demo",
-        model_version="3",
-        model_label="V1.0.2",
-        role=role,
-    )
 
 
 def wait_for(condition, timeout: float = 20.0) -> None:
@@ -80,9 +64,9 @@ def test_log_spools_then_stores_every_row_with_its_features(tmp_path: Path, coun
     log = PredictionLog(url, tmp_path / "spool", flush_seconds=0.05, on_counts=on_counts)
     log.start()
     try:
-        assert log.submit(batch("r1", 1, entities=["1001"]))
-        assert log.submit(batch("r2", 120))
-        assert log.submit(batch("r3", 5, role="shadow"))
+        assert log.submit(log_batch("r1", 1, entities=["1001"]))
+        assert log.submit(log_batch("r2", 120))
+        assert log.submit(log_batch("r3", 5, role="shadow"))
         assert log.wait_idle(30)
     finally:
         log.close()
@@ -103,9 +87,9 @@ def test_log_spools_then_stores_every_row_with_its_features(tmp_path: Path, coun
 
 
 def test_canary_positions_keep_their_request_ids(tmp_path: Path):
-    part = batch("mix", 3)
+    part = log_batch("mix", 3)
     part = LogBatch(**{**part.__dict__, "positions": [4, 0, 9]})
-    table = shipper.store_table(spool.to_table([batch("whole", 2), part]))
+    table = shipper.store_table(spool.to_table([log_batch("whole", 2), part]))
     assert table["request_id"].to_pylist() == ["whole-0", "whole-1", "mix-4", "mix-0", "mix-9"]
 
 
@@ -116,7 +100,7 @@ def test_database_down_rows_wait_on_disk_and_the_next_server_ships_them(tmp_path
     down.start()
     try:
         for i in range(20):
-            assert down.submit(batch(f"d{i}", 10))
+            assert down.submit(log_batch(f"d{i}", 10))
         down.flush()
         wait_for(lambda: down.counts()["failed_attempts"] >= 2)
     finally:
@@ -153,8 +137,8 @@ def test_full_spool_drops_and_counts(tmp_path: Path, counted):
     )
     log.start()
     try:
-        assert log.submit(batch("a", 20))
-        assert not log.submit(batch("b", 20))  # over the disk budget: dropped at once
+        assert log.submit(log_batch("a", 20))
+        assert not log.submit(log_batch("b", 20))  # over the disk budget: dropped at once
         log.report()
     finally:
         log.close()
@@ -167,9 +151,9 @@ def test_rows_a_killed_server_never_spooled_are_counted(tmp_path: Path):
     root = tmp_path / "spool"
     dead = spool.SpoolWriter(root, max_bytes=2**30, flush_seconds=60)
     dead.open()
-    dead.submit(batch("kept", 4))
+    dead.submit(log_batch("kept", 4))
     dead.flush()  # spooled
-    dead.submit(batch("lost", 3))  # still in memory when the process "dies"
+    dead.submit(log_batch("lost", 3))  # still in memory when the process "dies"
     dead.counts.base.flush()
     dead_dir = dead.run_dir
     import os
@@ -192,7 +176,7 @@ def test_rows_a_killed_server_never_spooled_are_counted(tmp_path: Path):
 def test_a_segment_stored_twice_is_skipped(tmp_path: Path):
     engine = make_engine(sqlite_url(tmp_path))
     ensure_schema(engine)
-    table = spool.to_table([batch("once", 5)])
+    table = spool.to_table([log_batch("once", 5)])
     assert shipper.store_segments(engine, [("run/seg-1.arrow", table)]) == 5
     # stored, then the process died before deleting the file: the next ship skips it
     assert shipper.store_segments(engine, [("run/seg-1.arrow", table)]) == 0
@@ -213,8 +197,8 @@ def test_a_segment_is_stored_in_chunks_whole_and_at_once(tmp_path: Path, monkeyp
         engine = make_engine(url)
         stack.callback(engine.dispose)
         ensure_schema(engine)
-        big = spool.to_table([batch("big", 7), batch("more", 1)])
-        small = spool.to_table([batch("small", 2)])
+        big = spool.to_table([log_batch("big", 7), log_batch("more", 1)])
+        small = spool.to_table([log_batch("small", 2)])
         named = [("run/seg-1.arrow", big), ("run/seg-2.arrow", small)]
         assert shipper.store_segments(engine, named) == 10
         with engine.connect() as conn:
@@ -223,7 +207,8 @@ def test_a_segment_is_stored_in_chunks_whole_and_at_once(tmp_path: Path, monkeyp
             [f"big-{i}" for i in range(7)] + ["more-0", "small-0", "small-1"]
         )
         assert rows["big-6"] == {"a": 12.0, "b": 13.0} and rows["small-1"] == {"a": 2.0, "b": 3.0}
-        bad = spool.to_table([batch("ok", 4), batch("x" * 100, 1)])  # refused in its 2nd chunk
+        # refused in its 2nd chunk
+        bad = spool.to_table([log_batch("ok", 4), log_batch("x" * 100, 1)])
         if store == "postgresql":  # SQLite does not enforce VARCHAR lengths
             with pytest.raises(Exception, match="too long"):
                 shipper.store_segments(engine, [("run/seg-3.arrow", bad)])
@@ -236,11 +221,11 @@ def test_postgres_copy_stores_rows_and_refuses_bad_segments_alone(tmp_path: Path
         root = tmp_path / "spool"
         writer = spool.SpoolWriter(root, max_bytes=2**30, flush_seconds=60)
         writer.open()
-        writer.submit(batch("good", 50, entities=[str(i) for i in range(50)]))
+        writer.submit(log_batch("good", 50, entities=[str(i) for i in range(50)]))
         writer.flush()
-        writer.submit(batch("x" * 100, 2))  # request id longer than the column: refused
+        writer.submit(log_batch("x" * 100, 2))  # request id longer than the column: refused
         writer.flush()
-        writer.submit(batch("after", 3))
+        writer.submit(log_batch("after", 3))
         writer.flush()
         counters = PredictionLog(url, root)._counters
         ship = shipper.Shipper(engine, root, writer.run_dir, counters, batch_rows=10_000)
@@ -270,18 +255,14 @@ def test_postgres_holds_each_value_as_the_segment_does():
     X = np.array([[0.1 + 0.2, -0.0], [1e-300, np.nan], [np.inf, 2.5], [-1.5e300, 7.0]])
     values = np.array([1 / 3, -2.2250738585072014e-308, 123456789.123456789, 0.0])
     stamp = 1_764_000_000.123456
-    row_batch = LogBatch(
-        base_id="exact",
+    row_batch = replace(
+        log_batch("exact", 4, role="shadow", entities=odd),
         ts=stamp,
-        positions=None,
-        entity_ids=odd,
         feature_names=("x y", 'q"uote'),
         features=X,
         predictions=values,
         model_name="démo",
         model_version="12",
-        model_label="V1.0.2",
-        role="shadow",
     )
     with services.postgres_database() as url:
         engine = make_engine(url)
@@ -307,7 +288,7 @@ def test_postgres_holds_each_value_as_the_segment_does():
 
 def test_submit_never_raises_even_when_not_started(tmp_path: Path):
     log = PredictionLog("sqlite://", tmp_path / "spool")
-    assert log.submit(batch("x", 2))  # buffered; never raises
+    assert log.submit(log_batch("x", 2))  # buffered; never raises
 
 
 def test_the_spool_is_measured_while_another_server_renames_its_run_directory(
@@ -349,9 +330,9 @@ def test_a_flush_that_fails_unexpectedly_does_not_end_the_flushing(
     monkeypatch.setattr(spool, "spool_bytes", measure_once_failing)
     try:
         # The first flush fails (after its writes, if it had any); the thread goes on.
-        assert writer.submit(batch("first", 2))
+        assert writer.submit(log_batch("first", 2))
         wait_for(lambda: len(spool.segments(writer.run_dir)) == 1)
-        assert writer.submit(batch("second", 3))
+        assert writer.submit(log_batch("second", 3))
         wait_for(lambda: len(spool.segments(writer.run_dir)) == 2)
     finally:
         writer.close()

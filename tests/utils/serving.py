@@ -10,13 +10,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from kubeloop.settings import PlatformSettings
 from kubeloop.spec import ProjectSpec
 from serving.process import REPO
+
+if TYPE_CHECKING:
+    from serving.prediction_log import LogBatch
 
 
 def materialize(raw, spec: ProjectSpec, settings: PlatformSettings) -> None:
@@ -355,3 +358,28 @@ def static_features(
     features = OnlineFeatures(lambda: (layout, StaticLookup(layout)))
     features.open()
     return features
+
+
+def log_batch(base: str, n: int, role: str = "champion", entities=None) -> LogBatch:
+    """A prediction log batch of ``n`` rows made now: features ``a`` and ``b`` (``0, 1, 2, ...``),
+    predictions ``a * 10``, request ids ``<base>-0`` to ``<base>-<n - 1>``."""
+    import time
+
+    import numpy as np
+
+    from serving.prediction_log import LogBatch
+
+    X = np.arange(n * 2, dtype=np.float64).reshape(n, 2)
+    return LogBatch(
+        base_id=base,
+        ts=time.time(),
+        positions=None,
+        entity_ids=entities,
+        feature_names=("a", "b"),
+        features=X,
+        predictions=X[:, 0] * 10.0,
+        model_name="demo",
+        model_version="3",
+        model_label="V1.0.2",
+        role=role,
+    )
