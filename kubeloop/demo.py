@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -512,6 +513,15 @@ def epilogue(result: DemoResult) -> list[str]:
     ]
 
 
+def command_path(path: Path) -> str:
+    """``path`` as a user would type it here: relative to the working directory when inside it
+    (``.venv/bin/kubeloop``), else absolute."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def main() -> None:
     from monitoring.observability import dashboard_hint
     from monitoring.settings import MonitoringSettings
@@ -522,9 +532,15 @@ def main() -> None:
     console.print(summary(result))
     for line in epilogue(result):
         console.print(line, highlight=False, soft_wrap=True)
+    cli = command_path(Path(sys.executable).with_name("kubeloop"))
     console.print(
-        f"state: {work_dir}  (KUBELOOP_WORK_DIR={work_dir} kubeloop versions | "
-        f"lineage {result.champion_after} | rollout status)"
+        f"state: {work_dir}; to look around it:\n"
+        f"  export KUBELOOP_WORK_DIR={work_dir}\n"
+        f"  {cli} versions\n"
+        f"  {cli} lineage {result.champion_after}\n"
+        f"  {cli} rollout status",
+        highlight=False,
+        soft_wrap=True,
     )
     console.print(
         dashboard_hint(MonitoringSettings(work_dir=work_dir)), highlight=False, soft_wrap=True
