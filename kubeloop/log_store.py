@@ -42,25 +42,36 @@ metadata = MetaData()
 
 ROLES = ("champion", "canary", "shadow")
 
-predictions = Table(
-    "predictions",
-    metadata,
-    Column(
-        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
-    ),
-    Column("request_id", String(64), nullable=False, index=True),
-    Column("ts", DateTime(timezone=True), nullable=False),
-    Column("entity_id", String(128), nullable=True),
-    Column("features", JSON, nullable=False),  # {feature name: value} as the model saw them
-    Column("prediction", Float, nullable=False),
-    Column("model_name", String(128), nullable=False),
-    Column("model_version", String(32), nullable=False),  # registry version number
-    Column("model_label", String(64), nullable=False),  # V<tag>.<manual>.<auto>
-    Column("role", String(16), nullable=False),  # one of ROLES
-    Column("label", String(128), nullable=True),  # classification: the predicted class
-    Column("probabilities", JSON, nullable=True),  # classification: {class: probability}
-    Index("ix_predictions_ts_role", "ts", "role"),
-)
+
+def _predictions(md: MetaData, *, partitioned: bool = False) -> Table:
+    """The ``predictions`` table; ``partitioned``: as PostgreSQL creates it, by range of
+    ``ts`` (``kubeloop.log_partitions``), whose primary key must then hold ``ts`` too."""
+    return Table(
+        "predictions",
+        md,
+        Column(
+            "id",
+            BigInteger().with_variant(Integer, "sqlite"),
+            primary_key=True,
+            autoincrement=True,
+        ),
+        Column("request_id", String(64), nullable=False, index=True),
+        Column("ts", DateTime(timezone=True), nullable=False, primary_key=partitioned),
+        Column("entity_id", String(128), nullable=True),
+        Column("features", JSON, nullable=False),  # {feature name: value} as the model saw them
+        Column("prediction", Float, nullable=False),
+        Column("model_name", String(128), nullable=False),
+        Column("model_version", String(32), nullable=False),  # registry version number
+        Column("model_label", String(64), nullable=False),  # V<tag>.<manual>.<auto>
+        Column("role", String(16), nullable=False),  # one of ROLES
+        Column("label", String(128), nullable=True),  # classification: the predicted class
+        Column("probabilities", JSON, nullable=True),  # classification: {class: probability}
+        Index("ix_predictions_ts_role", "ts", "role"),
+        **({"postgresql_partition_by": "RANGE (ts)"} if partitioned else {}),
+    )
+
+
+predictions = _predictions(metadata)
 
 feedback = Table(
     "feedback",
@@ -106,8 +117,22 @@ ADDED_COLUMNS = (
 
 
 def create_all(engine) -> None:
-    """Create the tables if missing (idempotent; safe from several workers)."""
-    metadata.create_all(engine, checkfirst=True)
+    """Create the tables if missing (idempotent; safe from several workers). On PostgreSQL
+    ``predictions`` is partitioned by day (``kubeloop.log_partitions``), with a default
+    partition; a log created before stays as it is."""
+    if engine.dialect.name != "postgresql":
+        metadata.create_all(engine, checkfirst=True)
+        return
+    from kubeloop.log_partitions import DEFAULT, LOCK_KEY, PARENT, is_partitioned
+
+    with engine.begin() as conn:  # one creator at a time: DDL is transactional here
+        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%(key)s)", {"key": LOCK_KEY})
+        metadata.create_all(conn, tables=[feedback, log_segments], checkfirst=True)
+        _predictions(MetaData(), partitioned=True).create(conn, checkfirst=True)
+        if is_partitioned(conn):
+            conn.exec_driver_sql(
+                f"CREATE TABLE IF NOT EXISTS {DEFAULT} PARTITION OF {PARENT} DEFAULT"
+            )
 
 
 def _json(value: Any) -> str:

@@ -227,8 +227,9 @@ def _read_sampled(
         if sample_rows is not None and len(ids) > sample_rows:
             rng = np.random.default_rng(seed)
             picked = np.sort(rng.choice(len(ids), sample_rows, replace=False))
+        # The window's conditions too: on a log partitioned by day, only its days are searched.
         by_id = select(predictions.c.id, cast(predictions.c.features, Text)).where(
-            predictions.c.id.in_(bindparam("ids", expanding=True))
+            predictions.c.id.in_(bindparam("ids", expanding=True)), *conditions
         )
         texts: dict[int, str] = {}
         wanted = ids[picked].tolist()

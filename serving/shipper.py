@@ -31,13 +31,14 @@ import os
 import signal
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
 
+from kubeloop.log_partitions import Partitions
 from kubeloop.log_store import PREDICTION_COLUMNS, ensure_schema, log_segments, make_engine
 from serving import spool
 
@@ -144,10 +145,21 @@ def insert_rows(conn, table: pa.Table) -> None:
     )
 
 
-def store_segments(engine, named: list[tuple[str, pa.Table]]) -> int:
-    """Store the segments not stored yet, with their names, in one transaction; returns rows."""
+def store_segments(
+    engine, named: list[tuple[str, pa.Table]], partitions: Partitions | None = None
+) -> int:
+    """Store the segments not stored yet, with their names, in one transaction; returns rows.
+    ``partitions`` first gives the days of their rows a partition of their own."""
     from sqlalchemy import select
 
+    if partitions is not None:
+        try:
+            partitions.cover(days_of([table for _, table in named]))
+        except Exception as exc:
+            if is_unreachable(exc):
+                raise
+            log.warning("no day partitions (%s): rows go to the default partition", exc)
+            partitions.stop()
     with engine.begin() as conn:
         names = [name for name, _ in named]
         done = set(conn.scalars(select(log_segments.c.name).where(log_segments.c.name.in_(names))))
@@ -163,6 +175,16 @@ def store_segments(engine, named: list[tuple[str, pa.Table]]) -> int:
             [{"name": name, "rows": t.num_rows, "shipped_at": now} for name, t in todo],
         )
     return sum(t.num_rows for _, t in todo)
+
+
+def days_of(tables: list[pa.Table]) -> set[date]:
+    """The UTC days of the segments' rows."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return {
+        day for table in tables for day in pc.unique(pc.cast(table["ts"], pa.date32())).to_pylist()
+    }
 
 
 def is_unreachable(exc: BaseException) -> bool:
@@ -192,6 +214,7 @@ class Shipper:
         self.adopted: dict[Path, int] = {}  # run dir -> lock descriptor
         self._schema_ready = False
         self._pruned = 0.0
+        self.partitions = Partitions(engine)
 
     def add(self, slot: int, n: int) -> None:
         with self.counters.get_lock():
@@ -252,7 +275,7 @@ class Shipper:
         if not named:
             return 0
         try:
-            self.add(WRITTEN, store_segments(self.engine, named))
+            self.add(WRITTEN, store_segments(self.engine, named, self.partitions))
         except Exception as exc:
             if is_unreachable(exc) or len(named) > 1:
                 raise  # retried later (several segments: one at a time, to find the bad one)

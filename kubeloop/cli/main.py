@@ -255,9 +255,9 @@ def log_prune(
     dry_run: Annotated[bool, typer.Option(help="Count what would go; delete nothing.")] = False,
     spec: SpecOption = DEFAULT_SPEC,
 ) -> None:
-    """Delete the prediction log's rows older than the retention (KUBELOOP_PREDICTION_LOG_URL),
-    oldest first, a batch per transaction; refuses a retention shorter than a window the spec
-    reads from the log."""
+    """Delete the prediction log's rows older than the retention (KUBELOOP_PREDICTION_LOG_URL):
+    whole day partitions dropped, the rest oldest first, a batch per transaction; refuses a
+    retention shorter than a window the spec reads from the log."""
     from sqlalchemy import make_url
 
     from kubeloop.log_retention import check_retention, cutoff, every_few_seconds, prune
@@ -281,8 +281,9 @@ def log_prune(
     finally:
         engine.dispose()
     verb = "would delete" if dry_run else "deleted"
+    days = f" ({pruned.partitions} day partitions dropped)" if pruned.partitions else ""
     console.print(
-        f"{verb} {pruned.predictions:,} predictions and {pruned.feedback:,} feedback rows",
+        f"{verb} {pruned.predictions:,} predictions{days} and {pruned.feedback:,} feedback rows",
         highlight=False,
     )
 

@@ -1,0 +1,157 @@
+"""Daily partitions of the prediction log on PostgreSQL.
+
+A busy server logs millions of rows a day, and the log keeps them for the retention (90 days by
+default). In one table, retention deletes a day's rows one batch at a time (about 330,000 rows a
+second here, ``bench/log_prune.py``) and leaves them to autovacuum, and the indexes span every
+day kept. Partitioned by day on ``ts``, retention drops a whole day at once, its rows, indexes
+and space, in milliseconds; each day's indexes stay small, and a read of a window (monitoring,
+retraining) scans only the days it covers.
+
+``predictions`` is partitioned by range of ``ts`` with one partition per UTC day,
+``predictions_pYYYYMMDD``, and a default partition, ``predictions_default``, for rows of a day
+that has none. The shipper makes sure the days of a batch have their partition before it
+stores the batch (``Partitions.cover``), in a short transaction of its own, serialized between
+replicas by an advisory lock. A day that already has rows in the default partition (written by
+another writer before its partition existed) keeps going there: PostgreSQL would refuse the new
+partition, and retention deletes those rows by batch like any others. A log created before
+partitioning keeps its single table; everything here then does nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, date, datetime, time, timedelta
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
+
+log = logging.getLogger(__name__)
+
+PARENT = "predictions"
+DEFAULT = "predictions_default"
+PREFIX = "predictions_p"
+# pg_advisory_xact_lock key serializing partition creation between replicas ("kubeloop").
+LOCK_KEY = 0x6B7562656C6F6F70
+
+
+def partition_name(day: date) -> str:
+    return f"{PREFIX}{day:%Y%m%d}"
+
+
+def day_of(name: str) -> date | None:
+    """The day of a partition named by ``partition_name``; None for any other table."""
+    if not name.startswith(PREFIX):
+        return None
+    try:
+        return datetime.strptime(name[len(PREFIX) :], "%Y%m%d").date()
+    except ValueError:
+        return None
+
+
+def day_start(day: date) -> datetime:
+    return datetime.combine(day, time(), UTC)
+
+
+def is_partitioned(conn: Connection) -> bool:
+    """Whether ``predictions`` is a partitioned table (PostgreSQL, created by this version)."""
+    if conn.dialect.name != "postgresql":
+        return False
+    kind = conn.exec_driver_sql(
+        "SELECT relkind FROM pg_class WHERE oid = to_regclass(%(name)s)", {"name": PARENT}
+    ).scalar()
+    return kind == "p"
+
+
+def existing_days(conn: Connection) -> set[date]:
+    names = conn.exec_driver_sql(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = to_regclass(%(name)s)",
+        {"name": PARENT},
+    ).scalars()
+    return {day for name in names if (day := day_of(name)) is not None}
+
+
+def create_days(engine: Engine, days: list[date]) -> set[date]:
+    """Create the partitions of ``days`` that are missing; returns the days that have one now.
+    A day with rows in the default partition gets none (see the module's docstring)."""
+    from sqlalchemy.exc import IntegrityError
+
+    with engine.begin() as conn:
+        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%(key)s)", {"key": LOCK_KEY})
+        have = existing_days(conn)
+        for day in sorted(set(days) - have):
+            start, end = day_start(day), day_start(day + timedelta(days=1))
+            taken = conn.exec_driver_sql(
+                f"SELECT 1 FROM {DEFAULT} WHERE ts >= %(start)s AND ts < %(end)s LIMIT 1",
+                {"start": start, "end": end},
+            ).first()
+            if taken is not None:
+                continue
+            try:
+                with conn.begin_nested():
+                    conn.exec_driver_sql(  # DDL takes no parameters; the bounds are dates
+                        f"CREATE TABLE {partition_name(day)} PARTITION OF {PARENT} "
+                        f"FOR VALUES FROM ('{start.isoformat()}') TO ('{end.isoformat()}')"
+                    )
+            except IntegrityError as exc:  # rows of that day reached the default meanwhile
+                log.info("no partition for %s: %s", day, exc.orig)
+                continue
+            have.add(day)
+    return have
+
+
+class Partitions:
+    """The partitions one writer has seen: ``cover`` asks the database only for days it has not
+    seen yet (a shipper's batches are mostly of today)."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._partitioned: bool | None = None
+        self._days: set[date] = set()
+
+    def cover(self, days: set[date]) -> None:
+        """Make sure ``days`` (UTC) have their partition (where they can)."""
+        if self._partitioned is None:
+            with self.engine.connect() as conn:
+                self._partitioned = is_partitioned(conn)
+        if not self._partitioned:
+            return
+        missing = sorted(days - self._days)
+        if missing:
+            self._days = create_days(self.engine, missing) | self._days
+
+    def stop(self) -> None:
+        """Create no more partitions in this process (creating them failed: rows then go to
+        the default partition, and the log says why once)."""
+        self._partitioned = False
+
+
+def drop_before(
+    engine: Engine, before: datetime, on_drop: Callable[[str, int], None] | None = None
+) -> tuple[int, int]:
+    """Drop the day partitions wholly before ``before``; returns (partitions, rows) dropped.
+    A partition that cannot be locked within ``lock_timeout`` (a long read holds the table)
+    stays, and its rows go by the batched delete instead."""
+    from sqlalchemy.exc import DBAPIError
+
+    with engine.connect() as conn:
+        if not is_partitioned(conn):
+            return 0, 0
+        days = sorted(d for d in existing_days(conn) if day_start(d + timedelta(days=1)) <= before)
+    dropped = rows = 0
+    for day in days:
+        name = partition_name(day)
+        try:
+            with engine.begin() as conn:
+                conn.exec_driver_sql("SET LOCAL lock_timeout = '10s'")
+                count = int(conn.exec_driver_sql(f"SELECT count(*) FROM {name}").scalar() or 0)
+                conn.exec_driver_sql(f"DROP TABLE {name}")
+        except DBAPIError as exc:
+            log.warning("partition %s stays (%s); its rows are deleted by batch", name, exc.orig)
+            continue
+        dropped, rows = dropped + 1, rows + count
+        if on_drop is not None:
+            on_drop(name, rows)
+    return dropped, rows
