@@ -2,14 +2,15 @@
 
 A new user has a table, not a spec. ``infer`` reads the table once and proposes everything a
 spec needs: column types and quality rules, the entity key and timestamp, the task from the
-target, declared features (numbers as they are, short string columns one-hot), an estimator
-and the evaluation metric. It also says what it inferred and what a person should check,
-because a guess about data is only a starting point. ``write_project`` writes the spec where
-the next command (``kubeloop run training``) reads it.
+target, declared features (numbers as they are, short string columns one-hot) and how long they
+stay fresh, an estimator and the evaluation metric. It also says what it inferred and what a
+person should check, because a guess about data is only a starting point. ``write_project``
+writes the spec where the next command (``kubeloop run training``) reads it.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,9 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from kubeloop.declared_features import names_of
 from kubeloop.errors import SpecError
-from kubeloop.spec import parse_spec
+from kubeloop.spec import FeatureSpec, parse_spec
 
 MAX_CATEGORIES = 20  # string columns with more distinct values are not one-hot encoded
 MAX_CLASSES = 20  # an integer target with at most this many values is a class label
@@ -89,6 +91,19 @@ def quality_rule(values: pd.Series, kind: str) -> dict[str, Any]:
     return rule
 
 
+def freshness_days(stamps: pd.Series) -> float:
+    """A ``features.ttl_days`` under which every entity of the table can be served by id: its
+    time span in whole days, plus one, and at least the default week. Materialization loads
+    only the rows within the TTL of the newest one, so under the default week an entity last
+    seen earlier in a table of several months could not be looked up."""
+    default = float(FeatureSpec.model_fields["ttl_days"].default)
+    times = pd.to_datetime(stamps, errors="coerce", utc=True, format="mixed").dropna()
+    if times.empty:
+        return default
+    span = (times.max() - times.min()) / pd.Timedelta(days=1)
+    return float(max(default, math.ceil(span) + 1))
+
+
 def _round(value: float) -> float:
     return float(f"{value:.6g}")
 
@@ -148,6 +163,9 @@ def infer(
     columns = {str(c): quality_rule(frame[c], types[str(c)]) for c in frame.columns}
     columns[target]["nullable"] = False
     columns[target].pop("max_null_fraction", None)
+    if task == "classification":  # classes are labels, not a range (0..1.5 for 0/1)
+        columns[target].pop("min", None)
+        columns[target].pop("max", None)
     columns[entity] = {"type": types[entity], "nullable": False}  # an id has no range
     columns[timestamp]["nullable"] = False
     declared: list[dict[str, Any]] = []
@@ -177,6 +195,7 @@ def infer(
         else "sklearn.ensemble.HistGradientBoostingRegressor"
     )
     metric = "f1" if task == "classification" else "rmse"
+    ttl_days = freshness_days(frame[timestamp])
     out.spec = {
         "name": name,
         "task": task,
@@ -188,7 +207,7 @@ def infer(
             "min_rows": max(100, min(len(frame) // 2, 10_000)),
             "columns": columns,
         },
-        "features": {"declared": declared},
+        "features": {"declared": declared, "ttl_days": ttl_days},
         "model": {
             "tag": 1,
             "manual_revision": 0,
@@ -201,13 +220,27 @@ def infer(
         f"{len(columns)} columns: " + ", ".join(f"{c} ({columns[c]['type']})" for c in columns),
         f"{len(declared)} declared features; estimator {estimator.rsplit('.', 1)[1]}; "
         f"gate on {metric}",
+        f"features.ttl_days: {ttl_days:g} (the data's time span: every entity can be served by id)",
     ]
     out.check += [
         "quality rules (data.columns): ranges are the observed ones widened by half their span",
         "evaluation.thresholds is empty: add the quality a model must reach to be registered",
         f"one-hot categories are fixed as seen in the first {SAMPLE_ROWS:,} rows",
+        "features.ttl_days: an entity whose newest row is older than this before the newest "
+        "data is not served by id; with live data, lower it to how long a row stays true",
     ]
-    parse_spec(out.spec, origin="the inferred spec")  # what we propose must be a valid spec
+    proposed = parse_spec(out.spec, origin="the inferred spec")  # it must be a valid spec
+    renamed = [
+        f"'{f.column}' as {name}"
+        for f in proposed.features.declared or []
+        if f.encode == "raw" and (name := names_of(f)[0]) != f.column
+    ]
+    if renamed:
+        out.inferred.append(
+            "feature names (requests use them): "
+            + ", ".join(renamed[:5])
+            + (f" and {len(renamed) - 5} more" if len(renamed) > 5 else "")
+        )
     return out
 
 

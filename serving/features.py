@@ -133,11 +133,7 @@ class OnlineFeatures:
         for entity, row in zip(unique, rows, strict=True):
             if row is None:
                 field = fields[list(entities).index(entity)]
-                raise EntityNotFound(
-                    f"entity {entity!r} has no features in the online store "
-                    f"({lookup.layout.join_key}); check the id or materialize it",
-                    field=field,
-                )
+                raise not_found(entity, lookup.layout.join_key, field)
             by_entity[entity] = row.values
         table = np.array([by_entity[e] for e in entities], dtype=np.float64)
         return table[:, columns]
@@ -154,9 +150,7 @@ class OnlineFeatures:
         lookup = self._require()
         [row] = await self.read([entity])
         if row is None:
-            raise EntityNotFound(
-                f"entity {entity!r} has no features in the online store", field="entity_id"
-            )
+            raise not_found(entity, lookup.layout.join_key, "entity_id")
         return {
             "entity_id": entity,
             "join_key": lookup.layout.join_key,
@@ -170,3 +164,15 @@ class OnlineFeatures:
     async def close(self) -> None:
         if self.lookup is not None:
             await self.lookup.close()
+
+
+def not_found(entity: Any, join_key: str, field: str) -> EntityNotFound:
+    """The 404 for an entity without online features, with the two usual causes: materialization
+    loads only the rows within the features' TTL of the newest data, so an entity last seen
+    before that has none, however often ``kubeloop materialize`` runs."""
+    return EntityNotFound(
+        f"entity {entity!r} has no features in the online store ({join_key}): an unknown id, "
+        "or its newest row is older than the features' TTL (features.ttl_days) before the "
+        "newest data, which materialization leaves out",
+        field=field,
+    )

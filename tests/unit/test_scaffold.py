@@ -64,10 +64,27 @@ def test_a_numeric_target_is_regression_and_features_are_declared() -> None:
     assert spec["model"]["estimator"]["class"].endswith("HistGradientBoostingRegressor")
 
 
+def test_features_stay_fresh_over_the_tables_time_span() -> None:
+    """Materialization loads the rows within the TTL of the newest one: with the default week,
+    299 of these 300 daily shops could not be served by id."""
+    assert infer(table(), "shops", "shops.csv", "sales").spec["features"]["ttl_days"] == 300
+    week = infer(table(3), "shops", "shops.csv", "sales").spec["features"]
+    assert week["ttl_days"] == 7  # never below the spec's default
+
+
 def test_a_string_target_is_classification() -> None:
     spec = infer(table(), "shops", "shops.csv", "busy").spec
     assert spec["task"] == "classification" and spec["evaluation"]["primary_metric"] == "f1"
     assert spec["model"]["estimator"]["class"].endswith("HistGradientBoostingClassifier")
+
+
+def test_integer_classes_get_no_range_and_renamed_features_are_listed() -> None:
+    frame = table().rename(columns={"rain_mm": "rain mm"})
+    frame["returned"] = np.arange(len(frame)) % 2
+    inference = infer(frame, "shops", "shops.csv", "returned")
+    assert inference.spec["task"] == "classification"
+    assert inference.spec["data"]["columns"]["returned"] == {"type": "int", "nullable": False}
+    assert "feature names (requests use them): 'rain mm' as rain_mm" in inference.inferred
 
 
 @pytest.mark.parametrize(
