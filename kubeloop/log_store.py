@@ -67,7 +67,7 @@ def _predictions(md: MetaData, *, partitioned: bool = False) -> Table:
         Column("label", String(128), nullable=True),  # classification: the predicted class
         Column("probabilities", JSON, nullable=True),  # classification: {class: probability}
         Index("ix_predictions_ts_role", "ts", "role"),
-        **({"postgresql_partition_by": "RANGE (ts)"} if partitioned else {}),
+        postgresql_partition_by="RANGE (ts)" if partitioned else None,
     )
 
 

@@ -528,10 +528,15 @@ class ProjectSpec(_Strict):
 
 
 def _format_errors(exc: ValidationError) -> str:
+    """One line per error, ``key: message``. A check across keys (a model validator) has no
+    location and its message names the keys itself; pydantic's "Value error, " prefix goes."""
     lines = []
     for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "<root>"
-        lines.append(f"  {key}: {err['msg']}")
+        key = ".".join(str(p) for p in err["loc"])
+        message = err["msg"]
+        if err["type"] == "value_error" and "error" in err.get("ctx", {}):
+            message = str(err["ctx"]["error"])
+        lines.append(f"  {key}: {message}" if key else f"  {message}")
     return "\n".join(lines)
 
 

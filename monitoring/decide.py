@@ -27,6 +27,10 @@ class Trigger:
 class Verdict:
     triggers: list[Trigger] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # False when the window held too little to judge by (the notes say why): the figures were
+    # measured, but a reader must not take them for a verdict.
+    drift_judged: bool = True
+    quality_judged: bool = True
 
     @property
     def retrain(self) -> bool:
@@ -65,7 +69,9 @@ def decide(
     """
     triggers: list[Trigger] = []
     notes: list[str] = []
+    drift_judged = quality_judged = True
     if window_rows < spec.min_rows:
+        drift_judged = False
         notes.append(f"drift not judged: {window_rows} rows in the window, {spec.min_rows} needed")
     elif drift_share >= spec.drift_share:
         triggers.append(
@@ -76,10 +82,12 @@ def decide(
             )
         )
     if labelled_rows < spec.min_labelled_rows:
+        quality_judged = False
         notes.append(
             f"quality not judged: {labelled_rows} labelled rows, {spec.min_labelled_rows} needed"
         )
     elif quality_loss is None:
+        quality_judged = False
         notes.append("quality not judged: no baseline figure to compare with")
     elif quality_loss >= spec.quality_loss:
         triggers.append(
@@ -96,4 +104,4 @@ def decide(
                 f"{new_labels} labelled rows since the last training, threshold {spec.new_labels}",
             )
         )
-    return Verdict(triggers=triggers, notes=notes)
+    return Verdict(triggers, notes, drift_judged, quality_judged)

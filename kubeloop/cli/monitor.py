@@ -82,7 +82,12 @@ def monitor(
         f"predictions ({outcome.labelled_rows} labelled) from {outcome.start:%F %T} "
         f"to {outcome.end:%F %T} UTC"
     )
-    console.print(f"drift: {drift.share:.0%} of features ({', '.join(drift.drifted) or 'none'})")
+    verdict = outcome.verdict
+    unjudged = " [dim](measured, not judged)[/dim]"
+    console.print(
+        f"drift: {drift.share:.0%} of features ({', '.join(drift.drifted) or 'none'})"
+        + ("" if verdict.drift_judged else unjudged)
+    )
     if drift.prediction is not None:
         console.print(
             f"prediction drift: {drift.prediction.method} {drift.prediction.score:.3g}"
@@ -95,6 +100,7 @@ def monitor(
             f"quality: {metric} {quality.current.get(metric, float('nan')):.4g} live, "
             f"{quality.baseline.get(metric, float('nan')):.4g} baseline"
             + (f" (live {others})" if others else "")
+            + ("" if verdict.quality_judged else unjudged)
         )
     for note in outcome.verdict.notes:
         console.print(f"[dim]{note}[/dim]")
@@ -303,7 +309,10 @@ def lineage_cmd(
         ),
         ("registered", reg.get("registered_at")),
         ("retrained because", reg.get("retrained_because")),
-        ("approved", f"{reg.get('approved_by')} at {reg.get('approved_at')}"),
+        (
+            "approved",
+            reg.get("approved_by") and f"{reg['approved_by']} at {reg.get('approved_at')}",
+        ),
         ("aliases", ", ".join(record.get("aliases", [])) or "-"),
         *[(f"traffic: {k.replace('_', ' ')}", v) for k, v in record["traffic"].items() if v],
         ("rollout", record.get("rollout_state")),

@@ -12,7 +12,10 @@ def serve(
     spec: Annotated[
         Path | None, typer.Option("--spec", "-s", envvar="KUBELOOP_SPEC", help="Project spec YAML.")
     ] = None,
-    host: Annotated[str | None, typer.Option(help="Address (default 0.0.0.0)")] = None,
+    host: Annotated[
+        str | None,
+        typer.Option(help="Address (default 0.0.0.0; 127.0.0.1 while no API token is set)"),
+    ] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8080)")] = None,
     workers: Annotated[int | None, typer.Option(min=1, help="uvicorn worker processes")] = None,
     shadow: Annotated[
@@ -46,4 +49,11 @@ def serve(
         for error in exc.errors():
             typer.echo(f"error: {error['msg']}", err=True)
         raise typer.Exit(2) from None
+    if settings.token is None and "host" not in settings.model_fields_set:
+        # dev without a token: every route is open, so not to the whole network by default
+        settings = settings.model_copy(update={"host": "127.0.0.1"})
+        typer.echo(
+            "no KUBELOOP_API_TOKEN: listening on 127.0.0.1 only (--host 0.0.0.0 opens it)",
+            err=True,
+        )
     raise typer.Exit(run(settings))

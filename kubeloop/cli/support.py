@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from kubeloop.errors import KubeloopError
+from kubeloop.errors import KubeloopError, SpecError
 from kubeloop.settings import PlatformSettings
 from kubeloop.spec import ProjectSpec, load_spec
 
@@ -59,4 +59,10 @@ def context(
     """
     settings = settings_cls(**{k: v for k, v in overrides.items() if v is not None})
     settings.export_to_environment()
+    if spec_path == DEFAULT_SPEC and not spec_path.exists():
+        raise SpecError(
+            f"no spec given and no {DEFAULT_SPEC} here (the bundled example, found from the "
+            "repository's root): pass --spec <project>/spec.yaml or set KUBELOOP_SPEC",
+            field="spec",
+        )
     return load_spec(spec_path), settings

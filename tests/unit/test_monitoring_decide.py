@@ -72,6 +72,8 @@ def test_small_windows_are_reported_but_never_judged() -> None:
     result = verdict(window_rows=99, drift_share=1.0, labelled_rows=49, quality_loss=5.0)
     assert not result.retrain
     assert len(result.notes) == 2 and "99 rows" in result.notes[0]
+    assert not result.drift_judged and not result.quality_judged
+    assert verdict().drift_judged and verdict().quality_judged
 
 
 def test_every_crossed_threshold_is_named() -> None:
