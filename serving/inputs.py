@@ -394,15 +394,23 @@ def _matrix(
 
 def _feature_error(i: int, features: dict[str, Any], names: Sequence[str]) -> InvalidFeature:
     missing = [n for n in names if n not in features]
+    unknown = sorted(set(features) - set(names))
     if missing:
+        # Names sent beside the missing ones are often the same features spelled otherwise
+        # (a column "mean radius" for the feature mean_radius): say so.
+        sent = (
+            f"; it has {len(unknown)} the model does not take ({unknown[0]!r}...)"
+            if unknown
+            else ""
+        )
         return InvalidFeature(
             f"records[{i}].features lacks {missing[0]!r}"
             + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
+            + sent
             + "; the model needs every one of: "
             + ", ".join(names),
             field=f"records[{i}].features.{missing[0]}",
         )
-    unknown = sorted(set(features) - set(names))
     return InvalidFeature(
         f"records[{i}].features has unknown feature {unknown[0]!r}; the model "
         "takes: " + ", ".join(names),

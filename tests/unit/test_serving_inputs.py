@@ -101,6 +101,9 @@ def test_predict_rejects_missing_feature_naming_it():
         parse(orjson.dumps({"records": [{"features": {"a": 1, "c": 2}}]}))
     assert err.value.field == "records[0].features.b"
     assert "lacks 'b'" in err.value.message
+    with pytest.raises(InvalidFeature) as err:
+        parse(orjson.dumps({"records": [{"features": {"a": 1, "B ": 0, "c": 2}}]}))
+    assert "lacks 'b'; it has 1 the model does not take ('B '...)" in err.value.message
 
 
 def test_predict_rejects_unknown_feature_naming_it():
