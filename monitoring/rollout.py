@@ -900,6 +900,13 @@ def describe_comparison(comparison: dict[str, Any], metric: str) -> str:
     )
 
 
+def relative_to_champion(loss: float) -> str:
+    """A relative quality loss in words: ``loss`` > 0 is worse than the champion."""
+    if abs(loss) < 0.0005:
+        return "as good as the champion"
+    return f"{abs(loss):.1%} {'worse' if loss > 0 else 'better'} than the champion"
+
+
 def step_rows(status: dict[str, Any], metric: str) -> list[dict[str, str]]:
     """One row per judged stage (shadow, stress test, canary steps) for ``kubeloop rollout
     status``: the counts, latency and quality it judged, and where each came from."""
@@ -916,7 +923,7 @@ def step_rows(status: dict[str, Any], metric: str) -> list[dict[str, str]]:
                 "quality": describe_comparison(s, metric),
                 "source": f"prediction log, champion and shadow rows since "
                 f"{status.get('shadow_started_at', '-')}",
-                "verdict": f"{metric} {loss:+.1%} against the champion"
+                "verdict": f"{metric} {relative_to_champion(loss)}"
                 if loss is not None
                 else f"quality not judged (fewer than {MIN_LABELLED} labelled requests)",
             }

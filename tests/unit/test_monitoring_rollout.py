@@ -34,6 +34,7 @@ from monitoring.rollout import (
     SHADOW,
     Rollout,
     ServerAdmin,
+    relative_to_champion,
     step_rows,
 )
 from monitoring.stress import StressResult
@@ -726,3 +727,9 @@ def test_the_production_cli_looks_for_the_production_models_challenger(
     assert result.exit_code == 0, result.output
     assert f"{PRODUCTION} has no challenger besides the champion" in result.output
     assert world.server.weights == []
+
+
+def test_the_shadow_verdict_says_better_or_worse_in_words():
+    assert relative_to_champion(0.125) == "12.5% worse than the champion"
+    assert relative_to_champion(-0.646) == "64.6% better than the champion"
+    assert relative_to_champion(-0.00001) == "as good as the champion"  # not "-0.0%"
