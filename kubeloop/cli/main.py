@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -21,6 +22,13 @@ log_app = typer.Typer(help="The prediction log.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(run_app, name="run")
 app.add_typer(log_app, name="log")
+
+
+@app.callback()
+def quiet_downloads() -> None:
+    """MLflow draws a progress bar for each artifact it downloads, however small (a lineage
+    record, a reference sample): in these commands' output the bars only bury the answer."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 @data_app.command("generate")
