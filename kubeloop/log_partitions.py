@@ -103,8 +103,9 @@ def create_days(engine: Engine, days: list[date]) -> set[date]:
 
 
 class Partitions:
-    """The partitions one writer has seen: ``cover`` asks the database only for days it has not
-    seen yet (a shipper's batches are mostly of today)."""
+    """The days one writer has settled: ``cover`` asks the database only about days it has not
+    seen yet (a shipper's batches are mostly of today). A day left to the default partition is
+    settled too: asking again would find the same rows there."""
 
     def __init__(self, engine: Engine):
         self.engine = engine
@@ -120,7 +121,7 @@ class Partitions:
             return
         missing = sorted(days - self._days)
         if missing:
-            self._days = create_days(self.engine, missing) | self._days
+            self._days |= create_days(self.engine, missing) | set(missing)
 
     def stop(self) -> None:
         """Create no more partitions in this process (creating them failed: rows then go to
