@@ -7,7 +7,8 @@ with Arrow compute (request ids, the features as a JSON object, timestamps: no P
 for PostgreSQL), ``STORE_CHUNK_ROWS`` at a time so that a big segment's text never sits in
 memory whole, and stores them in one transaction together with the segments' names in
 ``log_segments``: PostgreSQL through ``COPY ... FROM STDIN (FORMAT binary)`` (psycopg 3; the
-rows encoded from Arrow by pgpq), SQLite through ``executemany``. Only then are the files
+rows encoded from Arrow by pgpq) into the partition of their day (``kubeloop.log_partitions``,
+created first where missing), SQLite through ``executemany``. Only then are the files
 deleted; a segment found in ``log_segments`` (stored, then the process died before deleting it)
 is skipped, so no row is stored twice.
 
