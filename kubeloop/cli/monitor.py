@@ -211,8 +211,6 @@ def rollout_status(
 ) -> None:
     """Show the candidate's rollout state and, per step, the counts, latency and quality it
     judged and where they came from."""
-    from rich.table import Table
-
     from monitoring.rollout import step_rows
 
     rollout, project = _rollout(spec, None)
@@ -223,12 +221,13 @@ def rollout_status(
     console.print(
         f"{status['model']} {status['label']} (version {status['version']}): {status['state']}"
     )
-    rows = step_rows(status, project.evaluation.primary_metric)
-    if rows:
-        table = Table(*rows[0].keys())
-        for row in rows:
-            table.add_row(*row.values())
-        console.print(table)
+    # A block per step, not a table: its cells are sentences, which a table at a terminal's
+    # 80 columns cut off mid-word.
+    for row in step_rows(status, project.evaluation.primary_metric):
+        details = {k: v for k, v in row.items() if k not in ("step", "verdict") and v != "-"}
+        console.print(f"[bold]{row['step']}[/bold]: {row['verdict']}", highlight=False)
+        for key, value in details.items():
+            console.print(f"  {key}: {value}", highlight=False, soft_wrap=True)
     if status.get("rollback_reason"):
         console.print(f"rolled back: {status['rollback_reason']}")
 
