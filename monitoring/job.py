@@ -233,19 +233,30 @@ def _summary(outcome: MonitorOutcome) -> str:
     drift, quality, verdict = outcome.analysis.drift, outcome.analysis.quality, outcome.verdict
     metric = quality.primary
     live, baseline = quality.current.get(metric), quality.baseline.get(metric)
+    unjudged = " (measured, not judged)"
     facts: list[tuple[str, object]] = [
         ("model", f"{outcome.model_name} {outcome.label} (registry version {outcome.version})"),
         ("compared", "the champion's recent predictions with its training reference"),
         ("window", f"{outcome.start:%Y-%m-%d %H:%M} to {outcome.end:%Y-%m-%d %H:%M} UTC"),
         ("predictions in the window", outcome.rows),
         ("of them labelled", outcome.labelled_rows),
-        ("features drifted", f"{len(drift.drifted)} of {len(drift.features)} ({drift.share:.0%})"),
+        (
+            "features drifted",
+            f"{len(drift.drifted)} of {len(drift.features)} ({drift.share:.0%})"
+            + ("" if verdict.drift_judged else unjudged),
+        ),
         ("drifted features", ", ".join(drift.drifted) or "none"),
-        (f"{metric} live / baseline", f"{_number(live)} / {_number(baseline)}"),
+        (
+            f"{metric} live / baseline",
+            f"{_number(live)} / {_number(baseline)}" + ("" if verdict.quality_judged else unjudged),
+        ),
     ]
     if verdict.retrain:
         tone, title = "fail", "Retraining needed"
         reasons = [t.detail for t in verdict.triggers] + list(verdict.notes)
+    elif not (verdict.drift_judged and verdict.quality_judged):
+        tone, title = "warn", "No retraining needed so far: not everything could be judged"
+        reasons = list(verdict.notes)
     else:
         tone, title = "ok", "No retraining needed"
         reasons = list(verdict.notes) or ["no drift or quality threshold of the spec was crossed"]

@@ -219,6 +219,20 @@ def test_same_distribution_traffic_is_left_alone(loop: Loop, env) -> None:
     assert state.read(engine, loop.spec.model_name) is None
 
 
+def test_a_window_too_small_to_judge_says_so_in_its_report(loop: Loop, env) -> None:
+    """A handful of predictions gives figures, but no verdict: the report must not read as
+    an all-clear."""
+    settings, engine = env
+    serve_traffic(loop, engine, like_training(loop, 20, 3))
+    outcome = run_monitor(
+        loop.spec, settings, now=NOW, launcher=FakeLauncher(settings), engine=engine
+    )
+    assert not outcome.verdict.drift_judged and not outcome.verdict.retrain
+    html = outcome.report.read_text()
+    assert "not everything could be judged" in html and "(measured, not judged)" in html
+    assert "drift not judged: 20 rows in the window" in html
+
+
 def test_the_cooldown_stops_a_second_launch(loop: Loop, env) -> None:
     settings, engine = env
     serve_traffic(loop, engine, drifted())
