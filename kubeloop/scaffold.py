@@ -20,11 +20,20 @@ import yaml
 
 from kubeloop.declared_features import names_of
 from kubeloop.errors import SpecError
-from kubeloop.spec import FeatureSpec, parse_spec
+from kubeloop.spec import FeatureSpec, MonitoringSpec, parse_spec
 
 MAX_CATEGORIES = 20  # string columns with more distinct values are not one-hot encoded
 MAX_CLASSES = 20  # an integer target with at most this many values is a class label
 SAMPLE_ROWS = 200_000  # inference reads at most this many rows
+# Written out with their defaults, to be read and tuned: when monitoring calls for retraining.
+MONITORING_KEYS = (
+    "window_hours",
+    "min_rows",
+    "drift_share",
+    "quality_loss",
+    "min_labelled_rows",
+    "cooldown_minutes",
+)
 
 
 @dataclass
@@ -214,6 +223,7 @@ def infer(
             "estimator": {"class": estimator, "params": {"random_state": 0}},
         },
         "evaluation": {"test_fraction": 0.2, "primary_metric": metric, "thresholds": {}},
+        "monitoring": {key: getattr(MonitoringSpec(), key) for key in MONITORING_KEYS},
     }
     out.inferred += [
         f"entity key: '{entity}', timestamp: '{timestamp}', target: '{target}'",
@@ -225,6 +235,8 @@ def infer(
     out.check += [
         "quality rules (data.columns): ranges are the observed ones widened by half their span",
         "evaluation.thresholds is empty: add the quality a model must reach to be registered",
+        "monitoring: the defaults of when monitoring calls for retraining (every key and the "
+        "rollout's are described in kubeloop/spec.py)",
         f"one-hot categories are fixed as seen in the first {SAMPLE_ROWS:,} rows",
         "features.ttl_days: an entity whose newest row is older than this before the newest "
         "data is not served by id; with live data, lower it to how long a row stays true",

@@ -8,7 +8,7 @@ import pytest
 
 from kubeloop.errors import SpecError
 from kubeloop.scaffold import column_type, infer, quality_rule, write_project
-from kubeloop.spec import load_spec
+from kubeloop.spec import MonitoringSpec, load_spec
 
 
 def table(rows: int = 300) -> pd.DataFrame:
@@ -62,6 +62,7 @@ def test_a_numeric_target_is_regression_and_features_are_declared() -> None:
     assert any("'street' has 300 distinct strings" in line for line in inference.check)
     assert spec["evaluation"]["primary_metric"] == "rmse"
     assert spec["model"]["estimator"]["class"].endswith("HistGradientBoostingRegressor")
+    assert spec["monitoring"]["drift_share"] == MonitoringSpec().drift_share  # out to be tuned
 
 
 def test_features_stay_fresh_over_the_tables_time_span() -> None:
