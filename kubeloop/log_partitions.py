@@ -129,6 +129,14 @@ class Partitions:
         self._partitioned = False
 
 
+def days_before(engine: Engine, before: datetime) -> list[date]:
+    """The days whose partition lies wholly before ``before`` (none on a log without them)."""
+    with engine.connect() as conn:
+        if not is_partitioned(conn):
+            return []
+        return sorted(d for d in existing_days(conn) if day_start(d + timedelta(days=1)) <= before)
+
+
 def drop_before(
     engine: Engine, before: datetime, on_drop: Callable[[str, int], None] | None = None
 ) -> tuple[int, int]:
@@ -137,12 +145,8 @@ def drop_before(
     stays, and its rows go by the batched delete instead."""
     from sqlalchemy.exc import DBAPIError
 
-    with engine.connect() as conn:
-        if not is_partitioned(conn):
-            return 0, 0
-        days = sorted(d for d in existing_days(conn) if day_start(d + timedelta(days=1)) <= before)
     dropped = rows = 0
-    for day in days:
+    for day in days_before(engine, before):
         name = partition_name(day)
         try:
             with engine.begin() as conn:

@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from kubeloop.errors import SpecError
-from kubeloop.log_partitions import drop_before
+from kubeloop.log_partitions import days_before, drop_before
 from kubeloop.log_store import feedback, predictions
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ BATCH_ROWS = 50_000
 @dataclass(frozen=True)
 class Pruned:
     """Rows deleted (or, on a dry run, that would be) per table, and the day partitions
-    dropped (none on a dry run), whose rows ``predictions`` counts."""
+    dropped (or that would be), whose rows ``predictions`` counts."""
 
     predictions: int
     feedback: int
@@ -105,6 +105,8 @@ def prune(
             counts[table.name] = 0
         elif dry_run:
             counts[table.name] = _count_before(engine, table, before)
+            if table is predictions:
+                partitions = len(days_before(engine, before))
         else:
             dropped = 0
             if table is predictions:

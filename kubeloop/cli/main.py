@@ -289,7 +289,8 @@ def log_prune(
     finally:
         engine.dispose()
     verb = "would delete" if dry_run else "deleted"
-    days = f" ({pruned.partitions} day partitions dropped)" if pruned.partitions else ""
+    dropped = "would be dropped" if dry_run else "dropped"
+    days = f" ({pruned.partitions} day partitions {dropped})" if pruned.partitions else ""
     console.print(
         f"{verb} {pruned.predictions:,} predictions{days} and {pruned.feedback:,} feedback rows",
         highlight=False,

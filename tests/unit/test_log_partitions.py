@@ -58,6 +58,10 @@ def test_shipped_rows_reach_their_days_partition_and_retention_drops_whole_days(
     assert [rows_in(engine, partition_name(day_ago(d))) for d in (40, 10, 0)] == [7, 4, 2]
     assert rows_in(engine, DEFAULT) == 0
 
+    dry = prune(engine, cutoff(30), dry_run=True)
+    assert (dry.predictions, dry.partitions) == (7, 1)
+    assert rows_in(engine, partition_name(day_ago(40))) == 7  # a dry run drops nothing
+
     progress: list[tuple[str, int]] = []
     pruned = prune(engine, cutoff(30), on_batch=lambda t, n: progress.append((t, n)))
     assert (pruned.predictions, pruned.partitions) == (7, 1)
