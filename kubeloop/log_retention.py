@@ -43,7 +43,7 @@ class Pruned:
 
     predictions: int
     feedback: int
-    partitions: int = 0
+    partitions: int
 
 
 def check_retention(keep_days: float, spec: ProjectSpec) -> None:

@@ -205,6 +205,7 @@ def infer(
     )
     metric = "f1" if task == "classification" else "rmse"
     ttl_days = freshness_days(frame[timestamp])
+    monitoring = MonitoringSpec()  # its defaults
     out.spec = {
         "name": name,
         "task": task,
@@ -223,7 +224,7 @@ def infer(
             "estimator": {"class": estimator, "params": {"random_state": 0}},
         },
         "evaluation": {"test_fraction": 0.2, "primary_metric": metric, "thresholds": {}},
-        "monitoring": {key: getattr(MonitoringSpec(), key) for key in MONITORING_KEYS},
+        "monitoring": {key: getattr(monitoring, key) for key in MONITORING_KEYS},
     }
     out.inferred += [
         f"entity key: '{entity}', timestamp: '{timestamp}', target: '{target}'",

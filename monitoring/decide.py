@@ -23,6 +23,10 @@ class Trigger:
     detail: str
 
 
+# Beside a figure measured on a window too small to judge by, wherever it is shown.
+NOT_JUDGED = " (measured, not judged)"
+
+
 @dataclass(frozen=True)
 class Verdict:
     triggers: list[Trigger] = field(default_factory=list)

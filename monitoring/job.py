@@ -23,7 +23,7 @@ from typing import Any
 from kubeloop import model_store
 from kubeloop.spec import ProjectSpec
 from monitoring import exporter, report, state
-from monitoring.decide import Verdict, decide
+from monitoring.decide import NOT_JUDGED, Verdict, decide
 from monitoring.drift import Analysis, analyze
 from monitoring.errors import LaunchError, SupersededWhileStarting
 from monitoring.launch import Launched, Launcher, make_launcher
@@ -233,7 +233,6 @@ def _summary(outcome: MonitorOutcome) -> str:
     drift, quality, verdict = outcome.analysis.drift, outcome.analysis.quality, outcome.verdict
     metric = quality.primary
     live, baseline = quality.current.get(metric), quality.baseline.get(metric)
-    unjudged = " (measured, not judged)"
     facts: list[tuple[str, object]] = [
         ("model", f"{outcome.model_name} {outcome.label} (registry version {outcome.version})"),
         ("compared", "the champion's recent predictions with its training reference"),
@@ -243,12 +242,13 @@ def _summary(outcome: MonitorOutcome) -> str:
         (
             "features drifted",
             f"{len(drift.drifted)} of {len(drift.features)} ({drift.share:.0%})"
-            + ("" if verdict.drift_judged else unjudged),
+            + ("" if verdict.drift_judged else NOT_JUDGED),
         ),
         ("drifted features", ", ".join(drift.drifted) or "none"),
         (
             f"{metric} live / baseline",
-            f"{_number(live)} / {_number(baseline)}" + ("" if verdict.quality_judged else unjudged),
+            f"{_number(live)} / {_number(baseline)}"
+            + ("" if verdict.quality_judged else NOT_JUDGED),
         ),
     ]
     if verdict.retrain:

@@ -63,6 +63,7 @@ def monitor(
     """
     import logging
 
+    from monitoring.decide import NOT_JUDGED
     from monitoring.job import run_monitor
 
     logging.basicConfig(
@@ -83,7 +84,7 @@ def monitor(
         f"to {outcome.end:%F %T} UTC"
     )
     verdict = outcome.verdict
-    unjudged = " [dim](measured, not judged)[/dim]"
+    unjudged = f"[dim]{NOT_JUDGED}[/dim]"
     console.print(
         f"drift: {drift.share:.0%} of features ({', '.join(drift.drifted) or 'none'})"
         + ("" if verdict.drift_judged else unjudged)
