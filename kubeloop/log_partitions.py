@@ -11,10 +11,16 @@ retraining) scans only the days it covers.
 ``predictions_pYYYYMMDD``, and a default partition, ``predictions_default``, for rows of a day
 that has none. The shipper makes sure the days of a batch have their partition before it
 stores the batch (``Partitions.cover``), in a short transaction of its own, serialized between
-replicas by an advisory lock. A day that already has rows in the default partition (written by
-another writer before its partition existed) keeps going there: PostgreSQL would refuse the new
-partition, and retention deletes those rows by batch like any others. A log created before
-partitioning keeps its single table; everything here then does nothing.
+replicas by an advisory lock, and creates the next ``AHEAD_DAYS`` days' too. Ahead, because
+creating a partition takes an ACCESS EXCLUSIVE lock on ``predictions``: it waits for every read
+in progress (a monitoring job can read for a minute), and while it waits every other reader and
+writer queues behind it. So the creation gives up after ``LOCK_TIMEOUT`` and is tried again
+``RETRY_SECONDS`` later, and the day that rows need at midnight was created days before, when
+nothing held the table. A day that already has rows in the default partition (written by
+another writer before its partition existed, or while its creation kept timing out) keeps going
+there: PostgreSQL would refuse the new partition, and retention deletes those rows by batch like
+any others. A log created before partitioning keeps its single table; everything here then does
+nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
+from time import monotonic
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -34,6 +41,10 @@ DEFAULT = "predictions_default"
 PREFIX = "predictions_p"
 # pg_advisory_xact_lock key serializing partition creation between replicas ("kubeloop").
 LOCK_KEY = 0x6B7562656C6F6F70
+AHEAD_DAYS = 2  # days after today whose partition a writer creates in advance
+# How long creating or dropping a partition waits for the table (others queue behind it meanwhile).
+LOCK_TIMEOUT = "2s"
+RETRY_SECONDS = 300.0  # before a writer tries again after a creation gave up
 
 
 def partition_name(day: date) -> str:
@@ -75,10 +86,13 @@ def existing_days(conn: Connection) -> set[date]:
 
 def create_days(engine: Engine, days: list[date]) -> set[date]:
     """Create the partitions of ``days`` that are missing; returns the days that have one now.
-    A day with rows in the default partition gets none (see the module's docstring)."""
+    A day with rows in the default partition gets none (see the module's docstring). Raises
+    SQLAlchemy's ``OperationalError`` when a lock was not had within ``LOCK_TIMEOUT``
+    (``lock_timed_out``): then nothing was created."""
     from sqlalchemy.exc import IntegrityError
 
     with engine.begin() as conn:
+        conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
         conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%(key)s)", {"key": LOCK_KEY})
         have = existing_days(conn)
         for day in sorted(set(days) - have):
@@ -90,10 +104,15 @@ def create_days(engine: Engine, days: list[date]) -> set[date]:
                         f"FOR VALUES FROM ('{start.isoformat()}') TO ('{end.isoformat()}')"
                     )
             except IntegrityError as exc:  # PostgreSQL found rows of that day in the default
-                log.info("no partition for %s: %s", day, exc.orig)
+                log.warning("rows of %s stay in the default partition: %s", day, exc.orig)
                 continue
             have.add(day)
     return have
+
+
+def lock_timed_out(exc: BaseException) -> bool:
+    """Whether PostgreSQL gave up waiting for a lock (SQLSTATE 55P03, ``lock_timeout``)."""
+    return getattr(getattr(exc, "orig", None), "sqlstate", None) == "55P03"
 
 
 class Partitions:
@@ -101,22 +120,46 @@ class Partitions:
     seen yet (a shipper's batches are mostly of today). A day left to the default partition is
     settled too: asking again would find the same rows there."""
 
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, retry_seconds: float = RETRY_SECONDS):
         self.engine = engine
+        self.retry_seconds = retry_seconds
         self._partitioned: bool | None = None
         self._days: set[date] = set()
+        self._retry_at = 0.0
 
     def cover(self, days: set[date]) -> None:
-        """Make sure ``days`` (UTC) have their partition (where they can)."""
+        """Make sure ``days`` (UTC) and the next ``AHEAD_DAYS`` have their partition (where
+        they can). When the table stays locked, ``days`` go to the default partition rather
+        than wait, and the creation is tried again after ``retry_seconds``."""
         if self._partitioned is None:
             with self.engine.connect() as conn:
                 self._partitioned = is_partitioned(conn)
         if not self._partitioned:
             return
-        missing = sorted(days - self._days)
-        if missing:
+        wanted = set(days)
+        if monotonic() >= self._retry_at:
+            today = datetime.now(UTC).date()
+            wanted.update(today + timedelta(days=i) for i in range(AHEAD_DAYS + 1))
+        missing = sorted(wanted - self._days)
+        if not missing:
+            return
+        try:
             create_days(self.engine, missing)
-            self._days.update(missing)
+        except Exception as exc:
+            if not lock_timed_out(exc):
+                raise
+            log.warning(
+                "partitions for %s not created: the prediction log stayed locked for %s (%s); "
+                "rows of a day without one go to the default partition, retrying in %.0f s",
+                ", ".join(map(str, missing)),
+                LOCK_TIMEOUT,
+                exc.orig,  # type: ignore[attr-defined]
+                self.retry_seconds,
+            )
+            self._days.update(days)
+            self._retry_at = monotonic() + self.retry_seconds
+            return
+        self._days.update(missing)
 
     def stop(self) -> None:
         """Create no more partitions in this process (creating them failed: rows then go to
@@ -136,7 +179,7 @@ def drop_before(
     engine: Engine, before: datetime, on_drop: Callable[[str, int], None] | None = None
 ) -> tuple[int, int]:
     """Drop the day partitions wholly before ``before``; returns (partitions, rows) dropped.
-    A partition that cannot be locked within ``lock_timeout`` (a long read holds the table)
+    A partition that cannot be locked within ``LOCK_TIMEOUT`` (a long read holds the table)
     stays, and its rows go by the batched delete instead."""
     from sqlalchemy.exc import DBAPIError
 
@@ -145,7 +188,7 @@ def drop_before(
         name = partition_name(day)
         try:
             with engine.begin() as conn:
-                conn.exec_driver_sql("SET LOCAL lock_timeout = '10s'")
+                conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
                 count = int(conn.exec_driver_sql(f"SELECT count(*) FROM {name}").scalar() or 0)
                 conn.exec_driver_sql(f"DROP TABLE {name}")
         except DBAPIError as exc:

@@ -33,6 +33,11 @@ def day_ago(days: float) -> date:
     return (datetime.now(UTC) - timedelta(days=days)).date()
 
 
+def ahead() -> set[date]:
+    """The days after today a writer creates in advance."""
+    return {day_ago(-d) for d in range(1, log_partitions.AHEAD_DAYS + 1)}
+
+
 @pytest.fixture
 def engine() -> Iterator:
     with services.postgres_database() as url:
@@ -54,7 +59,7 @@ def test_shipped_rows_reach_their_days_partition_and_retention_drops_whole_days(
     assert shipper.store_segments(engine, [("run/seg", segment)], Partitions(engine)) == 13
 
     with engine.connect() as conn:
-        assert existing_days(conn) == {day_ago(40), day_ago(10), day_ago(0)}
+        assert existing_days(conn) == {day_ago(40), day_ago(10), day_ago(0)} | ahead()
     assert [rows_in(engine, partition_name(day_ago(d))) for d in (40, 10, 0)] == [7, 4, 2]
     assert rows_in(engine, DEFAULT) == 0
 
@@ -67,7 +72,7 @@ def test_shipped_rows_reach_their_days_partition_and_retention_drops_whole_days(
     assert (pruned.predictions, pruned.partitions) == (7, 1)
     assert progress == [(partition_name(day_ago(40)), 7)]  # nothing left to delete by batch
     with engine.connect() as conn:
-        assert existing_days(conn) == {day_ago(10), day_ago(0)}
+        assert existing_days(conn) == {day_ago(10), day_ago(0)} | ahead()
         kept = sorted(conn.scalars(select(predictions.c.request_id)))
     assert kept == sorted([f"mid-{i}" for i in range(4)] + ["new-0", "new-1"])
 
@@ -84,7 +89,7 @@ def test_retention_drops_the_days_before_the_cutoff_and_deletes_within_its_day(e
 
     assert (pruned.predictions, pruned.partitions) == (24 + 12, 1)
     with engine.connect() as conn:
-        assert existing_days(conn) == {day_ago(4)}
+        assert existing_days(conn) == {day_ago(4), day_ago(0)} | ahead()
         kept = sorted(conn.scalars(select(predictions.c.ts)))
     assert kept == hours[36:]
 
@@ -100,12 +105,70 @@ def test_a_day_whose_rows_already_went_to_the_default_partition_keeps_going_ther
     later = spool.to_table([logged("later", 2, 5), logged("today", 2, 0)])
     assert shipper.store_segments(engine, [("run/seg", later)], Partitions(engine)) == 4
     with engine.connect() as conn:
-        assert existing_days(conn) == {day_ago(0)}
+        assert existing_days(conn) == {day_ago(0)} | ahead()
     assert rows_in(engine, DEFAULT) == 5
 
     pruned = prune(engine, cutoff(3))
     assert (pruned.predictions, pruned.partitions) == (5, 0)
     assert rows_in(engine, DEFAULT) == 0 and rows_in(engine, partition_name(day_ago(0))) == 2
+
+
+@contextlib.contextmanager
+def long_read(engine) -> Iterator[None]:
+    """A monitoring job's read in progress, holding ``predictions`` (for at most 20 s: without
+    the lock timeout the code under test waits that long, and the test fails on time)."""
+    reading, done = threading.Event(), threading.Event()
+
+    def read() -> None:
+        with engine.connect() as reader:
+            reader.exec_driver_sql("SELECT count(*) FROM predictions")
+            reading.set()
+            done.wait(20)
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    try:
+        assert reading.wait(10)
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
+def test_a_partition_a_long_read_holds_is_left_to_the_batched_delete(engine):
+    segment = spool.to_table([logged("old", 7, 40), logged("new", 2, 0)])
+    assert shipper.store_segments(engine, [("run/seg", segment)], Partitions(engine)) == 9
+    with long_read(engine):
+        started = time.monotonic()
+        pruned = prune(engine, cutoff(30))
+        waited = time.monotonic() - started
+    assert 1.5 < waited < 10, waited
+    assert (pruned.predictions, pruned.partitions) == (7, 0)
+    assert rows_in(engine, partition_name(day_ago(40))) == 0  # emptied by batch, dropped next time
+    assert rows_in(engine, "predictions") == 2
+
+
+def test_a_long_read_neither_holds_up_the_shipper_nor_is_held_up_behind_it(engine, caplog):
+    """Creating a partition needs the whole table: behind a read in progress it gives up after
+    LOCK_TIMEOUT (a reader arriving meanwhile waits no longer), the rows go to the default
+    partition, and the days ahead are created once the read is over."""
+    today = spool.to_table([logged("today", 3, 0)])
+    partitions = Partitions(engine, retry_seconds=0.0)
+    with long_read(engine):
+        started = time.monotonic()
+        assert shipper.store_segments(engine, [("run/seg1", today)], partitions) == 3
+        waited = time.monotonic() - started
+    assert 1.5 < waited < 10, waited  # LOCK_TIMEOUT is 2 s
+    assert "stayed locked" in caplog.text
+    assert rows_in(engine, DEFAULT) == 3
+    with engine.connect() as conn:
+        assert existing_days(conn) == set()
+
+    later = spool.to_table([logged("later", 2, 0)])
+    assert shipper.store_segments(engine, [("run/seg2", later)], partitions) == 2
+    with engine.connect() as conn:
+        assert existing_days(conn) == ahead()  # today's rows stay in the default
+    assert rows_in(engine, DEFAULT) == 5
 
 
 def test_a_log_created_before_partitioning_keeps_working_as_one_table():
