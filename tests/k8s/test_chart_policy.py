@@ -291,6 +291,20 @@ def test_no_data_scientist_role_can_terminate_or_delete_runs() -> None:
     assert "http://ml-pipeline.kubeflow:8888" in command
 
 
+@SCENARIOS
+def test_every_pod_runs_as_a_service_account_the_chart_creates(values_file: Path | None) -> None:
+    """A pod naming a ServiceAccount that does not exist is never created (FailedCreate): the
+    log-retention job once did, in every environment."""
+    objects = render_scenario(values_file)
+    accounts = {
+        (a["metadata"].get("namespace"), a["metadata"]["name"])
+        for a in kinds(objects, "ServiceAccount")
+    }
+    for owner, spec in pod_specs(objects):
+        wanted = (owner["metadata"].get("namespace"), spec["serviceAccountName"])
+        assert wanted in accounts, f"{owner['kind']} {owner['metadata']['name']}: {wanted}"
+
+
 def test_jobs_have_their_own_service_accounts_with_no_api_access() -> None:
     objects = render(FULL)
     accounts = {a["metadata"]["name"]: a for a in kinds(objects, "ServiceAccount")}
