@@ -113,6 +113,10 @@ def test_schema_rejects_bad_values_naming_the_key(values: dict, key: str) -> Non
             "server.autoscaling.minReplicas",
         ),
         ({"server": {"ingress": {"enabled": True, "host": ""}}}, "server.ingress.host"),
+        (
+            {"rollout": {"enabled": True}, "server": {"auth": {"existingSecret": "predict"}}},
+            "server.auth.adminExistingSecret",
+        ),
     ],
 )
 def test_inconsistent_values_fail_naming_the_key(values: dict, key: str) -> None:

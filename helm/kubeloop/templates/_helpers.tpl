@@ -238,8 +238,10 @@ bitnami's validateValues: all problems are collected and reported at once.
 {{- if and .Values.server.autoscaling.enabled (gt (int .Values.server.autoscaling.minReplicas) (int .Values.server.autoscaling.maxReplicas)) -}}
 {{- $messages = append $messages "server.autoscaling.minReplicas: must not exceed server.autoscaling.maxReplicas" -}}
 {{- end -}}
-{{- if and .Values.rollout.enabled (not .Values.server.auth.existingSecret) (not $dev) -}}
-{{- $messages = append $messages "rollout.enabled: the rollout controller needs the server's token (server.auth.existingSecret)" -}}
+{{- /* Only a dev server without any token leaves /admin/* open; with a token and no admin
+  token it answers 403 there, and the rollout controller could not move traffic. */ -}}
+{{- if and .Values.rollout.enabled .Values.server.enabled (not .Values.server.auth.adminExistingSecret) (or (not $dev) .Values.server.auth.existingSecret) -}}
+{{- $messages = append $messages "server.auth.adminExistingSecret: the rollout controller calls the server's admin routes, which answer 403 without the admin token" -}}
 {{- end -}}
 {{- if and .Values.server.ingress.enabled (not .Values.server.ingress.host) -}}
 {{- $messages = append $messages "server.ingress.host: set a host name when server.ingress.enabled is true" -}}
