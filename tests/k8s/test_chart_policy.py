@@ -478,6 +478,8 @@ def test_the_workspace_needs_a_repository_and_outside_dev_a_token() -> None:
         "mlflow": {
             "backendStore": {"existingSecret": "db"},
             "artifacts": {"destination": "s3://bucket/artifacts"},
+            "auth": {"existingSecret": "mlflow-auth"},
+            "clientCredentials": {"server": "mlflow-server", "jobs": "mlflow-jobs"},
         },
     }
     with pytest.raises(Exception, match=r"workspace\.repository\.url"):

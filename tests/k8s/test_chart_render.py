@@ -101,6 +101,18 @@ def test_schema_rejects_bad_values_naming_the_key(values: dict, key: str) -> Non
         ),
         ({"environment": "prod"}, "mlflow.backendStore.existingSecret"),
         ({"environment": "prod"}, "mlflow.artifacts.destination"),
+        ({"environment": "prod"}, "mlflow.auth.existingSecret"),
+        (
+            {
+                "environment": "staging",
+                "featureStore": {
+                    "enabled": True,
+                    "registry": {"existingSecret": "r"},
+                    "redis": {"address": "redis:6379"},
+                },
+            },
+            "featureStore.offlineStore.existingSecret",
+        ),
         ({"mlflow": {"replicas": 2}}, "mlflow.replicas"),
         ({"mlflow": {"enabled": False}}, "mlflow.externalTrackingUri"),
         ({"featureStore": {"enabled": True}}, "featureStore.registry.existingSecret"),

@@ -109,6 +109,15 @@ securityContext:
 {{- end -}}
 {{- end -}}
 
+{{/* The MLflow user one kind of client signs in as (dict "ctx" $ "client" server|jobs|rollout):
+  MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD from mlflow.clientCredentials, if set. */}}
+{{- define "kubeloop.env.mlflowClient" -}}
+{{- with index .ctx.Values.mlflow.clientCredentials .client }}
+{{ include "kubeloop.secretEnv" (dict "name" "MLFLOW_TRACKING_USERNAME" "secret" . "key" "username") }}
+{{ include "kubeloop.secretEnv" (dict "name" "MLFLOW_TRACKING_PASSWORD" "secret" . "key" "password") }}
+{{- end }}
+{{- end -}}
+
 {{/* Path of the project spec inside the containers (KUBELOOP_SPEC). */}}
 {{- define "kubeloop.specPath" -}}
 {{- if .Values.project.spec -}}/etc/kubeloop/spec.yaml{{- else -}}{{ .Values.project.bundledSpec }}{{- end -}}
@@ -226,11 +235,27 @@ bitnami's validateValues: all problems are collected and reported at once.
 {{- if and .Values.mlflow.enabled (gt (int .Values.mlflow.replicas) 1) (not .Values.mlflow.backendStore.existingSecret) -}}
 {{- $messages = append $messages "mlflow.replicas: more than one replica needs mlflow.backendStore.existingSecret (a shared PostgreSQL store)" -}}
 {{- end -}}
+{{- if and .Values.mlflow.enabled (not $dev) (not .Values.mlflow.auth.existingSecret) -}}
+{{- $messages = append $messages (printf "mlflow.auth.existingSecret: environment %q needs MLflow's basic-auth (without it anyone who reaches MLflow can release to production)" .Values.environment) -}}
+{{- end -}}
+{{- /* Where the registry authenticates (this chart's MLflow with auth, or outside dev the central
+  one another release runs), a client without a user gets 401 on every call. */ -}}
+{{- if or .Values.mlflow.auth.existingSecret (and (not $dev) (not .Values.mlflow.enabled)) -}}
+{{- $clients := dict "server" .Values.server.enabled "jobs" (or .Values.monitoring.enabled .Values.featureStore.materialize.enabled .Values.pipelines.schedule.enabled .Values.pipelines.newData.enabled) "rollout" (and .Values.rollout.enabled .Values.server.enabled) -}}
+{{- range $client, $runs := $clients -}}
+{{- if and $runs (not (index $.Values.mlflow.clientCredentials $client)) -}}
+{{- $messages = append $messages (printf "mlflow.clientCredentials.%s: the registry authenticates; set the Secret with this client's MLflow user (keys username and password)" $client) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- if and (not .Values.mlflow.enabled) (not .Values.mlflow.externalTrackingUri) -}}
 {{- $messages = append $messages "mlflow.externalTrackingUri: set it when mlflow.enabled is false" -}}
 {{- end -}}
 {{- if and .Values.featureStore.enabled (not .Values.featureStore.registry.existingSecret) -}}
 {{- $messages = append $messages "featureStore.registry.existingSecret: the feature store needs its SQL registry URL from an existing Secret" -}}
+{{- end -}}
+{{- if and .Values.featureStore.enabled (not $dev) (not .Values.featureStore.offlineStore.existingSecret) -}}
+{{- $messages = append $messages (printf "featureStore.offlineStore.existingSecret: environment %q needs Feast's offline store in PostgreSQL (the pipeline steps write it; Parquet in a pod's work folder is for dev only)" .Values.environment) -}}
 {{- end -}}
 {{- if and .Values.featureStore.enabled (not .Values.featureStore.redis.existingSecret) (not .Values.featureStore.redis.address) (not .Values.redis.enabled) -}}
 {{- $messages = append $messages "featureStore.redis.address: set it (or featureStore.redis.existingSecret, or redis.enabled)" -}}
