@@ -130,6 +130,34 @@ def test_server_port_and_user_match_the_images() -> None:
         assert uid and int(uid.group(1)) == values["podSecurityContext"]["runAsUser"], name
 
 
+@pytest.mark.parametrize("drain", [None, 40])
+def test_the_servers_shutdown_fits_its_grace_period_and_its_spool_its_volume(drain) -> None:
+    """What the server does after SIGTERM (uvicorn's graceful shutdown, then the log's drain, as
+    serving/server.py and serving/settings.py define them) ends before the kubelet's SIGKILL,
+    and the spool drops rows (counted) before its emptyDir would get the pod evicted."""
+    from serving.server import uvicorn_config
+    from serving.settings import ServingSettings
+
+    settings = {} if drain is None else {"log_drain_seconds": drain}
+    spec = next(
+        s
+        for o, s in pod_specs(render({"server": {"settings": settings}}))
+        if o["metadata"]["name"] == "kubeloop-server"
+    )
+    [server] = spec["containers"]
+    env = {e["name"]: e.get("value") for e in server["env"]}
+    code = ServingSettings(**settings)
+    pre_stop = int(server["lifecycle"]["preStop"]["exec"]["command"][-1])
+    graceful = uvicorn_config(code).timeout_graceful_shutdown
+    assert pre_stop + graceful + code.log_drain_seconds < spec["terminationGracePeriodSeconds"]
+
+    [volume] = [v for v in spec["volumes"] if v["name"] == "spool"]
+    mount = next(m for m in server["volumeMounts"] if m["name"] == "spool")
+    assert env["KUBELOOP_LOG_SPOOL_DIR"] == mount["mountPath"]
+    size = int(volume["emptyDir"]["sizeLimit"].removesuffix("Gi")) * 2**30
+    assert int(env["KUBELOOP_LOG_SPOOL_MAX_BYTES"]) <= 0.8 * size
+
+
 def test_feature_server_config_is_what_the_code_renders() -> None:
     from kubeloop.feature_store import feast_project, render_yaml
     from kubeloop.settings import PlatformSettings

@@ -317,3 +317,6 @@ data-scientist Role may reach), else monitoring.kfpHost when the chart runs no g
 
 {{/* The server's container port: kubeloop/images.py SERVER_PORT, fixed in the image. */}}
 {{- define "kubeloop.server.containerPort" -}}8080{{- end -}}
+
+{{/* Where the server spools predictions (its own volume: server.predictionLog.spool). */}}
+{{- define "kubeloop.server.spoolDir" -}}/var/lib/kubeloop/spool{{- end -}}
