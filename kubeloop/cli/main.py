@@ -187,16 +187,17 @@ def promote_cmd(
     approve: Annotated[bool, typer.Option("--approve", help="Record your approval")] = False,
     approver: Annotated[str | None, typer.Option(help="Who approves (default: $USER)")] = None,
 ) -> None:
-    """Move the champion alias to a version; requires --approve (recorded on the version)."""
+    """Move the champion alias to a version; requires --approve (recorded on the version).
+    Acts on the model this environment serves: with KUBELOOP_SERVED_MODEL=production, the
+    production model (a rollback there), else the spec's model."""
     from kubeloop import model_store, registry
 
     project, settings = context(spec)
     client = model_store.configure(settings)
-    promoted = registry.promote(
-        client, project.model_name, version, approve=approve, approver=approver
-    )
+    model = settings.model_name(project)
+    promoted = registry.promote(client, model, version, approve=approve, approver=approver)
     console.print(
-        f"[green]{project.model_name} champion -> {promoted.tags.get(registry.TAG_NAME)}"
+        f"[green]{model} champion -> {promoted.tags.get(registry.TAG_NAME)}"
         f" (version {promoted.version})[/green]"
     )
 
@@ -204,19 +205,21 @@ def promote_cmd(
 @app.command("versions")
 @friendly
 def versions_cmd(spec: SpecOption = DEFAULT_SPEC) -> None:
-    """List the registry versions of the spec's model with their names and aliases."""
+    """List the registry versions of the served model (KUBELOOP_SERVED_MODEL: the spec's
+    model, or the production model) with their names and aliases."""
     from rich.table import Table
 
     from kubeloop import model_store, registry
 
     project, settings = context(spec)
     client = model_store.configure(settings)
-    versions = registry.all_versions(client, project.model_name)
+    model = settings.model_name(project)
+    versions = registry.all_versions(client, model)
     if not versions:
-        console.print(f"{project.model_name} has no registered versions yet")
+        console.print(f"{model} has no registered versions yet")
         return
-    table = Table("version", "name", "aliases", "data", "run")
-    aliases = registry.aliases_by_version(client, project.model_name)
+    table = Table("version", "name", "aliases", "data", "run", title=model)
+    aliases = registry.aliases_by_version(client, model)
     for v in sorted(versions, key=lambda v: int(v.version)):
         table.add_row(
             str(v.version),

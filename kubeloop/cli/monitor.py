@@ -276,7 +276,7 @@ def lineage_cmd(
     from monitoring.lineage import show
 
     project, settings = context(spec, MonitoringSettings)
-    record = show(model_store.configure(settings), project.model_name, version)
+    record = show(model_store.configure(settings), settings.model_name(project), version)
     if as_json:
         typer.echo(json.dumps(record, indent=2, default=str))
         return

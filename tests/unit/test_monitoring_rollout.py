@@ -729,6 +729,36 @@ def test_the_production_cli_looks_for_the_production_models_challenger(
     assert world.server.weights == []
 
 
+def test_on_call_rolls_production_back_with_the_same_commands(
+    settings, tmp_path, monkeypatch
+) -> None:
+    """The runbooks' rollback, `kubeloop promote <previous> --approve`, in production
+    (KUBELOOP_SERVED_MODEL=production) moves the production model's champion, not staging's."""
+    from typer.testing import CliRunner
+
+    from kubeloop.cli.main import app
+    from tests.utils.factories import REPO
+
+    world = World(settings, tmp_path, RolloutSpec(steps=STEPS, production_model=PRODUCTION))
+    for version in ("1", "2"):
+        registry.release(world.client, world.name, version, PRODUCTION, state_tags={})
+    registry.promote(world.client, PRODUCTION, "2", approve=True)
+    registry.promote(world.client, world.name, "2", approve=True)
+    monkeypatch.setenv("KUBELOOP_SERVED_MODEL", "production")
+    spec_file = str(REPO / "examples" / "building_energy" / "spec.yaml")  # names PRODUCTION
+
+    result = CliRunner().invoke(app, ["promote", "1", "--approve", "--spec", spec_file])
+
+    assert result.exit_code == 0, result.output
+    assert f"{PRODUCTION} champion" in result.output
+    champion = world.client.get_model_version_by_alias(PRODUCTION, registry.CHAMPION)
+    assert str(champion.version) == "1"
+    staging = world.client.get_model_version_by_alias(world.name, registry.CHAMPION)
+    assert str(staging.version) == "2"
+    listed = CliRunner().invoke(app, ["versions", "--spec", spec_file])
+    assert listed.exit_code == 0 and PRODUCTION in listed.output, listed.output
+
+
 def test_the_shadow_verdict_says_better_or_worse_in_words():
     assert relative_to_champion(0.125) == "12.5% worse than the champion"
     assert relative_to_champion(-0.646) == "64.6% better than the champion"
