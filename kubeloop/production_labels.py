@@ -14,7 +14,11 @@ writes them into the dataset it versions with DVC, next to the source's rows:
   time as its event time and the ground truth as its target; each feature it was served with is
   the column ``logged.<feature>``, never the raw column of the same name (a feature is not a
   raw value even when it shares its name);
-- one row per entity and time: the latest logged wins (a retried batch, a row logged twice).
+- one row per entity and time: the latest logged wins (a retried batch, a row logged twice);
+- one row per entity, features and label: an entity asked for again and again with unchanged
+  features (features by id, answered from the online store) is one sample, not one per request.
+  Copies would outweigh the history, and the newest of them, held out, would score copies of
+  training rows (a user's trial: 30 copies of each of 180 rows, held-out F1 1.0).
 
 The features step gives Feast only the source's rows; the train step joins those with Feast and
 adds the logged rows as they are (``split``).
@@ -128,7 +132,8 @@ def read_production_labelled(
 
 def training_rows(labelled: pd.DataFrame, spec: ProjectSpec) -> pd.DataFrame:
     """``read_labelled``'s rows in the dataset's columns, one per entity and time (the latest
-    logged wins; rows without an entity id are distinct requests and all stay)."""
+    logged wins; rows without an entity id are distinct requests), and one per entity (or
+    none), features and label: the latest of such repeats stays."""
     features = [c for c in labelled.columns if c not in ("entity_id", "ts", "actual")]
     out = pd.DataFrame(
         {
@@ -140,7 +145,9 @@ def training_rows(labelled: pd.DataFrame, spec: ProjectSpec) -> pd.DataFrame:
     )
     keyed = out[spec.entity_key].notna()
     latest = out[keyed].drop_duplicates([spec.entity_key, spec.timestamp], keep="last")
-    out = pd.concat([latest, out[~keyed]]).sort_index(ignore_index=True)
+    out = pd.concat([latest, out[~keyed]]).sort_index()
+    sample = [spec.entity_key, spec.target, *(LOGGED + name for name in features)]
+    out = out.drop_duplicates(sample, keep="last").reset_index(drop=True)
     out[ORIGIN] = FROM_LOG
     return out
 

@@ -91,10 +91,12 @@ def logged_rows(
             report, f"the labelled predictions of the last {hours:g} h break", spec, settings
         )
     log.info(
-        "%d labelled predictions of %s of the last %g h from the prediction log",
+        "%d labelled predictions of %s of the last %g h from the prediction log "
+        "(%d repeats of an entity, its features and label left out)",
         len(rows),
         model or "no model",
         hours,
+        len(labelled) - len(rows),
     )
     return production_labels.as_declared_types(rows, spec)
 

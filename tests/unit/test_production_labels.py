@@ -117,6 +117,29 @@ def test_one_row_per_entity_and_time_the_latest_logged_and_every_row_without_an_
     assert pl.as_declared_types(rows, SPEC)["building_id"].tolist()[:2] == [7, 8]
 
 
+def test_an_entity_asked_for_again_with_the_same_features_and_label_is_one_row() -> None:
+    """Features by id repeat the online store's values: 30 requests of one entity are one
+    sample; a changed feature or label, or another entity, is another."""
+    rows = pl.training_rows(
+        labelled(
+            ["7"] * 30 + ["7", "7", "8", None, None],
+            list(range(30)) + [30, 31, 32, 33, 34],
+            [1.0] * 30 + [1.0, 2.0, 1.0, 1.0, 1.0],
+            a=[1.0] * 30 + [9.0, 1.0, 1.0, 1.0, 1.0],
+        ),
+        SPEC,
+    )
+    kept = list(zip(rows["building_id"], rows["energy_kwh"], rows["logged.a"], strict=True))
+    assert kept == [
+        ("7", 1.0, 1.0),
+        ("7", 1.0, 9.0),
+        ("7", 2.0, 1.0),
+        ("8", 1.0, 1.0),
+        (None, 1.0, 1.0),
+    ]
+    assert rows["event_timestamp"].iloc[0] == START + timedelta(seconds=29)  # the latest repeat
+
+
 def test_logged_rows_pass_the_spec_rules_for_key_and_target_and_need_every_feature() -> None:
     rows = pl.training_rows(
         labelled(["7", "x", None], [0, 1, 2], [1.0, -5.0, 3.0], a=[1.0, 1.0, np.nan]), SPEC
