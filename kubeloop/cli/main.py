@@ -89,19 +89,38 @@ def data_example(
 @data_app.command("restore")
 @friendly
 def data_restore(
-    run_id: Annotated[str, typer.Argument(help="MLflow run whose training data to restore")],
+    ref: Annotated[
+        str,
+        typer.Argument(help="Registry version (number, V-name or alias) or MLflow run id"),
+    ],
     out: Annotated[Path, typer.Option(help="Where to write the dataset")] = Path("dataset.parquet"),
     spec: SpecOption = DEFAULT_SPEC,
 ) -> None:
-    """Restore the exact dataset a training run saw, from the DVC remote (reproducibility)."""
+    """Restore the exact dataset a model version (or training run) saw, from the DVC remote
+    (reproducibility)."""
     import mlflow
+    from mlflow.exceptions import MlflowException
 
-    from kubeloop import model_store
+    from kubeloop import model_store, registry
     from kubeloop.data_version import checkout
+    from kubeloop.errors import ModelNotFoundError
 
-    _, settings = context(spec)
-    model_store.configure(settings)
-    pointer = mlflow.artifacts.load_text(f"runs:/{run_id}/data/dataset.parquet.dvc")
+    project, settings = context(spec)
+    client = model_store.configure(settings)
+    model = settings.model_name(project)
+    try:
+        run_id = registry.find_version(client, model, ref).run_id
+    except ModelNotFoundError:
+        if ref.isdigit() or ref.startswith("V"):
+            raise
+        run_id = ref  # not a version of the model, nor an alias: a run id
+    try:
+        pointer = mlflow.artifacts.load_text(f"runs:/{run_id}/data/dataset.parquet.dvc")
+    except MlflowException as exc:
+        raise ModelNotFoundError(
+            f"{ref}: no dataset to restore (no version or alias of {model} by that name, and "
+            f"no training run {run_id} with data/dataset.parquet.dvc)"
+        ) from exc
     console.print(f"restored {checkout(settings, pointer, out)} (run {run_id})")
 
 

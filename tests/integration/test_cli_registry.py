@@ -50,3 +50,14 @@ def test_versions_of_a_model_never_registered_says_so(
     result = CliRunner().invoke(app, ["versions"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "has no registered versions yet" in result.output
+
+
+@pytest.mark.parametrize("ref", ["V9.9.9", "champion", "no-such-run-or-alias"])
+def test_data_restore_names_what_it_cannot_restore_in_one_line(ref: str, env: None) -> None:
+    """By V-name, alias or run id, as lineage and promote take them; the seeded versions carry
+    no dataset pointer, so even the champion's run has nothing to restore."""
+    result = CliRunner().invoke(app, ["data", "restore", ref])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert result.output.strip().startswith("error:")
+    assert ref in result.output
