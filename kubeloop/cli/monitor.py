@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 
-from kubeloop.cli.support import DEFAULT_SPEC, SpecOption, console, context, friendly
+from kubeloop.cli.support import DEFAULT_SPEC, SpecOption, console, context, friendly, out
 from monitoring.settings import MonitoringSettings
 
 if TYPE_CHECKING:
@@ -78,42 +78,42 @@ def monitor(
         )
     outcome = run_monitor(project, settings, launch=launch)
     drift, quality = outcome.analysis.drift, outcome.analysis.quality
-    console.print(
+    out.print(
         f"[bold]{outcome.model_name} {outcome.label}[/bold]: {outcome.rows} "
         f"predictions ({outcome.labelled_rows} labelled) from {outcome.start:%F %T} "
         f"to {outcome.end:%F %T} UTC"
     )
     verdict = outcome.verdict
     unjudged = f"[dim]{NOT_JUDGED}[/dim]"
-    console.print(
+    out.print(
         f"drift: {drift.share:.0%} of features ({', '.join(drift.drifted) or 'none'})"
         + ("" if verdict.drift_judged else unjudged)
     )
     if drift.prediction is not None:
-        console.print(
+        out.print(
             f"prediction drift: {drift.prediction.method} {drift.prediction.score:.3g}"
             f"{' (drifted)' if drift.prediction.drifted else ''}"
         )
     if quality.current:
         metric = quality.primary
         others = ", ".join(f"{k} {v:.4g}" for k, v in quality.current.items() if k != metric)
-        console.print(
+        out.print(
             f"quality: {metric} {quality.current.get(metric, float('nan')):.4g} live, "
             f"{quality.baseline.get(metric, float('nan')):.4g} baseline"
             + (f" (live {others})" if others else "")
             + ("" if verdict.quality_judged else unjudged)
         )
     for note in outcome.verdict.notes:
-        console.print(f"[dim]{note}[/dim]")
+        out.print(f"[dim]{note}[/dim]")
     if outcome.verdict.retrain:
-        console.print(f"[yellow]retraining needed:[/yellow] {outcome.verdict.reason}")
+        out.print(f"[yellow]retraining needed:[/yellow] {outcome.verdict.reason}")
         if outcome.claim is not None and not outcome.claim.granted:
-            console.print(f"not launched: {outcome.claim.why}")
+            out.print(f"not launched: {outcome.claim.why}")
         if outcome.launched is not None:
-            console.print(f"launched {outcome.launched.run_id}: {outcome.launched.detail}")
+            out.print(f"launched {outcome.launched.run_id}: {outcome.launched.detail}")
     else:
-        console.print("[green]no retraining needed[/green]")
-    console.print(f"report: {outcome.report}\nmetrics: {outcome.metrics_target}")
+        out.print("[green]no retraining needed[/green]")
+    out.print(f"report: {outcome.report}\nmetrics: {outcome.metrics_target}")
     if outcome.launch_error:
         console.print(f"[red]launch failed:[/red] {outcome.launch_error}")
         raise typer.Exit(1)
@@ -219,18 +219,18 @@ def rollout_status(
     if as_json:
         typer.echo(json.dumps(status, indent=2))
         return
-    console.print(
+    out.print(
         f"{status['model']} {status['label']} (version {status['version']}): {status['state']}"
     )
     # A block per step, not a table: its cells are sentences, which a table at a terminal's
     # 80 columns cut off mid-word.
     for row in step_rows(status, project.evaluation.primary_metric):
         details = {k: v for k, v in row.items() if k not in ("step", "verdict") and v != "-"}
-        console.print(f"[bold]{row['step']}[/bold]: {row['verdict']}", highlight=False)
+        out.print(f"[bold]{row['step']}[/bold]: {row['verdict']}", highlight=False)
         for key, value in details.items():
-            console.print(f"  {key}: {value}", highlight=False, soft_wrap=True)
+            out.print(f"  {key}: {value}", highlight=False, soft_wrap=True)
     if status.get("rollback_reason"):
-        console.print(f"rolled back: {status['rollback_reason']}")
+        out.print(f"rolled back: {status['rollback_reason']}")
 
 
 @rollout_app.command("approve")

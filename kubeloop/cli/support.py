@@ -19,7 +19,10 @@ DEFAULT_SPEC = Path("examples/building_energy/spec.yaml")
 SpecOption = Annotated[
     Path, typer.Option("--spec", "-s", envvar="KUBELOOP_SPEC", help="Project spec YAML.")
 ]
+# Progress and errors go to stderr; what a command answers (a report, a status) to stdout,
+# through ``out``, so that it can be piped and redirected.
 console = Console(stderr=True)
+out = Console()
 SettingsT = TypeVar("SettingsT", bound=PlatformSettings)
 
 

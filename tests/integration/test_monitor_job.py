@@ -329,14 +329,15 @@ def test_monitor_and_lineage_commands_print_their_results(
         app, ["monitor", "--spec", str(spec_file), "--no-launch", "--window-hours", "2"]
     )
     assert result.exit_code == 0, result.output
-    assert "retraining needed" in result.output and "report:" in result.output
+    # the answer on stdout (to pipe or redirect), like versions and lineage
+    assert "retraining needed" in result.stdout and "report:" in result.stdout
     result = runner.invoke(app, ["lineage", "champion", "--spec", str(spec_file), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["label"] == loop.champion.label
     result = runner.invoke(app, ["rollout", "run", "--spec", str(spec_file)])
     assert result.exit_code == 0 and "nothing to roll out" in result.output
     result = runner.invoke(app, ["rollout", "status", "--spec", str(spec_file)])
-    assert result.exit_code == 0 and loop.champion.label in result.output  # a readable table
+    assert result.exit_code == 0 and loop.champion.label in result.stdout  # a readable table
     result = runner.invoke(app, ["rollout", "status", "--spec", str(spec_file), "--json"])
     assert result.exit_code == 0 and json.loads(result.stdout)["label"] == loop.champion.label
 
