@@ -527,7 +527,7 @@ class ProjectSpec(_Strict):
         return "min" if self.evaluation.primary_metric in LOWER_IS_BETTER else "max"
 
 
-def _format_errors(exc: ValidationError) -> str:
+def format_errors(exc: ValidationError) -> str:
     """One line per error, ``key: message``. A check across keys (a model validator) has no
     location and its message names the keys itself; pydantic's "Value error, " prefix goes."""
     lines = []
@@ -546,7 +546,7 @@ def parse_spec(raw: dict[str, Any], *, origin: str = "spec") -> ProjectSpec:
         return ProjectSpec.model_validate(raw)
     except ValidationError as exc:
         first = ".".join(str(p) for p in exc.errors()[0]["loc"]) or None
-        raise SpecError(f"{origin} is invalid:\n{_format_errors(exc)}", field=first) from exc
+        raise SpecError(f"{origin} is invalid:\n{format_errors(exc)}", field=first) from exc
 
 
 def load_spec(path: str | Path) -> ProjectSpec:

@@ -246,7 +246,14 @@ def records_of(payload: Any, max_records: int) -> list[Any]:
     """The ``records`` list of a predict body, within the batch limit."""
     if type(payload) is not dict:
         raise InvalidRequest('the body must be a JSON object like {"records": [...]}')
-    records = payload.get("records")
+    if "records" not in payload:
+        given = ", ".join(repr(k) for k in sorted(payload)) or "nothing"
+        raise InvalidField(
+            f'the body needs "records" (a list of records) or a table ("columns" and "rows"); '
+            f"it has {given}",
+            field="records",
+        )
+    records = payload["records"]
     if type(records) is not list:
         raise InvalidField('"records" must be a list of records', field="records")
     if not records:
@@ -421,8 +428,8 @@ def _feature_error(i: int, features: dict[str, Any], names: Sequence[str]) -> In
 def check_number(value: Any, field: str) -> float:
     """One feature value: a finite JSON number (not a bool, string or null)."""
     if type(value) not in _NUMBER_TYPES:
-        kind = "null" if value is None else type(value).__name__
-        raise InvalidFeature(f"{field} must be a number, got {kind} {value!r}", field=field)
+        got = "null" if value is None else f"{type(value).__name__} {value!r}"
+        raise InvalidFeature(f"{field} must be a number, got {got}", field=field)
     try:
         number = float(value)
     except OverflowError:

@@ -32,6 +32,7 @@ def serve(
     """
     from pydantic import ValidationError
 
+    from kubeloop.spec import format_errors
     from serving.server import run
     from serving.settings import ServingSettings
 
@@ -46,8 +47,8 @@ def serve(
     try:
         settings = ServingSettings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
-        for error in exc.errors():
-            typer.echo(f"error: {error['msg']}", err=True)
+        for line in format_errors(exc).splitlines():
+            typer.echo(f"error: {line.strip()}", err=True)
         raise typer.Exit(2) from None
     if settings.token is None and "host" not in settings.model_fields_set:
         # dev without a token: every route is open, so not to the whole network by default

@@ -79,6 +79,22 @@ def test_predict_rejects_wrong_typed_feature(body, field):
     assert err.value.status_code == 422
 
 
+def test_the_message_says_what_was_sent_in_json_terms():
+    with pytest.raises(InvalidFeature, match=r"features\.b must be a number, got null$"):
+        parse(orjson.dumps(features(b=None)))
+    with pytest.raises(InvalidFeature, match=r"got str '2\.0'$"):
+        parse(orjson.dumps(features(b="2.0")))
+
+
+def test_a_body_without_records_says_which_shapes_are_taken_and_what_came():
+    """A KServe V1 body (``instances``) sent to ``/predict``."""
+    with pytest.raises(InvalidField) as err:
+        parse(orjson.dumps({"instances": [[1.0, 2.0, 3.0]]}))
+    assert err.value.field == "records"
+    assert '"records"' in str(err.value) and '"rows"' in str(err.value)
+    assert "it has 'instances'" in str(err.value)
+
+
 def test_predict_rejects_nan_feature():
     body = json.dumps(features(a=float("nan")))  # Python clients write the NaN literal
     assert "NaN" in body
