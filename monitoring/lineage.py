@@ -80,6 +80,8 @@ def build(client, name: str, ref: str) -> dict[str, Any]:
             "dvc_path": pointer.get("path"),
             "dvc_size": pointer.get("size"),
             "dvc_pointer": pointer.get("pointer"),
+            "production_rows": run.data.params.get("production_rows") if run else None,
+            "labelled_hours": run.data.params.get("labelled_hours") if run else None,
         },
         "features": {
             "feature_service": run_tags.get("kubeloop.feature_service"),

@@ -142,6 +142,9 @@ def fit_and_log(
                 "features": ",".join(features),
                 "train_rows": len(train),
                 "data_version": data["md5"],
+                # What of the dataset came from production's labelled predictions (lineage).
+                "production_rows": data.get("production_rows", 0),
+                "labelled_hours": spec.retraining.labelled_hours or 0,
             }
         )
         pipeline.fit(X, y)
@@ -190,6 +193,7 @@ def train(
         log.warning("%d rows found no features in time and are left out", int(dropped.sum()))
         frame = frame.loc[~dropped]
     train_df, test_df = time_split(frame, spec)
+    data = {**data, "production_rows": int(from_log.sum())}
     run_id, model_uri, _ = fit_and_log(train_df, features, spec, settings, data)
     log.info(
         "trained on %d rows, holding out %d; MLflow run %s", len(train_df), len(test_df), run_id

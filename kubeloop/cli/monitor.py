@@ -292,6 +292,7 @@ def lineage_cmd(
     rows = [
         ("DVC data version", data.get("dvc_md5")),
         ("DVC file", f"{data.get('dvc_path')} ({data.get('dvc_size')} bytes)"),
+        ("production rows", production_rows(data)),
         ("Feast feature service", feats.get("feature_service")),
         (
             "Feast materialized",
@@ -320,6 +321,16 @@ def lineage_cmd(
     for key, value in rows:
         table.add_row(key, str(value) if value not in (None, "") else "-")
     Console().print(table)
+
+
+def production_rows(data: dict) -> str | None:
+    """How many labelled production rows joined the dataset, and from which window."""
+    rows, hours = data.get("production_rows"), data.get("labelled_hours")
+    if rows is None:
+        return None  # a run from before this was recorded
+    if not float(hours or 0):
+        return "none (retraining.labelled_hours unset)"
+    return f"{rows} labelled predictions of the last {float(hours):g} h"
 
 
 TRIGGERS = {"schedule": "schedule", "merge": "merge", "new-data": "new_data"}

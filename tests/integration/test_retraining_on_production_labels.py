@@ -22,6 +22,7 @@ from kubeloop import model_store, production_labels, registry
 from kubeloop.data_version import dataset_path
 from kubeloop.sample_data import DEFAULT_START, GeneratorConfig, generate
 from kubeloop.spec import RetrainingSpec
+from monitoring import lineage
 from monitoring.job import run_monitor
 from monitoring.launch import LocalLauncher
 from monitoring.settings import MonitoringSettings
@@ -100,8 +101,13 @@ def test_a_drift_retraining_trains_on_labelled_production_rows_and_beats_the_cha
     )
     assert (dataset[production_labels.ORIGIN] == production_labels.FROM_SOURCE).sum() == 3_000
 
-    # On drifted readings neither model saw, the retrained model is the better one.
+    # Its lineage says so: how many labelled predictions, of which window.
     retrained = registry.find_version(client, spec.model_name, "V1.0.1")
+    data = lineage.build(client, spec.model_name, "V1.0.1")["data"]
+    assert int(data["production_rows"]) == len(served)
+    assert float(data["labelled_hours"]) == spec.retraining.labelled_hours
+
+    # On drifted readings neither model saw, the retrained model is the better one.
     challenger = model_store.load_model(f"models:/{spec.model_name}/{retrained.version}")
     unseen = production_rows(drifted(1_500, seed=9), spec, model, features)
     before, after = rmse(model, unseen, features), rmse(challenger, unseen, features)
