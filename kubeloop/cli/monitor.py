@@ -325,12 +325,13 @@ def lineage_cmd(
 
 def production_rows(data: dict) -> str | None:
     """How many labelled production rows joined the dataset, and from which window."""
-    rows, hours = data.get("production_rows"), data.get("labelled_hours")
+    rows = data.get("production_rows")
     if rows is None:
         return None  # a run from before this was recorded
-    if not float(hours or 0):
+    hours = float(data.get("labelled_hours") or 0)
+    if not hours:
         return "none (retraining.labelled_hours unset)"
-    return f"{rows} labelled predictions of the last {float(hours):g} h"
+    return f"{rows} labelled predictions of the last {hours:g} h"
 
 
 TRIGGERS = {"schedule": "schedule", "merge": "merge", "new-data": "new_data"}
@@ -361,13 +362,22 @@ def trigger_cmd(
 
         project, settings = context(spec)
         client = model_store.configure(settings)
-        why = new_rows_reason(
+        rows, trained = (
             source_rows(project, settings, source),
             trained_rows(client, project, settings),
-            project.monitoring.new_source_rows,
         )
+        threshold = project.monitoring.new_source_rows
+        why = new_rows_reason(rows, trained, threshold)
         if why is None:
-            console.print("not enough new rows at the source: no run started")
+            if threshold is None:
+                said = "monitoring.new_source_rows is unset, so new rows never start a run"
+            else:
+                said = (
+                    f"{rows:,} rows at the source, {trained:,} in the last trained data "
+                    f"version: {max(rows - (trained or 0), 0):,} new, fewer than "
+                    f"monitoring.new_source_rows ({threshold:,})"
+                )
+            out.print(f"no run started: {said}", highlight=False)
             return
         reason = why
     start_training(spec, TRIGGERS[kind], reason or kind, source, host, token, None, False, wait)  # type: ignore[arg-type]
