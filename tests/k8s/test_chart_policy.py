@@ -140,15 +140,19 @@ def test_hpa_and_pdb_target_the_server_deployment(values_file: Path | None) -> N
         # CPU utilisation is relative to requests: without them the HPA cannot work.
         assert target["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"]
         assert hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+    budgeted = set()
     for pdb in kinds(objects, "PodDisruptionBudget"):
         selected = [
-            d
-            for d in deployments.values()
+            name
+            for name, d in deployments.items()
             if _matches(pdb["spec"]["selector"]["matchLabels"], pod_labels(d))
         ]
-        assert [d["metadata"]["name"] for d in selected] == ["kubeloop-server"] or pod_labels(
-            selected[0]
-        )["app.kubernetes.io/component"] == "server"
+        assert selected == [pdb["metadata"]["name"]], (pdb["metadata"]["name"], selected)
+        budgeted.update(selected)
+    # Every Deployment of more than one replica has a budget (a drain never takes them all).
+    for name, d in deployments.items():
+        if d["spec"].get("replicas", 1) > 1 and "workspace" not in name:
+            assert name in budgeted, name
 
 
 @SCENARIOS
