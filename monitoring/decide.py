@@ -108,4 +108,9 @@ def decide(
                 f"{new_labels} labelled rows since the last training, threshold {spec.new_labels}",
             )
         )
+    elif spec.new_labels is not None:
+        notes.append(
+            f"{new_labels} labelled rows since the last training; new_labels retrains at "
+            f"{spec.new_labels}"
+        )
     return Verdict(triggers, notes, drift_judged, quality_judged)

@@ -259,7 +259,7 @@ def _summary(outcome: MonitorOutcome) -> str:
         reasons = list(verdict.notes)
     else:
         tone, title = "ok", "No retraining needed"
-        reasons = list(verdict.notes) or ["no drift or quality threshold of the spec was crossed"]
+        reasons = ["no drift or quality threshold of the spec was crossed", *verdict.notes]
     return report.summary_html(
         f"Monitoring {outcome.model_name} {outcome.label}", title, tone, reasons, facts
     )

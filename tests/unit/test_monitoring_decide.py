@@ -38,8 +38,10 @@ def verdict(**changes):
 
 
 def test_quiet_window_calls_for_nothing() -> None:
-    result = verdict()
-    assert not result.retrain and result.triggers == [] and result.notes == []
+    result = verdict(new_labels=42)
+    assert not result.retrain and result.triggers == []
+    # how far the labels are from retraining is said, not left to guess
+    assert result.notes == ["42 labelled rows since the last training; new_labels retrains at 1000"]
 
 
 def test_drift_share_at_the_threshold_triggers_retraining() -> None:
@@ -71,7 +73,7 @@ def test_enough_new_labels_trigger_retraining() -> None:
 def test_small_windows_are_reported_but_never_judged() -> None:
     result = verdict(window_rows=99, drift_share=1.0, labelled_rows=49, quality_loss=5.0)
     assert not result.retrain
-    assert len(result.notes) == 2 and "99 rows" in result.notes[0]
+    assert len(result.notes) == 3 and "99 rows" in result.notes[0] and "49" in result.notes[1]
     assert not result.drift_judged and not result.quality_judged
     assert verdict().drift_judged and verdict().quality_judged
 
