@@ -365,12 +365,15 @@ def launch_superseding(
 
 
 def settle_launch(
-    engine, client_for: Callable[[], Any], spec: ProjectSpec, launched: Launched
+    engine, client_for: Callable[[], Any], spec: ProjectSpec, launched: Launched, reason: str
 ) -> None:
-    """After a launch: the version a run registered names the run it superseded (lineage), and
-    a run that has already ended (a local one) frees the slot with its outcome."""
+    """After a launch: the version a run registered says why it was trained and names the run
+    it superseded (lineage), and a run that has already ended (a local one) frees the slot
+    with its outcome."""
     if launched.version:
-        tag_supersedes(client_for(), engine, spec.model_name, launched.version, launched.run_id)
+        client = client_for()
+        _tag_retrained(client, spec, launched.version, reason)
+        tag_supersedes(client, engine, spec.model_name, launched.version, launched.run_id)
     if launched.finished:
         state.finish(
             engine,
@@ -417,9 +420,7 @@ def _launch(
         outcome.launch_error = exc.message
         return
     outcome.launched = launched
-    if launched.version:
-        _tag_retrained(client, spec, launched.version, outcome.verdict.reason)
-    settle_launch(engine, lambda: client, spec, launched)
+    settle_launch(engine, lambda: client, spec, launched, outcome.verdict.reason)
 
 
 def run_monitor(

@@ -65,5 +65,7 @@ def trigger_run(
     launched = launch_superseding(engine, launcher, spec, claim, reason=reason, source=source)
     from kubeloop import model_store
 
-    settle_launch(engine, lambda: model_store.configure(settings), spec, launched)
+    settle_launch(
+        engine, lambda: model_store.configure(settings), spec, launched, f"{trigger}: {reason}"
+    )
     return Triggered(claim, launched)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine
 
+from kubeloop import registry
 from monitoring import state
 from monitoring.errors import LaunchError, SupersededWhileStarting
 from monitoring.launch import Launched, Launcher
@@ -166,3 +167,40 @@ def test_deliberate_triggers_neither_wait_for_nor_hold_back_monitorings_cooldown
     assert merge.launched is not None
     actions = [e["action"] for e in state.history(engine, SPEC.model_name)]
     assert actions[0] == "triggered" and actions[1] == "launched" and "cooldown" in actions
+
+
+class Registering(Launcher):
+    """A local run that registers the model's next version, as the pipeline's register step."""
+
+    name = "local"
+
+    def launch(self, spec, *, reason, source=None, on_start=None) -> Launched:
+        from kubeloop import model_store
+
+        client = model_store.configure(self.settings)
+        client.create_registered_model(spec.model_name)
+        version = client.create_model_version(
+            spec.model_name, source=str(self.settings.work_dir / "m")
+        )
+        client.set_model_version_tag(spec.model_name, version.version, registry.TAG_NAME, "V1.0.0")
+        return Launched("run-1", finished=True, succeeded=True, version="V1.0.0")
+
+    def terminate(self, run_id: str) -> str:
+        return run_id
+
+
+def test_a_version_a_trigger_trained_says_why_in_its_lineage(work_dir: Path) -> None:
+    """`kubeloop trigger new-data` (or schedule, merge, by hand): lineage's "retrained
+    because" names the trigger and its reason, as it does for monitoring's retrainings."""
+    from kubeloop import model_store
+    from monitoring import lineage
+
+    settings = MonitoringSettings()
+    engine = create_engine(f"sqlite:///{work_dir / 'log.db'}")
+    reason = "new data: 1,000 rows since the last trained data version (threshold 1,000)"
+    trigger_run(
+        SPEC, settings, Registering(settings), trigger="new_data", reason=reason, engine=engine
+    )
+    client = model_store.configure(settings)
+    record = lineage.build(client, SPEC.model_name, "V1.0.0")
+    assert record["registry"]["retrained_because"] == f"new_data: {reason}"
