@@ -907,18 +907,26 @@ def relative_to_champion(loss: float) -> str:
     return f"{abs(loss):.1%} {'worse' if loss > 0 else 'better'} than the champion"
 
 
-def step_rows(status: dict[str, Any], metric: str) -> list[dict[str, str]]:
+def step_rows(
+    status: dict[str, Any], metric: str, task: str = "regression"
+) -> list[dict[str, str]]:
     """One row per judged stage (shadow, stress test, canary steps) for ``kubeloop rollout
     status``: the counts, latency and quality it judged, and where each came from."""
     rows = []
     if shadow := status.get("shadow_result"):
         s = json.loads(shadow)
         loss = s.get("quality_loss")
+        diff = s.get("mean_abs_diff")
+        if diff is None:
+            apart = "-"
+        elif task == "classification":  # a difference is 1 where the classes differ
+            apart = f"{diff:.1%} answered with another class"
+        else:
+            apart = f"mean |difference| {diff:.3g}"
         rows.append(
             {
                 "step": "shadow",
-                "candidate": f"{s.get('pairs', 0)} requests both answered, mean |difference| "
-                + ("-" if s.get("mean_abs_diff") is None else f"{s['mean_abs_diff']:.3g}"),
+                "candidate": f"{s.get('pairs', 0)} requests both answered, {apart}",
                 "champion": "the same requests",
                 "quality": describe_comparison(s, metric),
                 "source": f"prediction log, champion and shadow rows since "

@@ -224,7 +224,7 @@ def rollout_status(
     )
     # A block per step, not a table: its cells are sentences, which a table at a terminal's
     # 80 columns cut off mid-word.
-    for row in step_rows(status, project.evaluation.primary_metric):
+    for row in step_rows(status, project.evaluation.primary_metric, project.task):
         details = {k: v for k, v in row.items() if k not in ("step", "verdict") and v != "-"}
         out.print(f"[bold]{row['step']}[/bold]: {row['verdict']}", highlight=False)
         for key, value in details.items():

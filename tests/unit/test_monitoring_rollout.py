@@ -759,6 +759,14 @@ def test_on_call_rolls_production_back_with_the_same_commands(
     assert listed.exit_code == 0 and PRODUCTION in listed.output, listed.output
 
 
+def test_a_classifiers_shadow_step_says_how_often_the_classes_differed():
+    status = {"shadow_result": json.dumps({"pairs": 94, "mean_abs_diff": 0.0213})}
+    [classifier] = step_rows(status, "f1", "classification")
+    assert classifier["candidate"] == "94 requests both answered, 2.1% answered with another class"
+    [regressor] = step_rows(status, "rmse")
+    assert regressor["candidate"] == "94 requests both answered, mean |difference| 0.0213"
+
+
 def test_the_shadow_verdict_says_better_or_worse_in_words():
     assert relative_to_champion(0.125) == "12.5% worse than the champion"
     assert relative_to_champion(-0.646) == "64.6% better than the champion"
