@@ -42,6 +42,7 @@ TAG_RELEASED_FROM = "kubeloop.released_from"  # on a production version: "<model
 TAG_APPROVED_BY = "kubeloop.approved_by"
 # On a staging version made champion because production promoted its copy: "<model>/<version>"
 TAG_FOLLOWS = "kubeloop.follows"
+TAG_ROLLOUT_STATE = "kubeloop.rollout.state"  # shadow, canary, promoted, ... (monitoring.rollout)
 CURRENT_USER_PATH = "/api/2.0/mlflow/users/current"  # MLflow's basic-auth app
 
 

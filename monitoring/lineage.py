@@ -110,7 +110,7 @@ def build(client, name: str, ref: str) -> dict[str, Any]:
         },
         "traffic": {key: tags.get(tag) for key, tag in TRAFFIC_TAGS.items()},
         "stress_test": json.loads(tags[STRESS_TAG]) if STRESS_TAG in tags else None,
-        "rollout_state": tags.get("kubeloop.rollout.state"),
+        "rollout_state": tags.get(registry.TAG_ROLLOUT_STATE),
     }
 
 

@@ -70,7 +70,7 @@ from monitoring.window import ACTUAL, PREDICTION, PROBABILITIES, read_paired
 log = logging.getLogger(__name__)
 
 P = "kubeloop.rollout."
-STATE_TAG = P + "state"
+STATE_TAG = registry.TAG_ROLLOUT_STATE
 SHADOW, AWAITING, APPROVED, CANARY = "shadow", "awaiting_approval", "approved", "canary"
 PROMOTED, ROLLED_BACK, RELEASED = "promoted", "rolled_back", "released"
 TERMINAL = (PROMOTED, ROLLED_BACK, RELEASED)

@@ -237,13 +237,14 @@ def versions_cmd(spec: SpecOption = DEFAULT_SPEC) -> None:
     if not versions:
         console.print(f"{model} has no registered versions yet")
         return
-    table = Table("version", "name", "aliases", "data", "run", title=model)
+    table = Table("version", "name", "aliases", "rollout", "data", "run", title=model)
     aliases = registry.aliases_by_version(client, model)
     for v in sorted(versions, key=lambda v: int(v.version)):
         table.add_row(
             str(v.version),
             v.tags.get(registry.TAG_NAME, ""),
             ",".join(aliases.get(str(v.version), [])),
+            v.tags.get(registry.TAG_ROLLOUT_STATE, ""),
             v.tags.get(registry.TAG_DATA, "")[:12],
             v.run_id or "",
         )

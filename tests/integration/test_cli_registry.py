@@ -29,6 +29,22 @@ def test_versions_lists_every_version_with_its_name_and_aliases(seeded: Seeded, 
     assert "challenger" in next(line for line in lines if seeded.labels[-1] in line)
 
 
+def test_versions_shows_where_each_version_is_in_its_rollout(seeded: Seeded, env: None) -> None:
+    from kubeloop import model_store, registry
+
+    client = model_store.configure(seeded.settings())
+    last = str(len(seeded.labels))
+    client.set_model_version_tag(seeded.model_name, last, registry.TAG_ROLLOUT_STATE, "rolled_back")
+    try:
+        result = CliRunner().invoke(app, ["versions"], catch_exceptions=False)
+    finally:
+        client.delete_model_version_tag(seeded.model_name, last, registry.TAG_ROLLOUT_STATE)
+    assert result.exit_code == 0, result.output
+    assert "rolled_back" in next(
+        line for line in result.stdout.splitlines() if seeded.labels[-1] in line
+    )
+
+
 def test_lineage_shows_the_run_and_the_approval_of_a_version(seeded: Seeded, env: None) -> None:
     result = CliRunner().invoke(app, ["lineage", "champion"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
