@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import tempfile
+import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -150,18 +151,23 @@ def fit_and_log(
         pipeline.fit(X, y)
         mlflow.log_metrics({f"train_{k}": v for k, v in score(spec.task, pipeline, X, y).items()})
         example = train[features].head(5)
-        info = mlflow.sklearn.log_model(
-            pipeline,
-            name=model_store.MODEL_ARTIFACT,
-            signature=infer_signature(example, pipeline.predict(example.to_numpy())),
-            input_example=example,
-            serialization_format="skops",
-            skops_trusted_types=model_store.trusted_types(pipeline),
-            metadata={"features": features, "target": spec.target, "task": spec.task},
-            # Pinned from this environment: MLflow's inference would re-import the model in a
-            # subprocess on every run (~10 s) to guess the same list.
-            pip_requirements=model_requirements(),
-        )
+        with warnings.catch_warnings():
+            # MLflow checks the input example by predicting on it as a DataFrame; the pipeline
+            # is fitted on arrays in feature order (what the server passes), so scikit-learn
+            # would warn "X has feature names" about a check, not about a real prediction.
+            warnings.filterwarnings("ignore", message="X has feature names", category=UserWarning)
+            info = mlflow.sklearn.log_model(
+                pipeline,
+                name=model_store.MODEL_ARTIFACT,
+                signature=infer_signature(example, pipeline.predict(example.to_numpy())),
+                input_example=example,
+                serialization_format="skops",
+                skops_trusted_types=model_store.trusted_types(pipeline),
+                metadata={"features": features, "target": spec.target, "task": spec.task},
+                # Pinned from this environment: MLflow's inference would re-import the model in a
+                # subprocess on every run (~10 s) to guess the same list.
+                pip_requirements=model_requirements(),
+            )
         reference = train.sample(min(REFERENCE_ROWS, len(train)), random_state=0)
         reference = reference[[spec.entity_key, spec.timestamp, *features, spec.target]].copy()
         reference["prediction"] = pipeline.predict(reference[features].to_numpy())

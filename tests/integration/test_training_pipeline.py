@@ -55,13 +55,19 @@ def test_kfp_local_pipeline_on_postgres_and_redis(tmp_path, service_settings, mo
 
 
 @pytest.mark.slow
-def test_kfp_local_run_through_the_gate_registers_under_the_condition(tmp_path, settings):
+def test_kfp_local_run_through_the_gate_registers_under_the_condition(tmp_path, settings, capfd):
     """kfp.local runs the register step inside its ``dsl.If`` when the gate passed (its own
-    condition evaluator would skip it: pipelines/local_conditions.py)."""
+    condition evaluator would skip it: pipelines/local_conditions.py).
+
+    The run prints no warning a data scientist cannot act on: MLflow checks the input example
+    as a DataFrame on a pipeline fitted on arrays, and scikit-learn warned "X has feature names"
+    on every training run."""
     spec = small_spec(tmp_path)
     result = run_local(spec, settings)
     assert result.registered and result.version == "V1.0.0"
     assert result.detail == "registered V1.0.0"
+    printed = capfd.readouterr()
+    assert "feature names" not in printed.out + printed.err
     client = model_store.configure(settings)
     assert (
         registry.version_of_run(client, spec.model_name, result.mlflow_run_id).tags[
