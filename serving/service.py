@@ -335,18 +335,10 @@ class Runtime:
             )
         n = len(X)
         if not canary:
-            y = await self._predict(champion, CHAMPION, state.inputs_for(champion, X))
-            self._record(state, champion, CHAMPION, X, y, None, entity_labels, base_id, ts)
-            if state.shadow_active:
-                self._shadow(state, X, None, entity_labels, base_id, ts)
-            return Scored(y, champion.label, CHAMPION, champion.version, champion, champion.classes)
+            return await self._score_with(state, champion, CHAMPION, X, entity_labels, base_id, ts)
         assert candidate is not None
         if len(canary) == n:
-            y = await self._predict(candidate, CANARY, state.inputs_for(candidate, X))
-            self._record(state, candidate, CANARY, X, y, None, entity_labels, base_id, ts)
-            return Scored(
-                y, candidate.label, CANARY, candidate.version, candidate, candidate.classes
-            )
+            return await self._score_with(state, candidate, CANARY, X, entity_labels, base_id, ts)
         taken = set(canary)
         rest = [i for i in range(n) if i not in taken]
         Xc, Xk = X[rest], X[canary]
@@ -373,6 +365,23 @@ class Runtime:
         if state.shadow_active:
             self._shadow(state, Xc, rest, sub(rest), base_id, ts)
         return Scored(y, labels, MIXED, MIXED, None, classes)
+
+    async def _score_with(
+        self,
+        state: Snapshot,
+        model: ServedModel,
+        role: str,
+        X: np.ndarray,
+        entity_labels: list[str | None] | None,
+        base_id: str,
+        ts: float,
+    ) -> Scored:
+        """Every row to one model, logged; the champion's rows are shadowed as usual."""
+        y = await self._predict(model, role, state.inputs_for(model, X))
+        self._record(state, model, role, X, y, None, entity_labels, base_id, ts)
+        if role == CHAMPION and state.shadow_active:
+            self._shadow(state, X, None, entity_labels, base_id, ts)
+        return Scored(y, model.label, role, model.version, model, model.classes)
 
     async def _predict(self, model: ServedModel, role: str, X: np.ndarray) -> np.ndarray:
         try:
@@ -505,19 +514,17 @@ class Runtime:
             self.settings.max_batch_records,
             REGRESSION_OUTPUTS if state.champion.classes is None else CLASSIFICATION_OUTPUTS,
         )
-        pinned = None
-        if (
-            version is not None
-            and state.candidate is not None
-            and version in (state.candidate.version, state.candidate.label)
-        ):
-            pinned = state.candidate
-        if pinned is not None:
-            y = await self._predict(pinned, CANARY, state.inputs_for(pinned, request.X))
-            self._record(state, pinned, CANARY, request.X, y, None, None, base_id, time.time())
-            scored = Scored(y, pinned.label, CANARY, pinned.version, pinned, pinned.classes)
-        else:
+        candidate = state.candidate
+        if version is None:
             scored = await self._score(state, request.X, [None] * len(request.X), None, base_id)
+        elif candidate is not None and version in (candidate.version, candidate.label):
+            scored = await self._score_with(
+                state, candidate, CANARY, request.X, None, base_id, time.time()
+            )
+        else:  # check_model_name let only a loaded version through: the champion
+            scored = await self._score_with(
+                state, state.champion, CHAMPION, request.X, None, base_id, time.time()
+            )
         body_out, headers = infer_response(
             name, scored.version, request.id or base_id, scored.y, request.outputs, scored.classes
         )

@@ -251,6 +251,25 @@ def test_canary_at_20_percent_routes_a_fifth_of_requests_stickily(server, http, 
         assert 0.17 <= share <= 0.23, share
         again = send(keys[:500])
         assert again == versions[:500]  # the same key always lands on the same model
+        # A V2 request pinned to a version is answered by it alone, canary or not.
+        name = seeded.model_name
+        names = http.get(f"/v2/models/{name}").json()["inputs"][0]["parameters"]["features"]
+        tensor = {
+            "inputs": [
+                {
+                    "name": "input-0",
+                    "datatype": "FP64",
+                    "shape": [1, len(names)],
+                    "data": [row[n] for n in names],
+                }
+            ]
+        }
+        for label, role in ((seeded.labels[0], "champion"), (seeded.labels[-1], "canary")):
+            pinned = [
+                http.post(f"/v2/models/{name}/versions/{label}/infer", json=tensor)
+                for _ in range(40)
+            ]
+            assert {r.headers["x-model-role"] for r in pinned} == {role}, label
     finally:
         assert http.post("/admin/rollback", headers=ADMIN).json()["canary_weight"] == 0.0
     records = [{"features": row, "key": k} for k in keys[:50]]
