@@ -7,6 +7,7 @@ read rows in its order.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -73,18 +74,22 @@ def read_layout(store: Any, service_name: str) -> FeatureLayout:
     )
 
 
+_INTEGER_ID = re.compile(r"-?[0-9]{1,19}")
+_INTEGER_BOUNDS = {"INT64": 2**63, "INT32": 2**31}
+
+
 def parse_entity_id(raw: Any, value_type: Any, field: str) -> int | str:
     """A request's entity id as the join key's type (ints may arrive as digit strings).
 
-    ``value_type`` is a ``feast.ValueType`` or its name."""
-    if getattr(value_type, "name", value_type) in ("INT64", "INT32"):
-        if type(raw) is int and -(2**63) <= raw < 2**63:
-            return raw
-        if type(raw) is float and raw.is_integer() and abs(raw) < 2**63:
-            return int(raw)  # JSON Schema's integer: 7.0 is one
-        if type(raw) is str and raw.lstrip("-").isdigit() and len(raw) < 20:
-            return int(raw)
-        raise InvalidField(f"{field} must be an integer id, got {raw!r}", field=field)
+    ``value_type`` is a ``feast.ValueType`` or its name. An id the key's type cannot hold is
+    the caller's error (422), never a lookup failure a client would retry."""
+    kind = getattr(value_type, "name", value_type)
+    bound = _INTEGER_BOUNDS.get(kind)
+    if bound is not None:
+        value = _integer(raw)
+        if value is not None and -bound <= value < bound:
+            return value
+        raise InvalidField(f"{field} must be an integer id ({kind}), got {raw!r}", field=field)
     if type(raw) is str and 0 < len(raw) <= 256:
         return raw
     if type(raw) is int:
@@ -92,6 +97,16 @@ def parse_entity_id(raw: Any, value_type: Any, field: str) -> int | str:
     raise InvalidField(
         f"{field} must be a string id of at most 256 characters, got {raw!r}", field=field
     )
+
+
+def _integer(raw: Any) -> int | None:
+    if type(raw) is int:
+        return raw
+    if type(raw) is float and raw.is_integer():
+        return int(raw)  # JSON Schema's integer: 7.0 is one
+    if type(raw) is str and _INTEGER_ID.fullmatch(raw):
+        return int(raw)
+    return None
 
 
 def entity_key(layout: FeatureLayout, value: int | str):

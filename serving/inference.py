@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import uuid_utils
+from starlette.responses import Response
 
 from kubeloop.errors import KubeloopError
 from serving.auth import check_predict_token
@@ -101,11 +102,11 @@ class HotRoutes:
         else:
             scope["route"] = INFER_VERSION if infer.group(2) else INFER
         scope[ANSWER_KEY] = (NO_MODEL, NO_MODEL)
+        rid = request_id(scope)
         try:
             check_predict_token(scope)
             runtime = scope["app"].state.runtime
             body = await read_body(receive)
-            rid = request_id(scope)
             if infer is None:
                 answer = await runtime.predict(body, rid)
             else:
@@ -122,12 +123,20 @@ class HotRoutes:
             await client_closed(path)(scope, receive, send)
         except KubeloopError as exc:
             scope[ANSWER_KEY] = answered_by(exc)
-            await error_for(exc, path)(scope, receive, send)
+            await _send_error(error_for(exc, path), rid, scope, receive, send)
         except Exception:
-            log.exception("unexpected error on POST %s", path)
-            await unexpected_error(path)(scope, receive, send)
+            log.exception("unexpected error on POST %s (request %s)", path, rid)
+            await _send_error(unexpected_error(path), rid, scope, receive, send)
         else:
             await _send_answer(scope, send, answer, rid)
+
+
+async def _send_error(
+    response: Response, rid: str, scope: MutableMapping[str, Any], receive: Any, send: Any
+) -> None:
+    """An error carries the request id too, so that a client can match it to its call."""
+    response.headers["x-request-id"] = rid
+    await response(scope, receive, send)
 
 
 async def _send_answer(

@@ -104,20 +104,18 @@ def hot_operations() -> dict[str, dict[str, Any]]:
     }
 
 
-INT64 = {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1}
-
-
 def document_entity_ids(spec: dict[str, Any], value_type: str) -> None:
-    """Entity ids that read the online store, as the join key's type: integers for INT64
-    keys, else short strings (a table's ``entity_ids`` are only logged: any id goes).
+    """Entity ids that read the online store, as the join key's type: integers within its
+    range for INT64 and INT32 keys, else short strings (a table's ``entity_ids`` are only
+    logged: any id goes).
 
     The request models say ``int | str`` because one server build serves any feature view; the
     document a client reads should say exactly what this server accepts.
     """
+    bits = {"INT64": 63, "INT32": 31}.get(value_type)
+    text = {"type": "string", "minLength": 1, "maxLength": 256}
     entity: dict[str, Any] = (
-        INT64
-        if value_type in ("INT64", "INT32")
-        else {"type": "string", "minLength": 1, "maxLength": 256}
+        text if bits is None else {"type": "integer", "minimum": -(2**bits), "maximum": 2**bits - 1}
     )
     schemas_ = spec["components"]["schemas"]
     schemas_["RecordById"]["properties"]["entity_id"] = {
@@ -128,9 +126,13 @@ def document_entity_ids(spec: dict[str, Any], value_type: str) -> None:
     for parameter in path["parameters"]:
         if parameter["name"] == "entity_id":
             parameter["schema"] = (
-                {"type": "string", "pattern": "^-?[0-9]{1,18}$"}
-                if entity is INT64
-                else {"type": "string", "minLength": 1, "maxLength": 256}
+                text
+                if bits is None
+                else {
+                    "type": "string",
+                    "pattern": "^-?[0-9]{1,19}$",
+                    "description": f"An integer from {-(2**bits)} to {2**bits - 1}.",
+                }
             )
 
 

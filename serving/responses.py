@@ -107,6 +107,13 @@ async def _serving_error(request: Request, exc: Exception) -> Response:
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+    if first.get("type") == "json_invalid":  # the body as a whole, not a field of it
+        return error_response(
+            400,
+            code_for(400),
+            f"the body is not valid JSON: {first.get('ctx', {}).get('error', first.get('msg'))}",
+            path=request.url.path,
+        )
     field = field_path(tuple(first.get("loc", ())))
     message = f"{field}: {first.get('msg')}" if field else str(first.get("msg"))
     return error_response(422, "invalid_field", message, field, path=request.url.path)

@@ -279,12 +279,15 @@ def parse_feedback(payload: Any) -> list[FeedbackItem]:
             error = exc.errors()[0]
             # A union's errors carry the member tried (actual.float): the field is "actual".
             name = ".".join(str(p) for p in error["loc"] if p not in ("float", "str"))
-            field = (f"[{i}].{name}" if isinstance(payload, list) else name) or None
+            item_path = f"[{i}]" if isinstance(payload, list) else ""
+            field = ".".join(p for p in (item_path, name) if p) or None
             message = error["msg"]
-            if name == "actual" and error["type"] != "missing":
+            if not name:  # the item itself is not an object
+                message = 'must be an object {"request_id": ..., "actual": ...}'
+            elif name == "actual" and error["type"] != "missing":
                 message = (
                     "must be a finite number (regression) or a class label, a string or an "
                     "integer (classification)"
                 )
-            raise InvalidField(f"{field}: {message}", field=field) from None
+            raise InvalidField(f"{field or 'feedback'}: {message}", field=field) from None
     return out

@@ -20,6 +20,7 @@ binary is Triton's encoding (each element a 4-byte little-endian length, then it
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,7 @@ import numpy as np
 import orjson
 
 from serving.errors import InvalidFeature, InvalidField, InvalidRequest, PayloadTooLarge
+from serving.inputs import loads
 
 OUTPUT_NAME = "predict"
 PROBA_NAME = "predict_proba"
@@ -76,7 +78,7 @@ def _tensor(spec: Any, index: int, binary: memoryview, offset: int) -> tuple[np.
         raise InvalidField(
             f"{field}.shape must be a list of non-negative integers", field=f"{field}.shape"
         )
-    size = int(np.prod(shape))
+    size = math.prod(shape)  # Python's integers: numpy's product of [2**32, 2**32] is 0
     params = spec.get("parameters") or {}
     nbytes = params.get("binary_data_size") if type(params) is dict else None
     if nbytes is not None:
@@ -113,6 +115,13 @@ def _tensor(spec: Any, index: int, binary: memoryview, offset: int) -> tuple[np.
                 field=f"{field}.data",
             )
         array = array.reshape(-1)
+        if np.dtype(dtype).kind in "iu" and array.size:
+            info = np.iinfo(dtype)
+            if array.dtype.kind not in "iu" or array.min() < info.min or array.max() > info.max:
+                raise InvalidFeature(
+                    f"{field}.data must hold {datatype} integers, from {info.min} to {info.max}",
+                    field=f"{field}.data",
+                )
     if array.size != size:
         raise InvalidField(
             f"{field} has {array.size} values; shape {shape} needs {size}", field=f"{field}.shape"
@@ -139,10 +148,7 @@ def parse_infer(
         head, binary = body[:split], memoryview(body)[split:]
     else:
         head, binary = body, memoryview(b"")
-    try:
-        payload = orjson.loads(head)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"the inference request is not valid JSON: {exc}") from None
+    payload = loads(head)  # NaN and Infinity parse, for the 422 that names the feature
     if type(payload) is not dict:
         raise InvalidRequest("the inference request must be a JSON object")
     inputs = payload.get("inputs")

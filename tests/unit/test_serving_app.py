@@ -124,6 +124,29 @@ def test_predict_uses_the_callers_request_id(server):
     assert response.json()["predictions"][0]["request_id"] == "order-77-0"
 
 
+def test_an_error_carries_the_request_id_the_client_sent(server):
+    """A client matches a failure to its own call by the id (401, 422 and 404 alike)."""
+    for headers, records in (
+        ({"Authorization": "Bearer wrong"}, [{"features": ROW}]),
+        (AUTH, [{"features": {}}]),
+        (AUTH, [{"entity_id": "--5"}]),
+    ):
+        response = server.client.post(
+            "/predict", json={"records": records}, headers={**headers, "X-Request-ID": "call-9"}
+        )
+        assert response.status_code in (401, 422), response.text
+        assert response.headers["x-request-id"] == "call-9"
+
+
+def test_the_bearer_scheme_is_case_insensitive(server):
+    """RFC 9110: ``bearer <token>`` is the same credentials as ``Bearer <token>``."""
+    for scheme in ("bearer", "BEARER"):
+        headers = {"Authorization": f"{scheme} {TOKEN}"}
+        assert server.predict([{"features": ROW}], headers=headers).status_code == 200
+        wrong = server.predict([{"features": ROW}], headers={"Authorization": f"{scheme} x"})
+        assert wrong.status_code == 401
+
+
 def test_predict_requires_the_bearer_token(server):
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
         response = server.client.post(
@@ -403,6 +426,23 @@ def test_feedback_rejects_nan_and_missing_fields_naming_them(server):
     assert response.status_code == 422
     response = server.client.post("/feedback", json={"actual": 1.0}, headers=AUTH)
     assert response.status_code == 422 and error_of(response)["field"] == "request_id"
+    for body, field in (("hello", None), (["hello"], "[0]")):
+        response = server.client.post("/feedback", json=body, headers=AUTH)
+        assert response.status_code == 422
+        error = error_of(response)
+        assert error["field"] == field and "must be an object" in error["message"]
+        assert "None" not in error["message"]
+
+
+def test_a_malformed_admin_body_is_400_not_a_field_error(server):
+    response = server.client.put(
+        "/admin/canary",
+        content=b"{bad",
+        headers={**ADMIN, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert error_of(response)["code"] == "invalid_request"
+    assert "not valid JSON" in error_of(response)["message"]
 
 
 def test_v2_infer_in_process(server):

@@ -84,6 +84,23 @@ def test_parse_infer_accepts_nested_json_data_and_ints():
             InvalidFeature,
             "inputs[0].name",
         ),
+        # a shape whose numpy product overflows to 0 matched empty data: a 500 on reshape
+        (
+            {"name": "x", "shape": [2**32, 2**32], "datatype": "FP64", "data": []},
+            InvalidField,
+            "inputs[0].shape",
+        ),
+        # the declared datatype holds: no fractions or out-of-range values in an INT tensor
+        (
+            {"name": "x", "shape": [1, 3], "datatype": "INT8", "data": [1, 2, 300]},
+            InvalidFeature,
+            "inputs[0].data",
+        ),
+        (
+            {"name": "x", "shape": [1, 3], "datatype": "INT64", "data": [1, 2.5, 3]},
+            InvalidFeature,
+            "inputs[0].data",
+        ),
     ],
 )
 def test_parse_infer_rejects_bad_tensors_naming_the_field(tensor, error, field):
@@ -99,6 +116,13 @@ def test_parse_infer_rejects_nan_feature():
     body, header = triton_body([tensor])
     with pytest.raises(InvalidFeature) as err:
         parse_infer(body, header, FEATURES, 10)
+    assert err.value.field == "inputs.b"
+
+
+def test_nan_in_json_data_names_the_feature_rather_than_the_json():
+    body = b'{"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP64", "data": [1, NaN, 3]}]}'
+    with pytest.raises(InvalidFeature) as err:
+        parse_infer(body, None, FEATURES, 10)
     assert err.value.field == "inputs.b"
 
 
