@@ -9,8 +9,10 @@ line a traceback ends with), so a command can end on the message rather than on 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +33,9 @@ class StepLog(io.TextIOBase):
         self.path = path
         self._file = path.open("w", encoding="utf-8")
         self._progress = progress
+        # The stdout before run_local redirects it here: a callback that prints (a notebook's
+        # ``progress=print``) must reach it, not this log.
+        self._stdout = sys.stdout
         self._pending = ""
         self._started: dict[str, float] = {}
         self._error: list[str] = []  # the last exception's message lines, as the step printed it
@@ -58,20 +63,24 @@ class StepLog(io.TextIOBase):
         super().close()  # flushes, so before the file closes
         self._file.close()
 
+    def _report(self, text: str) -> None:
+        with contextlib.redirect_stdout(self._stdout):
+            self._progress(text)
+
     def _read(self, line: str) -> None:
         if match := _START.search(line):
             self._started[match.group(1)] = time.perf_counter()
             self._error = []
-            self._progress(f"{match.group(1)}: running")
+            self._report(f"{match.group(1)}: running")
         elif match := _END.search(line):
             step, state = match.group(1), match.group(2)
             seconds = time.perf_counter() - self._started.get(step, time.perf_counter())
             if state == "SUCCESS":
-                self._progress(f"{step}: done in {seconds:.1f} s")
+                self._report(f"{step}: done in {seconds:.1f} s")
             else:
                 self.failed_step = step
                 self.failure = "\n".join(self._error) or None
-                self._progress(f"{step}: failed after {seconds:.1f} s")
+                self._report(f"{step}: failed after {seconds:.1f} s")
         elif "Traceback (most recent call last)" in line:
             self._error = []
         elif match := _ERROR.match(line):

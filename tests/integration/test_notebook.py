@@ -24,6 +24,11 @@ def test_quickstart_notebook_runs_the_kfp_local_pipeline_on_the_embedded_default
     ).execute()
     outputs = "".join(o.get("text", "") for cell in notebook.cells for o in cell.get("outputs", []))
     assert "registered V1.0.0" in outputs
+    # One line per step as it runs, kfp.local's whole output in a file (it printed 400 lines)
+    run_cell = next(c for c in notebook.cells if "run_local(" in "".join(c.source))
+    printed = "".join(o.get("text", "") for o in run_cell.outputs)
+    assert "done in" in printed and "full log:" in printed
+    assert len(printed.splitlines()) < 30, printed
     assert "ran locally only" in outputs
     assert_registered_with_full_run(settings, "building-energy", "V1.0.0")
     assert (settings.work_dir / "feast" / "online.db").exists()

@@ -45,3 +45,13 @@ def test_steps_are_reported_and_the_failing_steps_own_message_is_kept(tmp_path) 
         "ingest stopped: the data breaks 1 rule(s)\n- missing_column [bmi]: 442 row(s)"
     )
     assert "a very long JSON" in (tmp_path / "logs" / "run.log").read_text()
+
+
+def test_a_callback_that_prints_reaches_the_stdout_outside_the_log(tmp_path, capsys) -> None:
+    """A notebook passes ``progress=print``: its lines belong in the cell, not in the log file
+    that stdout is redirected to while the steps run."""
+    log = StepLog(tmp_path / "run.log", print)
+    with contextlib.closing(log), contextlib.redirect_stdout(log):
+        print(STREAM.split("08:00:03.001")[0], end="")
+    assert capsys.readouterr().out.splitlines()[0] == "ingest: running"
+    assert "ingest: running" not in (tmp_path / "run.log").read_text()
