@@ -43,6 +43,7 @@ TAG_APPROVED_BY = "kubeloop.approved_by"
 # On a staging version made champion because production promoted its copy: "<model>/<version>"
 TAG_FOLLOWS = "kubeloop.follows"
 TAG_ROLLOUT_STATE = "kubeloop.rollout.state"  # shadow, canary, promoted, ... (monitoring.rollout)
+TAG_RETIRED_AT = "kubeloop.retired_at"  # when another version took the champion alias from it
 CURRENT_USER_PATH = "/api/2.0/mlflow/users/current"  # MLflow's basic-auth app
 
 
@@ -185,6 +186,12 @@ def promote(
     }.items():
         client.set_model_version_tag(name, version.version, key, value)
     client.set_registered_model_alias(name, alias, version.version)
+    if alias == CHAMPION:
+        # The champion's history, whoever moved it (the rollout, a runbook's rollback by hand)
+        if TAG_RETIRED_AT in (version.tags or {}):  # a former champion, back again
+            client.delete_model_version_tag(name, version.version, TAG_RETIRED_AT)
+        if previous is not None and str(previous.version) != str(version.version):
+            client.set_model_version_tag(name, previous.version, TAG_RETIRED_AT, now)
     log.info(
         "%s: %s -> version %s (%s), approved by %s",
         name,
@@ -222,14 +229,46 @@ def approver_identity(client) -> str:
     return authenticated_user(client) or getpass.getuser()
 
 
-def _permission_denied(exc: BaseException | None) -> bool:
-    """Whether MLflow refused for lack of permission (``copy_model_version`` re-raises the
-    server's 403 as the cause of a generic error)."""
+def recorded_approver(client, named: str | None) -> str:
+    """Who a person's approval is recorded as: where the registry has a login, the user it
+    authenticated (naming anyone else is refused); else the name given, or the OS user."""
+    user = authenticated_user(client)
+    if user is None:
+        return named or getpass.getuser()
+    if named and named != user:
+        raise PromotionError(
+            f"the registry authenticated you as {user}: an approval is recorded as the "
+            f"authenticated user, not as {named!r} (--approver applies only to a registry "
+            "without a login)"
+        )
+    return user
+
+
+def refusal(exc: BaseException) -> str | None:
+    """A one-line reason when the registry refused a request for lack of credentials (401) or
+    permission (403); None for any other error."""
+    codes = _error_codes(exc)
+    if "PERMISSION_DENIED" in codes:
+        return (
+            "the registry refused: your MLflow user lacks the permission for this "
+            "(HTTP 403; who may do what: docs/serving.md, 'Who may do what')"
+        )
+    if "UNAUTHENTICATED" in codes:
+        return (
+            "the registry did not accept these credentials (HTTP 401): set "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+        )
+    return None
+
+
+def _error_codes(exc: BaseException | None) -> list[str]:
+    """MLflow's error codes along the chain (``copy_model_version`` re-raises the server's
+    refusal as the cause of a generic error)."""
+    codes = []
     while exc is not None:
-        if getattr(exc, "error_code", None) == "PERMISSION_DENIED":
-            return True
+        codes.append(getattr(exc, "error_code", None))
         exc = exc.__cause__
-    return False
+    return [c for c in codes if c]
 
 
 def release(client, name: str, ref: str, production: str, *, state_tags: dict[str, str]):
@@ -242,6 +281,16 @@ def release(client, name: str, ref: str, production: str, *, state_tags: dict[st
     from mlflow.exceptions import MlflowException
 
     version = find_version(client, name, ref)
+    existing = released_copy(client, name, str(version.version), production)
+    if existing is not None:  # a retry: the copy stands, never a second one
+        log.info(
+            "%s version %s is %s version %s already",
+            name,
+            version.version,
+            production,
+            existing.version,
+        )
+        return existing
     who = approver_identity(client)
     try:
         copy = client.copy_model_version(f"models:/{name}/{version.version}", production)
@@ -255,7 +304,7 @@ def release(client, name: str, ref: str, production: str, *, state_tags: dict[st
             client.set_model_version_tag(production, copy.version, key, value)
         client.set_registered_model_alias(production, CHALLENGER, copy.version)
     except MlflowException as exc:
-        if _permission_denied(exc):
+        if "PERMISSION_DENIED" in _error_codes(exc):
             raise PromotionError(
                 f"{who} may not release into {production}: only approvers may ({exc.message})"
             ) from exc
@@ -269,6 +318,15 @@ def release(client, name: str, ref: str, production: str, *, state_tags: dict[st
         who,
     )
     return client.get_model_version(production, copy.version)
+
+
+def released_copy(client, name: str, version: str, production: str):
+    """The ``production`` version released from ``name``'s ``version``, or None."""
+    origin = f"{name}/{version}"
+    for candidate in all_versions(client, production):
+        if (candidate.tags or {}).get(TAG_RELEASED_FROM) == origin:
+            return candidate
+    return None
 
 
 def follow_production(client, name: str, production: str):

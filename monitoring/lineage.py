@@ -30,7 +30,7 @@ TRAFFIC_TAGS = {
     "canary_since": "kubeloop.rollout.canary_started_at",
     "champion_since": f"kubeloop.{registry.CHAMPION}_since",
     "rolled_back_at": "kubeloop.rollout.rolled_back_at",
-    "retired_at": "kubeloop.retired_at",
+    "retired_at": registry.TAG_RETIRED_AT,
 }
 STRESS_TAG = "kubeloop.rollout.stress_result"  # monitoring.stress, before any traffic
 
@@ -74,7 +74,8 @@ def build(client, name: str, ref: str) -> dict[str, Any]:
         "model": name,
         "version": str(version.version),
         "label": tags.get(registry.TAG_NAME, f"v{version.version}"),
-        "aliases": sorted(version.aliases),
+        # a version found by V-name comes from a search, which leaves its aliases empty
+        "aliases": sorted(registry.aliases_by_version(client, name).get(str(version.version), [])),
         "data": {
             "dvc_md5": tags.get(registry.TAG_DATA) or run_tags.get("kubeloop.data_version"),
             "dvc_path": pointer.get("path"),

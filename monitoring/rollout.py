@@ -394,6 +394,13 @@ class Rollout:
             )
         return version
 
+    def _released_copy(self, version):
+        if self.phase != "staging":
+            return None
+        return registry.released_copy(
+            self.client, self.name, str(version.version), str(self.spec.rollout.production_model)
+        )
+
     def champion(self):
         return registry.by_alias(self.client, self.name, registry.CHAMPION)
 
@@ -408,13 +415,17 @@ class Rollout:
     def status(self, ref: str | None = None) -> dict[str, Any]:
         version = self.candidate(ref)
         tags = self._tags(version)
-        return {
+        status = {
             "model": self.name,
             "version": str(version.version),
             "label": tags.get(registry.TAG_NAME),
             "state": tags.get(STATE_TAG, "not started"),
             **{k.removeprefix(P): v for k, v in tags.items() if k.startswith(P)},
         }
+        released = self._released_copy(version) if status["state"] == AWAITING else None
+        if released is not None:  # released by an approver; the controller tags it next step
+            status.update(self._release_record(released))
+        return status
 
     # actions
     def approve(self, ref: str | None = None) -> dict[str, Any]:
@@ -424,12 +435,22 @@ class Rollout:
         model (approvers only)."""
         version = self.candidate(ref)
         state = self._tags(version).get(STATE_TAG)
+        self._refuse_the_champion(version, "approve")
         if state in TERMINAL:
             raise RolloutError(
                 f"{self.name} version {version.version} is {state}: nothing to approve"
             )
+        if state is None and not self._is_challenger(version):
+            raise RolloutError(
+                f"{self.name} version {version.version} is not being rolled out: approve the "
+                "challenger, or a version in shadow or awaiting approval (`kubeloop rollout "
+                "status`)"
+            )
+        from mlflow.exceptions import MlflowException
+
         now = _iso(self.clock())
         if self.phase != "staging":
+            # Ahead of shadow too: the shadow and stress gates still decide before any canary.
             who = registry.approver_identity(self.client)
             self._tag(version, approved_by=who, approved_at=now)
             return self.status(str(version.version))
@@ -438,26 +459,52 @@ class Rollout:
                 f"{self.name} version {version.version} is {state or 'not started'}: it is "
                 "released to production only once shadow and the stress test passed"
             )
-        production = str(self.spec.rollout.production_model)
         released = registry.release(
             self.client,
             self.name,
             str(version.version),
-            production,
+            str(self.spec.rollout.production_model),
             state_tags={STATE_TAG: APPROVED},
         )
-        who = released.tags[registry.TAG_APPROVED_BY]
-        self._tag(
-            version,
-            state=RELEASED,
-            approved_by=who,
-            approved_at=now,
-            released_as=f"{production}/{released.version}",
-        )
+        try:
+            self._mark_released(version, released)
+        except MlflowException as exc:
+            if registry.refusal(exc) is None:
+                raise
+            # Approvers only read the project's model: staging's controller, which edits it,
+            # marks the version released at its next step (``step``).
+            log.info("version %s is left to staging's controller to mark released", version)
         return self.status(str(version.version))
 
+    def _release_record(self, released) -> dict[str, str]:
+        production = str(self.spec.rollout.production_model)
+        return {
+            "state": RELEASED,
+            "approved_by": released.tags.get(registry.TAG_APPROVED_BY, "-"),
+            "approved_at": released.tags.get("kubeloop.approved_at", "-"),
+            "released_as": f"{production}/{released.version}",
+        }
+
+    def _mark_released(self, version, released) -> None:
+        self._tag(version, **self._release_record(released))
+
+    def _is_challenger(self, version) -> bool:
+        challenger = registry.by_alias(self.client, self.name, registry.CHALLENGER)
+        return challenger is not None and str(challenger.version) == str(version.version)
+
+    def _refuse_the_champion(self, version, action: str) -> None:
+        champion = self.champion()
+        if champion is not None and str(champion.version) == str(version.version):
+            raise RolloutError(
+                f"{self.name} version {version.version} "
+                f"({version.tags.get(registry.TAG_NAME)}) is the champion: nothing to {action} "
+                "(to serve another version: `kubeloop promote <version> --approve`)"
+            )
+
     def rollback(self, version, reason: str) -> Step:
-        """Stop sending traffic to the candidate; the champion alias is never touched."""
+        """Stop sending traffic to the candidate; the champion alias is never touched (the
+        champion itself is never rolled back: it has no champion to fall back to)."""
+        self._refuse_the_champion(version, "roll back")
         now = self.clock()
         try:
             self.server.set_canary_weight(0.0)
@@ -530,6 +577,12 @@ class Rollout:
         if state == SHADOW:
             return self._judge_shadow(version, champion, tags)
         if state == AWAITING:
+            released = self._released_copy(version)
+            if released is not None:  # an approver released it; approvers cannot tag here
+                self._mark_released(version, released)
+                return Step(
+                    RELEASED, f"released as {self._release_record(released)['released_as']}"
+                )
             if tags.get(P + "approved_by"):
                 self._tag(version, state=APPROVED)
                 return Step(APPROVED, f"approved by {tags[P + 'approved_by']}", 0.0)
@@ -848,11 +901,7 @@ class Rollout:
         registry.promote(
             self.client, self.name, str(version.version), approve=True, approver=approver
         )
-        now = self.clock()
-        self._tag(version, state=PROMOTED, promoted_at=_iso(now))
-        self.client.set_model_version_tag(
-            self.name, champion.version, lineage.TRAFFIC_TAGS["retired_at"], _iso(now)
-        )
+        self._tag(version, state=PROMOTED, promoted_at=_iso(self.clock()))
         record = lineage.record(self.client, self.name, str(version.version))
         for action in (lambda: self.server.set_canary_weight(0.0), self.server.reload):
             try:

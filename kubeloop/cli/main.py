@@ -204,20 +204,31 @@ def promote_cmd(
     version: Annotated[str, typer.Argument(help="Registry number, V-name or alias")],
     spec: SpecOption = DEFAULT_SPEC,
     approve: Annotated[bool, typer.Option("--approve", help="Record your approval")] = False,
-    approver: Annotated[str | None, typer.Option(help="Who approves (default: $USER)")] = None,
+    approver: Annotated[
+        str | None,
+        typer.Option(
+            help="Who approves, where the registry has no login (default: $USER); with a "
+            "login, the approval is recorded as the authenticated user"
+        ),
+    ] = None,
 ) -> None:
     """Move the champion alias to a version; requires --approve (recorded on the version).
     Acts on the model this environment serves: with KUBELOOP_SERVED_MODEL=production, the
     production model (a rollback there), else the spec's model."""
     from kubeloop import model_store, registry
+    from monitoring import lineage
 
     project, settings = context(spec)
     client = model_store.configure(settings)
     model = settings.model_name(project)
-    promoted = registry.promote(client, model, version, approve=approve, approver=approver)
+    previous = registry.by_alias(client, model, registry.CHAMPION)
+    who = registry.recorded_approver(client, approver) if approve else None
+    promoted = registry.promote(client, model, version, approve=approve, approver=who)
+    lineage.record(client, model, str(promoted.version))  # what was deployed, frozen
+    was = f", was {previous.tags.get(registry.TAG_NAME)}" if previous is not None else ""
     console.print(
         f"[green]{model} champion -> {promoted.tags.get(registry.TAG_NAME)}"
-        f" (version {promoted.version})[/green]"
+        f" (version {promoted.version}{was}), approved by {who}[/green]"
     )
 
 

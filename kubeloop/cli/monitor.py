@@ -241,6 +241,13 @@ def rollout_approve(version: VersionArg = None, spec: SpecOption = DEFAULT_SPEC)
     this releases it to production, which only approvers may do."""
     rollout, _ = _rollout(spec, None)
     status = rollout.approve(version)
+    if status.get("released_as"):
+        console.print(
+            f"[green]approved {status['label']} ({status['approved_by']}): released as "
+            f"{status['released_as']}[/green]; production's `kubeloop rollout run` continues "
+            "with the canary"
+        )
+        return
     console.print(
         f"[green]approved {status['label']} ({status['approved_by']})[/green]; "
         "`kubeloop rollout run` continues with the canary"

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from kubeloop import registry
 from kubeloop.errors import KubeloopError, SpecError
 from kubeloop.settings import PlatformSettings
 from kubeloop.spec import ProjectSpec, load_spec
@@ -27,17 +28,22 @@ SettingsT = TypeVar("SettingsT", bound=PlatformSettings)
 
 
 def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn domain errors into a readable message and exit code 2, never a traceback."""
+    """Turn domain errors, and the registry's refusals (401, 403), into a readable message and
+    exit code 2, never a traceback."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
         except KubeloopError as exc:
-            console.print(
-                f"[red]error:[/red] {escape(exc.message)}", highlight=False, soft_wrap=True
-            )
-            raise typer.Exit(2) from None
+            message = exc.message
+        except Exception as exc:  # the registry's refusals; anything else is re-raised
+            refused = registry.refusal(exc)
+            if refused is None:
+                raise
+            message = refused
+        console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
 
     return wrapper
 

@@ -173,6 +173,21 @@ def test_an_approver_cannot_register_staging_versions(mlflow_url) -> None:
     with login(mlflow_url, "approver"), pytest.raises(MlflowException) as refused:
         registry_client(mlflow_url).create_model_version(STAGING, source="s3://x/model")
     assert refused.value.error_code == "PERMISSION_DENIED"
+    # what the CLI prints instead of the client's traceback
+    assert "HTTP 403" in registry.refusal(refused.value)
+
+
+def test_an_approval_is_recorded_as_the_authenticated_user_never_a_name_given(mlflow_url):
+    """``kubeloop promote --approver alice`` recorded "alice" whoever ran it."""
+    with login(mlflow_url, "approver"):
+        client = registry_client(mlflow_url)
+        assert registry.recorded_approver(client, None) == "approver"
+        assert registry.recorded_approver(client, "approver") == "approver"
+        with pytest.raises(PromotionError, match="authenticated you as approver"):
+            registry.recorded_approver(client, "alice-the-cto")
+    with as_user("approver", "not-the-password"), pytest.raises(MlflowException) as refused:
+        registry_client(mlflow_url).search_model_versions(f"name = '{STAGING}'")
+    assert "HTTP 401" in registry.refusal(refused.value)
 
 
 def test_wrong_credentials_are_refused_with_a_clear_error(mlflow_url) -> None:
@@ -189,3 +204,73 @@ def test_a_registry_without_authentication_names_the_os_user(tmp_path: Path) -> 
     client = registry_client(f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert registry.authenticated_user(client) is None
     assert registry.approver_identity(client) == getpass.getuser()
+    assert registry.recorded_approver(client, None) == getpass.getuser()
+    assert registry.recorded_approver(client, "alice") == "alice"  # no login: a name is all
+
+
+class NoServer:
+    """Approval and the step after it touch only the registry; a champion that follows
+    production would tell the servers at once (they also follow at their next poll)."""
+
+    def reload(self) -> None:
+        pass
+
+
+def staging_rollout(client, tmp_path: Path):
+    """Staging's half of the rollout on this registry (no server or prediction log)."""
+    from monitoring.rollout import Rollout
+    from tests.utils.factories import example_spec
+
+    spec = example_spec()
+    spec = spec.model_copy(
+        update={
+            "model": spec.model.model_copy(update={"name": STAGING}),
+            "rollout": spec.rollout.model_copy(update={"production_model": PRODUCTION}),
+        }
+    )
+    return Rollout(
+        client,
+        spec,
+        NoServer(),  # type: ignore[arg-type]
+        None,
+        env="staging",
+        reports_dir=tmp_path,
+        metrics=None,  # type: ignore[arg-type]
+        phase="staging",
+    )
+
+
+def test_rollout_approve_with_the_documented_permissions_releases_once(mlflow_url, tmp_path):
+    """An approver only reads the project's model, so ``kubeloop rollout approve`` cannot tag
+    the staging version: it releases, and staging's controller (EDIT there) marks the version
+    released at its next step. A retry never makes a second production copy (it did, and
+    ended in a 403 traceback)."""
+    champion = register_staging_version(mlflow_url)
+    candidate = register_staging_version(mlflow_url)
+    with login(mlflow_url, "training-job"):  # the rights of staging's controller
+        client = registry_client(mlflow_url)
+        registry.promote(client, STAGING, champion, approve=True)
+        client.set_registered_model_alias(STAGING, registry.CHALLENGER, candidate)
+        client.set_model_version_tag(
+            STAGING, candidate, registry.TAG_ROLLOUT_STATE, "awaiting_approval"
+        )
+    with login(mlflow_url, "approver"):
+        rollout = staging_rollout(registry_client(mlflow_url), tmp_path)
+        first = rollout.approve()
+        again = rollout.approve()
+        assert first["state"] == again["state"] == "released"
+        assert first["approved_by"] == "approver"
+        assert first["released_as"] == again["released_as"]
+        copies = [
+            v
+            for v in registry.all_versions(registry_client(mlflow_url), PRODUCTION)
+            if v.tags.get(registry.TAG_RELEASED_FROM) == f"{STAGING}/{candidate}"
+        ]
+        assert len(copies) == 1
+    with login(mlflow_url, "training-job"):
+        client = registry_client(mlflow_url)
+        step = staging_rollout(client, tmp_path).step()
+        assert step.state == "released" and first["released_as"] in step.message
+        tags = client.get_model_version(STAGING, candidate).tags
+        assert tags[registry.TAG_ROLLOUT_STATE] == "released"
+        assert tags["kubeloop.rollout.approved_by"] == "approver"

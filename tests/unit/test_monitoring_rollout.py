@@ -322,6 +322,42 @@ def test_a_good_candidate_walks_through_shadow_approval_and_canary_to_champion(w
     assert "kubeloop.retired_at" in world.tags("1")
 
 
+def test_the_champion_is_never_rolled_back_or_approved(world) -> None:
+    """After a promotion the challenger alias still names the champion: ``rollout rollback``
+    marked the serving champion rolled back."""
+    world.client.set_registered_model_alias(world.name, registry.CHALLENGER, "1")
+    for action in (
+        lambda: world.rollout.rollback(world.rollout.candidate(), "by hand"),
+        world.rollout.approve,
+    ):
+        with pytest.raises(RolloutError, match="is the champion: nothing to"):
+            action()
+    assert "kubeloop.rollout.state" not in world.tags("1")
+    assert world.server.weights == []
+
+
+def test_only_a_version_being_rolled_out_is_approved(world) -> None:
+    """An old version that is neither the challenger nor in a rollout step has nothing to
+    approve (it was accepted, and the approval waited for a shadow that never started)."""
+    world.client.create_model_version(
+        world.name, source=str(world.tmp / "model-2"), tags={registry.TAG_NAME: "V1.0.2"}
+    )
+    with pytest.raises(RolloutError, match="is not being rolled out"):
+        world.rollout.approve("3")
+    world.rollout.approve()  # the challenger, ahead of its shadow: the gates still decide
+    assert world.tags()["kubeloop.rollout.approved_by"]
+
+
+def test_a_promotion_by_hand_retires_the_old_champion_and_clears_a_comeback(world) -> None:
+    """The runbooks' rollback is ``kubeloop promote <previous>``: the champion history must
+    read as the rollout's does."""
+    registry.promote(world.client, world.name, "2", approve=True, approver="oncall")
+    assert "kubeloop.retired_at" in world.tags("1")
+    registry.promote(world.client, world.name, "1", approve=True, approver="oncall")
+    assert "kubeloop.retired_at" not in world.tags("1")
+    assert "kubeloop.retired_at" in world.tags("2")
+
+
 def test_a_canary_whose_candidate_returns_errors_is_rolled_back_and_the_champion_never_moved(
     world,
 ) -> None:
@@ -757,6 +793,12 @@ def test_on_call_rolls_production_back_with_the_same_commands(
     assert str(staging.version) == "2"
     listed = CliRunner().invoke(app, ["versions", "--spec", spec_file])
     assert listed.exit_code == 0 and PRODUCTION in listed.output, listed.output
+    # The lineage reads as after a rollout: deployed, the old champion retired, by V-name too
+    shown = lineage.show(world.client, PRODUCTION, "V1.0.0")
+    assert shown["deployed"] and shown["aliases"] == ["champion"]
+    assert shown["registry"]["approved_by"] == getpass.getuser()
+    assert "kubeloop.retired_at" in world.client.get_model_version(PRODUCTION, "2").tags
+    assert "was V1.0.1" in " ".join(result.output.split())
 
 
 def test_a_classifiers_shadow_step_says_how_often_the_classes_differed():
