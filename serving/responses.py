@@ -9,6 +9,7 @@ hot routes (``serving.inference``) and FastAPI's handlers below build it with th
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
@@ -106,13 +107,13 @@ async def _serving_error(request: Request, exc: Exception) -> Response:
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+    first: dict[str, Any] = (
+        dict(exc.errors()[0]) if exc.errors() else {"loc": (), "msg": "invalid request"}
+    )
     if first.get("type") == "json_invalid":  # the body as a whole, not a field of it
+        reason = (first.get("ctx") or {}).get("error", first.get("msg"))
         return error_response(
-            400,
-            code_for(400),
-            f"the body is not valid JSON: {first.get('ctx', {}).get('error', first.get('msg'))}",
-            path=request.url.path,
+            400, code_for(400), f"the body is not valid JSON: {reason}", path=request.url.path
         )
     field = field_path(tuple(first.get("loc", ())))
     message = f"{field}: {first.get('msg')}" if field else str(first.get("msg"))
