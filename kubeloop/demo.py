@@ -479,8 +479,8 @@ def summary(result: DemoResult) -> Table:
             f"{b.analysis.quality.current.get(metric, np.nan):.3f}",
             f"{a.analysis.quality.current.get(metric, np.nan):.3f}",
         )
-        table.add_row(
-            f"held-out {metric}",
+        table.add_row(  # each champion's own test window: not comparable across columns
+            f"baseline {metric} (own test rows)",
             f"{b.analysis.quality.baseline.get(metric, np.nan):.3f}",
             f"{a.analysis.quality.baseline.get(metric, np.nan):.3f}",
         )

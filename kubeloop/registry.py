@@ -43,6 +43,11 @@ TAG_APPROVED_BY = "kubeloop.approved_by"
 # On a staging version made champion because production promoted its copy: "<model>/<version>"
 TAG_FOLLOWS = "kubeloop.follows"
 TAG_ROLLOUT_STATE = "kubeloop.rollout.state"  # shadow, canary, promoted, ... (monitoring.rollout)
+# On a candidate's MLflow run, by the evaluate step: the gate's verdict and the KFP run's id
+# (how a launcher finds a run's outcome; the lineage shows the verdict).
+GATE_TAG = "kubeloop.gate"  # passed | failed
+GATE_REASONS_TAG = "kubeloop.gate_reasons"
+PIPELINE_RUN_TAG = "kubeloop.pipeline_run"
 TAG_RETIRED_AT = "kubeloop.retired_at"  # when another version took the champion alias from it
 CURRENT_USER_PATH = "/api/2.0/mlflow/users/current"  # MLflow's basic-auth app
 

@@ -93,12 +93,24 @@ def build(client, name: str, ref: str) -> dict[str, Any]:
             "run_id": version.run_id,
             "experiment_id": run.info.experiment_id if run else None,
             "started_at": _iso_ms(run.info.start_time) if run else None,
+            "user": run.info.user_id if run else None,
             "git_commit": run_tags.get("mlflow.source.git.commit"),
             "estimator": run.data.params.get("estimator") if run else None,
             "test_metrics": {
                 k.removeprefix("test_"): v
                 for k, v in (run.data.metrics.items() if run else [])
                 if k.startswith("test_")
+            },
+        },
+        "evaluation": {
+            # the gate's comparison on the same held-out rows: the fair one, unlike two
+            # versions' own held-out metrics, which come from different windows
+            "gate": run_tags.get(registry.GATE_TAG),
+            "reasons": run_tags.get(registry.GATE_REASONS_TAG) or None,
+            "champion_metrics": {
+                k.removeprefix("champion_"): v
+                for k, v in (run.data.metrics.items() if run else [])
+                if k.startswith("champion_")
             },
         },
         "registry": {

@@ -538,6 +538,7 @@ class Rollout:
         )
         if moved is None:
             return
+        lineage.record(self.client, self.name, str(moved.version))  # deployed, as production
         log.info(
             "%s: champion follows production: %s (version %s)",
             self.name,

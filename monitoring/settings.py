@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 from kubeloop.settings import PlatformSettings
 
@@ -81,7 +81,8 @@ class MonitoringSettings(PlatformSettings):
         "all",
         description="Which half of the rollout this environment runs: staging (shadow, stress "
         "test, approval releasing to rollout.production_model), production (canary of "
-        "released versions), or all (dev).",
+        "released versions), or all (dev). Default: production where KUBELOOP_SERVED_MODEL "
+        "is production, else all.",
     )
     prometheus_url: str | None = Field(
         None,
@@ -126,3 +127,11 @@ class MonitoringSettings(PlatformSettings):
     @property
     def token(self) -> str | None:
         return self.api_token.get_secret_value() if self.api_token else None
+
+    @model_validator(mode="after")
+    def _phase_follows_the_served_model(self) -> MonitoringSettings:
+        """Where production's model is served, ``kubeloop rollout status`` (or rollback) acts
+        on production's rollout unless told otherwise: on-call sets one variable, not two."""
+        if "rollout_phase" not in self.model_fields_set and self.served_model == "production":
+            self.rollout_phase = "production"
+        return self

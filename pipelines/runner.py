@@ -68,7 +68,7 @@ def outcome_of_pipeline_run(client, model_name: str, pipeline_run: str) -> Local
     run id; None when no candidate got that far (the run failed or was terminated earlier)."""
     import mlflow
 
-    from components.evaluate.core import GATE_REASONS_TAG, GATE_TAG, PIPELINE_RUN_TAG
+    from kubeloop.registry import GATE_REASONS_TAG, GATE_TAG, PIPELINE_RUN_TAG
 
     runs = mlflow.search_runs(
         search_all_experiments=True,

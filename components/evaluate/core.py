@@ -110,11 +110,6 @@ def evaluate(
     return decision
 
 
-GATE_TAG = "kubeloop.gate"  # passed | failed, on the candidate's MLflow run
-GATE_REASONS_TAG = "kubeloop.gate_reasons"
-PIPELINE_RUN_TAG = "kubeloop.pipeline_run"  # the KFP run id: how a launcher finds the outcome
-
-
 def run_step(
     spec,
     settings,
@@ -155,9 +150,9 @@ def run_step(
             mlflow.log_metrics({f"champion_{k}": v for k, v in decision.champion.items()})
         mlflow.set_tags(
             {
-                GATE_TAG: "passed" if decision.passed else "failed",
-                GATE_REASONS_TAG: "; ".join(decision.reasons)[:5000],
-                **({PIPELINE_RUN_TAG: pipeline_run} if pipeline_run else {}),
+                registry.GATE_TAG: "passed" if decision.passed else "failed",
+                registry.GATE_REASONS_TAG: "; ".join(decision.reasons)[:5000],
+                **({registry.PIPELINE_RUN_TAG: pipeline_run} if pipeline_run else {}),
             }
         )
         mlflow.log_dict(decision.to_dict(), "evaluation/decision.json")

@@ -310,16 +310,23 @@ def lineage_cmd(
             f"{run.get('run_id')} (experiment {run.get('experiment_id')}, "
             f"started {run.get('started_at')})",
         ),
+        ("trained by", run.get("user")),
         ("code commit", run.get("git_commit")),
         (
             "held-out metrics",
             ", ".join(f"{k} {v:.4g}" for k, v in sorted(run.get("test_metrics", {}).items())),
         ),
+        ("evaluation gate", gate_verdict(record.get("evaluation") or {}, run)),
         ("registered", reg.get("registered_at")),
         ("retrained because", reg.get("retrained_because")),
         (
             "approved",
             reg.get("approved_by") and f"{reg['approved_by']} at {reg.get('approved_at')}",
+        ),
+        (
+            "replaced",
+            reg.get("promoted_from") not in (None, "none")
+            and f"version {reg['promoted_from']} as champion",
         ),
         ("aliases", ", ".join(record.get("aliases", [])) or "-"),
         *[(f"traffic: {k.replace('_', ' ')}", v) for k, v in record["traffic"].items() if v],
@@ -328,6 +335,21 @@ def lineage_cmd(
     for key, value in rows:
         table.add_row(key, str(value) if value not in (None, "") else "-")
     Console().print(table)
+
+
+def gate_verdict(evaluation: dict, run: dict) -> str | None:
+    """The evaluation gate's verdict and its comparison with the champion of the time on the
+    same held-out rows (each version's own held-out metrics come from different windows)."""
+    if not evaluation.get("gate"):
+        return None  # registered by hand, or before the gate was recorded
+    ours, theirs = run.get("test_metrics", {}), evaluation.get("champion_metrics", {})
+    against = [f"{k} {ours[k]:.4g} against {v:.4g}" for k, v in sorted(theirs.items()) if k in ours]
+    verdict = evaluation["gate"]
+    if evaluation.get("reasons"):
+        verdict += f" ({evaluation['reasons']})"
+    if against:
+        return f"{verdict}; on the same rows as the champion then: {', '.join(against)}"
+    return f"{verdict}; no champion to compare with then"
 
 
 def production_rows(data: dict) -> str | None:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from components.evaluate.core import GATE_REASONS_TAG, GATE_TAG, PIPELINE_RUN_TAG
 from kubeloop import model_store
 from kubeloop.cli.main import app
-from tests.utils.factories import example_spec, sample_frame
+from kubeloop.registry import GATE_REASONS_TAG, GATE_TAG, PIPELINE_RUN_TAG
+from tests.utils.factories import EXAMPLE_SPEC, example_spec, sample_frame
 from tests.utils.kfp_server import kfp_stub
 from tests.utils.models import register_model, train_model
 
@@ -122,3 +122,22 @@ def test_the_lineage_says_which_run_a_version_superseded(settings, tmp_path, mon
     assert state.supersessions(engine, SPEC.model_name) == {"run-1": "run-2"}
     client = model_store.configure(settings)
     assert lineage.build(client, SPEC.model_name, label)["registry"]["supersedes"] == "run-1"
+
+
+def test_the_lineage_shows_the_gates_comparison_with_the_champion_on_the_same_rows(
+    settings, monkeypatch
+):
+    """Two versions' own held-out metrics come from different windows (a retrained model
+    looked 80% worse than the one it beat); an approver reads the gate's comparison."""
+    from kubeloop import registry
+
+    label = candidate(settings, passed=True, register=True)
+    client = model_store.configure(settings)
+    version = registry.find_version(client, SPEC.model_name, label)
+    test_rmse = client.get_run(version.run_id).data.metrics["test_rmse"]
+    client.log_metric(version.run_id, "champion_rmse", 2 * test_rmse)  # as the evaluate step
+    result = CliRunner().invoke(app, ["lineage", label, "--spec", str(EXAMPLE_SPEC)])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.replace("│", " ").split())
+    assert "passed; on the same rows as the champion then:" in text
+    assert f"rmse {test_rmse:.4g} against {2 * test_rmse:.4g}" in text

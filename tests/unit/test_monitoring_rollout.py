@@ -813,3 +813,18 @@ def test_the_shadow_verdict_says_better_or_worse_in_words():
     assert relative_to_champion(0.125) == "12.5% worse than the champion"
     assert relative_to_champion(-0.646) == "64.6% better than the champion"
     assert relative_to_champion(-0.00001) == "as good as the champion"  # not "-0.0%"
+
+
+def test_the_rollout_phase_follows_the_served_model_unless_set(monkeypatch) -> None:
+    """On-call in production sets KUBELOOP_SERVED_MODEL=production for `versions` and
+    `promote`; `rollout status` and `rollback` then showed staging's rollout."""
+    from monitoring.settings import MonitoringSettings
+
+    monkeypatch.delenv("KUBELOOP_ROLLOUT_PHASE", raising=False)
+    monkeypatch.setenv("KUBELOOP_SERVED_MODEL", "production")
+    assert MonitoringSettings().rollout_phase == "production"
+    monkeypatch.setenv("KUBELOOP_ROLLOUT_PHASE", "staging")
+    assert MonitoringSettings().rollout_phase == "staging"
+    monkeypatch.delenv("KUBELOOP_SERVED_MODEL")
+    monkeypatch.delenv("KUBELOOP_ROLLOUT_PHASE")
+    assert MonitoringSettings().rollout_phase == "all"
