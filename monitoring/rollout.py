@@ -244,6 +244,10 @@ def compare_served(
     )
 
 
+def _shown(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
 def shadow_report(
     joined: pd.DataFrame,
     path: Path,
@@ -289,11 +293,11 @@ def shadow_report(
     if comparison.pairs and not comparison.max_abs_diff:
         reasons = [*reasons, "the two models gave identical predictions on every request"]
     difference = (
-        ("share of requests answered with another class", f"{comparison.mean_abs_diff}")
+        ("share of requests answered with another class", _shown(comparison.mean_abs_diff, ".1%"))
         if task == "classification"
         else (
             "mean / max absolute difference",
-            f"{comparison.mean_abs_diff} / {comparison.max_abs_diff}",
+            f"{_shown(comparison.mean_abs_diff, '.4g')} / {_shown(comparison.max_abs_diff, '.4g')}",
         )
     )
     facts: list[tuple[str, object]] = [
@@ -684,7 +688,7 @@ class Rollout:
             comparison,
             f"Shadow of {self.name}: candidate {label} (version {version.version}) against "
             f"champion {champion_label} (version {champion.version}), "
-            f"{since:%Y-%m-%d %H:%M} to {now:%Y-%m-%d %H:%M} UTC",
+            f"{since:%Y-%m-%d %H:%M:%S} to {now:%Y-%m-%d %H:%M:%S} UTC",
             verdict,
         )
         self._log_artifact(version, shadow_file)
