@@ -593,8 +593,8 @@ class Rollout:
                 return Step(APPROVED, f"approved by {tags[P + 'approved_by']}", 0.0)
             return Step(
                 AWAITING,
-                f"waiting for approval: review the shadow report "
-                f"({tags.get(P + 'shadow_report', '-')}) and run `kubeloop rollout "
+                f"waiting for approval: review the shadow report (`kubeloop rollout report "
+                f"{tags.get(registry.TAG_NAME)}`) and run `kubeloop rollout "
                 f"approve {tags.get(registry.TAG_NAME)}`",
             )
         if state == APPROVED:
@@ -691,8 +691,13 @@ class Rollout:
             f"{since:%Y-%m-%d %H:%M:%S} to {now:%Y-%m-%d %H:%M:%S} UTC",
             verdict,
         )
-        self._log_artifact(version, shadow_file)
-        self._tag(version, shadow_result=comparison.to_dict(), shadow_report=str(shadow_file))
+        logged = self._log_artifact(version, shadow_file)
+        self._tag(
+            version,
+            shadow_result=comparison.to_dict(),
+            shadow_report=str(shadow_file),
+            **({"shadow_report_uri": logged} if logged else {}),
+        )
         if worse:
             return self.rollback(
                 version,
@@ -711,17 +716,23 @@ class Rollout:
         self._tag(version, state=AWAITING)
         return Step(
             AWAITING,
-            f"shadow passed ({comparison.pairs} requests); waiting for "
-            f"approval: `kubeloop rollout approve {version.tags.get(registry.TAG_NAME)}`",
+            f"shadow passed ({comparison.pairs} requests); review the shadow report "
+            f"(`kubeloop rollout report {label}`), then approve: `kubeloop rollout approve "
+            f"{label}`",
             None,
             comparison.to_dict(),
         )
 
-    def _log_artifact(self, version, path: Path) -> None:
+    def _log_artifact(self, version, path: Path) -> str | None:
+        """Log a report to the candidate's run: on a cluster the controller's disk is its pod's,
+        so MLflow is where an approver reads it (``kubeloop rollout report``). Returns its
+        ``runs:/`` URI, or None when MLflow refused (the report is on disk still)."""
         try:
             self.client.log_artifact(version.run_id, str(path), artifact_path="rollout")
         except Exception as exc:  # noqa: BLE001 - the report is on disk already
             log.warning("could not log %s to MLflow: %s", path.name, exc)
+            return None
+        return f"runs:/{version.run_id}/rollout/{path.name}"
 
     def _stress_gate(self, version) -> Step | None:
         """The bounded load test before any traffic; a rollback Step when the candidate
@@ -959,6 +970,24 @@ def relative_to_champion(loss: float) -> str:
     if abs(loss) < 0.0005:
         return "as good as the champion"
     return f"{abs(loss):.1%} {'worse' if loss > 0 else 'better'} than the champion"
+
+
+def shadow_report_file(status: dict[str, Any], folder: Path) -> Path:
+    """A version's shadow report as a file here: where the controller wrote it, when that is
+    this machine, else downloaded into ``folder`` from the candidate's MLflow run (on a
+    cluster the controller's disk is its pod's)."""
+    written = status.get("shadow_report")
+    if written and Path(written).is_file():
+        return Path(written)
+    if uri := status.get("shadow_report_uri"):
+        import mlflow
+
+        folder.mkdir(parents=True, exist_ok=True)
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(folder)))
+    raise RolloutError(
+        f"{status['model']} {status.get('label')} (version {status['version']}) has no shadow "
+        f"report{' in MLflow' if written else ''} (rollout state: {status['state']})"
+    )
 
 
 def step_rows(

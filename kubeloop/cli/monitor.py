@@ -231,6 +231,30 @@ def rollout_status(
             out.print(f"  {key}: {value}", highlight=False, soft_wrap=True)
     if status.get("rollback_reason"):
         out.print(f"rolled back: {status['rollback_reason']}")
+    if status.get("shadow_report_uri") or status.get("shadow_report"):
+        out.print(
+            f"shadow report: {status.get('shadow_report_uri') or status['shadow_report']} "
+            f"(`kubeloop rollout report {status['label']}` fetches it)",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+@rollout_app.command("report")
+@friendly
+def rollout_report(
+    version: VersionArg = None,
+    spec: SpecOption = DEFAULT_SPEC,
+    folder: Annotated[
+        Path, typer.Option("--out", help="Where to put a report fetched from MLflow")
+    ] = Path("rollout-reports"),
+) -> None:
+    """The candidate's shadow report (HTML, its verdict first): fetched from the candidate's
+    MLflow run, where the rollout controller logged it; prints the file's path."""
+    from monitoring.rollout import shadow_report_file
+
+    rollout, _ = _rollout(spec, None)
+    out.print(str(shadow_report_file(rollout.status(version), folder)), highlight=False)
 
 
 @rollout_app.command("approve")

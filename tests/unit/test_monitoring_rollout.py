@@ -149,6 +149,7 @@ class World:
             self.client.create_model_version(
                 self.name,
                 source=str(tmp / f"model-{auto}"),
+                run_id=self.client.create_run("0").info.run_id,  # where reports are logged
                 tags={registry.TAG_NAME: f"V1.0.{auto}"},
             )
         registry.promote(self.client, self.name, "1", approve=True, approver="tests")
@@ -322,6 +323,25 @@ def test_a_good_candidate_walks_through_shadow_approval_and_canary_to_champion(w
     assert "Shadow passed: ready for approval" in summary and "requests both answered" in summary
     assert not re.search(r"\d\.\d{6,}", summary), summary  # figures rounded for reading
     assert "kubeloop.retired_at" in world.tags("1")
+
+
+def test_an_approver_elsewhere_fetches_the_shadow_report_from_mlflow(world) -> None:
+    """On a cluster the controller writes the report in its pod: the path it tags is nobody
+    else's; the copy logged to the candidate's run is what an approver reads."""
+    from monitoring.rollout import shadow_report_file
+
+    through_shadow(world)
+    waiting = world.rollout.step()
+    assert "`kubeloop rollout report V1.0.1`" in waiting.message
+    status = world.rollout.status()
+    written = Path(status["shadow_report"])
+    summary = written.read_text()
+    written.unlink()  # the controller's pod is gone
+    fetched = shadow_report_file(status, world.tmp / "approver")
+    assert fetched.parent == world.tmp / "approver" and fetched.read_text() == summary
+    assert status["shadow_report_uri"].startswith("runs:/")
+    with pytest.raises(RolloutError, match="has no shadow report"):
+        shadow_report_file(world.in_phase("dev", "all").status("1"), world.tmp)
 
 
 def test_the_champion_is_never_rolled_back_or_approved(world) -> None:
