@@ -55,6 +55,8 @@ class OnlineFeatures:
             self._last_attempt = time.monotonic()
             layout, lookup = self._opener()
             self.lookup, self.error = lookup, None
+            if self.metrics is not None:  # at 0 from the start: rate() sees the first failure
+                self.metrics.lookup_failures.labels(lookup.backend)
             log.info(
                 "online features: %s backend, %d features of %d view(s), entity key %s",
                 lookup.backend,

@@ -124,6 +124,8 @@ def test_every_route_answers_on_the_embedded_default(server, http, seeded):
     for name in METRIC_NAMES:
         assert f"# HELP {name} " in metrics
     assert 'route="/predict"' in metrics and "kubeloop_feature_lookup_duration_seconds" in metrics
+    # at 0 from the start, so that rate() sees the first failure
+    assert 'kubeloop_feature_lookup_failures_total{backend="feast"} 0.0' in metrics
 
     assert http.get(f"/v2/models/{seeded.model_name}/ready").json()["ready"] is True
     assert http.get("/v2/health/ready").status_code == 200
