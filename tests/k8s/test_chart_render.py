@@ -62,6 +62,22 @@ def test_notes_say_how_to_reach_the_server_and_check_the_install() -> None:
     assert "port-forward svc/kubeloop-server" in notes
     assert "helm test kubeloop" in notes
     assert "emptyDir" in notes  # the dev-only MLflow store is called out
+    # People with only a kubeloop role cannot port-forward: the proxy path the notes give is
+    # one the data scientists' Role grants
+    proxy = "/services/kubeloop-mlflow:http/proxy"
+    assert f"localhost:8001/api/v1/namespaces/kubeloop{proxy}" in notes
+    [role] = [
+        r
+        for r in kinds(render(), "Role")
+        if r["metadata"]["name"] == "kubeloop-data-scientist"
+        and r["metadata"]["namespace"] == "kubeloop"
+    ]
+    [rule] = [
+        r
+        for r in role["rules"]
+        if r["resources"] == ["services/proxy"] and "kubeloop-mlflow:http" in r["resourceNames"]
+    ]
+    assert "get" in rule["verbs"]
 
 
 @pytest.mark.parametrize(
