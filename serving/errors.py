@@ -87,6 +87,7 @@ class ModelNotReady(ServingError):
 
     status_code = 503
     code = "model_not_ready"
+    headers = {"Retry-After": "5"}  # the registry poll or start-up, not the request, decides
 
 
 class Unavailable(ServingError):
@@ -94,6 +95,7 @@ class Unavailable(ServingError):
 
     status_code = 503
     code = "unavailable"
+    headers = {"Retry-After": "5"}
 
 
 def error_body(code: str, message: str, field: str | None = None) -> bytes:

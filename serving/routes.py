@@ -97,12 +97,15 @@ async def feedback(request: Request, runtime: RuntimeDep) -> dict[str, int]:
 health_router = APIRouter(prefix="/health", tags=["health"])
 
 
+# HEAD too (load balancers and uptime checkers probe with it), out of the OpenAPI document.
+@health_router.head("/live", include_in_schema=False)
 @health_router.get("/live", response_model=schemas.Health)
 async def live() -> dict[str, str]:
     """Liveness: the process answers."""
     return {"status": "live"}
 
 
+@health_router.head("/ready", include_in_schema=False)
 @health_router.get("/ready", response_model=schemas.Status, responses={503: ERRORS[503]})
 async def ready(runtime: RuntimeDep) -> dict[str, Any]:
     """Readiness: 200 once a champion is loaded, with what serves; 503 before."""

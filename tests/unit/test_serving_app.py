@@ -224,9 +224,13 @@ def test_predict_is_503_until_a_model_is_loaded(work_dir):
         response = s.predict([{"features": ROW}])
         assert response.status_code == 503
         assert error_of(response)["code"] == "model_not_ready"
+        assert response.headers["retry-after"] == "5"  # a client knows to come back
         assert s.client.get("/health/ready").status_code == 503
         assert s.client.get("/health/live").status_code == 200
         assert s.client.get("/v2/health/ready").status_code == 503
+        # load balancers and uptime checkers probe with HEAD
+        assert s.client.head("/health/live").status_code == 200
+        assert s.client.head("/health/ready").status_code == 503
 
 
 def test_unknown_entity_is_404_naming_it(server):
