@@ -87,10 +87,12 @@ class Quality:
 class Analysis:
     drift: DriftSummary
     quality: Quality
-    snapshot: Any = field(repr=False)  # the Evidently snapshot (HTML, JSON)
+    snapshot: Any = field(repr=False)  # the Evidently snapshot (HTML, JSON); None: no rows
     compared_rows: int = 0  # window rows Evidently saw (a sample when the window is larger)
 
     def html(self) -> str:
+        if self.snapshot is None:
+            return "<p>No predictions in the window: nothing was compared.</p>"
         return self.snapshot.get_html_str(as_iframe=False)
 
 
@@ -255,9 +257,24 @@ def analyze(
     Returns:
         The drift summary, the quality figures and the Evidently snapshot.
     """
+    labelled_rows = current[current[ACTUAL].notna()] if labelled is None else labelled
+    quality = Quality(
+        rows=len(labelled_rows),
+        current=live_quality(
+            task,
+            labelled_rows[ACTUAL].to_numpy(),
+            labelled_rows[PREDICTION].to_numpy(),
+            labelled_rows.get(PROBABILITIES) if probabilities is None else probabilities,
+        ),
+        baseline=dict(baseline_metrics),
+        primary=primary_metric,
+    )
+    if current.empty:  # a quiet window (a new champion, a night): nothing to compare
+        return Analysis(
+            drift=DriftSummary(features=[], prediction=None), quality=quality, snapshot=None
+        )
     from evidently import Report
 
-    labelled_rows = current[current[ACTUAL].notna()] if labelled is None else labelled
     compared = current
     if sample_rows is not None and len(current) > sample_rows:
         compared = current.sample(sample_rows, random_state=0)
@@ -274,17 +291,6 @@ def analyze(
             _dataset(cur, features, task, labelled), _dataset(ref, features, task, labelled)
         )
     drifts = _column_drifts(snapshot)
-    quality = Quality(
-        rows=len(labelled_rows),
-        current=live_quality(
-            task,
-            labelled_rows[ACTUAL].to_numpy(),
-            labelled_rows[PREDICTION].to_numpy(),
-            labelled_rows.get(PROBABILITIES) if probabilities is None else probabilities,
-        ),
-        baseline=dict(baseline_metrics),
-        primary=primary_metric,
-    )
     return Analysis(
         drift=DriftSummary(
             features=[drifts[c] for c in features], prediction=drifts.get(PREDICTION)

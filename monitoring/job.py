@@ -128,6 +128,7 @@ def samples(
     """The run's figures as Prometheus samples (names in ``exporter.METRIC_NAMES``)."""
     S = exporter.Sample
     drift, quality = outcome.analysis.drift, outcome.analysis.quality
+    kinds = {t.kind for t in outcome.verdict.triggers}
     out = [
         S("kubeloop_monitor_last_run_timestamp_seconds", time.time()),
         S("kubeloop_monitor_duration_seconds", outcome.duration_seconds),
@@ -136,7 +137,8 @@ def samples(
         S("kubeloop_drift_share", drift.share),
         S("kubeloop_drift_share_threshold", spec.monitoring.drift_share),
         S("kubeloop_quality_loss_threshold", spec.monitoring.quality_loss),
-        S("kubeloop_drift_detected", float(drift.share >= spec.monitoring.drift_share)),
+        # the verdict's: a window too small to judge (min_rows) is measured, never detected
+        S("kubeloop_drift_detected", float("drift" in kinds)),
         S("kubeloop_drifted_features", len(drift.drifted)),
         S("kubeloop_new_labelled_rows", outcome.new_labels),
         S("kubeloop_model_trained_timestamp_seconds", baseline.trained_at.timestamp()),
@@ -169,7 +171,6 @@ def samples(
             out.append(S("kubeloop_model_primary_metric", figures[quality.primary], labels))
     if quality.loss is not None:
         out.append(S("kubeloop_quality_loss_ratio", quality.loss, {"metric": quality.primary}))
-    kinds = {t.kind for t in outcome.verdict.triggers}
     for kind in ("drift", "quality", "new_labels"):
         out.append(S("kubeloop_retrain_triggered", float(kind in kinds), {"reason": kind}))
     if last_launch is not None:

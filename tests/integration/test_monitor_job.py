@@ -221,16 +221,35 @@ def test_same_distribution_traffic_is_left_alone(loop: Loop, env) -> None:
 
 def test_a_window_too_small_to_judge_says_so_in_its_report(loop: Loop, env) -> None:
     """A handful of predictions gives figures, but no verdict: the report must not read as
-    an all-clear."""
+    an all-clear, and the exported drift flag (what KubeloopDataDrift fires on) stays 0 even
+    when the handful drifted."""
     settings, engine = env
-    serve_traffic(loop, engine, like_training(loop, 20, 3))
+    serve_traffic(loop, engine, drifted(20))
     outcome = run_monitor(
         loop.spec, settings, now=NOW, launcher=FakeLauncher(settings), engine=engine
     )
     assert not outcome.verdict.drift_judged and not outcome.verdict.retrain
+    assert outcome.analysis.drift.share >= loop.spec.monitoring.drift_share  # measured
     html = outcome.report.read_text()
     assert "not everything could be judged" in html and "(measured, not judged)" in html
     assert "drift not judged: 20 rows in the window" in html
+    labels = {"model": loop.spec.model_name, "version": loop.champion.label}
+    assert metrics_file(settings, loop)["kubeloop_drift_detected" + json.dumps(labels)] == 0.0
+
+
+def test_an_empty_window_is_reported_not_a_crash(loop: Loop, env) -> None:
+    """A quiet window (a champion promoted a minute ago) failed the job with Evidently's
+    'an empty column was provided'; on a cluster every such run failed."""
+    from kubeloop.log_store import ensure_schema
+
+    settings, engine = env
+    ensure_schema(engine)  # the log as the servers leave it: its tables, no rows in the window
+    outcome = run_monitor(
+        loop.spec, settings, now=NOW, launcher=FakeLauncher(settings), engine=engine
+    )
+    assert outcome.rows == 0 and not outcome.verdict.retrain
+    assert "drift not judged: 0 rows in the window" in outcome.report.read_text()
+    assert "nothing was compared" in outcome.report.read_text()
 
 
 def test_the_cooldown_stops_a_second_launch(loop: Loop, env) -> None:
