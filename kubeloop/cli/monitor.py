@@ -118,7 +118,8 @@ def monitor(
         console.print(f"[red]launch failed:[/red] {outcome.launch_error}")
         raise typer.Exit(1)
     if serve_metrics:
-        serve_until_interrupted(settings.metrics_path, serve_metrics, "0.0.0.0")
+        # this machine only, as `kubeloop metrics serve` by default: the figures are not public
+        serve_until_interrupted(settings.metrics_path, serve_metrics, "127.0.0.1")
 
 
 def serve_until_interrupted(folder: Path, port: int, addr: str) -> None:
