@@ -48,6 +48,10 @@ TAG_ROLLOUT_STATE = "kubeloop.rollout.state"  # shadow, canary, promoted, ... (m
 GATE_TAG = "kubeloop.gate"  # passed | failed
 GATE_REASONS_TAG = "kubeloop.gate_reasons"
 PIPELINE_RUN_TAG = "kubeloop.pipeline_run"
+# The staging rollout's own approval, which a copy into production must not carry.
+STAGING_APPROVAL_TAGS = tuple(
+    f"kubeloop.rollout.{key}" for key in ("approved_by", "approved_at", "released_as")
+)
 TAG_RETIRED_AT = "kubeloop.retired_at"  # when another version took the champion alias from it
 CURRENT_USER_PATH = "/api/2.0/mlflow/users/current"  # MLflow's basic-auth app
 
@@ -297,10 +301,15 @@ def release(client, name: str, ref: str, production: str, *, state_tags: dict[st
         )
         return existing
     who = approver_identity(client)
+    copy = None
     try:
         copy = client.copy_model_version(f"models:/{name}/{version.version}", production)
+        # The copy carries the staging version's tags: its rollout's approval is not the
+        # release's (anyone with EDIT on staging could have written it).
+        for key in STAGING_APPROVAL_TAGS:
+            if key in (copy.tags or {}):
+                client.delete_model_version_tag(production, copy.version, key)
         tags = {
-            TAG_RELEASED_FROM: f"{name}/{version.version}",
             TAG_APPROVED_BY: who,
             "kubeloop.approved_at": datetime.now(UTC).isoformat(timespec="seconds"),
             **state_tags,
@@ -308,7 +317,13 @@ def release(client, name: str, ref: str, production: str, *, state_tags: dict[st
         for key, value in tags.items():
             client.set_model_version_tag(production, copy.version, key, value)
         client.set_registered_model_alias(production, CHALLENGER, copy.version)
+        # Last: a copy that carries its origin is a whole release (``released_copy``).
+        client.set_model_version_tag(
+            production, copy.version, TAG_RELEASED_FROM, f"{name}/{version.version}"
+        )
     except MlflowException as exc:
+        if copy is not None:  # never half a release: a retry starts afresh
+            _discard(client, production, str(copy.version))
         if "PERMISSION_DENIED" in _error_codes(exc):
             raise PromotionError(
                 f"{who} may not release into {production}: only approvers may ({exc.message})"
@@ -323,6 +338,15 @@ def release(client, name: str, ref: str, production: str, *, state_tags: dict[st
         who,
     )
     return client.get_model_version(production, copy.version)
+
+
+def _discard(client, name: str, version: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.delete_model_version(name, version)
+    except MlflowException as exc:
+        log.warning("could not delete the incomplete copy %s version %s: %s", name, version, exc)
 
 
 def released_copy(client, name: str, version: str, production: str):

@@ -139,6 +139,15 @@ def record(client, name: str, ref: str) -> dict[str, Any]:
     return data
 
 
+def record_after_promotion(client, name: str, version: str) -> None:
+    """``record`` for a champion that has already moved: a failure here (a run no longer
+    readable) is logged, never reported as a failed promotion."""
+    try:
+        record(client, name, version)
+    except Exception as exc:  # noqa: BLE001 - the promotion stands; the lineage is a record
+        log.warning("%s version %s: the lineage could not be frozen: %s", name, version, exc)
+
+
 def tag_supersedes(client, engine, name: str, label: str, run_id: str) -> None:
     """Say on a version which run its own run superseded, if any (``monitoring.state``)."""
     from monitoring import state

@@ -492,6 +492,12 @@ class Rollout:
     def _mark_released(self, version, released) -> None:
         self._tag(version, **self._release_record(released))
 
+    def _approved_ahead(self, tags: dict[str, str]) -> bool:
+        """An approval recorded before shadow passed. Never in staging, where only a release
+        (by an approver, into production) approves: the project's model is editable by anyone
+        who may register, so a tag on it proves nothing."""
+        return self.phase != "staging" and bool(tags.get(P + "approved_by"))
+
     def _is_challenger(self, version) -> bool:
         challenger = registry.by_alias(self.client, self.name, registry.CHALLENGER)
         return challenger is not None and str(challenger.version) == str(version.version)
@@ -542,7 +548,7 @@ class Rollout:
         )
         if moved is None:
             return
-        lineage.record(self.client, self.name, str(moved.version))  # deployed, as production
+        lineage.record_after_promotion(self.client, self.name, str(moved.version))
         log.info(
             "%s: champion follows production: %s (version %s)",
             self.name,
@@ -588,7 +594,7 @@ class Rollout:
                 return Step(
                     RELEASED, f"released as {self._release_record(released)['released_as']}"
                 )
-            if tags.get(P + "approved_by"):
+            if self._approved_ahead(tags):
                 self._tag(version, state=APPROVED)
                 return Step(APPROVED, f"approved by {tags[P + 'approved_by']}", 0.0)
             return Step(
@@ -710,7 +716,7 @@ class Rollout:
         if self.env == "dev" and rollout.auto_approve_dev:
             self._tag(version, state=APPROVED, approved_by="auto", approved_at=_iso(now))
             return Step(APPROVED, "shadow passed; auto-approved (dev)", 0.0, comparison.to_dict())
-        if tags.get(P + "approved_by"):
+        if self._approved_ahead(tags):
             self._tag(version, state=APPROVED)
             return Step(APPROVED, f"shadow passed; approved by {tags[P + 'approved_by']}", 0.0)
         self._tag(version, state=AWAITING)
@@ -911,9 +917,12 @@ class Rollout:
         return self._promote(version, champion, tags)
 
     def _promote(self, version, champion, tags: dict[str, str]) -> Step:
-        # production's copy carries the approval its release recorded (the authenticated
-        # approver), not the staging rollout's tag, which is written after the copy is made
-        approver = tags.get(P + "approved_by") or tags.get(registry.TAG_APPROVED_BY) or "auto"
+        # Production: the approval the release recorded (the authenticated approver); a
+        # single environment: its own rollout's approval.
+        if self.phase == "production":
+            approver = tags.get(registry.TAG_APPROVED_BY) or "auto"
+        else:
+            approver = tags.get(P + "approved_by") or tags.get(registry.TAG_APPROVED_BY) or "auto"
         registry.promote(
             self.client, self.name, str(version.version), approve=True, approver=approver
         )

@@ -224,7 +224,7 @@ def promote_cmd(
     previous = registry.by_alias(client, model, registry.CHAMPION)
     who = registry.recorded_approver(client, approver) if approve else None
     promoted = registry.promote(client, model, version, approve=approve, approver=who)
-    lineage.record(client, model, str(promoted.version))  # what was deployed, frozen
+    lineage.record_after_promotion(client, model, str(promoted.version))
     was = f", was {previous.tags.get(registry.TAG_NAME)}" if previous is not None else ""
     console.print(
         f"[green]{model} champion -> {promoted.tags.get(registry.TAG_NAME)}"

@@ -235,7 +235,7 @@ def rollout_status(
     if status.get("shadow_report_uri") or status.get("shadow_report"):
         out.print(
             f"shadow report: {status.get('shadow_report_uri') or status['shadow_report']} "
-            f"(`kubeloop rollout report {status['label']}` fetches it)",
+            f"(`kubeloop rollout report {status['label'] or status['version']}` fetches it)",
             highlight=False,
             soft_wrap=True,
         )
@@ -350,8 +350,9 @@ def lineage_cmd(
         ),
         (
             "replaced",
-            reg.get("promoted_from") not in (None, "none")
-            and f"version {reg['promoted_from']} as champion",
+            f"version {reg['promoted_from']} as champion"
+            if reg.get("promoted_from") not in (None, "none")
+            else None,
         ),
         ("aliases", ", ".join(record.get("aliases", [])) or "-"),
         *[(f"traffic: {k.replace('_', ' ')}", v) for k, v in record["traffic"].items() if v],

@@ -141,3 +141,4 @@ def test_the_lineage_shows_the_gates_comparison_with_the_champion_on_the_same_ro
     text = " ".join(result.output.replace("│", " ").split())
     assert "passed; on the same rows as the champion then:" in text
     assert f"rmse {test_rmse:.4g} against {2 * test_rmse:.4g}" in text
+    assert "replaced -" in text and "False" not in text  # it never replaced a champion

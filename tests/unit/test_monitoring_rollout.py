@@ -344,6 +344,47 @@ def test_an_approver_elsewhere_fetches_the_shadow_report_from_mlflow(world) -> N
         shadow_report_file(world.in_phase("dev", "all").status("1"), world.tmp)
 
 
+def test_a_staging_approval_tag_never_stands_for_the_releases(settings, tmp_path) -> None:
+    """The copy into production carries the staging version's tags; a
+    ``kubeloop.rollout.approved_by`` anyone who may register can write must not become the
+    production champion's approver."""
+    world = World(settings, tmp_path, RolloutSpec(steps=STEPS, production_model=PRODUCTION))
+    world.client.set_model_version_tag(world.name, "2", "kubeloop.rollout.approved_by", "mallory")
+    released = registry.release(world.client, world.name, "2", PRODUCTION, state_tags={})
+    assert "kubeloop.rollout.approved_by" not in released.tags
+    assert released.tags[registry.TAG_APPROVED_BY] == getpass.getuser()
+    # in staging such a tag does not approve either: only a release does
+    staging = world.in_phase("staging", "staging")
+    world.client.set_model_version_tag(world.name, "2", registry.TAG_ROLLOUT_STATE, AWAITING)
+    assert not staging._approved_ahead(world.tags("2"))
+
+
+def test_a_release_that_failed_halfway_leaves_no_copy_and_a_retry_completes_it(
+    world, monkeypatch
+) -> None:
+    """A copy whose alias was never set was found by the retry and taken as released:
+    production's canary never started."""
+    from mlflow.exceptions import MlflowException
+
+    real = world.client.set_registered_model_alias
+    calls = []
+
+    def flaky(name, alias, version):
+        calls.append(name)
+        if name == PRODUCTION and len(calls) == 1:
+            raise MlflowException("registry unavailable")
+        return real(name, alias, version)
+
+    monkeypatch.setattr(world.client, "set_registered_model_alias", flaky)
+    with pytest.raises(MlflowException, match="unavailable"):
+        registry.release(world.client, world.name, "2", PRODUCTION, state_tags={})
+    assert registry.all_versions(world.client, PRODUCTION) == []  # the half copy is gone
+    released = registry.release(world.client, world.name, "2", PRODUCTION, state_tags={})
+    challenger = registry.by_alias(world.client, PRODUCTION, registry.CHALLENGER)
+    assert str(challenger.version) == str(released.version)
+    assert released.tags[registry.TAG_RELEASED_FROM] == f"{world.name}/2"
+
+
 def test_the_champion_is_never_rolled_back_or_approved(world) -> None:
     """After a promotion the challenger alias still names the champion: ``rollout rollback``
     marked the serving champion rolled back."""
