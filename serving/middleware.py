@@ -16,7 +16,7 @@ from collections.abc import MutableMapping
 from typing import Any
 
 from serving.errors import PayloadTooLarge
-from serving.inference import HotRoutes
+from serving.inference import HotRoutes, request_id
 from serving.responses import ANSWER_KEY, NO_MODEL, error_response
 
 NOBODY = (NO_MODEL, NO_MODEL)
@@ -78,6 +78,7 @@ class ServingMiddleware:
                     413,
                     PayloadTooLarge.code,
                     f"body of {length} bytes; the limit is {self.max_body_bytes}: split the batch",
+                    headers={"x-request-id": request_id(scope)},
                     path=scope["path"],
                 )
         return None

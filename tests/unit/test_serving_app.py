@@ -125,7 +125,8 @@ def test_predict_uses_the_callers_request_id(server):
 
 
 def test_an_error_carries_the_request_id_the_client_sent(server):
-    """A client matches a failure to its own call by the id (401, 422 and 404 alike)."""
+    """A client matches a failure to its own call by the id (401 and 422 alike; 413 in
+    ``test_oversized_body_is_413_with_or_without_content_length``)."""
     for headers, records in (
         ({"Authorization": "Bearer wrong"}, [{"features": ROW}]),
         (AUTH, [{"features": {}}]),
@@ -270,7 +271,8 @@ def test_batch_over_the_record_limit_is_413(server):
 def test_oversized_body_is_413_with_or_without_content_length(server):
     record = {"features": ROW, "key": "k" * 200}
     records = [record] * 30  # 30 records (under the limit of 50), ~7 kB (over 4 kB)
-    assert server.predict(records).status_code == 413
+    refused = server.predict(records, headers={"X-Request-ID": "big-1"})
+    assert refused.status_code == 413 and refused.headers["x-request-id"] == "big-1"
 
     def chunks():
         yield b'{"records": ['
