@@ -60,6 +60,10 @@ def monitor(
     champion's training reference (Evidently), exports the
     figures as Prometheus metrics, writes the HTML report, and launches retraining when a
     threshold of the spec is crossed (once per cooldown).
+
+    Exit codes: 0 the run is done, whether or not retraining is needed (the verdict is on
+    stdout and in the report); 1 a retraining was needed and its launch failed; 2 bad input
+    (the spec, no champion, no reference sample).
     """
     import logging
 

@@ -23,7 +23,7 @@ SpecOption = Annotated[
 # Progress and errors go to stderr; what a command answers (a report, a status) to stdout,
 # through ``out``, so that it can be piped and redirected.
 console = Console(stderr=True)
-out = Console()
+out = Console(soft_wrap=True)  # a path or id is never cut at 80 columns when piped
 SettingsT = TypeVar("SettingsT", bound=PlatformSettings)
 
 
