@@ -176,8 +176,7 @@ def test_alert_has_for_severity_and_runbook(name: str) -> None:
     assert f"docs/observability.md#{name.lower()}" in annotations["runbook"]
     # the link Alertmanager templates and Grafana show: the chart's page, the alert's section
     assert annotations["runbook_url"] == (
-        f"{alert_rules.chart_defaults()['metrics']['prometheusRule']['runbookUrl']}"
-        f"#{name.lower()}"
+        f"{alert_rules.chart_defaults()['metrics']['prometheusRule']['runbookUrl']}#{name.lower()}"
     )
     assert re.search(rf"^### {name}$", DOCS.read_text(), re.M), (
         f"docs/observability.md has no runbook section for {name}"
