@@ -188,10 +188,15 @@ def registry_samples(client, model_name: str) -> list[exporter.Sample]:
     out: list[exporter.Sample] = []
     try:
         versions = registry.all_versions(client, model_name)
+        champion = None
         for alias in (registry.CHAMPION, registry.CHALLENGER):
             version = registry.by_alias(client, model_name, alias)
             if version is None:
                 continue
+            if alias == registry.CHAMPION:
+                champion = str(version.version)
+            elif str(version.version) == champion:
+                continue  # promoted: the alias stays on the champion, which is no challenger
             tags = dict(version.tags or {})
             out.append(
                 S(

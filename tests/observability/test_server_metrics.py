@@ -160,6 +160,16 @@ def test_registry_samples_name_champion_challenger_and_their_times() -> None:
     }
 
 
+def test_a_promoted_challenger_is_not_exported_as_one() -> None:
+    """After a promotion the challenger alias stays on the new champion: the loop dashboard's
+    "Challenger" showed the champion."""
+    from monitoring.job import registry_samples
+
+    client = FakeClient([_version("2", "V1.0.1", 2_000.0)], {"champion": "2", "challenger": "2"})
+    aliases = {s.labels.get("alias") for s in registry_samples(client, "demo")}
+    assert aliases == {"champion", None}
+
+
 def test_registry_figures_never_fail_a_monitoring_run() -> None:
     from monitoring.job import registry_samples
 
