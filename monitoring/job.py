@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from kubeloop import model_store
-from kubeloop.spec import ProjectSpec
+from kubeloop.spec import MonitoringSpec, ProjectSpec
 from monitoring import exporter, report, state
 from monitoring.decide import NOT_JUDGED, Verdict, decide
 from monitoring.drift import Analysis, analyze
@@ -227,18 +227,25 @@ def registry_samples(client, model_name: str) -> list[exporter.Sample]:
     return out
 
 
-def _write_report(outcome: MonitorOutcome, folder: Path) -> None:
+def _write_report(outcome: MonitorOutcome, folder: Path, spec: MonitoringSpec) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    outcome.report.write_text(report.with_summary(outcome.analysis.html(), _summary(outcome)))
+    summary = _summary(outcome, spec)
+    outcome.report.write_text(report.with_summary(outcome.analysis.html(), summary))
     latest = folder / "latest.html"
     latest.write_text(outcome.report.read_text())
 
 
-def _summary(outcome: MonitorOutcome) -> str:
-    """What this run compared and decided, for the top of its HTML report."""
+def _summary(outcome: MonitorOutcome, spec: MonitoringSpec) -> str:
+    """What this run compared and decided, against which thresholds, for the top of its HTML
+    report."""
     drift, quality, verdict = outcome.analysis.drift, outcome.analysis.quality, outcome.verdict
     metric = quality.primary
     live, baseline = quality.current.get(metric), quality.baseline.get(metric)
+    if quality.loss is None:
+        loss = ""
+    else:
+        loss = f", {abs(quality.loss):.0%} {'worse' if quality.loss >= 0 else 'better'}"
+    prediction = drift.prediction
     facts: list[tuple[str, object]] = [
         ("model", f"{outcome.model_name} {outcome.label} (registry version {outcome.version})"),
         ("compared", "the champion's recent predictions with its training reference"),
@@ -247,14 +254,21 @@ def _summary(outcome: MonitorOutcome) -> str:
         ("of them labelled", outcome.labelled_rows),
         (
             "features drifted",
-            f"{len(drift.drifted)} of {len(drift.features)} ({drift.share:.0%})"
-            + ("" if verdict.drift_judged else NOT_JUDGED),
+            f"{len(drift.drifted)} of {len(drift.features)} ({drift.share:.0%}; retrains at "
+            f"{spec.drift_share:.0%})" + ("" if verdict.drift_judged else NOT_JUDGED),
         ),
         ("drifted features", ", ".join(drift.drifted) or "none"),
         (
+            "predictions drifted",
+            "-"
+            if prediction is None
+            else f"{'yes' if prediction.drifted else 'no'} ({prediction.method} "
+            f"{prediction.score:.3g})",
+        ),
+        (
             f"{metric} live / baseline",
-            f"{_number(live)} / {_number(baseline)}"
-            + ("" if verdict.quality_judged else NOT_JUDGED),
+            f"{_number(live)} / {_number(baseline)}{loss} (retrains at "
+            f"{spec.quality_loss:.0%} worse)" + ("" if verdict.quality_judged else NOT_JUDGED),
         ),
     ]
     if verdict.retrain:
@@ -538,7 +552,7 @@ def run_monitor(
         timings=timings,
     )
     lap("decide")
-    _write_report(outcome, folder)
+    _write_report(outcome, folder, spec.monitoring)
     lap("report")
 
     def publish() -> None:

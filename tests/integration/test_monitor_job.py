@@ -202,6 +202,10 @@ def test_drifted_traffic_is_flagged_exported_reported_and_retrained(loop: Loop, 
     assert summary_at < html.index("<script", summary_at)
     assert "Retraining needed" in summary_block and loop.champion.label in summary_block
     assert f"{outcome.rows:,}" in summary_block and "drifted features" in summary_block
+    # against which thresholds, and whether the predictions moved too
+    assert f"retrains at {loop.spec.monitoring.drift_share:.0%})" in summary_block
+    assert f"retrains at {loop.spec.monitoring.quality_loss:.0%} worse)" in summary_block
+    assert "predictions drifted" in summary_block
     summary = json.loads(outcome.summary.read_text())
     assert summary["decision"]["retrain"] and summary["launched"]["run_id"] == "fake-0"
     client = model_store.configure(settings)
