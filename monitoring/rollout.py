@@ -471,7 +471,7 @@ class Rollout:
             state_tags={STATE_TAG: APPROVED},
         )
         try:
-            self._mark_released(version, released)
+            self._tag(version, **self._release_record(released))
         except MlflowException as exc:
             if registry.refusal(exc) is None:
                 raise
@@ -488,9 +488,6 @@ class Rollout:
             "approved_at": released.tags.get("kubeloop.approved_at", "-"),
             "released_as": f"{production}/{released.version}",
         }
-
-    def _mark_released(self, version, released) -> None:
-        self._tag(version, **self._release_record(released))
 
     def _approved_ahead(self, tags: dict[str, str]) -> bool:
         """An approval recorded before shadow passed. Never in staging, where only a release
@@ -590,7 +587,7 @@ class Rollout:
         if state == AWAITING:
             released = self._released_copy(version)
             if released is not None:  # an approver released it; approvers cannot tag here
-                self._mark_released(version, released)
+                self._tag(version, **self._release_record(released))
                 return Step(
                     RELEASED, f"released as {self._release_record(released)['released_as']}"
                 )

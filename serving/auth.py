@@ -46,6 +46,8 @@ def _header(token: str | None) -> bytes | None:
 def _authorization(scope: Mapping[str, Any]) -> bytes | None:
     for name, value in scope["headers"]:
         if name == b"authorization":
+            if value.startswith(b"Bearer "):  # as nearly every client sends it: no copy
+                return value
             # The scheme is case-insensitive (RFC 9110 11.1): "bearer <token>" is accepted too.
             scheme, _, credentials = value.partition(b" ")
             return b"Bearer " + credentials if scheme.lower() == b"bearer" else value
