@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from kubeloop.registry import CANARY_TAG, LoadedModel
+from serving.direct_predict import direct_predictor
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +47,17 @@ class ServedModel:
     alias: str
     loaded_at: float = field(default_factory=time.time)
     classes: np.ndarray | None = field(init=False, default=None)
+    direct: bool = field(init=False, default=False)  # predicts through serving.direct_predict
+    _values: Callable[[np.ndarray], Any] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         model = self.loaded.model
         classes = getattr(model, "classes_", None)  # a regressor Pipeline raises: None
         if classes is not None and hasattr(model, "predict_proba"):
             object.__setattr__(self, "classes", np.asarray(classes))
+        direct = direct_predictor(model) if classes is None else None
+        object.__setattr__(self, "direct", direct is not None)
+        object.__setattr__(self, "_values", direct or model.predict)
 
     @property
     def name(self) -> str:
@@ -73,7 +79,7 @@ class ServedModel:
         """One predict call of the underlying model: a flat float64 array of values, or for a
         classifier the float64 ``(N, C)`` class probabilities."""
         if self.classes is None:
-            return np.asarray(self.loaded.model.predict(X), dtype=np.float64).reshape(-1)
+            return np.asarray(self._values(X), dtype=np.float64).reshape(-1)
         return np.asarray(self.loaded.model.predict_proba(X), dtype=np.float64)
 
     def describe(self) -> dict[str, Any]:
@@ -84,6 +90,7 @@ class ServedModel:
             "alias": self.alias,
             "features": list(self.features),
             "classes": None if self.classes is None else self.classes.tolist(),
+            "predict": "direct" if self.direct else "estimator",
             "loaded_at": self.loaded_at,
         }
 
@@ -355,11 +362,12 @@ class ModelRepository:
         if self.metrics is not None:
             self.metrics.model_loads.labels(alias).inc()
         log.info(
-            "loaded %s version %s (%s) for alias %s",
+            "loaded %s version %s (%s) for alias %s%s",
             self.model_name,
             served.version,
             served.label,
             alias,
+            " (direct predict: checked equal to the estimator's)" if served.direct else "",
         )
         return served
 
