@@ -33,7 +33,6 @@ def direct_predictor(model: Any) -> Predict | None:
     """A checked fast ``predict`` for ``model``, or None when there is none for it."""
     from sklearn.dummy import DummyRegressor
     from sklearn.ensemble import GradientBoostingRegressor
-    from sklearn.ensemble._gradient_boosting import predict_stages
 
     if type(model) is not GradientBoostingRegressor or not hasattr(model, "estimators_"):
         return None
@@ -43,9 +42,11 @@ def direct_predictor(model: Any) -> Predict | None:
         return None  # an init estimator whose raw prediction depends on the row
     width = int(model.n_features_in_)
     estimators, rate = model.estimators_, float(model.learning_rate)
-    try:
+    try:  # scikit-learn's private parts: a release without them keeps its own predict
+        from sklearn.ensemble._gradient_boosting import predict_stages
+
         baseline = float(model._raw_predict_init(np.zeros((1, width), np.float32))[0, 0])
-    except Exception:  # a scikit-learn without it: keep its own predict
+    except Exception:
         log.debug("no direct predict for %r", model, exc_info=True)
         return None
 
