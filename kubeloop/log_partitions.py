@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from time import monotonic
 from typing import TYPE_CHECKING
@@ -45,6 +46,9 @@ AHEAD_DAYS = 2  # days after today whose partition a writer creates in advance
 # How long creating or dropping a partition waits for the table (others queue behind it meanwhile).
 LOCK_TIMEOUT = "2s"
 RETRY_SECONDS = 300.0  # before a writer tries again after a creation gave up
+# The most rows ``coverage`` counts in the default partition: a count of millions would hold the
+# partition long enough to make a writer's partition creation time out (it scans the default).
+DEFAULT_ROWS_COUNTED = 1_000_000
 
 
 def partition_name(day: date) -> str:
@@ -173,6 +177,33 @@ def days_before(engine: Engine, before: datetime) -> list[date]:
         if not is_partitioned(conn):
             return []
         return sorted(d for d in existing_days(conn) if day_start(d + timedelta(days=1)) <= before)
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """How far the day partitions reach, and how many rows missed them."""
+
+    days_ahead: int  # consecutive days from today (UTC) with a partition, today included
+    default_rows: int  # rows in the default partition, at most DEFAULT_ROWS_COUNTED
+
+
+def coverage(engine: Engine, today: date | None = None) -> Coverage | None:
+    """What monitoring reports of the partitions (``kubeloop_prediction_log_*``): rows in the
+    default partition mean a day's partition could not be made in time, and retention then
+    deletes that day row by row and every read of a window scans the default too. None on a
+    log without partitions."""
+    today = today or datetime.now(UTC).date()
+    with engine.connect() as conn:
+        if not is_partitioned(conn):
+            return None
+        days = existing_days(conn)
+        default_rows = conn.exec_driver_sql(
+            f"SELECT count(*) FROM (SELECT 1 FROM {DEFAULT} LIMIT {DEFAULT_ROWS_COUNTED}) AS r"
+        ).scalar()
+    ahead = 0
+    while today + timedelta(days=ahead) in days:
+        ahead += 1
+    return Coverage(ahead, int(default_rows or 0))
 
 
 def drop_before(

@@ -47,6 +47,8 @@ METRIC_NAMES: tuple[str, ...] = (
     "kubeloop_registry_alias_info",
     "kubeloop_registry_alias_since_timestamp_seconds",
     "kubeloop_registry_latest_version_timestamp_seconds",
+    "kubeloop_prediction_log_partition_days_ahead",
+    "kubeloop_prediction_log_default_partition_rows",
 )
 
 BASE_LABELS = ("model", "version")
@@ -108,6 +110,16 @@ _SPECS: dict[str, tuple[str, tuple[str, ...]]] = {
     "kubeloop_registry_latest_version_timestamp_seconds": (
         "When the newest registry version was registered (the last training that passed the "
         "evaluation gate).",
+        (),
+    ),
+    "kubeloop_prediction_log_partition_days_ahead": (
+        "Days from today (UTC, today included) whose prediction log partition exists "
+        "(PostgreSQL; the servers' shippers make today's and two more).",
+        (),
+    ),
+    "kubeloop_prediction_log_default_partition_rows": (
+        "Prediction log rows in the default partition, stored while their day had no partition "
+        "(counted up to 1,000,000).",
         (),
     ),
 }

@@ -227,6 +227,27 @@ def registry_samples(client, model_name: str) -> list[exporter.Sample]:
     return out
 
 
+def log_samples(engine) -> list[exporter.Sample]:
+    """The prediction log's day partitions as samples (PostgreSQL): how many days from today
+    have their partition, and the rows that went to the default partition instead. Empty on a
+    log without partitions, and (with a warning) when it cannot be read: these figures never
+    fail a monitoring run."""
+    from kubeloop import log_partitions
+
+    try:
+        found = log_partitions.coverage(engine)
+    except Exception as exc:  # noqa: BLE001 - log figures, never worth failing the run
+        log.warning("prediction log figures not exported: %s", exc)
+        return []
+    if found is None:
+        return []
+    S = exporter.Sample
+    return [
+        S("kubeloop_prediction_log_partition_days_ahead", found.days_ahead),
+        S("kubeloop_prediction_log_default_partition_rows", found.default_rows),
+    ]
+
+
 def _write_report(outcome: MonitorOutcome, folder: Path, spec: MonitoringSpec) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     summary = _summary(outcome, spec)
@@ -562,7 +583,8 @@ def run_monitor(
             served,
             baseline.label,
             samples(outcome, baseline, spec, current.launched_at if current else None)
-            + registry_samples(client, served),
+            + registry_samples(client, served)
+            + log_samples(engine),
         )
         outcome.metrics_target = exporter.publish(
             registry,

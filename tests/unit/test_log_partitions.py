@@ -216,3 +216,37 @@ def test_replicas_creating_the_same_days_at_once_all_succeed(engine):
     assert results == [set(days)] * len(engines)
     with engine.connect() as conn:
         assert existing_days(conn) == set(days)
+
+
+def test_monitoring_reports_the_days_ahead_and_the_rows_that_missed_their_partition(engine):
+    """What KubeloopPredictionLogDefaultPartitionRows reads (pushed by the monitoring job)."""
+    from monitoring.job import log_samples
+
+    def figures() -> dict[str, float]:
+        return {s.name: s.value for s in log_samples(engine)}
+
+    assert figures() == {
+        "kubeloop_prediction_log_partition_days_ahead": 0,  # nothing shipped: none made yet
+        "kubeloop_prediction_log_default_partition_rows": 0,
+    }
+    early = spool.to_table([logged("early", 3, 5)])
+    assert shipper.store_segments(engine, [("other/seg", early)]) == 3  # no partitions asked
+    today = spool.to_table([logged("today", 2, 0)])
+    assert shipper.store_segments(engine, [("run/seg", today)], Partitions(engine)) == 2
+    assert figures() == {
+        "kubeloop_prediction_log_partition_days_ahead": 1 + log_partitions.AHEAD_DAYS,
+        "kubeloop_prediction_log_default_partition_rows": 3,
+    }
+    found = log_partitions.coverage(engine, today=day_ago(-log_partitions.AHEAD_DAYS))
+    assert found is not None and found.days_ahead == 1  # the last day made ahead, then none
+
+
+def test_a_log_without_partitions_reports_none(tmp_path):
+    from monitoring.job import log_samples
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'log.db'}")
+    ensure_schema(engine)
+    assert log_partitions.coverage(engine) is None and log_samples(engine) == []
+    engine.dispose()
+    broken = make_engine("postgresql+psycopg://nobody@127.0.0.1:1/none")
+    assert log_samples(broken) == []  # never fails a monitoring run
