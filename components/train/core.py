@@ -109,14 +109,37 @@ def git_commit() -> str:
         return "unknown"
 
 
+def reference_sample(
+    train: pd.DataFrame,
+    spec: ProjectSpec,
+    held_out: pd.DataFrame | None = None,
+    since: pd.Timestamp | None = None,
+) -> pd.DataFrame:
+    """The rows monitoring compares production with: a uniform sample of the training rows, or,
+    when the run trained on production's labelled rows (from ``since``, the start of their
+    window), of the training and held-out rows of that window, at least
+    ``monitoring.min_rows`` of them. A sample of all the history still looked like the data
+    before a drift after a retraining on the drifted rows, so the retrained champion was
+    flagged for the drift it had just learned."""
+    frame = train
+    if since is not None:
+        both = train if held_out is None else pd.concat([train, held_out])
+        recent = both.loc[pd.to_datetime(both[spec.timestamp], utc=True) >= since]
+        if len(recent) >= spec.monitoring.min_rows:
+            frame = recent
+    return frame.sample(min(REFERENCE_ROWS, len(frame)), random_state=0)
+
+
 def fit_and_log(
     train: pd.DataFrame,
     features: list[str],
     spec: ProjectSpec,
     settings: PlatformSettings,
     data: dict[str, Any],
+    reference: pd.DataFrame | None = None,
 ) -> tuple[str, str, Pipeline]:
-    """Fit the Pipeline and log params, data version, code version, model and reference sample."""
+    """Fit the Pipeline and log params, data version, code version, model and reference sample
+    (``reference``, by default ``reference_sample(train, spec)``)."""
     import mlflow
     import mlflow.sklearn
     from mlflow.models import infer_signature
@@ -168,7 +191,8 @@ def fit_and_log(
                 # subprocess on every run (~10 s) to guess the same list.
                 pip_requirements=model_requirements(),
             )
-        reference = train.sample(min(REFERENCE_ROWS, len(train)), random_state=0)
+        if reference is None:
+            reference = reference_sample(train, spec)
         reference = reference[[spec.entity_key, spec.timestamp, *features, spec.target]].copy()
         reference["prediction"] = pipeline.predict(reference[features].to_numpy())
         with tempfile.TemporaryDirectory() as tmp:
@@ -200,7 +224,11 @@ def train(
         frame = frame.loc[~dropped]
     train_df, test_df = time_split(frame, spec)
     data = {**data, "production_rows": int(from_log.sum())}
-    run_id, model_uri, _ = fit_and_log(train_df, features, spec, settings, data)
+    since = None
+    if from_log.any():
+        since = pd.to_datetime(entity_df.loc[from_log, spec.timestamp], utc=True).min()
+    reference = reference_sample(train_df, spec, test_df, since)
+    run_id, model_uri, _ = fit_and_log(train_df, features, spec, settings, data, reference)
     log.info(
         "trained on %d rows, holding out %d; MLflow run %s", len(train_df), len(test_df), run_id
     )

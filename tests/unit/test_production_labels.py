@@ -261,3 +261,24 @@ def test_a_classifiers_labelled_rows_carry_the_true_class_in_the_targets_type(en
     rows = pl.training_rows(got, spec)
     assert check_rules(rows, pl.rules(spec, rows)).passed
     assert pl.as_declared_types(rows, spec)["energy_kwh"].tolist() == [1, 0]
+
+
+def test_a_model_retrained_on_production_rows_is_compared_with_them():
+    """The reference monitoring compares with: a sample of the training rows, or, after a
+    retraining on production's labelled rows, those of their window (held-out ones included),
+    so the drift the model was retrained for is not flagged again."""
+    from components.train import core
+
+    stamps = pd.date_range(START, periods=9_000, freq="min", tz="UTC")
+    frame = pd.DataFrame({SPEC.entity_key: np.arange(9_000) % 50, SPEC.timestamp: stamps})
+    frame["a"] = np.where(np.arange(9_000) >= 7_000, 5.0, 0.0)  # the last 2,000: drifted
+    since = stamps[7_000]
+    train, held_out = core.time_split(frame, SPEC)
+
+    reference = core.reference_sample(train, SPEC, held_out, since)
+    assert len(reference) == 2_000 and (reference["a"] == 5.0).all()
+    before = core.reference_sample(train, SPEC)  # no production rows: the training rows
+    assert len(before) == core.REFERENCE_ROWS and (before["a"] == 0.0).mean() > 0.8
+    # Too few production rows to judge by (monitoring.min_rows): the training rows again.
+    late = stamps[-SPEC.monitoring.min_rows + 1]
+    assert core.reference_sample(train, SPEC, held_out, late).equals(before)
