@@ -27,6 +27,11 @@ LEFT_OUT = {
     "kubeloop_drifted_features": "the count behind kubeloop_drift_share; the quality dashboard "
     "shows the share (what the spec's threshold applies to) and "
     "each feature's verdict",
+    # Partition upkeep (PostgreSQL only): what on-call needs is the alert, which reads both.
+    "kubeloop_prediction_log_default_partition_rows": "read by the alert "
+    "KubeloopPredictionLogDefaultPartitionRows; 0 whenever the partitions keep up",
+    "kubeloop_prediction_log_partition_days_ahead": "named in that alert's runbook as the "
+    "figure to compare; 3 whenever the partitions keep up",
 }
 
 
