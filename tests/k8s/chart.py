@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "kubeloop"
 RELEASE = "kubeloop"
 NAMESPACE = "kubeloop"
-KUBE_VERSIONS = ("1.29", "1.31", "1.33")
+KUBE_VERSIONS = ("1.30", "1.33", "1.35")
 
 # Every values scenario the chart must render: the defaults, each environment, each ci/ case.
 VALUES_FILES: tuple[Path | None, ...] = (
