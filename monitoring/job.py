@@ -28,7 +28,7 @@ from monitoring.drift import Analysis, analyze
 from monitoring.errors import LaunchError, SupersededWhileStarting
 from monitoring.launch import Launched, Launcher, make_launcher
 from monitoring.lineage import tag_supersedes
-from monitoring.reference import Baseline, load_baseline
+from monitoring.reference import Baseline, describe, load_baseline, reference_text
 from monitoring.settings import MonitoringSettings
 from monitoring.window import count_labelled_since, open_log, read_window
 
@@ -58,6 +58,7 @@ class MonitorOutcome:
     launch_error: str | None = None
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    reference: dict[str, Any] = field(default_factory=dict)  # reference.describe: compared with
 
     def to_dict(self) -> dict[str, Any]:
         drift = self.analysis.drift
@@ -67,6 +68,7 @@ class MonitorOutcome:
             "version": self.version,
             "label": self.label,
             "window": {"start": self.start.isoformat(), "end": self.end.isoformat()},
+            "reference": self.reference,
             "rows": self.rows,
             "compared_rows": self.analysis.compared_rows,
             "labelled_rows": self.labelled_rows,
@@ -270,6 +272,7 @@ def _summary(outcome: MonitorOutcome, spec: MonitoringSpec) -> str:
     facts: list[tuple[str, object]] = [
         ("model", f"{outcome.model_name} {outcome.label} (registry version {outcome.version})"),
         ("compared", "the champion's recent predictions with its training reference"),
+        ("reference", reference_text(outcome.reference) if outcome.reference else "-"),
         ("window", f"{outcome.start:%Y-%m-%d %H:%M} to {outcome.end:%Y-%m-%d %H:%M} UTC"),
         ("predictions in the window", outcome.rows),
         ("of them labelled", outcome.labelled_rows),
@@ -571,6 +574,7 @@ def run_monitor(
         summary=folder / f"monitor-{stamp}.json",
         metrics_target="",
         timings=timings,
+        reference=describe(baseline, spec.timestamp),
     )
     lap("decide")
     _write_report(outcome, folder, spec.monitoring)

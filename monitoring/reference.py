@@ -12,6 +12,7 @@ import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -111,4 +112,40 @@ def load_baseline(
         metrics=metrics,
         metrics_source=source,
         trained_at=datetime.fromtimestamp(run.info.start_time / 1000, UTC),
+    )
+
+
+def describe(baseline: Baseline, timestamp: str) -> dict[str, Any]:
+    """What a run compared with, for its report and summary JSON: on-call people reading a
+    drift report need to know which rows "normal" was, not only which model."""
+    times = (
+        pd.to_datetime(baseline.reference[timestamp], utc=True)
+        if timestamp in baseline.reference.columns
+        else pd.Series([], dtype="datetime64[ns, UTC]")
+    )
+    return {
+        "run_id": baseline.run_id,
+        "rows": len(baseline.reference),
+        "from": None if times.empty else times.min().isoformat(),
+        "to": None if times.empty else times.max().isoformat(),
+        "trained_at": baseline.trained_at.isoformat(),
+        "quality_baseline": baseline.metrics_source,
+    }
+
+
+def reference_text(reference: dict[str, Any]) -> str:
+    """``describe``'s figures as one line of the report's summary."""
+    span = ""
+    if reference.get("from") and reference.get("to"):
+        start, end = (pd.Timestamp(reference[k]) for k in ("from", "to"))
+        span = f", {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC"
+    trained = pd.Timestamp(reference["trained_at"])
+    source = {
+        "held-out": "held-out metrics",
+        "reference": "the reference's own figures (no held-out metrics logged)",
+    }.get(reference["quality_baseline"], "none")
+    rows = reference["rows"]
+    return (
+        f"{rows:,} row{'' if rows == 1 else 's'} of training run {reference['run_id']}{span}; "
+        f"trained {trained:%Y-%m-%d %H:%M} UTC; quality baseline: {source}"
     )

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+import pandas as pd
+
+from monitoring.reference import Baseline, describe, reference_text
 from monitoring.report import summary_html, with_summary
 
 
@@ -48,3 +53,41 @@ def test_a_shadow_report_says_when_both_models_answered_identically(tmp_path) ->
     summary = path.read_text().split("kubeloop-summary")[1].split("</section>")[0]
     assert "identical predictions on every request" in summary
     assert "200" in summary  # requests both answered
+
+
+def _baseline(reference: pd.DataFrame, source: str = "held-out") -> Baseline:
+    return Baseline(
+        model_name="churn",
+        version="3",
+        label="V1.0.3",
+        run_id="8f2c0d1e",
+        features=["x"],
+        target="y",
+        reference=reference,
+        metrics={"rmse": 1.0},
+        metrics_source=source,
+        trained_at=datetime(2026, 11, 30, 6, 0, tzinfo=UTC),
+    )
+
+
+def test_the_summary_names_the_reference_it_compared_with() -> None:
+    times = pd.to_datetime(["2026-11-02 10:00", "2026-11-20 18:30", "2026-11-10 00:00"], utc=True)
+    reference = pd.DataFrame({"ts": times, "x": [1.0, 2.0, 3.0], "y": [1.0, 2.0, 3.0]})
+    described = describe(_baseline(reference), "ts")
+    assert described["rows"] == 3 and described["run_id"] == "8f2c0d1e"
+    assert described["from"].startswith("2026-11-02T10:00") and described["to"].startswith(
+        "2026-11-20T18:30"
+    )
+    assert reference_text(described) == (
+        "3 rows of training run 8f2c0d1e, 2026-11-02 10:00 to 2026-11-20 18:30 UTC; "
+        "trained 2026-11-30 06:00 UTC; quality baseline: held-out metrics"
+    )
+
+
+def test_a_reference_without_times_or_held_out_metrics_says_so() -> None:
+    reference = pd.DataFrame({"x": [1.0], "y": [1.0]})
+    text = reference_text(describe(_baseline(reference, source="reference"), "ts"))
+    assert text == (
+        "1 row of training run 8f2c0d1e; trained 2026-11-30 06:00 UTC; quality baseline: "
+        "the reference's own figures (no held-out metrics logged)"
+    )
