@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.k8s.chart import KUBE_VERSIONS, REPO, containers, pod_specs
+from tests.k8s.chart import KUBE_VERSIONS, REPO, containers, load_values, pod_specs, render
 from tests.k8s.manifests import BASE, render_base
 from tests.k8s.validation import custom_resource_errors, kubernetes_errors
 
@@ -75,8 +75,8 @@ def test_overlay_keeps_pods_locked_down(kubectl: str, overlay: str) -> None:
 def test_overlays_set_each_environment(kubectl: str) -> None:
     dev, staging, prod = (build(kubectl, o) for o in OVERLAYS)
     for objects, env in ((dev, "dev"), (staging, "staging"), (prod, "prod")):
-        for owner in ("kubeloop-server", "kubeloop-monitor", "kubeloop-materialize"):
-            assert _env(objects, owner)["KUBELOOP_ENV"] == env, (env, owner)
+        for owner, values in _kubeloop_envs(objects).items():
+            assert values["KUBELOOP_ENV"] == env, (env, owner)
     assert _env(staging, "kubeloop-server")["KUBELOOP_SHADOW_ENABLED"] == "true"
     assert "KUBELOOP_SHADOW_ENABLED" not in _env(prod, "kubeloop-server")
     hpa = {
@@ -85,6 +85,52 @@ def test_overlays_set_each_environment(kubectl: str) -> None:
     }
     assert [(h["minReplicas"], h["maxReplicas"]) for h in hpa.values()] == [(1, 2), (2, 4), (3, 12)]
     assert _by(prod, "Deployment", "kubeloop-mlflow")["spec"]["replicas"] == 2
+
+
+# What the chart is given for each overlay's environment: the overlays must configure every
+# kubeloop process as the chart does there (its release flow included), with the base's values.
+CHART_SETTINGS = {
+    "dev": {},
+    "staging": {"environment": "staging", "rollout": {"phase": "staging"}},
+    "prod": {"environment": "prod", "rollout": {"phase": "production"}},
+}
+ON_PURPOSE = {"staging": {("kubeloop-server", "KUBELOOP_SHADOW_ENABLED")}}
+
+
+def _kubeloop_envs(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Owner name -> env of every container that runs kubeloop (it reads KUBELOOP_ENV)."""
+    envs = {}
+    for owner, container in containers(objects):
+        env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+        if "KUBELOOP_ENV" in env:
+            envs[owner["metadata"]["name"]] = env
+    return envs
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_configures_kubeloop_as_the_chart_does_for_its_environment(
+    kubectl: str, overlay: str
+) -> None:
+    values = load_values(BASE / "values.yaml")
+    settings = CHART_SETTINGS[overlay]
+    chart = render(
+        {**values, **settings, "rollout": {**values["rollout"], **settings.get("rollout", {})}}
+    )
+    expected, got = _kubeloop_envs(chart), _kubeloop_envs(build(kubectl, overlay))
+    assert set(got) == set(expected)
+    for owner, env in expected.items():
+        extra = {name for o, name in ON_PURPOSE.get(overlay, set()) if o == owner}
+        assert {k: v for k, v in got[owner].items() if k not in extra} == env, owner
+
+
+def test_production_serves_and_rolls_out_the_released_model(kubectl: str) -> None:
+    prod = _kubeloop_envs(build(kubectl, "prod"))
+    assert {env.get("KUBELOOP_SERVED_MODEL") for env in prod.values()} == {"production"}
+    assert prod["kubeloop-rollout"]["KUBELOOP_ROLLOUT_PHASE"] == "production"
+    assert "KUBELOOP_PREDICT_TOKEN" not in prod["kubeloop-rollout"]
+    staging = _kubeloop_envs(build(kubectl, "staging"))
+    assert not any("KUBELOOP_SERVED_MODEL" in env for env in staging.values())
+    assert staging["kubeloop-rollout"]["KUBELOOP_ROLLOUT_PHASE"] == "staging"
 
 
 def test_eks_overlays_use_irsa_instead_of_static_s3_keys(kubectl: str) -> None:
