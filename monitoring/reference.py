@@ -117,12 +117,12 @@ def load_baseline(
 
 def describe(baseline: Baseline, timestamp: str) -> dict[str, Any]:
     """What a run compared with, for its report and summary JSON: on-call people reading a
-    drift report need to know which rows "normal" was, not only which model."""
-    times = (
-        pd.to_datetime(baseline.reference[timestamp], utc=True)
-        if timestamp in baseline.reference.columns
-        else pd.Series([], dtype="datetime64[ns, UTC]")
-    )
+    drift report need to know which rows "normal" was, not only which model. Never raises:
+    a reference whose times cannot be read gives no time span."""
+    times = pd.Series([], dtype="datetime64[ns, UTC]")
+    column = baseline.reference.get(timestamp)
+    if column is not None and pd.api.types.is_datetime64_any_dtype(column):
+        times = pd.to_datetime(column, utc=True, errors="coerce").dropna()
     return {
         "run_id": baseline.run_id,
         "rows": len(baseline.reference),
@@ -146,6 +146,7 @@ def reference_text(reference: dict[str, Any]) -> str:
     }.get(reference["quality_baseline"], "none")
     rows = reference["rows"]
     return (
-        f"{rows:,} row{'' if rows == 1 else 's'} of training run {reference['run_id']}{span}; "
-        f"trained {trained:%Y-%m-%d %H:%M} UTC; quality baseline: {source}"
+        f"a sample of {rows:,} row{'' if rows == 1 else 's'} (training run "
+        f"{reference['run_id']}{span}); trained {trained:%Y-%m-%d %H:%M} UTC; "
+        f"quality baseline: {source}"
     )

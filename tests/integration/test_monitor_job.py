@@ -207,7 +207,7 @@ def test_drifted_traffic_is_flagged_exported_reported_and_retrained(loop: Loop, 
     assert f"retrains at {loop.spec.monitoring.quality_loss:.0%} worse)" in summary_block
     assert "predictions drifted" in summary_block
     # ...and which rows "normal" was: the champion's training run and its reference sample.
-    assert f"of training run {loop.trained.run_id}" in summary_block
+    assert f"(training run {loop.trained.run_id}, " in summary_block
     summary = json.loads(outcome.summary.read_text())
     assert summary["reference"]["run_id"] == loop.trained.run_id
     assert summary["reference"]["rows"] > 0 and summary["reference"]["from"] is not None

@@ -79,15 +79,19 @@ def test_the_summary_names_the_reference_it_compared_with() -> None:
         "2026-11-20T18:30"
     )
     assert reference_text(described) == (
-        "3 rows of training run 8f2c0d1e, 2026-11-02 10:00 to 2026-11-20 18:30 UTC; "
+        "a sample of 3 rows (training run 8f2c0d1e, 2026-11-02 10:00 to 2026-11-20 18:30 UTC); "
         "trained 2026-11-30 06:00 UTC; quality baseline: held-out metrics"
     )
 
 
 def test_a_reference_without_times_or_held_out_metrics_says_so() -> None:
-    reference = pd.DataFrame({"x": [1.0], "y": [1.0]})
-    text = reference_text(describe(_baseline(reference, source="reference"), "ts"))
-    assert text == (
-        "1 row of training run 8f2c0d1e; trained 2026-11-30 06:00 UTC; quality baseline: "
-        "the reference's own figures (no held-out metrics logged)"
+    expected = (
+        "a sample of 1 row (training run 8f2c0d1e); trained 2026-11-30 06:00 UTC; quality "
+        "baseline: the reference's own figures (no held-out metrics logged)"
     )
+    for ts in (None, pd.Series([pd.NaT], dtype="datetime64[ns, UTC]"), [1_700_000_000]):
+        reference = pd.DataFrame({"x": [1.0], "y": [1.0]})
+        if ts is not None:  # no column, only missing times, numbers that are not times
+            reference["ts"] = ts
+        text = reference_text(describe(_baseline(reference, source="reference"), "ts"))
+        assert text == expected, ts
