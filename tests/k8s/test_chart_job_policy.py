@@ -86,6 +86,13 @@ def test_the_binding_checks_jobs_in_the_release_namespace_against_the_materializ
 def test_a_data_engineer_runs_materialization_on_demand(rendered) -> None:
     policy, _, cronjob = rendered
     job = job_from(cronjob)
+    # As the API server validates it: defaulted to one pod, with the Job controller's labels.
+    job["spec"].update(parallelism=1, completions=1)
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    labels.update(
+        {"batch.kubernetes.io/job-name": "materialize-now", "job-name": "materialize-now"}
+    )
+    labels["batch.kubernetes.io/controller-uid"] = labels["controller-uid"] = "0c8e3d4a"
     by_group = decide(policy, job, cronjob, "dave@example.com", ["de", "system:authenticated"])
     by_user = decide(policy, job, cronjob, "erin@example.com", ["system:authenticated"])
     for decision in (by_group, by_user):
@@ -127,6 +134,49 @@ def test_a_data_engineer_cannot_change_the_pod(rendered, tamper) -> None:
     assert decision.applies and not decision.allowed
     assert decision.message is not None and "unchanged" in decision.message
     assert MATERIALIZE in decision.message
+
+
+def _many_pods(job: dict[str, Any]) -> None:
+    job["spec"]["parallelism"] = job["spec"]["completions"] = 20
+
+
+def _own_selector(job: dict[str, Any]) -> None:
+    job["spec"]["manualSelector"] = True
+    job["spec"]["selector"] = {"matchLabels": {"app.kubernetes.io/component": "server"}}
+
+
+def _server_label(job: dict[str, Any]) -> None:
+    # The server's Service, PDB and HPA select pods by these labels.
+    job["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] = "server"
+
+
+def _extra_label(job: dict[str, Any]) -> None:
+    job["spec"]["template"]["metadata"]["labels"]["example.com/team"] = "data"
+
+
+def _annotation(job: dict[str, Any]) -> None:
+    job["spec"]["template"]["metadata"]["annotations"] = {"sidecar.istio.io/inject": "false"}
+
+
+@pytest.mark.parametrize(
+    ("tamper", "says"),
+    [
+        (_many_pods, "once"),
+        (_own_selector, "once"),
+        (_server_label, "labels"),
+        (_extra_label, "labels"),
+        (_annotation, "annotations"),
+    ],
+)
+def test_a_data_engineer_cannot_change_how_the_job_runs_or_what_its_pod_looks_like(
+    rendered, tamper, says
+) -> None:
+    policy, _, cronjob = rendered
+    job = job_from(cronjob)
+    tamper(job)
+    decision = decide(policy, job, cronjob, "dave@example.com", ["de"])
+    assert not decision.allowed
+    assert decision.message is not None and says in decision.message
 
 
 def test_a_data_engineer_cannot_create_a_job_of_their_own(rendered) -> None:

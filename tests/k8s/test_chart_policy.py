@@ -241,6 +241,7 @@ def test_only_data_engineers_read_raw_sources_and_write_features() -> None:
     assert _grants(engineer, "secrets", "get", "raw-s3")
     assert _grants(engineer, "secrets", "get", "feast-db")
     assert _grants(engineer, "jobs", "create")  # materialization on demand
+    assert not _grants(engineer, "jobs", "delete")  # it would stop a monitor or a rollout run
     for other in (scientist, approver):
         assert not _grants(other, "secrets", "get"), other["metadata"]["name"]
         assert not _grants(other, "jobs", "create")
