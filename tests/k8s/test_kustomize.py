@@ -89,12 +89,35 @@ def test_overlays_set_each_environment(kubectl: str) -> None:
 
 # What the chart is given for each overlay's environment: the overlays must configure every
 # kubeloop process as the chart does there (its release flow included), with the base's values.
+PROMETHEUS = "http://kube-prometheus-stack-prometheus.monitoring:9090"
 CHART_SETTINGS = {
     "dev": {},
-    "staging": {"environment": "staging", "rollout": {"phase": "staging"}},
-    "prod": {"environment": "prod", "rollout": {"phase": "production"}},
+    "staging": {
+        "environment": "staging",
+        "rollout": {"phase": "staging", "prometheusUrl": PROMETHEUS},
+        # production's MLflow is the registry both halves share (the same artifact moves on)
+        "mlflow": {"enabled": False, "externalTrackingUri": "https://mlflow.internal.example.com"},
+    },
+    "prod": {
+        "environment": "prod",
+        "rollout": {"phase": "production", "prometheusUrl": PROMETHEUS},
+        "server": {"settings": {"registry_poll_seconds": 30}},
+        "mlflow": {
+            "allowedHosts": ["mlflow.internal.example.com"],
+            "ingressFrom": [{"ipBlock": {"cidr": "10.0.0.0/16"}}],
+        },
+    },
 }
 ON_PURPOSE = {"staging": {("kubeloop-server", "KUBELOOP_SHADOW_ENABLED")}}
+
+
+def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Helm's merge of a values file over another: maps merge, everything else replaces."""
+    out = dict(base)
+    for key, value in override.items():
+        both = isinstance(value, dict) and isinstance(base.get(key), dict)
+        out[key] = _merged(base[key], value) if both else value
+    return out
 
 
 def _kubeloop_envs(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -113,14 +136,23 @@ def test_overlay_configures_kubeloop_as_the_chart_does_for_its_environment(
 ) -> None:
     values = load_values(BASE / "values.yaml")
     settings = CHART_SETTINGS[overlay]
-    chart = render(
-        {**values, **settings, "rollout": {**values["rollout"], **settings.get("rollout", {})}}
-    )
-    expected, got = _kubeloop_envs(chart), _kubeloop_envs(build(kubectl, overlay))
+    chart = render(_merged(values, settings))
+    objects = build(kubectl, overlay)
+    expected, got = _kubeloop_envs(chart), _kubeloop_envs(objects)
     assert set(got) == set(expected)
     for owner, env in expected.items():
         extra = {name for o, name in ON_PURPOSE.get(overlay, set()) if o == owner}
         assert {k: v for k, v in got[owner].items() if k not in extra} == env, owner
+    # The registry: whom it admits (hosts, network peers), where there is one.
+    for kind, name in (("Deployment", "kubeloop-mlflow"), ("NetworkPolicy", "kubeloop-mlflow")):
+        mine = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
+        charts = [o for o in chart if o["kind"] == kind and o["metadata"]["name"] == name]
+        assert len(mine) == len(charts), (kind, name)
+    if any(o["metadata"]["name"] == "kubeloop-mlflow" for o in chart):
+        hosts = "MLFLOW_SERVER_ALLOWED_HOSTS"
+        assert _env(objects, "kubeloop-mlflow")[hosts] == _env(chart, "kubeloop-mlflow")[hosts]
+        policy = _by(objects, "NetworkPolicy", "kubeloop-mlflow")["spec"]
+        assert policy == _by(chart, "NetworkPolicy", "kubeloop-mlflow")["spec"]
 
 
 def test_production_serves_and_rolls_out_the_released_model(kubectl: str) -> None:
@@ -133,10 +165,12 @@ def test_production_serves_and_rolls_out_the_released_model(kubectl: str) -> Non
     assert staging["kubeloop-rollout"]["KUBELOOP_ROLLOUT_PHASE"] == "staging"
 
 
-def test_eks_overlays_use_irsa_instead_of_static_s3_keys(kubectl: str) -> None:
+def test_prod_mlflow_uses_irsa_instead_of_static_s3_keys(kubectl: str) -> None:
     dev = _env(build(kubectl, "dev"), "kubeloop-mlflow")
     assert {"AWS_ACCESS_KEY_ID", "MLFLOW_S3_ENDPOINT_URL"} <= set(dev)
-    for overlay in ("staging", "prod"):
+    staging = build(kubectl, "staging")  # production's MLflow is its registry: none of its own
+    assert not [o for o in staging if o["metadata"]["name"] == "kubeloop-mlflow"]
+    for overlay in ("prod",):
         objects = build(kubectl, overlay)
         env = _env(objects, "kubeloop-mlflow")
         static = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_S3_ENDPOINT_URL"}
