@@ -120,6 +120,11 @@ def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _access(obj: dict[str, Any]) -> Any:
+    """What an RBAC or admission object grants or checks, without its labels."""
+    return obj.get("rules", obj.get("subjects", obj.get("spec")))
+
+
 def _kubeloop_envs(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Owner name -> env of every container that runs kubeloop (it reads KUBELOOP_ENV)."""
     envs = {}
@@ -143,6 +148,11 @@ def test_overlay_configures_kubeloop_as_the_chart_does_for_its_environment(
     for owner, env in expected.items():
         extra = {name for o, name in ON_PURPOSE.get(overlay, set()) if o == owner}
         assert {k: v for k, v in got[owner].items() if k not in extra} == env, owner
+    # Who may do what: the same Roles, bindings and Job policy as the chart's.
+    kinds = ("Role", "RoleBinding", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+    for kind in kinds:
+        mine = {o["metadata"]["name"]: _access(o) for o in objects if o["kind"] == kind}
+        assert mine == {o["metadata"]["name"]: _access(o) for o in chart if o["kind"] == kind}
     # The registry: whom it admits (hosts, network peers), where there is one.
     for kind, name in (("Deployment", "kubeloop-mlflow"), ("NetworkPolicy", "kubeloop-mlflow")):
         mine = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
