@@ -52,13 +52,13 @@ class MonitorOutcome:
     report: Path
     summary: Path
     metrics_target: str
+    reference: dict[str, Any]  # reference.describe: what the window was compared with
     duration_seconds: float = 0.0
     claim: state.Claim | None = None
     launched: Launched | None = None
     launch_error: str | None = None
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
-    reference: dict[str, Any] = field(default_factory=dict)  # reference.describe: compared with
 
     def to_dict(self) -> dict[str, Any]:
         drift = self.analysis.drift
@@ -272,7 +272,7 @@ def _summary(outcome: MonitorOutcome, spec: MonitoringSpec) -> str:
     facts: list[tuple[str, object]] = [
         ("model", f"{outcome.model_name} {outcome.label} (registry version {outcome.version})"),
         ("compared", "the champion's recent predictions with its training reference"),
-        ("reference", reference_text(outcome.reference) if outcome.reference else "-"),
+        ("reference", reference_text(outcome.reference)),
         ("window", f"{outcome.start:%Y-%m-%d %H:%M} to {outcome.end:%Y-%m-%d %H:%M} UTC"),
         ("predictions in the window", outcome.rows),
         ("of them labelled", outcome.labelled_rows),

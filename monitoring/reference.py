@@ -119,10 +119,9 @@ def describe(baseline: Baseline, timestamp: str) -> dict[str, Any]:
     """What a run compared with, for its report and summary JSON: on-call people reading a
     drift report need to know which rows "normal" was, not only which model. Never raises:
     a reference whose times cannot be read gives no time span."""
-    times = pd.Series([], dtype="datetime64[ns, UTC]")
     column = baseline.reference.get(timestamp)
-    if column is not None and pd.api.types.is_datetime64_any_dtype(column):
-        times = pd.to_datetime(column, utc=True, errors="coerce").dropna()
+    readable = column is not None and pd.api.types.is_datetime64_any_dtype(column)
+    times = pd.to_datetime(column, utc=True).dropna() if readable else pd.Series([])
     return {
         "run_id": baseline.run_id,
         "rows": len(baseline.reference),

@@ -180,14 +180,13 @@ def test_prod_mlflow_uses_irsa_instead_of_static_s3_keys(kubectl: str) -> None:
     assert {"AWS_ACCESS_KEY_ID", "MLFLOW_S3_ENDPOINT_URL"} <= set(dev)
     staging = build(kubectl, "staging")  # production's MLflow is its registry: none of its own
     assert not [o for o in staging if o["metadata"]["name"] == "kubeloop-mlflow"]
-    for overlay in ("prod",):
-        objects = build(kubectl, overlay)
-        env = _env(objects, "kubeloop-mlflow")
-        static = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_S3_ENDPOINT_URL"}
-        assert not static & set(env)
-        assert env["MLFLOW_ARTIFACTS_DESTINATION"] == f"s3://kubeloop-{overlay}-mlflow/artifacts"
-        account = _by(objects, "ServiceAccount", "kubeloop-mlflow")
-        assert "eks.amazonaws.com/role-arn" in account["metadata"]["annotations"]
+    objects = build(kubectl, "prod")
+    env = _env(objects, "kubeloop-mlflow")
+    static = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_S3_ENDPOINT_URL"}
+    assert not static & set(env)
+    assert env["MLFLOW_ARTIFACTS_DESTINATION"] == "s3://kubeloop-prod-mlflow/artifacts"
+    account = _by(objects, "ServiceAccount", "kubeloop-mlflow")
+    assert "eks.amazonaws.com/role-arn" in account["metadata"]["annotations"]
 
 
 def test_every_patch_file_is_used() -> None:
